@@ -1,0 +1,53 @@
+# Local workflow for ridelock. PostgreSQL and Redis come from
+# scripts/services.sh (profiles dev and test, see that script).
+#
+# Each recipe runs in a single bash (.ONESHELL) with -e, so the env file that
+# services.sh writes can be sourced and seen by the later lines, and the first
+# failing line fails the target.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := test
+
+SERVICES := bash scripts/services.sh
+FMT_CHECK := cargo fmt --all -- --check
+CLIPPY := cargo clippy --all-targets -- -D warnings
+
+.PHONY: run test services services-down clean-services fmt lint
+
+# Build and serve on :3000 against the dev services, after migrate + seed.
+run:
+	$(SERVICES) up dev
+	. var/dev/env
+	export RUST_LOG="$${RUST_LOG:-info}"
+	cargo build --release
+	./target/release/ridelock migrate
+	./target/release/ridelock seed
+	exec ./target/release/ridelock serve
+
+# What CI runs (.ci/run): format check, lints, then every test target.
+test:
+	$(SERVICES) up test
+	. var/test/env
+	export RIDELOCK_ENV=test
+	$(FMT_CHECK)
+	$(CLIPPY)
+	cargo test --all-targets
+
+services:
+	$(SERVICES) up dev
+
+services-down:
+	$(SERVICES) down dev
+
+clean-services:
+	$(SERVICES) down dev
+	$(SERVICES) down test
+	rm -rf var/
+
+fmt:
+	cargo fmt --all
+
+lint:
+	$(FMT_CHECK)
+	$(CLIPPY)

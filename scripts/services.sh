@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# Project-local PostgreSQL 15 and Redis for ridelock.
+#
+#   scripts/services.sh up     dev|test   start what is missing (idempotent)
+#   scripts/services.sh down   dev|test   stop what `up` started
+#   scripts/services.sh status dev|test   show what runs
+#
+#   profile   PostgreSQL        Redis            env file
+#   dev       127.0.0.1:55432   127.0.0.1:56379  var/dev/env
+#   test      127.0.0.1:55433   127.0.0.1:56380  var/test/env
+#
+# `up` writes `export DATABASE_URL=...` and `export REDIS_URL=...` to the env
+# file and prints them on stdout, so `eval "$(scripts/services.sh up test)"`
+# works; every other message goes to stderr. A DATABASE_URL / REDIS_URL
+# already in the environment is used instead of a local server when it
+# answers (but not one of the URLs this script hands out: a shell that
+# eval'ed the dev env must not make the test profile share dev's data).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PG_BIN=/usr/lib/postgresql/15/bin
+declare -A PG_PORTS=([dev]=55432 [test]=55433)
+declare -A REDIS_PORTS=([dev]=56379 [test]=56380)
+
+log() { echo "services: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# die_with_log FILE MESSAGE: fail, showing the end of a server log.
+die_with_log() {
+  log "error: $2; last lines of $1:"
+  tail -n 30 "$1" >&2 2>/dev/null || true
+  exit 1
+}
+
+# wait_for SECONDS CMD...: poll CMD until it succeeds or time runs out.
+wait_for() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.5
+  done
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+die_port_taken() {
+  die "127.0.0.1:$1 is in use by something other than this checkout's $PROFILE $2;" \
+    "not touching it. See what it is with: ss -ltnp 'sport = :$1'"
+}
+
+pg_url() { echo "postgres://postgres@127.0.0.1:${PG_PORTS[$1]}/ridelock"; }
+redis_url() { echo "redis://127.0.0.1:${REDIS_PORTS[$1]}/"; }
+
+is_project_url() {
+  local p
+  for p in dev test; do
+    [[ $1 == "$(pg_url "$p")" || $1 == "$(redis_url "$p")" ]] && return 0
+  done
+  return 1
+}
+
+# --- installation ----------------------------------------------------------
+
+have_redis() { command -v redis-server && command -v redis-cli; } >/dev/null
+
+# The machine image ships PostgreSQL 15 but not Redis: install what is missing.
+ensure_installed() {
+  local missing=()
+  [[ -x $PG_BIN/initdb ]] || missing+=(postgresql-15)
+  have_redis || missing+=(redis-server)
+  ((${#missing[@]})) || return 0
+  ((EUID == 0)) || die "please install: ${missing[*]}"
+  log "installing ${missing[*]}"
+  apt-get update >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+  [[ -x $PG_BIN/initdb ]] || die "$PG_BIN/initdb still missing after install"
+  have_redis || die "redis-server/redis-cli still not on PATH after install"
+}
+
+# --- PostgreSQL ------------------------------------------------------------
+
+# The server refuses to run as root, so as root its tools run as postgres
+# (from /, since the caller's directory may be closed to that user).
+as_pg() {
+  if ((EUID == 0)); then
+    (cd / && runuser -u postgres -- "$@")
+  else
+    "$@"
+  fi
+}
+
+# Where the cluster (pg/) and its log (pg.log) live: var/<profile>, unless
+# the postgres user cannot reach into this checkout (e.g. one cloned under
+# mktemp -d or /root); then a directory under /var/tmp keyed by checkout path.
+pg_home() {
+  if as_pg test -x "$ROOT" 2>/dev/null; then
+    echo "$VAR_DIR"
+  else
+    local home
+    home=/var/tmp/ridelock-$(printf %s "$ROOT" | md5sum | cut -c1-12)/$PROFILE
+    log "user postgres cannot enter $ROOT, so the PostgreSQL cluster lives in $home"
+    echo "$home"
+  fi
+}
+
+pg_running() { as_pg "$PG_BIN/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1; }
+pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres; }
+pg_reachable() { PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" "$1" -Atqc 'select 1' >/dev/null 2>&1; }
+pg_psql() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atq "$@"; }
+
+# pg_ctl opens the log and the server its data dir as postgres, so hand
+# both to that user; done on every start in case the log was deleted.
+prepare_pg_files() {
+  (umask 022 && mkdir -p "$PG_DATA")
+  touch "$PG_LOG"
+  if ((EUID == 0)); then chown postgres: "$PG_DATA" "$PG_LOG"; fi
+  as_pg test -w "$PG_DATA" ||
+    die "user postgres cannot write $PG_DATA; a parent directory is not traversable (chmod o+x it)"
+}
+
+init_pg() {
+  local locale=(--locale=C.UTF-8)
+  if ! locale -a 2>/dev/null | grep -qix 'c\.utf-\?8'; then
+    log "locale C.UTF-8 is not installed; initializing with --no-locale"
+    locale=(--no-locale)
+  fi
+  log "initializing PostgreSQL cluster in $PG_DATA"
+  as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 "${locale[@]}" --no-instructions >&2
+}
+
+start_pg() {
+  if pg_running; then
+    log "PostgreSQL ($PROFILE) already running on 127.0.0.1:$PG_PORT"
+  else
+    port_in_use "$PG_PORT" && die_port_taken "$PG_PORT" PostgreSQL
+    prepare_pg_files
+    [[ -f $PG_DATA/PG_VERSION ]] || init_pg
+    log "starting PostgreSQL ($PROFILE) on 127.0.0.1:$PG_PORT"
+    # Settings go on the command line rather than into postgresql.conf, so
+    # an existing cluster picks up changes to this script on its next start.
+    as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 30 -o "-p $PG_PORT \
+      -c listen_addresses=127.0.0.1 -c unix_socket_directories='$PG_DATA' \
+      -c max_connections=400 -c shared_buffers=128MB" >&2 ||
+      die_with_log "$PG_LOG" "PostgreSQL did not start"
+  fi
+  # Also covers a server that is running but still recovering.
+  wait_for 30 pg_ready || die_with_log "$PG_LOG" "PostgreSQL is not accepting connections"
+  [[ $(pg_psql -c "select 1 from pg_database where datname = 'ridelock'") == 1 ]] ||
+    pg_psql -c 'create database ridelock' >&2
+}
+
+stop_pg() {
+  if pg_running; then
+    log "stopping PostgreSQL ($PROFILE)"
+    as_pg "$PG_BIN/pg_ctl" stop -D "$PG_DATA" -m fast -w >&2
+  else
+    log "PostgreSQL ($PROFILE) not running"
+  fi
+}
+
+# --- Redis -----------------------------------------------------------------
+
+# PID from our pidfile, only if that process is a redis-server on our port
+# (the PID may have been reused since the pidfile was written).
+our_redis_pid() {
+  local pid
+  pid=$(cat "$REDIS_PIDFILE" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 1
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q ":$REDIS_PORT\b" && echo "$pid"
+}
+
+redis_ready() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+redis_reachable() { [[ $(timeout 5 redis-cli -u "$1" ping 2>/dev/null) == PONG ]]; }
+
+start_redis() {
+  if our_redis_pid >/dev/null; then
+    log "Redis ($PROFILE) already running on 127.0.0.1:$REDIS_PORT"
+  else
+    port_in_use "$REDIS_PORT" && die_port_taken "$REDIS_PORT" Redis
+    log "starting Redis ($PROFILE) on 127.0.0.1:$REDIS_PORT"
+    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+      --pidfile "$REDIS_PIDFILE" --dir "$VAR_DIR" --logfile "$REDIS_LOG" \
+      --save '' --appendonly no
+  fi
+  wait_for 15 redis_ready || die_with_log "$REDIS_LOG" "Redis is not answering PING"
+}
+
+stop_redis() {
+  local pid
+  if pid=$(our_redis_pid); then
+    log "stopping Redis ($PROFILE, pid $pid)"
+    kill "$pid"
+    wait_for 15 test ! -e "/proc/$pid" || die "Redis (pid $pid) did not exit"
+  else
+    log "Redis ($PROFILE) not running"
+  fi
+}
+
+# --- commands --------------------------------------------------------------
+
+cmd_up() {
+  (umask 022 && mkdir -p "$VAR_DIR" "$PG_HOME")
+  local db=${DATABASE_URL:-} redis=${REDIS_URL:-}
+  if [[ -n $db ]] && ! is_project_url "$db" && pg_reachable "$db"; then
+    log "using DATABASE_URL from the environment"
+  else
+    [[ -z $db ]] || is_project_url "$db" || log "DATABASE_URL from the environment does not answer; ignoring it"
+    start_pg
+    db=$(pg_url "$PROFILE")
+  fi
+  if [[ -n $redis ]] && ! is_project_url "$redis" && redis_reachable "$redis"; then
+    log "using REDIS_URL from the environment"
+  else
+    [[ -z $redis ]] || is_project_url "$redis" || log "REDIS_URL from the environment does not answer; ignoring it"
+    start_redis
+    redis=$(redis_url "$PROFILE")
+  fi
+  printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$db" "$redis" >"$ENV_FILE"
+  log "wrote $ENV_FILE"
+  cat "$ENV_FILE"
+}
+
+cmd_down() {
+  stop_pg
+  stop_redis
+  rm -f "$ENV_FILE"
+}
+
+# Exits non-zero unless both local servers run.
+cmd_status() {
+  local ok=0 pid
+  if pg_running; then
+    echo "postgres: running, pid $(head -n1 "$PG_DATA/postmaster.pid"), 127.0.0.1:$PG_PORT, data $PG_DATA"
+  else
+    echo "postgres: not running (port $PG_PORT, data $PG_DATA)"
+    ok=1
+  fi
+  if pid=$(our_redis_pid); then
+    echo "redis: running, pid $pid, 127.0.0.1:$REDIS_PORT"
+  else
+    echo "redis: not running (port $REDIS_PORT)"
+    ok=1
+  fi
+  if [[ -f $ENV_FILE ]]; then
+    echo "env file $ENV_FILE:"
+    sed 's/^/  /' "$ENV_FILE"
+  fi
+  return "$ok"
+}
+
+usage() {
+  echo "usage: $0 up|down|status dev|test" >&2
+  exit 2
+}
+
+main() {
+  [[ $# -eq 2 ]] || usage
+  case $2 in dev | test) ;; *) usage ;; esac
+  PROFILE=$2
+  PG_PORT=${PG_PORTS[$PROFILE]}
+  REDIS_PORT=${REDIS_PORTS[$PROFILE]}
+  VAR_DIR=$ROOT/var/$PROFILE
+  ENV_FILE=$VAR_DIR/env
+  REDIS_PIDFILE=$VAR_DIR/redis.pid
+  REDIS_LOG=$VAR_DIR/redis.log
+  # Before pg_home, which needs the postgres user that the package creates.
+  [[ $1 != up ]] || ensure_installed
+  PG_HOME=$(pg_home)
+  PG_DATA=$PG_HOME/pg
+  PG_LOG=$PG_HOME/pg.log
+  case $1 in
+    up) cmd_up ;;
+    down) cmd_down ;;
+    status) cmd_status ;;
+    *) usage ;;
+  esac
+}
+
+main "$@"

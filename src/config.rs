@@ -1,0 +1,209 @@
+//! Typed settings, layered as `config/base.toml` → `config/$RIDELOCK_ENV.toml` → `RIDELOCK_*` env
+//! vars (plus the conventional `DATABASE_URL` / `REDIS_URL`). `validate()` refuses a configuration
+//! that would break the lease invariants (e.g. a heartbeat too slow for the TTL) before anything starts.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use diesel_async::pooled_connection::deadpool::Pool;
+use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::AsyncPgConnection;
+use serde::Deserialize;
+
+/// A value that must not appear in logs (URLs may carry passwords).
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub node: NodeSettings,
+    pub database: DatabaseSettings,
+    pub redis: RedisSettings,
+    pub lease: LeaseSettings,
+    pub booking: BookingSettings,
+    pub assign: AssignSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ServerSettings {
+    pub host: String,
+    pub port: u16,
+    pub workers: usize,
+    pub request_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct NodeSettings {
+    pub id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub pool_size: usize,
+    pub acquire_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub key_prefix: String,
+    pub response_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LeaseSettings {
+    pub ttl_ms: u64,
+    pub renew_every_ms: u64,
+    pub drift_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BookingSettings {
+    pub idle_stop_ms: u64,
+    pub mailbox_capacity: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct AssignSettings {
+    pub radius_km: f64,
+    pub max_candidates: usize,
+}
+
+/// The profile named by `RIDELOCK_ENV` (default `local`).
+pub fn profile() -> String {
+    std::env::var("RIDELOCK_ENV").unwrap_or_else(|_| "local".to_owned())
+}
+
+/// Reads the layered configuration from `config/` under the current directory
+/// (or `RIDELOCK_CONFIG_DIR`).
+pub fn load() -> anyhow::Result<Settings> {
+    let dir = std::env::var("RIDELOCK_CONFIG_DIR").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned()
+    });
+    let profile = profile();
+    let mut builder = config::Config::builder()
+        .add_source(config::File::with_name(&format!("{dir}/base")).required(true))
+        .add_source(config::File::with_name(&format!("{dir}/{profile}")).required(false))
+        .add_source(
+            config::Environment::with_prefix("RIDELOCK")
+                .prefix_separator("_")
+                .separator("__"),
+        );
+    if let Ok(url) = std::env::var("DATABASE_URL") {
+        builder = builder.set_override("database.url", url)?;
+    }
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        builder = builder.set_override("redis.url", url)?;
+    }
+    let mut settings: Settings = builder
+        .build()?
+        .try_deserialize()
+        .with_context(|| format!("reading configuration from {dir} (profile {profile})"))?;
+    if settings.node.id.is_empty() && profile != "production" {
+        settings.node.id = default_node_id(settings.server.port);
+    }
+    settings.validate(&profile)?;
+    Ok(settings)
+}
+
+fn default_node_id(port: u16) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "node".to_owned());
+    format!("{host}-{port}")
+}
+
+impl Settings {
+    /// Fails on settings that would make the service unsafe or unusable.
+    pub fn validate(&self, profile: &str) -> anyhow::Result<()> {
+        if self.node.id.is_empty() {
+            bail!("node.id must be set (RIDELOCK_NODE__ID) in the {profile} profile");
+        }
+        if self.node.id.contains(':') || self.node.id.contains(char::is_whitespace) {
+            bail!("node.id must not contain ':' or whitespace");
+        }
+        if self.database.url.expose().is_empty() || self.redis.url.expose().is_empty() {
+            bail!("database.url and redis.url must be set (DATABASE_URL, REDIS_URL)");
+        }
+        if self.lease.renew_every_ms == 0 || self.lease.renew_every_ms * 3 > self.lease.ttl_ms {
+            bail!("lease.renew_every_ms must be positive and at most lease.ttl_ms / 3");
+        }
+        if self.lease.drift_ms >= self.lease.ttl_ms / 3 {
+            bail!("lease.drift_ms must be below lease.ttl_ms / 3");
+        }
+        if self.database.pool_size == 0 || self.booking.mailbox_capacity == 0 {
+            bail!("database.pool_size and booking.mailbox_capacity must be positive");
+        }
+        if !(self.assign.radius_km > 0.0 && self.assign.radius_km <= 500.0) {
+            bail!("assign.radius_km must be in (0, 500]");
+        }
+        if self.assign.max_candidates == 0 {
+            bail!("assign.max_candidates must be positive");
+        }
+        Ok(())
+    }
+}
+
+impl ServerSettings {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
+    }
+}
+
+impl LeaseSettings {
+    pub fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms)
+    }
+
+    pub fn renew_every(&self) -> Duration {
+        Duration::from_millis(self.renew_every_ms)
+    }
+
+    pub fn drift(&self) -> Duration {
+        Duration::from_millis(self.drift_ms)
+    }
+}
+
+impl DatabaseSettings {
+    /// A connection pool for this database; connections are opened lazily.
+    pub fn pool(&self) -> anyhow::Result<Pool<AsyncPgConnection>> {
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(self.url.expose());
+        let wait = Duration::from_millis(self.acquire_timeout_ms);
+        Pool::builder(manager)
+            .max_size(self.pool_size)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(wait))
+            .recycle_timeout(Some(wait))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .context("building the PostgreSQL pool")
+    }
+}
+
+impl RedisSettings {
+    pub fn client(&self) -> anyhow::Result<redis::Client> {
+        redis::Client::open(self.url.expose()).context("parsing redis.url")
+    }
+
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+}

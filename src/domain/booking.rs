@@ -1,0 +1,273 @@
+//! The booking state machine as plain functions: which command is legal in which state, and for whom.
+//! Booking actors call [`apply`] before every write, so an illegal transition is refused without a
+//! round trip; the conditional updates in storage enforce the same arrows again in PostgreSQL.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{DriverId, RiderId};
+
+/// `pending → assigned → accepted → completed`; `pending | assigned | accepted → cancelled`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookingStatus {
+    Pending,
+    Assigned,
+    Accepted,
+    Completed,
+    Cancelled,
+}
+
+impl BookingStatus {
+    pub const ALL: [BookingStatus; 5] = [
+        Self::Pending,
+        Self::Assigned,
+        Self::Accepted,
+        Self::Completed,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Assigned => "assigned",
+            Self::Accepted => "accepted",
+            Self::Completed => "completed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Cancelled)
+    }
+
+    /// Whether a booking in this state holds its driver.
+    pub fn holds_driver(self) -> bool {
+        matches!(self, Self::Assigned | Self::Accepted)
+    }
+}
+
+impl fmt::Display for BookingStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for BookingStatus {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|status| status.as_str() == s)
+            .ok_or_else(|| format!("unknown booking status {s:?}"))
+    }
+}
+
+/// Who asks for a cancellation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Party {
+    Rider(RiderId),
+    Driver(DriverId),
+}
+
+/// What the state machine needs to know about a booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookingState {
+    pub status: BookingStatus,
+    pub rider_id: RiderId,
+    pub driver_id: Option<DriverId>,
+}
+
+/// A request to move a booking along an arrow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Assign,
+    Accept { driver_id: DriverId },
+    Cancel { by: Party },
+    Complete { driver_id: DriverId },
+}
+
+/// A legal move; `release_driver` names the driver that goes back online.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transition {
+    pub from: BookingStatus,
+    pub to: BookingStatus,
+    pub release_driver: Option<DriverId>,
+}
+
+/// Why a command is refused. Each variant maps to one stable API error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("Booking is not pending (status: {0})")]
+    NotPending(BookingStatus),
+    #[error("Booking is not assigned (status: {0})")]
+    NotAssigned(BookingStatus),
+    #[error("Booking is not accepted (status: {0})")]
+    NotAccepted(BookingStatus),
+    #[error("Booking is already {0}")]
+    AlreadyTerminal(BookingStatus),
+    #[error("Driver is not assigned to this booking")]
+    NotAssignedDriver,
+    #[error("User is not a party to this booking")]
+    NotAParty,
+}
+
+impl TransitionError {
+    /// The stable snake_case code clients match on.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::NotPending(_) => "booking_not_pending",
+            Self::NotAssigned(_) => "booking_not_assigned",
+            Self::NotAccepted(_) => "booking_not_accepted",
+            Self::AlreadyTerminal(_) => "booking_already_terminal",
+            Self::NotAssignedDriver => "not_assigned_driver",
+            Self::NotAParty => "not_booking_party",
+        }
+    }
+
+    /// Identity failures (403) as opposed to state conflicts (409).
+    pub fn is_forbidden(self) -> bool {
+        matches!(self, Self::NotAssignedDriver | Self::NotAParty)
+    }
+}
+
+/// Decides whether `cmd` is legal in `state`. Identity is checked before state, so a stranger
+/// learns nothing about a booking's progress; a booking without a driver has no "right driver",
+/// so accepting or completing it is a state conflict.
+pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, TransitionError> {
+    use BookingStatus::*;
+    let to = |to| Transition {
+        from: state.status,
+        to,
+        release_driver: None,
+    };
+    match cmd {
+        Command::Assign => match state.status {
+            Pending => Ok(to(Assigned)),
+            other => Err(TransitionError::NotPending(other)),
+        },
+        Command::Accept { driver_id } => {
+            check_driver(state, driver_id, TransitionError::NotAssigned)?;
+            match state.status {
+                Assigned => Ok(to(Accepted)),
+                other => Err(TransitionError::NotAssigned(other)),
+            }
+        }
+        Command::Complete { driver_id } => {
+            check_driver(state, driver_id, TransitionError::NotAccepted)?;
+            match state.status {
+                Accepted => Ok(Transition {
+                    release_driver: state.driver_id,
+                    ..to(Completed)
+                }),
+                other => Err(TransitionError::NotAccepted(other)),
+            }
+        }
+        Command::Cancel { by } => {
+            let is_party = match by {
+                Party::Rider(rider) => rider == state.rider_id,
+                Party::Driver(driver) => Some(driver) == state.driver_id,
+            };
+            if !is_party {
+                return Err(TransitionError::NotAParty);
+            }
+            if state.status.is_terminal() {
+                return Err(TransitionError::AlreadyTerminal(state.status));
+            }
+            Ok(Transition {
+                release_driver: state.driver_id.filter(|_| state.status.holds_driver()),
+                ..to(Cancelled)
+            })
+        }
+    }
+}
+
+fn check_driver(
+    state: BookingState,
+    driver_id: DriverId,
+    no_driver: fn(BookingStatus) -> TransitionError,
+) -> Result<(), TransitionError> {
+    match state.driver_id {
+        None => Err(no_driver(state.status)),
+        Some(assigned) if assigned != driver_id => Err(TransitionError::NotAssignedDriver),
+        Some(_) => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BookingStatus::*;
+    use super::*;
+
+    const RIDER: RiderId = RiderId(1);
+    const DRIVER: DriverId = DriverId(7);
+
+    fn state(status: BookingStatus) -> BookingState {
+        BookingState {
+            status,
+            rider_id: RIDER,
+            driver_id: (status != Pending).then_some(DRIVER),
+        }
+    }
+
+    #[test]
+    fn the_happy_path_follows_the_arrows() {
+        assert_eq!(apply(state(Pending), Command::Assign).map(|t| t.to), Ok(Assigned));
+        let accept = Command::Accept { driver_id: DRIVER };
+        assert_eq!(apply(state(Assigned), accept).map(|t| t.to), Ok(Accepted));
+        let complete = apply(state(Accepted), Command::Complete { driver_id: DRIVER });
+        assert_eq!(complete.map(|t| (t.to, t.release_driver)), Ok((Completed, Some(DRIVER))));
+    }
+
+    #[test]
+    fn assign_is_refused_unless_pending() {
+        for status in [Assigned, Accepted, Completed, Cancelled] {
+            assert_eq!(apply(state(status), Command::Assign), Err(TransitionError::NotPending(status)));
+        }
+    }
+
+    #[test]
+    fn the_wrong_driver_is_forbidden_before_state_is_checked() {
+        let other = Command::Accept { driver_id: DriverId(8) };
+        for status in [Assigned, Accepted, Completed] {
+            assert_eq!(apply(state(status), other), Err(TransitionError::NotAssignedDriver));
+        }
+        let complete = Command::Complete { driver_id: DriverId(8) };
+        assert_eq!(apply(state(Accepted), complete), Err(TransitionError::NotAssignedDriver));
+    }
+
+    #[test]
+    fn accepting_or_completing_without_a_driver_is_a_state_conflict() {
+        let accept = Command::Accept { driver_id: DRIVER };
+        assert_eq!(apply(state(Pending), accept), Err(TransitionError::NotAssigned(Pending)));
+        let complete = Command::Complete { driver_id: DRIVER };
+        assert_eq!(apply(state(Assigned), complete), Err(TransitionError::NotAccepted(Assigned)));
+    }
+
+    #[test]
+    fn cancel_releases_a_held_driver_and_refuses_strangers_and_terminal_states() {
+        let by_rider = Command::Cancel { by: Party::Rider(RIDER) };
+        assert_eq!(apply(state(Pending), by_rider).map(|t| t.release_driver), Ok(None));
+        assert_eq!(apply(state(Accepted), by_rider).map(|t| t.release_driver), Ok(Some(DRIVER)));
+        let by_driver = Command::Cancel { by: Party::Driver(DRIVER) };
+        assert_eq!(apply(state(Assigned), by_driver).map(|t| t.to), Ok(Cancelled));
+        let stranger = Command::Cancel { by: Party::Rider(RiderId(2)) };
+        assert_eq!(apply(state(Pending), stranger), Err(TransitionError::NotAParty));
+        let no_driver_yet = Command::Cancel { by: Party::Driver(DRIVER) };
+        assert_eq!(apply(state(Pending), no_driver_yet), Err(TransitionError::NotAParty));
+        for status in [Completed, Cancelled] {
+            assert_eq!(apply(state(status), by_rider), Err(TransitionError::AlreadyTerminal(status)));
+        }
+    }
+
+    #[test]
+    fn statuses_round_trip_through_their_names() {
+        for status in BookingStatus::ALL {
+            assert_eq!(status.as_str().parse(), Ok(status));
+        }
+        assert!("busy".parse::<BookingStatus>().is_err());
+    }
+}

@@ -1,0 +1,183 @@
+//! Validated value types. Wire DTOs convert into these once, at the edge; past that point a
+//! coordinate is in range, a fare is positive whole cents and a phone number is well formed.
+
+use std::fmt;
+
+/// A refused input value, naming the field so the client can fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} {problem}")]
+pub struct FieldError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
+    }
+}
+
+/// A WGS84 position.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GeoPoint {
+    pub lat: f64,
+    pub lng: f64,
+}
+
+impl GeoPoint {
+    /// `lat_field` / `lng_field` name the input fields in errors.
+    pub fn new(lat: f64, lng: f64, lat_field: &str, lng_field: &str) -> Result<Self, FieldError> {
+        if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
+            return Err(FieldError::new(lat_field, "must be between -90 and 90"));
+        }
+        if !(lng.is_finite() && (-180.0..=180.0).contains(&lng)) {
+            return Err(FieldError::new(lng_field, "must be between -180 and 180"));
+        }
+        Ok(Self { lat, lng })
+    }
+
+    /// Great-circle distance in kilometres.
+    pub fn distance_km(self, other: GeoPoint) -> f64 {
+        const EARTH_RADIUS_KM: f64 = 6371.0088;
+        let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
+        let dlat = lat2 - lat1;
+        let dlng = (other.lng - self.lng).to_radians();
+        let a = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlng / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * a.sqrt().asin()
+    }
+}
+
+/// A positive amount of money in whole cents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Fare(i64);
+
+impl Fare {
+    /// The largest fare we accept (guards against unit mix-ups such as cents sent as dollars).
+    pub const MAX_CENTS: i64 = 10_000_000;
+
+    /// Accepts a positive amount with at most two decimals' worth of precision.
+    pub fn from_amount(amount: f64, field: &str) -> Result<Self, FieldError> {
+        if !amount.is_finite() || amount <= 0.0 {
+            return Err(FieldError::new(field, "must be a positive amount"));
+        }
+        let cents = (amount * 100.0).round();
+        if cents < 1.0 || cents > Self::MAX_CENTS as f64 {
+            return Err(FieldError::new(field, "must be between 0.01 and 100000.00"));
+        }
+        Ok(Self(cents as i64))
+    }
+
+    pub fn from_cents(cents: i64) -> Self {
+        Self(cents)
+    }
+
+    pub fn cents(self) -> i64 {
+        self.0
+    }
+
+    pub fn as_amount(self) -> f64 {
+        self.0 as f64 / 100.0
+    }
+}
+
+impl fmt::Display for Fare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:02}", self.0 / 100, self.0 % 100)
+    }
+}
+
+/// Trims `value` and checks its length in characters.
+pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldError> {
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if trimmed.chars().count() > max_chars {
+        return Err(FieldError::new(field, format!("must be at most {max_chars} characters")));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A phone number: digits with optional `+`, spaces, dashes, dots and parentheses; 3 to 32 chars.
+pub fn phone(value: &str, field: &str) -> Result<String, FieldError> {
+    let trimmed = value.trim();
+    let digits = trimmed.chars().filter(char::is_ascii_digit).count();
+    let allowed = trimmed
+        .chars()
+        .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'));
+    if !allowed || digits < 3 || trimmed.len() > 32 {
+        return Err(FieldError::new(field, "must be a phone number (3 to 32 digits and + - . ( ) spaces)"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A minimal shape check; real verification is a confirmation mail, not a regex.
+pub fn email(value: &str, field: &str) -> Result<String, FieldError> {
+    let trimmed = value.trim();
+    let well_formed = trimmed.len() <= 320
+        && trimmed
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.starts_with('.'))
+        && !trimmed.contains(char::is_whitespace);
+    if !well_formed {
+        return Err(FieldError::new(field, "must be an email address"));
+    }
+    Ok(trimmed.to_owned())
+}
+
+/// A vehicle class such as `standard`, `premium` or `xl`: lowercase letters, digits, `_`, `-`.
+pub fn vehicle_type(value: &str, field: &str) -> Result<String, FieldError> {
+    let ok = !value.is_empty()
+        && value.len() <= 32
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        return Err(FieldError::new(field, "must be 1 to 32 lowercase letters, digits, '_' or '-'"));
+    }
+    Ok(value.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coordinates_out_of_range_name_their_field() {
+        assert!(GeoPoint::new(40.7, -74.0, "lat", "lng").is_ok());
+        assert_eq!(GeoPoint::new(91.0, 0.0, "pickup_lat", "pickup_lng").map_err(|e| e.field), Err("pickup_lat".into()));
+        assert_eq!(GeoPoint::new(0.0, -181.0, "lat", "lng").map_err(|e| e.field), Err("lng".into()));
+    }
+
+    #[test]
+    fn distance_matches_a_known_pair() {
+        let city_hall = GeoPoint { lat: 40.7128, lng: -74.0060 };
+        let times_square = GeoPoint { lat: 40.7589, lng: -73.9851 };
+        let km = city_hall.distance_km(times_square);
+        assert!((5.3..5.5).contains(&km), "{km}");
+    }
+
+    #[test]
+    fn fares_must_be_positive_cents() {
+        assert_eq!(Fare::from_amount(15.5, "f").map(Fare::cents), Ok(1550));
+        assert_eq!(Fare::from_amount(16.25, "f").map(|f| f.to_string()), Ok("16.25".into()));
+        for bad in [0.0, -1.0, 0.001, f64::INFINITY, 1e9] {
+            assert!(Fare::from_amount(bad, "f").is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn text_fields_are_trimmed_and_bounded() {
+        assert_eq!(text("  Ann ", "name", 10), Ok("Ann".into()));
+        assert!(text("   ", "name", 10).is_err());
+        assert!(phone("+1 (212) 555-0100", "phone").is_ok());
+        assert!(phone("call me", "phone").is_err());
+        assert!(email("a@b.co", "email").is_ok());
+        assert!(email("nope", "email").is_err());
+        assert!(vehicle_type("xl", "vehicle_type").is_ok());
+        assert!(vehicle_type("XL!", "vehicle_type").is_err());
+    }
+}

@@ -1,0 +1,165 @@
+//! The Redis side of leases. Every command is a single-key operation, so the same code works
+//! against Redis Cluster or a Sentinel-managed primary.
+
+use std::time::Duration;
+
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+
+use super::LeaseError;
+
+/// Extends a lease only if it still carries our value.
+const RENEW: &str = r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("PEXPIRE", KEYS[1], ARGV[2])
+else
+  return 0
+end
+"#;
+
+/// Deletes a lease only if it still carries our value (the tutorial's check-and-delete).
+const RELEASE: &str = r#"
+if redis.call("GET", KEYS[1]) == ARGV[1] then
+  return redis.call("DEL", KEYS[1])
+else
+  return 0
+end
+"#;
+
+/// One lease key as seen in Redis.
+#[derive(Debug, Clone)]
+pub struct LeaseRecord {
+    pub key: String,
+    pub value: String,
+    pub remaining: Duration,
+}
+
+/// Lease commands on one multiplexed Redis connection (cheap to clone).
+#[derive(Clone)]
+pub struct RedisLeases {
+    conn: ConnectionManager,
+    renew: Script,
+    release: Script,
+}
+
+impl RedisLeases {
+    pub fn new(conn: ConnectionManager) -> Self {
+        Self {
+            conn,
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+        }
+    }
+
+    /// `SET key value NX PX ttl`; on contention, says who holds it and for how long.
+    pub async fn acquire(&self, key: &str, value: &str, ttl: Duration) -> Result<(), LeaseError> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut conn)
+            .await
+            .map_err(LeaseError::Unavailable)?;
+        if set.is_some() {
+            return Ok(());
+        }
+        let (holder, pttl): (Option<String>, i64) = redis::pipe()
+            .get(key)
+            .pttl(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(LeaseError::Unavailable)?;
+        Err(LeaseError::Held {
+            owner_node: holder.as_deref().map(super::owner_node).unwrap_or("-").to_owned(),
+            remaining: Duration::from_millis(pttl.max(0).unsigned_abs()),
+        })
+    }
+
+    /// Renews every `(key, value)` in one pipelined round trip; `true` where the lease was still ours.
+    pub async fn renew_all(&self, leases: &[(String, String)], ttl: Duration) -> Result<Vec<bool>, LeaseError> {
+        if leases.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (key, value) in leases {
+            pipe.invoke_script(self.renew.key(key).arg(value).arg(millis(ttl)));
+        }
+        let mut conn = self.conn.clone();
+        let renewed: Vec<i64> = pipe.query_async(&mut conn).await.map_err(LeaseError::Unavailable)?;
+        Ok(renewed.into_iter().map(|n| n == 1).collect())
+    }
+
+    /// Check-and-delete; `true` if the lease was still ours.
+    pub async fn release(&self, key: &str, value: &str) -> Result<bool, LeaseError> {
+        let mut conn = self.conn.clone();
+        let deleted: i64 = self
+            .release
+            .key(key)
+            .arg(value)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(LeaseError::Unavailable)?;
+        Ok(deleted == 1)
+    }
+
+    /// Every lease key under `prefix`, found with SCAN (never KEYS, which blocks Redis).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LeaseRecord>, LeaseError> {
+        let mut conn = self.conn.clone();
+        let pattern = format!("{prefix}lock:*");
+        let keys: Vec<String> = {
+            let mut iter = conn.scan_match::<_, String>(&pattern).await.map_err(LeaseError::Unavailable)?;
+            let mut keys = Vec::new();
+            while let Some(key) = futures::StreamExt::next(&mut iter).await {
+                keys.push(key.map_err(LeaseError::Unavailable)?);
+            }
+            keys
+        };
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for key in &keys {
+            pipe.get(key).pttl(key);
+        }
+        let replies: Vec<(Option<String>, i64)> = {
+            let flat: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(LeaseError::Unavailable)?;
+            flat.chunks(2)
+                .map(|pair| {
+                    let value = pair.first().and_then(|v| redis::from_redis_value(v.clone()).ok());
+                    let pttl = pair.get(1).and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or(-2);
+                    (value, pttl)
+                })
+                .collect()
+        };
+        Ok(keys
+            .into_iter()
+            .zip(replies)
+            .filter_map(|(key, (value, pttl))| {
+                Some(LeaseRecord {
+                    key,
+                    value: value?,
+                    remaining: Duration::from_millis(u64::try_from(pttl).ok()?),
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes leases under `prefix` that name `node_id`: a previous run of this node crashed
+    /// holding them, and this run will reactivate those bookings with new fencing tokens.
+    pub async fn clear_node(&self, prefix: &str, node_id: &str) -> Result<usize, LeaseError> {
+        let mut cleared = 0;
+        for record in self.list(prefix).await? {
+            if super::owner_node(&record.value) == node_id && self.release(&record.key, &record.value).await? {
+                cleared += 1;
+            }
+        }
+        Ok(cleared)
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,139 @@
+//! Rows as diesel reads them, serialized in the wire shape of API.md (fares as JSON numbers,
+//! timestamps RFC 3339 UTC). Storage rows and API views coincide on purpose: the contract *is* the
+//! table, so a second set of DTOs would only be a copy.
+
+use bigdecimal::{BigDecimal, ToPrimitive};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::{Serialize, Serializer};
+
+use super::schema::{booking_events, bookings, drivers, riders};
+use crate::domain::booking::{BookingState, BookingStatus};
+use crate::domain::ids::{DriverId, RiderId};
+use crate::domain::values::{Fare, GeoPoint};
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = riders, check_for_backend(diesel::pg::Pg))]
+pub struct Rider {
+    pub id: i64,
+    pub name: String,
+    pub phone: String,
+    pub email: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = drivers, check_for_backend(diesel::pg::Pg))]
+pub struct Driver {
+    pub id: i64,
+    pub name: String,
+    pub phone: String,
+    pub email: Option<String>,
+    pub lat: Option<f64>,
+    pub lng: Option<f64>,
+    pub status: String,
+    pub vehicle_type: String,
+    #[serde(serialize_with = "decimal_number")]
+    pub rating: BigDecimal,
+    pub current_booking_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Driver {
+    pub fn location(&self) -> Option<GeoPoint> {
+        Some(GeoPoint {
+            lat: self.lat?,
+            lng: self.lng?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = bookings, check_for_backend(diesel::pg::Pg))]
+pub struct Booking {
+    pub id: i64,
+    pub rider_id: i64,
+    pub driver_id: Option<i64>,
+    pub pickup_lat: f64,
+    pub pickup_lng: f64,
+    pub dropoff_lat: f64,
+    pub dropoff_lng: f64,
+    #[serde(serialize_with = "decimal_number")]
+    pub estimated_fare: BigDecimal,
+    #[serde(serialize_with = "optional_decimal_number")]
+    pub actual_fare: Option<BigDecimal>,
+    pub vehicle_type: Option<String>,
+    pub status: String,
+    pub cancellation_reason: Option<String>,
+    pub fencing_token: i64,
+    pub created_at: DateTime<Utc>,
+    pub assigned_at: Option<DateTime<Utc>>,
+    pub accepted_at: Option<DateTime<Utc>>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    #[serde(skip)]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Booking {
+    /// The status column, which a CHECK constraint keeps within [`BookingStatus`].
+    pub fn status(&self) -> BookingStatus {
+        self.status.parse().unwrap_or(BookingStatus::Pending)
+    }
+
+    pub fn state(&self) -> BookingState {
+        BookingState {
+            status: self.status(),
+            rider_id: RiderId(self.rider_id),
+            driver_id: self.driver_id.map(DriverId),
+        }
+    }
+
+    pub fn pickup(&self) -> GeoPoint {
+        GeoPoint {
+            lat: self.pickup_lat,
+            lng: self.pickup_lng,
+        }
+    }
+}
+
+/// A booking with the names and phones of its parties, for `GET /api/bookings/:id`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BookingDetail {
+    #[serde(flatten)]
+    pub booking: Booking,
+    pub rider_name: String,
+    pub rider_phone: String,
+    pub driver_name: Option<String>,
+    pub driver_phone: Option<String>,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[diesel(table_name = booking_events, check_for_backend(diesel::pg::Pg))]
+pub struct BookingEvent {
+    pub id: i64,
+    pub booking_id: i64,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub driver_id: Option<i64>,
+    pub node_id: String,
+    pub fencing_token: i64,
+    pub request_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+pub fn fare_to_decimal(fare: Fare) -> BigDecimal {
+    BigDecimal::new(fare.cents().into(), 2)
+}
+
+fn decimal_number<S: Serializer>(value: &BigDecimal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(value.to_f64().unwrap_or(f64::NAN))
+}
+
+fn optional_decimal_number<S: Serializer>(value: &Option<BigDecimal>, s: S) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => decimal_number(value, s),
+        None => s.serialize_none(),
+    }
+}

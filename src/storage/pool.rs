@@ -1,0 +1,74 @@
+//! The PostgreSQL pool, the storage error type and the embedded migrations.
+//! Every failure to reach the database becomes [`StoreError::Unavailable`], which the API answers
+//! with 503 + Retry-After; only real query failures stay [`StoreError::Query`].
+
+use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel::Connection;
+use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+use diesel_async::AsyncPgConnection;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+pub type PgPool = Pool<AsyncPgConnection>;
+pub type PooledConn = Object<AsyncPgConnection>;
+
+pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("database query failed")]
+    Query(#[source] DieselError),
+}
+
+impl From<DieselError> for StoreError {
+    fn from(error: DieselError) -> Self {
+        match &error {
+            DieselError::DatabaseError(
+                DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+                _,
+            )
+            | DieselError::BrokenTransactionManager => Self::Unavailable(error.into()),
+            _ => Self::Query(error),
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(error: PoolError) -> Self {
+        Self::Unavailable(anyhow::anyhow!("{error}"))
+    }
+}
+
+/// A connection from the pool, or `Unavailable` once `database.acquire_timeout_ms` passes.
+pub async fn conn(pool: &PgPool) -> Result<PooledConn, StoreError> {
+    Ok(pool.get().await?)
+}
+
+/// Applies pending migrations on a fresh connection; returns how many ran.
+///
+/// Runs on its own OS thread: the blocking migration harness drives the async connection on a
+/// private runtime there, which is safe whether or not the caller is inside actix's runtime.
+pub fn run_migrations(database_url: &str) -> anyhow::Result<usize> {
+    let url = database_url.to_owned();
+    std::thread::spawn(move || -> anyhow::Result<usize> {
+        let mut conn = AsyncConnectionWrapper::<AsyncPgConnection>::establish(&url)
+            .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e}"))?;
+        let applied = conn
+            .run_pending_migrations(MIGRATIONS)
+            .map_err(|e| anyhow::anyhow!("running migrations: {e}"))?;
+        Ok(applied.len())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the migration thread panicked"))?
+}
+
+/// True when `error` is a unique-constraint violation on `constraint`.
+pub fn is_unique_violation(error: &DieselError, constraint: &str) -> bool {
+    matches!(
+        error,
+        DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
+            if info.constraint_name() == Some(constraint)
+    )
+}
