@@ -97,9 +97,8 @@ pub fn profile() -> String {
 /// Reads the layered configuration from `config/` under the current directory
 /// (or `RIDELOCK_CONFIG_DIR`).
 pub fn load() -> anyhow::Result<Settings> {
-    let dir = std::env::var("RIDELOCK_CONFIG_DIR").unwrap_or_else(|_| {
-        concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned()
-    });
+    let dir = std::env::var("RIDELOCK_CONFIG_DIR")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned());
     let profile = profile();
     let mut builder = config::Config::builder()
         .add_source(config::File::with_name(&format!("{dir}/base")).required(true))

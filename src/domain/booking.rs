@@ -215,51 +215,102 @@ mod tests {
 
     #[test]
     fn the_happy_path_follows_the_arrows() {
-        assert_eq!(apply(state(Pending), Command::Assign).map(|t| t.to), Ok(Assigned));
+        assert_eq!(
+            apply(state(Pending), Command::Assign).map(|t| t.to),
+            Ok(Assigned)
+        );
         let accept = Command::Accept { driver_id: DRIVER };
         assert_eq!(apply(state(Assigned), accept).map(|t| t.to), Ok(Accepted));
         let complete = apply(state(Accepted), Command::Complete { driver_id: DRIVER });
-        assert_eq!(complete.map(|t| (t.to, t.release_driver)), Ok((Completed, Some(DRIVER))));
+        assert_eq!(
+            complete.map(|t| (t.to, t.release_driver)),
+            Ok((Completed, Some(DRIVER)))
+        );
     }
 
     #[test]
     fn assign_is_refused_unless_pending() {
         for status in [Assigned, Accepted, Completed, Cancelled] {
-            assert_eq!(apply(state(status), Command::Assign), Err(TransitionError::NotPending(status)));
+            assert_eq!(
+                apply(state(status), Command::Assign),
+                Err(TransitionError::NotPending(status))
+            );
         }
     }
 
     #[test]
     fn the_wrong_driver_is_forbidden_before_state_is_checked() {
-        let other = Command::Accept { driver_id: DriverId(8) };
+        let other = Command::Accept {
+            driver_id: DriverId(8),
+        };
         for status in [Assigned, Accepted, Completed] {
-            assert_eq!(apply(state(status), other), Err(TransitionError::NotAssignedDriver));
+            assert_eq!(
+                apply(state(status), other),
+                Err(TransitionError::NotAssignedDriver)
+            );
         }
-        let complete = Command::Complete { driver_id: DriverId(8) };
-        assert_eq!(apply(state(Accepted), complete), Err(TransitionError::NotAssignedDriver));
+        let complete = Command::Complete {
+            driver_id: DriverId(8),
+        };
+        assert_eq!(
+            apply(state(Accepted), complete),
+            Err(TransitionError::NotAssignedDriver)
+        );
     }
 
     #[test]
     fn accepting_or_completing_without_a_driver_is_a_state_conflict() {
         let accept = Command::Accept { driver_id: DRIVER };
-        assert_eq!(apply(state(Pending), accept), Err(TransitionError::NotAssigned(Pending)));
+        assert_eq!(
+            apply(state(Pending), accept),
+            Err(TransitionError::NotAssigned(Pending))
+        );
         let complete = Command::Complete { driver_id: DRIVER };
-        assert_eq!(apply(state(Assigned), complete), Err(TransitionError::NotAccepted(Assigned)));
+        assert_eq!(
+            apply(state(Assigned), complete),
+            Err(TransitionError::NotAccepted(Assigned))
+        );
     }
 
     #[test]
     fn cancel_releases_a_held_driver_and_refuses_strangers_and_terminal_states() {
-        let by_rider = Command::Cancel { by: Party::Rider(RIDER) };
-        assert_eq!(apply(state(Pending), by_rider).map(|t| t.release_driver), Ok(None));
-        assert_eq!(apply(state(Accepted), by_rider).map(|t| t.release_driver), Ok(Some(DRIVER)));
-        let by_driver = Command::Cancel { by: Party::Driver(DRIVER) };
-        assert_eq!(apply(state(Assigned), by_driver).map(|t| t.to), Ok(Cancelled));
-        let stranger = Command::Cancel { by: Party::Rider(RiderId(2)) };
-        assert_eq!(apply(state(Pending), stranger), Err(TransitionError::NotAParty));
-        let no_driver_yet = Command::Cancel { by: Party::Driver(DRIVER) };
-        assert_eq!(apply(state(Pending), no_driver_yet), Err(TransitionError::NotAParty));
+        let by_rider = Command::Cancel {
+            by: Party::Rider(RIDER),
+        };
+        assert_eq!(
+            apply(state(Pending), by_rider).map(|t| t.release_driver),
+            Ok(None)
+        );
+        assert_eq!(
+            apply(state(Accepted), by_rider).map(|t| t.release_driver),
+            Ok(Some(DRIVER))
+        );
+        let by_driver = Command::Cancel {
+            by: Party::Driver(DRIVER),
+        };
+        assert_eq!(
+            apply(state(Assigned), by_driver).map(|t| t.to),
+            Ok(Cancelled)
+        );
+        let stranger = Command::Cancel {
+            by: Party::Rider(RiderId(2)),
+        };
+        assert_eq!(
+            apply(state(Pending), stranger),
+            Err(TransitionError::NotAParty)
+        );
+        let no_driver_yet = Command::Cancel {
+            by: Party::Driver(DRIVER),
+        };
+        assert_eq!(
+            apply(state(Pending), no_driver_yet),
+            Err(TransitionError::NotAParty)
+        );
         for status in [Completed, Cancelled] {
-            assert_eq!(apply(state(status), by_rider), Err(TransitionError::AlreadyTerminal(status)));
+            assert_eq!(
+                apply(state(status), by_rider),
+                Err(TransitionError::AlreadyTerminal(status))
+            );
         }
     }
 

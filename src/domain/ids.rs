@@ -81,7 +81,10 @@ mod tests {
 
     #[test]
     fn request_id_keeps_printable_client_ids_and_refuses_others() {
-        assert_eq!(RequestId::parse("abc-123").map(|r| r.to_string()), Some("abc-123".into()));
+        assert_eq!(
+            RequestId::parse("abc-123").map(|r| r.to_string()),
+            Some("abc-123".into())
+        );
         assert!(RequestId::parse("").is_none());
         assert!(RequestId::parse("has space").is_none());
         assert!(RequestId::parse(&"x".repeat(129)).is_none());

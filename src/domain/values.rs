@@ -96,7 +96,10 @@ pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldE
         return Err(FieldError::new(field, "must not be empty"));
     }
     if trimmed.chars().count() > max_chars {
-        return Err(FieldError::new(field, format!("must be at most {max_chars} characters")));
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {max_chars} characters"),
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -109,7 +112,10 @@ pub fn phone(value: &str, field: &str) -> Result<String, FieldError> {
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'));
     if !allowed || digits < 3 || trimmed.len() > 32 {
-        return Err(FieldError::new(field, "must be a phone number (3 to 32 digits and + - . ( ) spaces)"));
+        return Err(FieldError::new(
+            field,
+            "must be a phone number (3 to 32 digits and + - . ( ) spaces)",
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -118,9 +124,9 @@ pub fn phone(value: &str, field: &str) -> Result<String, FieldError> {
 pub fn email(value: &str, field: &str) -> Result<String, FieldError> {
     let trimmed = value.trim();
     let well_formed = trimmed.len() <= 320
-        && trimmed
-            .split_once('@')
-            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.') && !host.starts_with('.'))
+        && trimmed.split_once('@').is_some_and(|(user, host)| {
+            !user.is_empty() && host.contains('.') && !host.starts_with('.')
+        })
         && !trimmed.contains(char::is_whitespace);
     if !well_formed {
         return Err(FieldError::new(field, "must be an email address"));
@@ -136,7 +142,10 @@ pub fn vehicle_type(value: &str, field: &str) -> Result<String, FieldError> {
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
     if !ok {
-        return Err(FieldError::new(field, "must be 1 to 32 lowercase letters, digits, '_' or '-'"));
+        return Err(FieldError::new(
+            field,
+            "must be 1 to 32 lowercase letters, digits, '_' or '-'",
+        ));
     }
     Ok(value.to_owned())
 }
@@ -148,14 +157,26 @@ mod tests {
     #[test]
     fn coordinates_out_of_range_name_their_field() {
         assert!(GeoPoint::new(40.7, -74.0, "lat", "lng").is_ok());
-        assert_eq!(GeoPoint::new(91.0, 0.0, "pickup_lat", "pickup_lng").map_err(|e| e.field), Err("pickup_lat".into()));
-        assert_eq!(GeoPoint::new(0.0, -181.0, "lat", "lng").map_err(|e| e.field), Err("lng".into()));
+        assert_eq!(
+            GeoPoint::new(91.0, 0.0, "pickup_lat", "pickup_lng").map_err(|e| e.field),
+            Err("pickup_lat".into())
+        );
+        assert_eq!(
+            GeoPoint::new(0.0, -181.0, "lat", "lng").map_err(|e| e.field),
+            Err("lng".into())
+        );
     }
 
     #[test]
     fn distance_matches_a_known_pair() {
-        let city_hall = GeoPoint { lat: 40.7128, lng: -74.0060 };
-        let times_square = GeoPoint { lat: 40.7589, lng: -73.9851 };
+        let city_hall = GeoPoint {
+            lat: 40.7128,
+            lng: -74.0060,
+        };
+        let times_square = GeoPoint {
+            lat: 40.7589,
+            lng: -73.9851,
+        };
         let km = city_hall.distance_km(times_square);
         assert!((5.3..5.5).contains(&km), "{km}");
     }
@@ -163,7 +184,10 @@ mod tests {
     #[test]
     fn fares_must_be_positive_cents() {
         assert_eq!(Fare::from_amount(15.5, "f").map(Fare::cents), Ok(1550));
-        assert_eq!(Fare::from_amount(16.25, "f").map(|f| f.to_string()), Ok("16.25".into()));
+        assert_eq!(
+            Fare::from_amount(16.25, "f").map(|f| f.to_string()),
+            Ok("16.25".into())
+        );
         for bad in [0.0, -1.0, 0.001, f64::INFINITY, 1e9] {
             assert!(Fare::from_amount(bad, "f").is_err(), "{bad}");
         }

@@ -95,7 +95,10 @@ impl LeaseMetrics {
     const WINDOW: usize = 4096;
 
     fn record_acquisition(&self, took: Duration) {
-        let mut samples = self.acquisition_us.lock().unwrap_or_else(|p| p.into_inner());
+        let mut samples = self
+            .acquisition_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if samples.len() == Self::WINDOW {
             samples.remove(0);
         }
@@ -103,7 +106,11 @@ impl LeaseMetrics {
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let mut samples = self.acquisition_us.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut samples = self
+            .acquisition_us
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         samples.sort_unstable();
         let at = |q: f64| {
             let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
@@ -144,7 +151,12 @@ pub struct LeaseManager {
 }
 
 impl LeaseManager {
-    pub fn new(node_id: String, store: RedisLeases, settings: LeaseSettings, metrics: Arc<LeaseMetrics>) -> Self {
+    pub fn new(
+        node_id: String,
+        store: RedisLeases,
+        settings: LeaseSettings,
+        metrics: Arc<LeaseMetrics>,
+    ) -> Self {
         Self {
             node_id,
             store,
@@ -160,7 +172,9 @@ impl LeaseManager {
     }
 
     fn publish_held(&self) {
-        self.metrics.held.store(self.held.len() as u64, Ordering::Relaxed);
+        self.metrics
+            .held
+            .store(self.held.len() as u64, Ordering::Relaxed);
     }
 
     /// Drops `key` and tells its holder. `expired`: the deadline passed without a renewal answer.
@@ -170,9 +184,20 @@ impl LeaseManager {
             if expired {
                 bump(&self.metrics.expired, 1);
             }
-            telemetry::lease_event(&self.node_id, key, "lease_lost", if expired { "err:expired" } else { "err:not_ours" });
+            telemetry::lease_event(
+                &self.node_id,
+                key,
+                "lease_lost",
+                if expired {
+                    "err:expired"
+                } else {
+                    "err:not_ours"
+                },
+            );
             // A notice, not a request: if the holder already stopped there is nobody to tell.
-            held.holder.do_send(LeaseLost { key: key.to_owned() });
+            held.holder.do_send(LeaseLost {
+                key: key.to_owned(),
+            });
         }
         self.publish_held();
     }
@@ -192,7 +217,11 @@ impl LeaseManager {
         for key in doomed {
             self.lose(&key, true);
         }
-        let batch: Vec<(String, String)> = self.held.iter().map(|(k, h)| (k.clone(), h.value.clone())).collect();
+        let batch: Vec<(String, String)> = self
+            .held
+            .iter()
+            .map(|(k, h)| (k.clone(), h.value.clone()))
+            .collect();
         if batch.is_empty() {
             return;
         }
@@ -321,7 +350,11 @@ impl Handler<Release> for LeaseManager {
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
         // Stop renewing first, so a release can never be undone by a renewal in flight.
-        if self.held.get(&msg.key).is_some_and(|h| h.value == msg.value) {
+        if self
+            .held
+            .get(&msg.key)
+            .is_some_and(|h| h.value == msg.value)
+        {
             self.held.remove(&msg.key);
             self.publish_held();
         }
@@ -332,11 +365,51 @@ impl Handler<Release> for LeaseManager {
             async move {
                 match store.release(&msg.key, &msg.value).await {
                     Ok(true) => bump(&metrics.released, 1),
-                    Ok(false) => telemetry::lease_event(&node_id, &msg.key, "release_skipped", "err:not_ours"),
-                    Err(_) => telemetry::lease_event(&node_id, &msg.key, "release_failed", "err:unavailable"),
+                    Ok(false) => telemetry::lease_event(
+                        &node_id,
+                        &msg.key,
+                        "release_skipped",
+                        "err:not_ours",
+                    ),
+                    Err(_) => telemetry::lease_event(
+                        &node_id,
+                        &msg.key,
+                        "release_failed",
+                        "err:unavailable",
+                    ),
                 }
             }
             .into_actor(self),
         );
+    }
+}
+
+/// Releases every held lease (shutdown); answers with how many were released.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct ReleaseAll;
+
+impl Handler<ReleaseAll> for LeaseManager {
+    type Result = ResponseFuture<usize>;
+
+    fn handle(&mut self, _msg: ReleaseAll, _ctx: &mut Self::Context) -> Self::Result {
+        let held: Vec<(String, String)> = self
+            .held
+            .drain()
+            .map(|(key, held)| (key, held.value))
+            .collect();
+        self.publish_held();
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let releases = held.iter().map(|(key, value)| store.release(key, value));
+            let released = futures::future::join_all(releases)
+                .await
+                .into_iter()
+                .filter(|r| matches!(r, Ok(true)))
+                .count();
+            bump(&metrics.released, released as u64);
+            released
+        })
     }
 }

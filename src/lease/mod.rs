@@ -30,7 +30,10 @@ pub fn owner_node(value: &str) -> &str {
 pub enum LeaseError {
     /// Another holder has the lease for `remaining` more.
     #[error("lease held by node {owner_node}")]
-    Held { owner_node: String, remaining: Duration },
+    Held {
+        owner_node: String,
+        remaining: Duration,
+    },
     /// The lease store did not answer.
     #[error("lease store unavailable")]
     Unavailable(#[source] ::redis::RedisError),
@@ -46,7 +49,10 @@ mod tests {
     #[test]
     fn keys_and_values_stay_inspectable() {
         assert_eq!(booking_key("", BookingId(123)), "lock:booking:123");
-        assert_eq!(booking_key("test:x:", BookingId(1)), "test:x:lock:booking:1");
+        assert_eq!(
+            booking_key("test:x:", BookingId(1)),
+            "test:x:lock:booking:1"
+        );
         let value = lease_value("n1");
         assert_eq!(owner_node(&value), "n1");
         assert_eq!(owner_node("host-3000:abc"), "host-3000");

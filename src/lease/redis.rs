@@ -73,13 +73,21 @@ impl RedisLeases {
             .await
             .map_err(LeaseError::Unavailable)?;
         Err(LeaseError::Held {
-            owner_node: holder.as_deref().map(super::owner_node).unwrap_or("-").to_owned(),
+            owner_node: holder
+                .as_deref()
+                .map(super::owner_node)
+                .unwrap_or("-")
+                .to_owned(),
             remaining: Duration::from_millis(pttl.max(0).unsigned_abs()),
         })
     }
 
     /// Renews every `(key, value)` in one pipelined round trip; `true` where the lease was still ours.
-    pub async fn renew_all(&self, leases: &[(String, String)], ttl: Duration) -> Result<Vec<bool>, LeaseError> {
+    pub async fn renew_all(
+        &self,
+        leases: &[(String, String)],
+        ttl: Duration,
+    ) -> Result<Vec<bool>, LeaseError> {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
@@ -88,7 +96,10 @@ impl RedisLeases {
             pipe.invoke_script(self.renew.key(key).arg(value).arg(millis(ttl)));
         }
         let mut conn = self.conn.clone();
-        let renewed: Vec<i64> = pipe.query_async(&mut conn).await.map_err(LeaseError::Unavailable)?;
+        let renewed: Vec<i64> = pipe
+            .query_async(&mut conn)
+            .await
+            .map_err(LeaseError::Unavailable)?;
         Ok(renewed.into_iter().map(|n| n == 1).collect())
     }
 
@@ -110,7 +121,10 @@ impl RedisLeases {
         let mut conn = self.conn.clone();
         let pattern = format!("{prefix}lock:*");
         let keys: Vec<String> = {
-            let mut iter = conn.scan_match::<_, String>(&pattern).await.map_err(LeaseError::Unavailable)?;
+            let mut iter = conn
+                .scan_match::<_, String>(&pattern)
+                .await
+                .map_err(LeaseError::Unavailable)?;
             let mut keys = Vec::new();
             while let Some(key) = futures::StreamExt::next(&mut iter).await {
                 keys.push(key.map_err(LeaseError::Unavailable)?);
@@ -125,11 +139,19 @@ impl RedisLeases {
             pipe.get(key).pttl(key);
         }
         let replies: Vec<(Option<String>, i64)> = {
-            let flat: Vec<redis::Value> = pipe.query_async(&mut conn).await.map_err(LeaseError::Unavailable)?;
+            let flat: Vec<redis::Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(LeaseError::Unavailable)?;
             flat.chunks(2)
                 .map(|pair| {
-                    let value = pair.first().and_then(|v| redis::from_redis_value(v.clone()).ok());
-                    let pttl = pair.get(1).and_then(|v| redis::from_redis_value(v.clone()).ok()).unwrap_or(-2);
+                    let value = pair
+                        .first()
+                        .and_then(|v| redis::from_redis_value(v.clone()).ok());
+                    let pttl = pair
+                        .get(1)
+                        .and_then(|v| redis::from_redis_value(v.clone()).ok())
+                        .unwrap_or(-2);
                     (value, pttl)
                 })
                 .collect()
@@ -152,7 +174,9 @@ impl RedisLeases {
     pub async fn clear_node(&self, prefix: &str, node_id: &str) -> Result<usize, LeaseError> {
         let mut cleared = 0;
         for record in self.list(prefix).await? {
-            if super::owner_node(&record.value) == node_id && self.release(&record.key, &record.value).await? {
+            if super::owner_node(&record.value) == node_id
+                && self.release(&record.key, &record.value).await?
+            {
                 cleared += 1;
             }
         }

@@ -137,7 +137,11 @@ async fn append_event(
 }
 
 /// Inserts a pending booking and its creation event. The rider must exist (foreign key).
-pub async fn create(conn: &mut AsyncPgConnection, new: &NewBooking, audit: Audit<'_>) -> QueryResult<Booking> {
+pub async fn create(
+    conn: &mut AsyncPgConnection,
+    new: &NewBooking,
+    audit: Audit<'_>,
+) -> QueryResult<Booking> {
     let row = BookingRow {
         rider_id: new.rider_id.0,
         pickup_lat: new.pickup.lat,
@@ -168,7 +172,10 @@ pub async fn find(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<Op
         .optional()
 }
 
-pub async fn find_detail(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<Option<BookingDetail>> {
+pub async fn find_detail(
+    conn: &mut AsyncPgConnection,
+    id: BookingId,
+) -> QueryResult<Option<BookingDetail>> {
     use super::schema::{drivers, riders};
     let row = bookings::table
         .find(id.0)
@@ -184,13 +191,15 @@ pub async fn find_detail(conn: &mut AsyncPgConnection, id: BookingId) -> QueryRe
         .first::<(Booking, String, String, Option<String>, Option<String>)>(conn)
         .await
         .optional()?;
-    Ok(row.map(|(booking, rider_name, rider_phone, driver_name, driver_phone)| BookingDetail {
-        booking,
-        rider_name,
-        rider_phone,
-        driver_name,
-        driver_phone,
-    }))
+    Ok(row.map(
+        |(booking, rider_name, rider_phone, driver_name, driver_phone)| BookingDetail {
+            booking,
+            rider_name,
+            rider_phone,
+            driver_name,
+            driver_phone,
+        },
+    ))
 }
 
 /// Takes ownership of a booking for a new actor activation: bumps its fencing token and returns
@@ -247,10 +256,12 @@ pub async fn assign(
             .get_result(conn)
             .await
             .optional()
-            .map_err(|e| match is_unique_violation(&e, "bookings_one_active_per_driver") {
-                true => AssignError::DriverTaken,
-                false => AssignError::Db(e),
-            })?
+            .map_err(
+                |e| match is_unique_violation(&e, "bookings_one_active_per_driver") {
+                    true => AssignError::DriverTaken,
+                    false => AssignError::Db(e),
+                },
+            )?
             .ok_or(AssignError::Fenced)?;
         append_event(conn, &assigned, Some(booking.status()), audit).await?;
         Ok((assigned, claimed))
@@ -313,14 +324,16 @@ pub async fn transition(
     }
 }
 
-/// The booking row as this writer last saw it: same id, same status, same token.
-fn fenced(
-    booking: &Booking,
-    token: i64,
-) -> diesel::dsl::Filter<
-    diesel::dsl::Filter<diesel::dsl::Find<bookings::table, i64>, diesel::dsl::Eq<bookings::fencing_token, i64>>,
+type FencedRow = diesel::dsl::Filter<
+    diesel::dsl::Filter<
+        diesel::dsl::Find<bookings::table, i64>,
+        diesel::dsl::Eq<bookings::fencing_token, i64>,
+    >,
     diesel::dsl::Eq<bookings::status, String>,
-> {
+>;
+
+/// The booking row as this writer last saw it: same id, same status, same token.
+fn fenced(booking: &Booking, token: i64) -> FencedRow {
     bookings::table
         .find(booking.id)
         .filter(bookings::fencing_token.eq(token))
@@ -346,7 +359,11 @@ pub async fn list_for_user(
     if let Some(before) = before {
         query = query.filter(bookings::id.lt(before.0));
     }
-    query.order(bookings::id.desc()).limit(limit).load(conn).await
+    query
+        .order(bookings::id.desc())
+        .limit(limit)
+        .load(conn)
+        .await
 }
 
 pub async fn events(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<Vec<BookingEvent>> {
@@ -356,4 +373,20 @@ pub async fn events(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<
         .select(BookingEvent::as_select())
         .load(conn)
         .await
+}
+
+/// Current fencing tokens of the given bookings, for lock statistics.
+pub async fn fencing_tokens(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+) -> QueryResult<std::collections::HashMap<i64, i64>> {
+    if ids.is_empty() {
+        return Ok(Default::default());
+    }
+    let rows: Vec<(i64, i64)> = bookings::table
+        .filter(bookings::id.eq_any(ids))
+        .select((bookings::id, bookings::fencing_token))
+        .load(conn)
+        .await?;
+    Ok(rows.into_iter().collect())
 }

@@ -39,9 +39,9 @@ impl Availability {
 #[derive(Debug)]
 pub enum StatusRefusal {
     /// The driver holds a booking; its status is the system's until the booking ends.
-    Busy(Driver),
+    Busy(Box<Driver>),
     /// A driver without a location cannot be found by riders, so it cannot go online.
-    NoLocation(Driver),
+    NoLocation(Box<Driver>),
 }
 
 pub async fn insert(conn: &mut AsyncPgConnection, driver: &NewDriver) -> QueryResult<Driver> {
@@ -53,7 +53,10 @@ pub async fn insert(conn: &mut AsyncPgConnection, driver: &NewDriver) -> QueryRe
         .await
 }
 
-pub async fn find(conn: &mut AsyncPgConnection, driver_id: DriverId) -> QueryResult<Option<Driver>> {
+pub async fn find(
+    conn: &mut AsyncPgConnection,
+    driver_id: DriverId,
+) -> QueryResult<Option<Driver>> {
     use super::schema::drivers::dsl::*;
     drivers
         .find(driver_id.0)
@@ -65,19 +68,31 @@ pub async fn find(conn: &mut AsyncPgConnection, driver_id: DriverId) -> QueryRes
 
 pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Driver>> {
     use super::schema::drivers::dsl::*;
-    drivers.order(id.asc()).select(Driver::as_select()).load(conn).await
+    drivers
+        .order(id.asc())
+        .select(Driver::as_select())
+        .load(conn)
+        .await
 }
 
 /// Drivers by id, in no particular order.
 pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryResult<Vec<Driver>> {
     use super::schema::drivers::dsl::*;
-    drivers.filter(id.eq_any(ids)).select(Driver::as_select()).load(conn).await
+    drivers
+        .filter(id.eq_any(ids))
+        .select(Driver::as_select())
+        .load(conn)
+        .await
 }
 
 /// Every online driver, for rebuilding the geo index.
 pub async fn online(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Driver>> {
     use super::schema::drivers::dsl::*;
-    drivers.filter(status.eq("online")).select(Driver::as_select()).load(conn).await
+    drivers
+        .filter(status.eq("online"))
+        .select(Driver::as_select())
+        .load(conn)
+        .await
 }
 
 pub async fn update_location(
@@ -87,7 +102,11 @@ pub async fn update_location(
 ) -> QueryResult<Option<Driver>> {
     use super::schema::drivers::dsl::*;
     diesel::update(drivers.find(driver_id.0))
-        .set((lat.eq(at.lat), lng.eq(at.lng), updated_at.eq(diesel::dsl::now)))
+        .set((
+            lat.eq(at.lat),
+            lng.eq(at.lng),
+            updated_at.eq(diesel::dsl::now),
+        ))
         .returning(Driver::as_returning())
         .get_result(conn)
         .await
@@ -105,7 +124,10 @@ pub async fn set_availability(
     let target = drivers
         .find(driver_id.0)
         .filter(current_booking_id.is_null())
-        .filter(lat.is_not_null().or((to == Availability::Offline).into_sql::<Bool>()));
+        .filter(
+            lat.is_not_null()
+                .or((to == Availability::Offline).into_sql::<Bool>()),
+        );
     let updated = diesel::update(target)
         .set((status.eq(to.as_str()), updated_at.eq(diesel::dsl::now)))
         .returning(Driver::as_returning())
@@ -117,9 +139,9 @@ pub async fn set_availability(
     }
     Ok(find(conn, driver_id).await?.map(|driver| {
         Err(if driver.current_booking_id.is_some() {
-            StatusRefusal::Busy(driver)
+            StatusRefusal::Busy(Box::new(driver))
         } else {
-            StatusRefusal::NoLocation(driver)
+            StatusRefusal::NoLocation(Box::new(driver))
         })
     }))
 }
@@ -168,5 +190,8 @@ pub async fn nearby_sql(
     .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
     .load(conn)
     .await?;
-    Ok(rows.into_iter().map(|r| (DriverId(r.id), r.distance_km)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (DriverId(r.id), r.distance_km))
+        .collect())
 }

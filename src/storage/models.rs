@@ -131,7 +131,10 @@ fn decimal_number<S: Serializer>(value: &BigDecimal, s: S) -> Result<S::Ok, S::E
     s.serialize_f64(value.to_f64().unwrap_or(f64::NAN))
 }
 
-fn optional_decimal_number<S: Serializer>(value: &Option<BigDecimal>, s: S) -> Result<S::Ok, S::Error> {
+fn optional_decimal_number<S: Serializer>(
+    value: &Option<BigDecimal>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
     match value {
         Some(value) => decimal_number(value, s),
         None => s.serialize_none(),

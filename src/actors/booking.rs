@@ -1,0 +1,545 @@
+//! `BookingActor`: the single writer of one booking inside this node.
+//!
+//! On start it acquires the booking's lease from the [`LeaseManager`], then bumps the fencing token
+//! in PostgreSQL and keeps the row in memory; every message is checked against that state with the
+//! domain's `apply` and written conditionally on the token. It stops after `booking.idle_stop_ms`
+//! without messages, at a terminal state, when its lease is lost, or when a write finds its token
+//! stale; it releases its lease in `stopped()`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use rand::Rng;
+
+use super::registry::BookingRegistry;
+use super::{BookingError, SharedDeps};
+use crate::domain::booking::{apply, Command, Party, Transition};
+use crate::domain::ids::{BookingId, DriverId, RequestId};
+use crate::domain::values::Fare;
+use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
+use crate::lease::{booking_key, LeaseError};
+use crate::storage::bookings::{self as store, AssignError, Audit, ChangeDetails};
+use crate::storage::models::{Booking, Driver};
+use crate::storage::{drivers, pool};
+use crate::telemetry::{self, ActorLine};
+
+/// Assign the nearest online driver to this pending booking.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<(Booking, Driver), BookingError>")]
+pub struct Assign {
+    pub request_id: RequestId,
+    pub sent_at: Instant,
+}
+
+/// The assigned driver accepts the booking.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Booking, BookingError>")]
+pub struct Accept {
+    pub driver_id: DriverId,
+    pub request_id: RequestId,
+    pub sent_at: Instant,
+}
+
+/// The rider or the assigned driver cancels; a held driver goes back online.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Booking, BookingError>")]
+pub struct Cancel {
+    pub by: Party,
+    pub reason: Option<String>,
+    pub request_id: RequestId,
+    pub sent_at: Instant,
+}
+
+/// The assigned driver completes the ride; the driver goes back online.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Booking, BookingError>")]
+pub struct Complete {
+    pub driver_id: DriverId,
+    pub actual_fare: Fare,
+    pub request_id: RequestId,
+    pub sent_at: Instant,
+}
+
+/// Why an activation failed; replayed to every message that was queued behind it.
+#[derive(Debug, Clone)]
+enum Failure {
+    NotFound,
+    LeaseHeld {
+        retry_after: Duration,
+        owner_node: String,
+    },
+    LeaseStoreDown,
+    DatabaseDown(String),
+}
+
+impl Failure {
+    fn to_error(&self, id: BookingId) -> BookingError {
+        match self {
+            Self::NotFound => BookingError::NotFound(id),
+            Self::LeaseHeld {
+                retry_after,
+                owner_node,
+            } => BookingError::LeaseUnavailable {
+                retry_after: *retry_after,
+                source: LeaseError::Held {
+                    owner_node: owner_node.clone(),
+                    remaining: *retry_after,
+                },
+            },
+            Self::LeaseStoreDown => BookingError::LeaseUnavailable {
+                retry_after: Duration::from_secs(1),
+                source: LeaseError::ManagerGone,
+            },
+            Self::DatabaseDown(why) => BookingError::Store(
+                crate::storage::StoreError::Unavailable(anyhow::anyhow!("{why}")),
+            ),
+        }
+    }
+}
+
+enum Phase {
+    /// Lease and fencing token not yet obtained; `started()` holds the mailbox until this ends.
+    Activating,
+    Ready {
+        booking: Box<Booking>,
+        /// Released in `stopped()`; the lease manager renews it until then.
+        lease: Grant,
+    },
+    Failed(Failure),
+}
+
+pub struct BookingActor {
+    id: BookingId,
+    deps: SharedDeps,
+    registry: Arc<BookingRegistry>,
+    /// Tells this actor's registry entry from a successor's.
+    generation: u64,
+    phase: Phase,
+    /// Pending idle stop; re-armed by every message.
+    idle: Option<SpawnHandle>,
+}
+
+impl BookingActor {
+    pub fn new(
+        id: BookingId,
+        deps: SharedDeps,
+        registry: Arc<BookingRegistry>,
+        generation: u64,
+    ) -> Self {
+        Self {
+            id,
+            deps,
+            registry,
+            generation,
+            phase: Phase::Activating,
+            idle: None,
+        }
+    }
+
+    fn arm_idle_stop(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.idle.take() {
+            ctx.cancel_future(handle);
+        }
+        let after = Duration::from_millis(self.deps.booking.idle_stop_ms);
+        self.idle = Some(ctx.run_later(after, |_, ctx| ctx.stop()));
+    }
+
+    /// The booking and token to act on, or the reason this actor cannot act.
+    fn ready(&self) -> Result<(Booking, i64), BookingError> {
+        match &self.phase {
+            Phase::Ready { booking, .. } => Ok(((**booking).clone(), booking.fencing_token)),
+            Phase::Failed(failure) => Err(failure.to_error(self.id)),
+            Phase::Activating => Err(BookingError::Fenced),
+        }
+    }
+
+    /// Checks `cmd` against the in-memory state; a refusal needs no round trip.
+    fn plan(&self, cmd: Command) -> Result<(Booking, i64, Transition), BookingError> {
+        let (booking, token) = self.ready()?;
+        match apply(booking.state(), cmd) {
+            Ok(transition) => Ok((booking, token, transition)),
+            Err(error) => Err(BookingError::Refused {
+                error,
+                booking: Box::new(booking),
+            }),
+        }
+    }
+
+    /// Applies a write's outcome to the actor: new state, or step down when fenced.
+    fn settle(&mut self, written: Option<&Booking>, fenced: bool, ctx: &mut Context<Self>) {
+        if fenced {
+            // Another activation owns the booking now: stop, and never retry this write.
+            ctx.stop();
+            return;
+        }
+        if let (Some(row), Phase::Ready { booking, .. }) = (written, &mut self.phase) {
+            **booking = row.clone();
+            if row.status().is_terminal() {
+                ctx.stop();
+            }
+        }
+    }
+
+    fn log(
+        &self,
+        msg: &str,
+        request_id: &RequestId,
+        sent_at: Instant,
+        started: Instant,
+        outcome: Result<(), &BookingError>,
+    ) {
+        let token = match &self.phase {
+            Phase::Ready { booking, .. } => booking.fencing_token,
+            _ => 0,
+        };
+        let actor = format!("booking:{}", self.id);
+        let outcome = match outcome {
+            Ok(()) => "ok".to_owned(),
+            Err(error) => format!("err:{}", error.code()),
+        };
+        telemetry::actor_message(ActorLine {
+            node: &self.deps.node_id.0,
+            actor: &actor,
+            msg,
+            req: request_id.as_str(),
+            token,
+            outcome: &outcome,
+            waited: started.saturating_duration_since(sent_at),
+            handled: started.elapsed(),
+            mutation: true,
+        });
+    }
+
+    /// Runs a transition write as an atomic future: the next message waits until it is done.
+    fn write_transition(
+        &mut self,
+        msg_name: &'static str,
+        cmd: Command,
+        details: ChangeDetails,
+        request_id: RequestId,
+        sent_at: Instant,
+        ctx: &mut Context<Self>,
+    ) -> AtomicResponse<Self, Result<Booking, BookingError>> {
+        let started = Instant::now();
+        self.arm_idle_stop(ctx);
+        let (booking, token, transition) = match self.plan(cmd) {
+            Ok(plan) => plan,
+            Err(error) => {
+                self.log(msg_name, &request_id, sent_at, started, Err(&error));
+                return AtomicResponse::new(Box::pin(fut::err(error)));
+            }
+        };
+        let deps = self.deps.clone();
+        let req = request_id.clone();
+        let write = async move {
+            let mut conn = pool::conn(&deps.pool).await?;
+            let audit = Audit {
+                node_id: &deps.node_id.0,
+                request_id: req.as_str(),
+                fencing_token: token,
+            };
+            let (updated, released) =
+                store::transition(&mut conn, &booking, transition, details, audit)
+                    .await?
+                    .ok_or(BookingError::Fenced)?;
+            if let Some(driver) = released.as_ref() {
+                return_to_index(&deps, driver).await;
+            }
+            Ok(updated)
+        };
+        AtomicResponse::new(Box::pin(write.into_actor(self).map(
+            move |result, act, ctx| {
+                act.settle(
+                    result.as_ref().ok(),
+                    matches!(result, Err(BookingError::Fenced)),
+                    ctx,
+                );
+                act.log(
+                    msg_name,
+                    &request_id,
+                    sent_at,
+                    started,
+                    result.as_ref().map(drop),
+                );
+                result
+            },
+        )))
+    }
+}
+
+/// A released driver becomes findable again. The index is only a search aid, so a failure here is
+/// logged, not returned: the driver is online in PostgreSQL and the SQL search still finds it.
+async fn return_to_index(deps: &SharedDeps, driver: &Driver) {
+    if let Some(at) = driver.location() {
+        if let Err(error) = deps.drivers.put(DriverId(driver.id), at).await {
+            log::warn!(
+                "geo index update failed node={} driver={} error={error}",
+                deps.node_id,
+                driver.id
+            );
+        }
+    }
+}
+
+/// Acquires the lease, retrying with full-jitter exponential backoff while another holder has it,
+/// for at most half the request deadline; then bumps the fencing token and loads the row.
+async fn activate(
+    deps: SharedDeps,
+    id: BookingId,
+    holder: Recipient<LeaseLost>,
+) -> Result<(Booking, Grant), Failure> {
+    let key = booking_key(&deps.key_prefix, id);
+    let give_up_at = Instant::now() + deps.request_timeout / 2;
+    let mut backoff = Duration::from_millis(5);
+    let grant = loop {
+        let reply = deps
+            .leases
+            .send(Acquire {
+                key: key.clone(),
+                holder: holder.clone(),
+            })
+            .await;
+        match reply {
+            Ok(Ok(grant)) => break grant,
+            Ok(Err(LeaseError::Held {
+                owner_node,
+                remaining,
+            })) => {
+                let wait = rand::rng()
+                    .random_range(Duration::ZERO..=backoff)
+                    .min(remaining);
+                if Instant::now() + wait >= give_up_at {
+                    return Err(Failure::LeaseHeld {
+                        retry_after: remaining.max(Duration::from_secs(1)),
+                        owner_node,
+                    });
+                }
+                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+                backoff = (backoff * 2).min(deps.lease.ttl());
+            }
+            Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown),
+        }
+    };
+    let row = async {
+        let mut conn = pool::conn(&deps.pool).await.map_err(|e| e.to_string())?;
+        store::activate(&mut conn, id)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    match row {
+        Ok(Some(booking)) => Ok((booking, grant)),
+        outcome => {
+            deps.leases.do_send(Release {
+                key: grant.key,
+                value: grant.value,
+            });
+            match outcome {
+                Ok(_) => Err(Failure::NotFound),
+                Err(why) => Err(Failure::DatabaseDown(why)),
+            }
+        }
+    }
+}
+
+impl Actor for BookingActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.deps.booking.mailbox_capacity);
+        let activation = activate(self.deps.clone(), self.id, ctx.address().recipient());
+        // `wait` holds the mailbox: no message is handled before the lease and token are in place.
+        ctx.wait(
+            activation
+                .into_actor(self)
+                .map(|result, act, ctx| match result {
+                    Ok((booking, lease)) => {
+                        act.phase = Phase::Ready {
+                            booking: Box::new(booking),
+                            lease,
+                        };
+                        act.arm_idle_stop(ctx);
+                    }
+                    Err(failure) => {
+                        // New requests get a fresh actor; the ones already queued hear why, then we stop.
+                        act.registry.forget(act.id, act.generation);
+                        act.phase = Phase::Failed(failure);
+                        ctx.run_later(Duration::ZERO, |_, ctx| ctx.stop());
+                    }
+                }),
+        );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.registry.forget(self.id, self.generation);
+        if let Phase::Ready { lease, .. } = std::mem::replace(&mut self.phase, Phase::Activating) {
+            // A notice: the manager deletes the key if it is still ours.
+            self.deps.leases.do_send(Release {
+                key: lease.key,
+                value: lease.value,
+            });
+        }
+    }
+}
+
+impl Handler<LeaseLost> for BookingActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: LeaseLost, ctx: &mut Self::Context) {
+        // The lease is gone; drop it without a release (it is not ours) and stop before writing.
+        self.phase = Phase::Failed(Failure::LeaseStoreDown);
+        ctx.stop();
+    }
+}
+
+impl Handler<Assign> for BookingActor {
+    // Atomic: the whole claim-and-assign finishes before the next message for this booking starts.
+    type Result = AtomicResponse<Self, Result<(Booking, Driver), BookingError>>;
+
+    fn handle(&mut self, msg: Assign, ctx: &mut Self::Context) -> Self::Result {
+        let started = Instant::now();
+        self.arm_idle_stop(ctx);
+        let (booking, token) = match self.plan(Command::Assign) {
+            Ok((booking, token, _)) => (booking, token),
+            Err(error) => {
+                self.log("Assign", &msg.request_id, msg.sent_at, started, Err(&error));
+                return AtomicResponse::new(Box::pin(fut::err(error)));
+            }
+        };
+        let deps = self.deps.clone();
+        let req = msg.request_id.clone();
+        let work = async move { assign_nearest(&deps, booking, token, &req).await };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            move |result, act, ctx| {
+                let fenced = matches!(result, Err(BookingError::Fenced));
+                act.settle(result.as_ref().ok().map(|(b, _)| b), fenced, ctx);
+                act.log(
+                    "Assign",
+                    &msg.request_id,
+                    msg.sent_at,
+                    started,
+                    result.as_ref().map(drop),
+                );
+                result
+            },
+        )))
+    }
+}
+
+/// Tries the nearest candidates in order; a candidate taken meanwhile costs one rolled-back claim.
+async fn assign_nearest(
+    deps: &SharedDeps,
+    booking: Booking,
+    token: i64,
+    request_id: &RequestId,
+) -> Result<(Booking, Driver), BookingError> {
+    let mut conn = pool::conn(&deps.pool).await?;
+    let candidates = candidates(deps, &mut conn, &booking).await?;
+    let audit = Audit {
+        node_id: &deps.node_id.0,
+        request_id: request_id.as_str(),
+        fencing_token: token,
+    };
+    for driver in candidates {
+        match store::assign(&mut conn, &booking, driver, audit).await {
+            Ok((assigned, claimed)) => {
+                if let Err(error) = deps.drivers.remove(driver).await {
+                    log::warn!(
+                        "geo index update failed node={} driver={driver} error={error}",
+                        deps.node_id
+                    );
+                }
+                return Ok((assigned, claimed));
+            }
+            Err(AssignError::DriverTaken) => continue,
+            Err(AssignError::Fenced) => return Err(BookingError::Fenced),
+            Err(AssignError::Db(error)) => return Err(error.into()),
+        }
+    }
+    Err(BookingError::NoDriversAvailable {
+        booking: Box::new(booking),
+    })
+}
+
+/// Nearest online drivers to the pickup. The geo index knows positions but not vehicle classes,
+/// so a booking that asks for one is searched in SQL, as is every booking while Redis is down.
+async fn candidates(
+    deps: &SharedDeps,
+    conn: &mut diesel_async::AsyncPgConnection,
+    booking: &Booking,
+) -> Result<Vec<DriverId>, BookingError> {
+    let radius = deps.assign.radius_km;
+    let count = deps.assign.max_candidates;
+    if booking.vehicle_type.is_none() {
+        match deps.drivers.search(booking.pickup(), radius, count).await {
+            Ok(hits) => return Ok(hits.into_iter().map(|(id, _)| id).collect()),
+            Err(error) => log::warn!(
+                "geo search failed, using SQL node={} booking={} error={error}",
+                deps.node_id,
+                booking.id
+            ),
+        }
+    }
+    let hits = drivers::nearby_sql(
+        conn,
+        booking.pickup(),
+        radius,
+        booking.vehicle_type.as_deref(),
+        count,
+    )
+    .await?;
+    Ok(hits.into_iter().map(|(id, _)| id).collect())
+}
+
+impl Handler<Accept> for BookingActor {
+    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
+
+    fn handle(&mut self, msg: Accept, ctx: &mut Self::Context) -> Self::Result {
+        let cmd = Command::Accept {
+            driver_id: msg.driver_id,
+        };
+        self.write_transition(
+            "Accept",
+            cmd,
+            ChangeDetails::default(),
+            msg.request_id,
+            msg.sent_at,
+            ctx,
+        )
+    }
+}
+
+impl Handler<Cancel> for BookingActor {
+    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
+
+    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+        let details = ChangeDetails {
+            cancellation_reason: msg.reason,
+            ..ChangeDetails::default()
+        };
+        self.write_transition(
+            "Cancel",
+            Command::Cancel { by: msg.by },
+            details,
+            msg.request_id,
+            msg.sent_at,
+            ctx,
+        )
+    }
+}
+
+impl Handler<Complete> for BookingActor {
+    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
+
+    fn handle(&mut self, msg: Complete, ctx: &mut Self::Context) -> Self::Result {
+        let cmd = Command::Complete {
+            driver_id: msg.driver_id,
+        };
+        let details = ChangeDetails {
+            actual_fare: Some(msg.actual_fare),
+            ..ChangeDetails::default()
+        };
+        self.write_transition("Complete", cmd, details, msg.request_id, msg.sent_at, ctx)
+    }
+}

@@ -1,0 +1,86 @@
+//! One actix actor per live booking ([`booking::BookingActor`]), found or started by the
+//! [`registry::BookingRegistry`]. Every mutation of a booking is a message to its actor, so
+//! requests for one booking are handled strictly one at a time inside the node.
+
+pub mod booking;
+pub mod registry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+
+use crate::config::{AssignSettings, BookingSettings, LeaseSettings};
+use crate::domain::booking::TransitionError;
+use crate::domain::ids::{BookingId, NodeId};
+use crate::geo::DriverIndex;
+use crate::lease::manager::LeaseManager;
+use crate::lease::LeaseError;
+use crate::storage::models::Booking;
+use crate::storage::{PgPool, StoreError};
+
+/// What a booking actor needs from the node, shared by all of them.
+pub struct BookingDeps {
+    pub node_id: NodeId,
+    pub pool: PgPool,
+    pub drivers: DriverIndex,
+    pub leases: Addr<LeaseManager>,
+    pub key_prefix: String,
+    pub lease: LeaseSettings,
+    pub booking: BookingSettings,
+    pub assign: AssignSettings,
+    /// How long an activation may wait for a contested lease (the request deadline).
+    pub request_timeout: Duration,
+}
+
+pub type SharedDeps = Arc<BookingDeps>;
+
+/// Why a booking message was not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum BookingError {
+    #[error("booking {0} not found")]
+    NotFound(BookingId),
+    /// The state machine refused; carries the booking as it is now.
+    #[error("{error}")]
+    Refused {
+        error: TransitionError,
+        booking: Box<Booking>,
+    },
+    #[error("no drivers available")]
+    NoDriversAvailable { booking: Box<Booking> },
+    /// The lease is held elsewhere or the lease store is down.
+    #[error("lease unavailable")]
+    LeaseUnavailable {
+        retry_after: Duration,
+        #[source]
+        source: LeaseError,
+    },
+    /// The actor's fencing token went stale mid-write: it stepped down and wrote nothing.
+    #[error("booking ownership lost")]
+    Fenced,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The actor could not take the message (stopped, or no reply in time).
+    #[error("booking actor unavailable")]
+    Mailbox(#[source] actix::MailboxError),
+}
+
+impl BookingError {
+    /// The `err:<code>` outcome for the actor log line.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "booking_not_found",
+            Self::Refused { error, .. } => error.code(),
+            Self::NoDriversAvailable { .. } => "no_drivers_available",
+            Self::LeaseUnavailable { .. } | Self::Fenced => "lease_unavailable",
+            Self::Store(StoreError::Unavailable(_)) | Self::Mailbox(_) => "unavailable",
+            Self::Store(StoreError::Query(_)) => "internal",
+        }
+    }
+}
+
+impl From<diesel::result::Error> for BookingError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Store(error.into())
+    }
+}

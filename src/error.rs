@@ -1,0 +1,186 @@
+//! `ApiError`, the only error type handlers return, and the only `From` impls into it, so the whole
+//! mapping from failures to status codes and stable `error` codes fits on one screen. Every error
+//! body has API.md's envelope; 5xx bodies say nothing internal, and the full cause chain is logged
+//! once, here.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::{json, Value};
+
+use crate::actors::BookingError;
+use crate::domain::values::FieldError;
+use crate::storage::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400 `invalid_request`; the message names the field.
+    #[error("{0}")]
+    Invalid(#[from] FieldError),
+    /// 403: the caller is not the party this action needs.
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    /// 404 for an unknown id.
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    /// 409: the current state forbids the change; `data` is that state.
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        data: Value,
+    },
+    /// 503 `lease_unavailable` + Retry-After: the booking's owner cannot serve it right now.
+    #[error("Booking is busy elsewhere, retry shortly")]
+    LeaseUnavailable { retry_after: Duration },
+    /// 503 `unavailable` + Retry-After: PostgreSQL, Redis or an actor did not answer.
+    #[error("Service temporarily unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    /// 500 `internal`: a bug. Never on purpose.
+    #[error("Internal server error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn not_found(code: &'static str, what: &str, id: impl std::fmt::Display) -> Self {
+        Self::NotFound {
+            code,
+            message: format!("{what} {id} not found"),
+        }
+    }
+
+    pub fn conflict(
+        code: &'static str,
+        message: impl Into<String>,
+        data: impl serde::Serialize,
+    ) -> Self {
+        Self::Conflict {
+            code,
+            message: message.into(),
+            data: serde_json::to_value(data).unwrap_or(Value::Null),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_request",
+            Self::Forbidden { code, .. }
+            | Self::NotFound { code, .. }
+            | Self::Conflict { code, .. } => code,
+            Self::LeaseUnavailable { .. } => "lease_unavailable",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::LeaseUnavailable { retry_after } => Some(*retry_after),
+            Self::Unavailable(_) => Some(Duration::from_secs(1)),
+            _ => None,
+        }
+    }
+
+    fn data(&self) -> Value {
+        match self {
+            Self::Invalid(error) => json!({ "field": error.field }),
+            Self::Conflict { data, .. } => data.clone(),
+            _ => Value::Null,
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::LeaseUnavailable { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        if status.is_server_error() {
+            log::error!(
+                "request failed status={} error={} cause={}",
+                status.as_u16(),
+                self.code(),
+                chain(self)
+            );
+        }
+        let mut body =
+            json!({ "success": false, "message": self.to_string(), "error": self.code() });
+        let data = self.data();
+        if !data.is_null() {
+            body["data"] = data;
+        }
+        let mut response = HttpResponse::build(status);
+        if let Some(after) = self.retry_after() {
+            response.insert_header(("Retry-After", after.as_secs().max(1).to_string()));
+        }
+        response.json(body)
+    }
+}
+
+/// `error: cause: cause…`, for the one log line of a 5xx.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Unavailable(source) => Self::Unavailable(source),
+            StoreError::Query(source) => Self::Internal(source.into()),
+        }
+    }
+}
+
+impl From<diesel::result::Error> for ApiError {
+    fn from(error: diesel::result::Error) -> Self {
+        StoreError::from(error).into()
+    }
+}
+
+impl From<BookingError> for ApiError {
+    fn from(error: BookingError) -> Self {
+        match error {
+            BookingError::NotFound(id) => Self::not_found("booking_not_found", "Booking", id),
+            // A refused stranger learns nothing about the booking: 403 bodies carry no state.
+            BookingError::Refused { error, .. } if error.is_forbidden() => Self::Forbidden {
+                code: error.code(),
+                message: error.to_string(),
+            },
+            BookingError::Refused { error, booking } => Self::conflict(
+                error.code(),
+                error.to_string(),
+                json!({ "booking": booking }),
+            ),
+            BookingError::NoDriversAvailable { booking } => Self::conflict(
+                "no_drivers_available",
+                "No drivers available nearby",
+                json!({ "booking": booking }),
+            ),
+            BookingError::LeaseUnavailable { retry_after, .. } => {
+                Self::LeaseUnavailable { retry_after }
+            }
+            BookingError::Fenced => Self::LeaseUnavailable {
+                retry_after: Duration::from_secs(1),
+            },
+            BookingError::Store(error) => error.into(),
+            BookingError::Mailbox(error) => Self::Unavailable(error.into()),
+        }
+    }
+}

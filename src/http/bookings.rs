@@ -1,0 +1,159 @@
+//! Booking creation and reads. Creation inserts the row directly (there is no actor for a booking
+//! that does not exist yet); reads query PostgreSQL; every later change goes through the actor
+//! (see `booking_actions`).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+use super::extract::{self, Body};
+use super::{respond, respond_list, State};
+use crate::domain::booking::BookingStatus;
+use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
+use crate::domain::values::{self, Fare, FieldError, GeoPoint};
+use crate::error::ApiError;
+use crate::storage::bookings::{self, Audit, NewBooking, UserRef};
+use crate::storage::pool;
+
+#[derive(Deserialize)]
+pub struct CreateBooking {
+    rider_id: i64,
+    pickup_lat: f64,
+    pickup_lng: f64,
+    dropoff_lat: f64,
+    dropoff_lng: f64,
+    estimated_fare: f64,
+    vehicle_type: Option<String>,
+}
+
+impl TryFrom<CreateBooking> for NewBooking {
+    type Error = FieldError;
+
+    fn try_from(wire: CreateBooking) -> Result<Self, FieldError> {
+        Ok(Self {
+            rider_id: RiderId(extract::body_id(wire.rider_id, "rider_id")?),
+            pickup: GeoPoint::new(wire.pickup_lat, wire.pickup_lng, "pickup_lat", "pickup_lng")?,
+            dropoff: GeoPoint::new(
+                wire.dropoff_lat,
+                wire.dropoff_lng,
+                "dropoff_lat",
+                "dropoff_lng",
+            )?,
+            estimated_fare: Fare::from_amount(wire.estimated_fare, "estimated_fare")?,
+            vehicle_type: wire
+                .vehicle_type
+                .as_deref()
+                .map(|v| values::vehicle_type(v, "vehicle_type"))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    user_type: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    before: Option<String>,
+}
+
+pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
+    Ok(BookingId(extract::id(path, "id")?))
+}
+
+pub async fn create(
+    state: State,
+    request_id: RequestId,
+    body: Body<CreateBooking>,
+) -> Result<HttpResponse, ApiError> {
+    let new = NewBooking::try_from(body.0)?;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let audit = Audit {
+        node_id: &state.deps.node_id.0,
+        request_id: request_id.as_str(),
+        fencing_token: 0,
+    };
+    match bookings::create(&mut conn, &new, audit).await {
+        Ok(booking) => Ok(respond(
+            StatusCode::CREATED,
+            "Booking request created successfully",
+            booking,
+        )),
+        Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        )) => Err(ApiError::not_found(
+            "rider_not_found",
+            "Rider",
+            new.rider_id,
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = booking_id(&path)?;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let detail = bookings::find_detail(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("booking_not_found", "Booking", id))?;
+    Ok(respond(
+        StatusCode::OK,
+        "Booking retrieved successfully",
+        detail,
+    ))
+}
+
+pub async fn events(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = booking_id(&path)?;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let trail = bookings::events(&mut conn, id).await?;
+    // Every booking has its creation event, so an empty trail means an unknown booking.
+    if trail.is_empty() {
+        return Err(ApiError::not_found("booking_not_found", "Booking", id));
+    }
+    Ok(respond_list(
+        "Booking events retrieved successfully",
+        &trail,
+    ))
+}
+
+pub async fn list_for_user(
+    state: State,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = extract::id(&path, "user_id")?;
+    // The tutorial's listing defaults to the rider's view.
+    let user = match query.user_type.as_deref().unwrap_or("rider") {
+        "rider" => UserRef::Rider(RiderId(user_id)),
+        "driver" => UserRef::Driver(DriverId(user_id)),
+        _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
+    };
+    let status = query
+        .status
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<BookingStatus>()
+                .map_err(|_| FieldError::new("status", "must be a booking status"))
+        })
+        .transpose()?;
+    let limit = match query.limit.as_deref() {
+        None => 20,
+        Some(raw) => raw
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| FieldError::new("limit", "must be an integer from 1 to 100"))?,
+    };
+    let before = query
+        .before
+        .as_deref()
+        .map(|raw| extract::id(raw, "before"))
+        .transpose()?
+        .map(BookingId);
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let found = bookings::list_for_user(&mut conn, user, status, before, limit).await?;
+    Ok(respond_list("User bookings retrieved successfully", &found))
+}

@@ -1,0 +1,246 @@
+//! `/api/drivers`: registration, location updates (mirrored into the geo index while online),
+//! availability, and the nearby search. Drivers are not booking actors' business except through
+//! the assignment transaction, so these write with plain conditional updates.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use serde::{Deserialize, Serialize};
+
+use super::extract::{self, Body};
+use super::{respond, respond_list, State};
+use crate::domain::ids::DriverId;
+use crate::domain::values::{self, FieldError, GeoPoint};
+use crate::error::ApiError;
+use crate::storage::drivers::{self, Availability, NewDriver, StatusRefusal};
+use crate::storage::models::Driver;
+use crate::storage::pool::{self, is_unique_violation};
+
+#[derive(Deserialize)]
+pub struct CreateDriver {
+    name: String,
+    phone: String,
+    email: Option<String>,
+    vehicle_type: Option<String>,
+}
+
+impl TryFrom<CreateDriver> for NewDriver {
+    type Error = FieldError;
+
+    fn try_from(wire: CreateDriver) -> Result<Self, FieldError> {
+        Ok(Self {
+            name: values::text(&wire.name, "name", 200)?,
+            phone: values::phone(&wire.phone, "phone")?,
+            email: wire
+                .email
+                .as_deref()
+                .map(|e| values::email(e, "email"))
+                .transpose()?,
+            vehicle_type: values::vehicle_type(
+                wire.vehicle_type.as_deref().unwrap_or("standard"),
+                "vehicle_type",
+            )?,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+pub struct Location {
+    lat: f64,
+    lng: f64,
+}
+
+#[derive(Deserialize)]
+pub struct StatusChange {
+    status: String,
+}
+
+#[derive(Deserialize)]
+pub struct NearbyQuery {
+    lat: Option<String>,
+    lng: Option<String>,
+    radius: Option<String>,
+}
+
+#[derive(Serialize)]
+struct NearbyDriver {
+    #[serde(flatten)]
+    driver: Driver,
+    distance: f64,
+}
+
+fn driver_id(path: &str) -> Result<DriverId, ApiError> {
+    Ok(DriverId(extract::id(path, "id")?))
+}
+
+fn not_found(id: DriverId) -> ApiError {
+    ApiError::not_found("driver_not_found", "Driver", id)
+}
+
+pub async fn create(state: State, body: Body<CreateDriver>) -> Result<HttpResponse, ApiError> {
+    let new = NewDriver::try_from(body.0)?;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    match drivers::insert(&mut conn, &new).await {
+        Ok(driver) => Ok(respond(
+            StatusCode::CREATED,
+            "Driver created successfully",
+            driver,
+        )),
+        Err(e) if is_unique_violation(&e, "drivers_phone_key") => Err(ApiError::conflict(
+            "duplicate_phone",
+            "A driver with this phone number already exists",
+            serde_json::Value::Null,
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let all = drivers::list(&mut conn).await?;
+    Ok(respond_list("Drivers retrieved successfully", &all))
+}
+
+pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+    let id = driver_id(&path)?;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let driver = drivers::find(&mut conn, id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    Ok(respond(
+        StatusCode::OK,
+        "Driver retrieved successfully",
+        driver,
+    ))
+}
+
+pub async fn update_location(
+    state: State,
+    path: web::Path<String>,
+    body: Body<Location>,
+) -> Result<HttpResponse, ApiError> {
+    let id = driver_id(&path)?;
+    let at = GeoPoint::new(body.0.lat, body.0.lng, "lat", "lng")?;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let driver = drivers::update_location(&mut conn, id, at)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    if driver.status == Availability::Online.as_str() {
+        reindex(&state, &driver).await;
+    }
+    Ok(respond(
+        StatusCode::OK,
+        "Location updated successfully",
+        driver,
+    ))
+}
+
+pub async fn update_status(
+    state: State,
+    path: web::Path<String>,
+    body: Body<StatusChange>,
+) -> Result<HttpResponse, ApiError> {
+    let id = driver_id(&path)?;
+    let to = match body.0.status.as_str() {
+        "online" => Availability::Online,
+        "offline" => Availability::Offline,
+        _ => return Err(FieldError::new("status", "must be \"online\" or \"offline\"").into()),
+    };
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    match drivers::set_availability(&mut conn, id, to).await? {
+        None => Err(not_found(id)),
+        Some(Ok(driver)) => {
+            match to {
+                Availability::Online => reindex(&state, &driver).await,
+                Availability::Offline => {
+                    if let Err(error) = state.deps.drivers.remove(id).await {
+                        log::warn!(
+                            "geo index update failed node={} driver={id} error={error}",
+                            state.deps.node_id
+                        );
+                    }
+                }
+            }
+            Ok(respond(
+                StatusCode::OK,
+                "Driver status updated successfully",
+                driver,
+            ))
+        }
+        Some(Err(StatusRefusal::Busy(driver))) => Err(ApiError::conflict(
+            "driver_busy",
+            "Driver has an active booking",
+            serde_json::json!({ "driver": driver }),
+        )),
+        Some(Err(StatusRefusal::NoLocation(driver))) => Err(ApiError::conflict(
+            "driver_location_unknown",
+            "Driver must report a location before going online",
+            serde_json::json!({ "driver": driver }),
+        )),
+    }
+}
+
+/// Mirrors an online driver into the geo index; PostgreSQL stays right if Redis is down.
+async fn reindex(state: &State, driver: &Driver) {
+    if let Some(at) = driver.location() {
+        if let Err(error) = state.deps.drivers.put(DriverId(driver.id), at).await {
+            log::warn!(
+                "geo index update failed node={} driver={} error={error}",
+                state.deps.node_id,
+                driver.id
+            );
+        }
+    }
+}
+
+fn number(raw: Option<&str>, field: &str) -> Result<Option<f64>, FieldError> {
+    raw.map(|text| {
+        text.parse::<f64>()
+            .map_err(|_| FieldError::new(field, "must be a number"))
+    })
+    .transpose()
+}
+
+pub async fn nearby(
+    state: State,
+    query: web::Query<NearbyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let lat = number(query.lat.as_deref(), "lat")?
+        .ok_or_else(|| FieldError::new("lat", "is required"))?;
+    let lng = number(query.lng.as_deref(), "lng")?
+        .ok_or_else(|| FieldError::new("lng", "is required"))?;
+    let at = GeoPoint::new(lat, lng, "lat", "lng")?;
+    let radius = number(query.radius.as_deref(), "radius")?.unwrap_or(5.0);
+    if !(radius > 0.0 && radius <= 100.0) {
+        return Err(FieldError::new("radius", "must be between 0 and 100 km").into());
+    }
+    const LIMIT: usize = 50;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let hits = match state.deps.drivers.search(at, radius, LIMIT).await {
+        Ok(hits) => hits,
+        Err(error) => {
+            log::warn!(
+                "geo search failed, using SQL node={} error={error}",
+                state.deps.node_id
+            );
+            drivers::nearby_sql(&mut conn, at, radius, None, LIMIT).await?
+        }
+    };
+    let ids: Vec<i64> = hits.iter().map(|(id, _)| id.0).collect();
+    let mut found = drivers::find_many(&mut conn, &ids).await?;
+    // The index may lag PostgreSQL: only drivers that are online there are listed.
+    let nearby: Vec<NearbyDriver> = hits
+        .into_iter()
+        .filter_map(|(id, distance)| {
+            let at = found.iter().position(|d| d.id == id.0)?;
+            let driver = found.swap_remove(at);
+            (driver.status == Availability::Online.as_str()).then_some(NearbyDriver {
+                driver,
+                distance: (distance * 1000.0).round() / 1000.0,
+            })
+        })
+        .collect();
+    Ok(respond_list(
+        "Nearby drivers retrieved successfully",
+        &nearby,
+    ))
+}

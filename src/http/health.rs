@@ -1,0 +1,137 @@
+//! `/api/health` and `/api/locks/stats`: what an operator looks at first.
+
+use std::time::Duration;
+
+use actix_web::HttpResponse;
+use diesel_async::RunQueryDsl;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{respond, State};
+use crate::error::ApiError;
+use crate::storage::bookings;
+use crate::storage::pool;
+
+/// How long a health probe waits for each dependency.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn health(state: State) -> HttpResponse {
+    let postgres = async {
+        let mut conn = pool::conn(&state.deps.pool).await.ok()?;
+        diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
+    };
+    let redis = async {
+        let mut conn = state.redis.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    };
+    let (postgres, redis) = futures::join!(
+        tokio::time::timeout(PROBE_TIMEOUT, postgres),
+        tokio::time::timeout(PROBE_TIMEOUT, redis)
+    );
+    let up = |ok: bool| if ok { "up" } else { "down" };
+    let (pg_ok, redis_ok) = (
+        matches!(postgres, Ok(Some(_))),
+        matches!(redis, Ok(Some(_))),
+    );
+    let healthy = pg_ok && redis_ok;
+    let body = json!({
+        "success": healthy,
+        "message": if healthy { "Service is healthy" } else { "Service is degraded" },
+        "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "version": env!("CARGO_PKG_VERSION"),
+        "node_id": state.deps.node_id,
+        "services": { "postgres": up(pg_ok), "redis": up(redis_ok), "lease_backend": "redis" },
+    });
+    if healthy {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(body)
+    }
+}
+
+#[derive(Serialize)]
+struct LockView {
+    resource: String,
+    #[serde(rename = "lockId")]
+    lock_id: String,
+    /// Seconds left, rounded up, as in the tutorial.
+    ttl: u64,
+    owner_node: String,
+    fencing_token: Option<i64>,
+}
+
+pub async fn lock_stats(state: State) -> Result<HttpResponse, ApiError> {
+    let prefix = &state.deps.key_prefix;
+    let records = state
+        .leases
+        .list(prefix)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let ids: Vec<i64> = records
+        .iter()
+        .filter_map(|r| {
+            r.key
+                .strip_prefix(prefix)?
+                .strip_prefix("lock:booking:")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let tokens = bookings::fencing_tokens(&mut conn, &ids).await?;
+    let locks: Vec<LockView> = records
+        .into_iter()
+        .map(|record| {
+            let resource = record.key.strip_prefix(prefix).unwrap_or(&record.key);
+            let resource = resource
+                .strip_prefix("lock:")
+                .unwrap_or(resource)
+                .to_owned();
+            let booking_id = resource
+                .strip_prefix("booking:")
+                .and_then(|id| id.parse::<i64>().ok());
+            LockView {
+                fencing_token: booking_id.and_then(|id| tokens.get(&id).copied()),
+                ttl: record.remaining.as_millis().div_ceil(1000) as u64,
+                owner_node: crate::lease::owner_node(&record.value).to_owned(),
+                lock_id: record.value,
+                resource,
+            }
+        })
+        .collect();
+    let m = state.lease_metrics.snapshot();
+    let attempts = m.acquired + m.contested + m.timeouts;
+    let timeout_rate = if attempts == 0 {
+        0.0
+    } else {
+        m.timeouts as f64 / attempts as f64
+    };
+    Ok(respond(
+        actix_web::http::StatusCode::OK,
+        "Lock statistics retrieved successfully",
+        json!({
+            "totalLocks": locks.len(),
+            "locks": locks,
+            "counters": {
+                "acquired": m.acquired,
+                "released": m.released,
+                "expired": m.expired,
+                "contested": m.contested,
+                "renewed": m.renewed,
+                "renewal_failures": m.renewal_failures,
+                "lost": m.lost,
+            },
+            "acquisition_ms": m.acquisition_ms,
+            "timeout_rate": timeout_rate,
+            "backend": "redis",
+            "node_id": state.deps.node_id,
+            "active_actors": state.registry.len(),
+            "held_leases": m.held,
+        }),
+    ))
+}

@@ -1,0 +1,155 @@
+//! `Application`: all wiring lives here. `build` connects to PostgreSQL and Redis, runs pending
+//! migrations, clears this node's leases from a previous run, rebuilds the geo index, starts the
+//! lease manager and binds the HTTP server; `run_until_stopped` serves until the handle stops it
+//! and then gives back every lease this node still holds.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Addr, Supervisor};
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{middleware, web, App, HttpServer};
+use anyhow::Context as _;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::actors::registry::BookingRegistry;
+use crate::actors::BookingDeps;
+use crate::config::{RedisSettings, Settings};
+use crate::domain::ids::NodeId;
+use crate::geo::DriverIndex;
+use crate::http::{self, request_id, AppState};
+use crate::lease::manager::{LeaseManager, LeaseMetrics, ReleaseAll};
+use crate::lease::redis::RedisLeases;
+use crate::storage::{drivers, pool};
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    leases: Addr<LeaseManager>,
+    node_id: NodeId,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let node_id = NodeId(settings.node.id.clone());
+        let url = settings.database.url.expose().to_owned();
+        let applied = tokio::task::spawn_blocking(move || pool::run_migrations(&url)).await??;
+        if applied > 0 {
+            log::info!("migrations applied node={node_id} count={applied}");
+        }
+        let db = settings.database.pool()?;
+        let redis = connect_redis(&settings.redis).await?;
+        let prefix = settings.redis.key_prefix.clone();
+
+        let leases = RedisLeases::new(redis.clone());
+        let cleared = leases
+            .clear_node(&prefix, &node_id.0)
+            .await
+            .context("clearing this node's old leases")?;
+        if cleared > 0 {
+            log::warn!("cleared leases from a previous run node={node_id} count={cleared}");
+        }
+        let index = DriverIndex::new(redis.clone(), &prefix);
+        let online = drivers::online(&mut *pool::conn(&db).await?).await?;
+        let indexed = index
+            .rebuild(&online)
+            .await
+            .context("rebuilding the driver geo index")?;
+        log::info!("driver geo index rebuilt node={node_id} drivers={indexed}");
+
+        let metrics = Arc::new(LeaseMetrics::default());
+        let manager = {
+            let (node, store, lease, metrics) = (
+                node_id.0.clone(),
+                leases.clone(),
+                settings.lease.clone(),
+                metrics.clone(),
+            );
+            Supervisor::start(move |_| LeaseManager::new(node, store, lease, metrics))
+        };
+        let deps = Arc::new(BookingDeps {
+            node_id: node_id.clone(),
+            pool: db,
+            drivers: index,
+            leases: manager.clone(),
+            key_prefix: prefix,
+            lease: settings.lease.clone(),
+            booking: settings.booking.clone(),
+            assign: settings.assign.clone(),
+            request_timeout: settings.server.request_timeout(),
+        });
+        let state = web::Data::new(AppState {
+            registry: BookingRegistry::new(deps.clone()),
+            deps,
+            lease_metrics: metrics,
+            leases,
+            redis,
+        });
+
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .wrap(middleware::from_fn(request_id::assign))
+                .configure(http::routes)
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.request_timeout_ms.div_ceil(1000));
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        let server = server.listen(listener)?.run();
+        log::info!("listening node={node_id} port={port}");
+        Ok(Self {
+            port,
+            server,
+            leases: manager,
+            node_id,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Stops the server gracefully when called (used by main's signal handler and by tests).
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until stopped; then releases every lease still held so another node can take over
+    /// without waiting for the TTL.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        match self
+            .leases
+            .send(ReleaseAll)
+            .timeout(Duration::from_secs(5))
+            .await
+        {
+            Ok(released) => log::info!("shutdown node={} leases_released={released}", self.node_id),
+            Err(error) => log::warn!(
+                "shutdown node={} lease release failed: {error}",
+                self.node_id
+            ),
+        }
+        served
+    }
+}
+
+async fn connect_redis(settings: &RedisSettings) -> anyhow::Result<ConnectionManager> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(settings.response_timeout()))
+        .set_connection_timeout(Some(settings.response_timeout()))
+        .set_number_of_retries(2);
+    settings
+        .client()?
+        .get_connection_manager_with_config(config)
+        .await
+        .context("connecting to Redis")
+}
