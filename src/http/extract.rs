@@ -31,17 +31,20 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
             if bytes.len() > BODY_LIMIT {
                 return Err(FieldError::new("body", "is larger than 64 KiB").into());
             }
-            let text = if bytes.iter().all(u8::is_ascii_whitespace) {
-                &b"{}"[..]
-            } else {
-                &bytes[..]
-            };
-            let mut de = serde_json::Deserializer::from_slice(text);
-            serde_path_to_error::deserialize(&mut de)
-                .map(Body)
-                .map_err(|e| body_error(&e).into())
+            parse(&bytes).map(Body).map_err(ApiError::from)
         })
     }
+}
+
+/// Deserializes a JSON object body; an empty body counts as `{}` so missing fields are named.
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+    let text = bytes.trim_ascii();
+    let text = if text.is_empty() { &b"{}"[..] } else { text };
+    if text.first() != Some(&b'{') {
+        return Err(FieldError::new("body", "must be a JSON object"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| body_error(&e))
 }
 
 fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
@@ -57,11 +60,7 @@ fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldErr
     if inner.is_syntax() || inner.is_eof() {
         return FieldError::new("body", format!("is not valid JSON: {problem}"));
     }
-    let path = error.path().to_string();
-    if path == "." {
-        return FieldError::new("body", format!("must be a JSON object: {problem}"));
-    }
-    FieldError::new(path, format!("is invalid: {problem}"))
+    FieldError::new(error.path().to_string(), format!("is invalid: {problem}"))
 }
 
 /// A positive integer id from a path or query segment.
@@ -92,10 +91,7 @@ mod tests {
 
     /// The field a refused body is blamed on.
     fn blamed(json: &str) -> Option<String> {
-        let mut de = serde_json::Deserializer::from_str(json);
-        serde_path_to_error::deserialize::<_, Probe>(&mut de)
-            .err()
-            .map(|e| body_error(&e).field)
+        parse::<Probe>(json.as_bytes()).err().map(|e| e.field)
     }
 
     #[test]
