@@ -1,0 +1,444 @@
+//! Test harness: every test gets its own app on a random port, its own PostgreSQL database (cloned
+//! from a template migrated once per run) and its own Redis key prefix, all on the real servers
+//! named by DATABASE_URL and REDIS_URL (`make test` starts them).
+
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::Text;
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use reqwest::StatusCode;
+use ridelock::config::{self, Secret, Settings};
+use ridelock::startup::Application;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+pub struct TestApp {
+    pub address: String,
+    pub port: u16,
+    pub db_name: String,
+    pub db_url: String,
+    pub redis_url: String,
+    pub redis_prefix: String,
+    pub node_id: String,
+    pub client: reqwest::Client,
+    server: actix_web::dev::ServerHandle,
+}
+
+/// A JSON reply: status, body and the echoed request id.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub request_id: Option<String>,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the status and, for failures, the envelope and `error` code.
+    #[track_caller]
+    pub fn expect(&self, status: u16, error: Option<&str>) -> &Self {
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "unexpected reply: {:#}",
+            self.body
+        );
+        let success = (200..300).contains(&status);
+        assert_eq!(
+            self.body["success"],
+            json!(success),
+            "envelope: {:#}",
+            self.body
+        );
+        assert!(
+            self.body["message"].is_string(),
+            "message missing: {:#}",
+            self.body
+        );
+        if let Some(code) = error {
+            assert_eq!(self.error(), code, "error code: {:#}", self.body);
+        }
+        self
+    }
+
+    /// Asserts a 400 that names `field`, in the message and in `data.field`.
+    #[track_caller]
+    pub fn expect_invalid(&self, field: &str) {
+        self.expect(400, Some("invalid_request"));
+        assert_eq!(
+            self.body["data"]["field"],
+            json!(field),
+            "field: {:#}",
+            self.body
+        );
+        let message = self.body["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains(field),
+            "message should name {field}: {message}"
+        );
+    }
+}
+
+fn init_env() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        std::env::set_var("RIDELOCK_ENV", "test");
+        if std::env::var("TEST_LOG").is_ok() {
+            ridelock::telemetry::init();
+        }
+    });
+}
+
+fn settings() -> Settings {
+    init_env();
+    config::load()
+        .expect("test configuration (run through `make test`, which sets DATABASE_URL/REDIS_URL)")
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, _) = url
+        .rsplit_once('/')
+        .expect("DATABASE_URL has a database name");
+    format!("{base}/{name}")
+}
+
+/// Set-up and tear-down on blocking connections, on their own threads (outside actix's runtime).
+mod blocking {
+    use std::sync::{Mutex, OnceLock};
+
+    use diesel::prelude::*;
+    use diesel::sql_types::BigInt;
+    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
+    use diesel_async::AsyncPgConnection;
+    use uuid::Uuid;
+
+    use super::with_database;
+
+    type BlockingPg = AsyncConnectionWrapper<AsyncPgConnection>;
+
+    /// Creates `test_<uuid>` from the template, migrating the template first (once per process).
+    /// An advisory lock serializes this across test processes: PostgreSQL refuses to copy a template
+    /// while anyone else is connected to it.
+    pub fn create_database(server_url: &str) -> (String, String) {
+        static PREPARED: OnceLock<()> = OnceLock::new();
+        static LOCAL: Mutex<()> = Mutex::new(());
+        let _local = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
+        let admin_url = with_database(server_url, "postgres");
+        let template_url = with_database(server_url, "ridelock_template");
+        let name = format!("test_{}", Uuid::new_v4().simple());
+        let url = with_database(server_url, &name);
+        let (admin, name_copy) = (admin_url.clone(), name.clone());
+        std::thread::spawn(move || {
+            let mut conn = BlockingPg::establish(&admin).expect("connect to the postgres database");
+            diesel::sql_query("SELECT pg_advisory_lock(727274)")
+                .execute(&mut conn)
+                .expect("advisory lock");
+            if PREPARED.get().is_none() {
+                let exists: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
+                    "(SELECT count(*) FROM pg_database WHERE datname = 'ridelock_template')",
+                ))
+                .get_result(&mut conn)
+                .expect("look up the template");
+                if exists == 0 {
+                    diesel::sql_query("CREATE DATABASE ridelock_template")
+                        .execute(&mut conn)
+                        .expect("create template");
+                }
+                ridelock::storage::pool::run_migrations(&template_url)
+                    .expect("migrate the template");
+                let _ = PREPARED.set(());
+            }
+            diesel::sql_query(format!(
+                "CREATE DATABASE {name_copy} TEMPLATE ridelock_template"
+            ))
+            .execute(&mut conn)
+            .expect("clone the template");
+            diesel::sql_query("SELECT pg_advisory_unlock(727274)")
+                .execute(&mut conn)
+                .expect("advisory unlock");
+        })
+        .join()
+        .expect("database set-up thread");
+        (name, url)
+    }
+
+    /// Drops a test database and the test's Redis keys.
+    pub fn drop_test_data(admin_url: String, name: String, redis_url: String, prefix: String) {
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut conn) = BlockingPg::establish(&admin_url) {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn);
+            }
+            if let Ok(mut redis) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) {
+                let keys: Vec<String> = redis::cmd("KEYS")
+                    .arg(format!("{prefix}*"))
+                    .query(&mut redis)
+                    .unwrap_or_default();
+                if !keys.is_empty() {
+                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut redis);
+                }
+            }
+        })
+        .join();
+    }
+}
+
+/// Starts an app on its own database and key prefix.
+pub async fn spawn_app() -> TestApp {
+    let base = settings();
+    let (db_name, db_url) = blocking::create_database(base.database.url.expose());
+    let prefix = format!("test:{}:", Uuid::new_v4().simple());
+    spawn_node(&db_name, &db_url, &prefix, "n1", |_| {}).await
+}
+
+/// Starts an app on an existing database and prefix (a second node, or custom settings).
+pub async fn spawn_node(
+    db_name: &str,
+    db_url: &str,
+    prefix: &str,
+    node_id: &str,
+    customize: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let mut settings = settings();
+    settings.server.port = 0;
+    settings.server.host = "127.0.0.1".into();
+    settings.database.url = Secret::new(db_url);
+    settings.redis.key_prefix = prefix.to_owned();
+    settings.node.id = node_id.to_owned();
+    customize(&mut settings);
+    let redis_url = settings.redis.url.expose().to_owned();
+    let app = Application::build(settings)
+        .await
+        .expect("application starts");
+    let port = app.port();
+    let server = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        db_name: db_name.to_owned(),
+        db_url: db_url.to_owned(),
+        redis_url,
+        redis_prefix: prefix.to_owned(),
+        node_id: node_id.to_owned(),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("http client"),
+        server,
+    }
+}
+
+impl TestApp {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: impl AsRef<str>,
+        body: Option<&str>,
+    ) -> Reply {
+        let mut request = self
+            .client
+            .request(method, format!("{}{}", self.address, path.as_ref()));
+        if let Some(body) = body {
+            request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_owned());
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let text = response.text().await.expect("response body");
+        let body = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+        Reply {
+            status,
+            body,
+            request_id,
+        }
+    }
+
+    pub async fn get(&self, path: impl AsRef<str>) -> Reply {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: impl AsRef<str>, body: Value) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(&body.to_string()))
+            .await
+    }
+
+    /// POST with a raw (possibly malformed) body.
+    pub async fn post_raw(&self, path: impl AsRef<str>, body: &str) -> Reply {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: impl AsRef<str>, body: Value) -> Reply {
+        self.request(reqwest::Method::PATCH, path, Some(&body.to_string()))
+            .await
+    }
+
+    /// A fresh connection to this test's database, for assertions.
+    pub async fn db(&self) -> AsyncPgConnection {
+        AsyncPgConnection::establish(&self.db_url)
+            .await
+            .expect("connect to the test database")
+    }
+
+    /// Creates a rider through the API; returns its id.
+    pub async fn rider(&self) -> i64 {
+        let phone = format!("+1 555 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
+        let reply = self
+            .post(
+                "/api/riders",
+                json!({ "name": "Test Rider", "phone": phone }),
+            )
+            .await;
+        reply.expect(201, None);
+        reply.data()["id"].as_i64().expect("rider id")
+    }
+
+    /// Creates a driver through the API, at `(lat, lng)` and online; returns its id.
+    pub async fn online_driver(&self, lat: f64, lng: f64) -> i64 {
+        let phone = format!("+1 666 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
+        let reply = self
+            .post(
+                "/api/drivers",
+                json!({ "name": "Test Driver", "phone": phone }),
+            )
+            .await;
+        reply.expect(201, None);
+        let id = reply.data()["id"].as_i64().expect("driver id");
+        self.post(
+            &format!("/api/drivers/{id}/location"),
+            json!({ "lat": lat, "lng": lng }),
+        )
+        .await
+        .expect(200, None);
+        self.patch(
+            &format!("/api/drivers/{id}/status"),
+            json!({ "status": "online" }),
+        )
+        .await
+        .expect(200, None);
+        id
+    }
+
+    /// Creates a pending booking for `rider` picked up at `(lat, lng)`; returns its id.
+    pub async fn booking(&self, rider: i64, lat: f64, lng: f64) -> i64 {
+        let reply = self
+            .post("/api/bookings", booking_body(rider, lat, lng))
+            .await;
+        reply.expect(201, None);
+        reply.data()["id"].as_i64().expect("booking id")
+    }
+
+    /// A booking assigned to (and accepted by, if `accept`) its nearest driver: (booking, driver).
+    pub async fn assigned_booking(
+        &self,
+        rider: i64,
+        lat: f64,
+        lng: f64,
+        accept: bool,
+    ) -> (i64, i64) {
+        let booking = self.booking(rider, lat, lng).await;
+        let reply = self
+            .post(&format!("/api/bookings/{booking}/assign"), json!(null))
+            .await;
+        reply.expect(200, None);
+        let driver = reply.data()["driver"]["id"].as_i64().expect("driver id");
+        if accept {
+            self.post(
+                &format!("/api/bookings/{booking}/accept"),
+                json!({ "driver_id": driver }),
+            )
+            .await
+            .expect(200, None);
+        }
+        (booking, driver)
+    }
+
+    /// A digest of every business column in every table. Fencing tokens are left out: an
+    /// activation bumps them by design, and they record ownership, not booking data.
+    pub async fn fingerprint(&self) -> String {
+        #[derive(QueryableByName)]
+        struct Digest {
+            #[diesel(sql_type = Text)]
+            digest: String,
+        }
+        let mut conn = self.db().await;
+        let row: Digest = diesel::sql_query(
+            "SELECT concat_ws('|',
+                (SELECT md5(coalesce(string_agg(r::text, ',' ORDER BY r.id), '')) FROM riders r),
+                (SELECT md5(coalesce(string_agg(d::text, ',' ORDER BY d.id), '')) FROM drivers d),
+                (SELECT md5(coalesce(string_agg((to_jsonb(b) - 'fencing_token')::text, ',' ORDER BY b.id), ''))
+                   FROM bookings b),
+                (SELECT md5(coalesce(string_agg(e::text, ',' ORDER BY e.id), '')) FROM booking_events e)
+            ) AS digest",
+        )
+        .get_result(&mut conn)
+        .await
+        .expect("fingerprint");
+        row.digest
+    }
+
+    /// Polls `check` every 20 ms until it holds or `within` passes.
+    pub async fn eventually<F, Fut>(&self, within: Duration, mut check: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            if check().await {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+pub fn booking_body(rider: i64, lat: f64, lng: f64) -> Value {
+    json!({
+        "rider_id": rider,
+        "pickup_lat": lat,
+        "pickup_lng": lng,
+        "dropoff_lat": 40.7589,
+        "dropoff_lng": -73.9851,
+        "estimated_fare": 15.50
+    })
+}
+
+/// Lower Manhattan, where the tests' drivers and pickups are.
+pub const PICKUP: (f64, f64) = (40.7128, -74.0060);
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // Stop serving (the future is dropped with the runtime), then remove this test's data.
+        drop(self.server.stop(false));
+        if std::thread::panicking() {
+            return;
+        }
+        blocking::drop_test_data(
+            with_database(&self.db_url, "postgres"),
+            self.db_name.clone(),
+            self.redis_url.clone(),
+            self.redis_prefix.clone(),
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! The integration suite: one binary, real PostgreSQL and Redis, many real HTTP requests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod booking_actions;
+mod concurrency;
+mod create_booking;
+mod drivers;
+mod helpers;
+mod listing;
+mod observability;
+mod riders;
+mod tutorial_flow;
