@@ -1,1 +1,283 @@
-//! placeholder
+//! Concurrency claims, proven by many real concurrent requests and checked in PostgreSQL.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
+use futures::future::join_all;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, PICKUP};
+
+#[derive(QueryableByName, Debug)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
+    diesel::sql_query(sql)
+        .get_result::<Count>(conn)
+        .await
+        .unwrap()
+        .n
+}
+
+/// Drivers that are the driver of more than one active booking, or whose row disagrees with the
+/// booking that holds them. Both must always be zero.
+async fn driver_invariant_violations(conn: &mut AsyncPgConnection) -> (i64, i64) {
+    let doubled = count(
+        conn,
+        "SELECT count(*) AS n FROM (SELECT driver_id FROM bookings
+           WHERE status IN ('assigned', 'accepted') GROUP BY driver_id HAVING count(*) > 1) d",
+    )
+    .await;
+    let inconsistent = count(
+        conn,
+        "SELECT count(*) AS n FROM drivers d
+           LEFT JOIN bookings b ON b.driver_id = d.id AND b.status IN ('assigned', 'accepted')
+          WHERE (d.status = 'busy') <> (b.id IS NOT NULL) OR d.current_booking_id IS DISTINCT FROM b.id",
+    )
+    .await;
+    (doubled, inconsistent)
+}
+
+#[derive(QueryableByName, Debug)]
+struct Step {
+    #[diesel(sql_type = Nullable<Text>)]
+    from_status: Option<String>,
+    #[diesel(sql_type = Text)]
+    to_status: String,
+    #[diesel(sql_type = BigInt)]
+    fencing_token: i64,
+}
+
+/// The booking's audit trail, oldest first, as `from→to` steps; asserts the steps chain, follow
+/// the state machine's arrows and never go back in fencing token.
+async fn legal_trail(conn: &mut AsyncPgConnection, booking: i64) -> Vec<String> {
+    let steps: Vec<Step> = diesel::sql_query(
+        "SELECT from_status, to_status, fencing_token FROM booking_events WHERE booking_id = $1 ORDER BY id",
+    )
+    .bind::<BigInt, _>(booking)
+    .load(conn)
+    .await
+    .unwrap();
+    let legal = [
+        (None, "pending"),
+        (Some("pending"), "assigned"),
+        (Some("assigned"), "accepted"),
+        (Some("accepted"), "completed"),
+        (Some("pending"), "cancelled"),
+        (Some("assigned"), "cancelled"),
+        (Some("accepted"), "cancelled"),
+    ];
+    let mut previous: Option<&str> = None;
+    let mut token = 0;
+    for step in &steps {
+        let arrow = (step.from_status.as_deref(), step.to_status.as_str());
+        assert!(
+            legal.contains(&arrow),
+            "booking {booking}: illegal step {arrow:?} in {steps:?}"
+        );
+        assert_eq!(
+            step.from_status.as_deref(),
+            previous,
+            "booking {booking}: broken chain {steps:?}"
+        );
+        assert!(
+            step.fencing_token >= token,
+            "booking {booking}: token went back {steps:?}"
+        );
+        previous = Some(step.to_status.as_str());
+        token = step.fencing_token;
+    }
+    steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{}→{}",
+                s.from_status.as_deref().unwrap_or("∅"),
+                s.to_status
+            )
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn fifty_concurrent_assigns_of_one_booking_have_exactly_one_winner() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    for i in 0..5 {
+        app.online_driver(PICKUP.0 + 0.001 * f64::from(i), PICKUP.1)
+            .await;
+    }
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+
+    // Act
+    let replies =
+        join_all((0..50).map(|_| app.post(format!("/api/bookings/{booking}/assign"), json!(null))))
+            .await;
+
+    // Assert: one 200, forty-nine 409 booking_not_pending, one driver claimed.
+    let winners: Vec<_> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(winners.len(), 1, "{replies:#?}");
+    for loser in replies.iter().filter(|r| r.status != 200) {
+        loser.expect(409, Some("booking_not_pending"));
+    }
+    let driver = winners[0].data()["driver"]["id"].as_i64().unwrap();
+    let mut conn = app.db().await;
+    let claimed = count(
+        &mut conn,
+        &format!("SELECT count(*) AS n FROM drivers WHERE current_booking_id = {booking}"),
+    )
+    .await;
+    assert_eq!(claimed, 1);
+    let holder = count(
+        &mut conn,
+        &format!(
+            "SELECT driver_id AS n FROM bookings WHERE id = {booking} AND status = 'assigned'"
+        ),
+    )
+    .await;
+    assert_eq!(holder, driver);
+    assert_eq!(
+        legal_trail(&mut conn, booking).await,
+        ["∅→pending", "pending→assigned"]
+    );
+    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+}
+
+#[actix_web::test]
+async fn two_hundred_bookings_racing_for_twenty_drivers_never_double_book_one() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    for i in 0..20 {
+        app.online_driver(
+            PICKUP.0 + 0.0005 * f64::from(i),
+            PICKUP.1 - 0.0003 * f64::from(i % 4),
+        )
+        .await;
+    }
+    let bookings = join_all(
+        (0..200).map(|i| app.booking(rider, PICKUP.0 + 0.0001 * f64::from(i % 10), PICKUP.1)),
+    )
+    .await;
+
+    // Act: every booking asks for a driver at once.
+    let replies = join_all(
+        bookings
+            .iter()
+            .map(|id| app.post(format!("/api/bookings/{id}/assign"), json!(null))),
+    )
+    .await;
+
+    // Assert: exactly twenty winners, all on different drivers, and PostgreSQL agrees.
+    let mut drivers: Vec<i64> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| r.data()["driver"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        drivers.len(),
+        20,
+        "statuses: {:?}",
+        replies
+            .iter()
+            .map(|r| r.status.as_u16())
+            .collect::<Vec<_>>()
+    );
+    drivers.sort_unstable();
+    drivers.dedup();
+    assert_eq!(drivers.len(), 20, "a driver won twice");
+    for loser in replies.iter().filter(|r| r.status != 200) {
+        loser.expect(409, Some("no_drivers_available"));
+        assert_eq!(loser.data()["booking"]["status"], json!("pending"));
+    }
+    let mut conn = app.db().await;
+    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM bookings WHERE status = 'assigned'"
+        )
+        .await,
+        20
+    );
+    assert_eq!(
+        count(
+            &mut conn,
+            "SELECT count(*) AS n FROM drivers WHERE status = 'busy'"
+        )
+        .await,
+        20
+    );
+}
+
+#[actix_web::test]
+async fn cancel_racing_complete_on_fifty_bookings_has_one_winner_each() {
+    // Arrange: fifty accepted bookings, each with its own driver.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    for i in 0..50 {
+        app.online_driver(
+            PICKUP.0 + 0.0004 * f64::from(i % 10),
+            PICKUP.1 + 0.0004 * f64::from(i / 10),
+        )
+        .await;
+    }
+    let mut accepted = Vec::new();
+    for _ in 0..50 {
+        accepted.push(app.assigned_booking(rider, PICKUP.0, PICKUP.1, true).await);
+    }
+
+    // Act: the rider cancels while the driver completes, on every booking at once.
+    let races = accepted.iter().map(|&(booking, driver)| {
+        let app = &app;
+        async move {
+            let cancel = app.post(
+                format!("/api/bookings/{booking}/cancel"),
+                json!({ "reason": "changed my mind", "user_id": rider, "user_type": "rider" }),
+            );
+            let complete = app.post(
+                format!("/api/bookings/{booking}/complete"),
+                json!({ "driver_id": driver, "actual_fare": 16.25 }),
+            );
+            let (cancel, complete) = futures::join!(cancel, complete);
+            (booking, driver, cancel, complete)
+        }
+    });
+    let outcomes = join_all(races).await;
+
+    // Assert: per booking exactly one 200 and one 409 showing the winner's state; the stored
+    // status matches the winner, the driver is online and free, and the trail is legal.
+    let mut conn = app.db().await;
+    for (booking, driver, cancel, complete) in outcomes {
+        // The losing complete finds the booking not accepted; the losing cancel finds it terminal.
+        let statuses = (cancel.status.as_u16(), complete.status.as_u16());
+        let (winner, loser, loser_code, final_status) = match statuses {
+            (200, _) => (&cancel, &complete, "booking_not_accepted", "cancelled"),
+            (_, 200) => (&complete, &cancel, "booking_already_terminal", "completed"),
+            other => panic!("booking {booking}: no winner {other:?}: {cancel:#?} {complete:#?}"),
+        };
+        loser.expect(409, Some(loser_code));
+        assert_eq!(loser.data()["booking"]["status"], json!(final_status));
+        assert_eq!(winner.data()["status"], json!(final_status));
+        let detail = app.get(format!("/api/bookings/{booking}")).await;
+        assert_eq!(detail.data()["status"], json!(final_status));
+        let driver_row = app.get(format!("/api/drivers/{driver}")).await;
+        assert_eq!(
+            driver_row.data()["status"],
+            json!("online"),
+            "driver {driver}"
+        );
+        assert_eq!(driver_row.data()["current_booking_id"], json!(null));
+        let trail = legal_trail(&mut conn, booking).await;
+        assert_eq!(
+            trail.last().map(String::as_str),
+            Some(format!("accepted→{final_status}").as_str())
+        );
+        assert_eq!(trail.len(), 4, "one terminal transition only: {trail:?}");
+    }
+    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+}
