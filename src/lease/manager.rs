@@ -3,7 +3,7 @@
 //! [`LeaseLost`] as soon as a renewal fails or a lease's local deadline passes unconfirmed, so the
 //! booking actor stops before another node could acquire.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -64,7 +64,7 @@ pub struct LeaseMetrics {
     pub renewal_failures: AtomicU64,
     pub lost: AtomicU64,
     pub timeouts: AtomicU64,
-    acquisition_us: Mutex<Vec<u64>>,
+    acquisition_us: Mutex<VecDeque<u64>>,
     held: AtomicU64,
 }
 
@@ -100,9 +100,9 @@ impl LeaseMetrics {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if samples.len() == Self::WINDOW {
-            samples.remove(0);
+            samples.pop_front();
         }
-        samples.push(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
+        samples.push_back(u64::try_from(took.as_micros()).unwrap_or(u64::MAX));
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
