@@ -106,11 +106,13 @@ impl LeaseMetrics {
     }
 
     pub fn snapshot(&self) -> MetricsSnapshot {
-        let mut samples = self
+        let mut samples: Vec<u64> = self
             .acquisition_us
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
+            .iter()
+            .copied()
+            .collect();
         samples.sort_unstable();
         let at = |q: f64| {
             let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
