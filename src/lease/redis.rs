@@ -38,7 +38,6 @@ pub struct LeaseRecord {
 #[derive(Clone)]
 pub struct RedisLeases {
     conn: ConnectionManager,
-    renew: Script,
     release: Script,
 }
 
@@ -46,7 +45,6 @@ impl RedisLeases {
     pub fn new(conn: ConnectionManager) -> Self {
         Self {
             conn,
-            renew: Script::new(RENEW),
             release: Script::new(RELEASE),
         }
     }
@@ -91,9 +89,16 @@ impl RedisLeases {
         if leases.is_empty() {
             return Ok(Vec::new());
         }
+        // EVAL rather than EVALSHA: a pipeline cannot recover from NOSCRIPT (after a Redis restart
+        // or failover) mid-flight, and Redis caches the compiled script by its hash anyway.
         let mut pipe = redis::pipe();
         for (key, value) in leases {
-            pipe.invoke_script(self.renew.key(key).arg(value).arg(millis(ttl)));
+            pipe.cmd("EVAL")
+                .arg(RENEW)
+                .arg(1)
+                .arg(key)
+                .arg(value)
+                .arg(millis(ttl));
         }
         let mut conn = self.conn.clone();
         let renewed: Vec<i64> = pipe

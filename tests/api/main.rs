@@ -6,6 +6,7 @@ mod concurrency;
 mod create_booking;
 mod drivers;
 mod helpers;
+mod leases;
 mod listing;
 mod observability;
 mod riders;

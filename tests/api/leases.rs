@@ -1,0 +1,216 @@
+//! Ownership: a booking actor that loses its lease, or whose fencing token went stale, writes
+//! nothing and steps down; a restarted node clears the leases its previous run left behind.
+
+use std::time::Duration;
+
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_node, TestApp, PICKUP};
+
+fn redis(app: &TestApp) -> redis::Connection {
+    redis::Client::open(app.redis_url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+fn lease_key(app: &TestApp, booking: i64) -> String {
+    format!("{}lock:booking:{booking}", app.redis_prefix)
+}
+
+async fn active_actors(app: &TestApp) -> u64 {
+    app.get("/api/locks/stats").await.data()["active_actors"]
+        .as_u64()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn a_stolen_lease_stops_the_actor_and_nobody_writes_until_it_is_free() {
+    // Arrange: an assigned booking whose actor holds the lease.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let key = lease_key(&app, booking);
+
+    // Act: another holder takes the key; the next heartbeat finds the lease is no longer ours.
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("intruder:1")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut redis(&app))
+        .unwrap();
+    let stopped = app
+        .eventually(Duration::from_secs(5), || async {
+            active_actors(&app).await == 0
+        })
+        .await;
+    let before = app.fingerprint().await;
+    let refused = app
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+
+    // Assert: the actor stopped, the request was refused with 503 + Retry-After, nothing written.
+    assert!(stopped, "the actor should stop when its lease is lost");
+    refused.expect(503, Some("lease_unavailable"));
+    assert_eq!(app.fingerprint().await, before);
+    let stats = app.get("/api/locks/stats").await;
+    assert!(
+        stats.data()["counters"]["lost"].as_u64().unwrap() >= 1,
+        "{:#}",
+        stats.body
+    );
+    let intruder: String = redis::cmd("GET").arg(&key).query(&mut redis(&app)).unwrap();
+    assert_eq!(
+        intruder, "intruder:1",
+        "the intruder's lease must not be deleted by us"
+    );
+
+    // Once the key is free, the booking is served again under a higher fencing token.
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut redis(&app)).unwrap();
+    let accepted = app
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+    accepted.expect(200, None);
+    assert!(
+        accepted.data()["fencing_token"].as_i64().unwrap() >= 2,
+        "{:#}",
+        accepted.body
+    );
+}
+
+#[actix_web::test]
+async fn a_write_under_a_stale_fencing_token_changes_nothing_and_the_actor_steps_down() {
+    // Arrange: a live actor for an assigned booking, then another activation elsewhere bumps the
+    // token behind its back (as a node that took over after a pause would).
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let mut conn = app.db().await;
+    diesel::sql_query("UPDATE bookings SET fencing_token = fencing_token + 1 WHERE id = $1")
+        .bind::<BigInt, _>(booking)
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let before = app.fingerprint().await;
+
+    // Act
+    let fenced = app
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+
+    // Assert: refused, nothing written, actor gone; a retry activates afresh and succeeds.
+    fenced.expect(503, Some("lease_unavailable"));
+    assert_eq!(app.fingerprint().await, before);
+    assert!(
+        app.eventually(Duration::from_secs(2), || async {
+            active_actors(&app).await == 0
+        })
+        .await
+    );
+    let retried = app
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+    retried.expect(200, None);
+    assert_eq!(retried.data()["fencing_token"], json!(3));
+    let events = app.get(format!("/api/bookings/{booking}/events")).await;
+    let tokens: Vec<i64> = events
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["fencing_token"].as_i64().unwrap())
+        .collect();
+    assert_eq!(tokens, [0, 1, 3], "one writer per token, tokens increasing");
+}
+
+#[actix_web::test]
+async fn a_restarted_node_clears_the_leases_its_previous_run_left_behind() {
+    // Arrange: a lease left in Redis by a crashed run of node "n1".
+    let first = spawn_app().await;
+    let rider = first.rider().await;
+    first.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = first.booking(rider, PICKUP.0, PICKUP.1).await;
+    let key = lease_key(&first, booking);
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg("n1:crashed")
+        .arg("PX")
+        .arg(60_000)
+        .query(&mut redis(&first))
+        .unwrap();
+
+    // Act: n1 starts again on the same database and prefix.
+    let restarted = spawn_node(
+        &first.db_name,
+        &first.db_url,
+        &first.redis_prefix,
+        "n1",
+        |_| {},
+    )
+    .await;
+    let assigned = restarted
+        .post(format!("/api/bookings/{booking}/assign"), json!(null))
+        .await;
+
+    // Assert: no TTL wait; the booking is served at once.
+    assigned.expect(200, None);
+    let holder: String = redis::cmd("GET")
+        .arg(&key)
+        .query(&mut redis(&first))
+        .unwrap();
+    assert!(
+        holder.starts_with("n1:") && holder != "n1:crashed",
+        "{holder}"
+    );
+    drop(restarted);
+}
+
+#[actix_web::test]
+async fn a_live_actor_keeps_its_lease_past_the_ttl_through_heartbeat_renewals() {
+    // Arrange: actors idle for longer than the lease TTL (2 s in the test profile).
+    let base = spawn_app().await;
+    let app = spawn_node(&base.db_name, &base.db_url, &base.redis_prefix, "n2", |s| {
+        s.booking.idle_stop_ms = 3 * s.lease.ttl_ms;
+    })
+    .await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let key = lease_key(&app, booking);
+    let granted: String = redis::cmd("GET").arg(&key).query(&mut redis(&app)).unwrap();
+
+    // Act: wait until more than a TTL's worth of heartbeats has renewed the lease.
+    let renewed_past_ttl = app
+        .eventually(Duration::from_secs(6), || async {
+            let stats = app.get("/api/locks/stats").await;
+            stats.data()["counters"]["renewed"].as_u64().unwrap() >= 5
+        })
+        .await;
+
+    // Assert: same lease value, same fencing token, nothing lost.
+    assert!(renewed_past_ttl, "the heartbeat should renew held leases");
+    let holder: Option<String> = redis::cmd("GET").arg(&key).query(&mut redis(&app)).unwrap();
+    assert_eq!(holder.as_deref(), Some(granted.as_str()));
+    let stats = app.get("/api/locks/stats").await;
+    assert_eq!(stats.data()["counters"]["lost"], json!(0));
+    let lock = &stats.data()["locks"][0];
+    assert_eq!(lock["fencing_token"], json!(1), "{:#}", stats.body);
+    assert_eq!(lock["owner_node"], json!("n2"));
+}
