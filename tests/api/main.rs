@@ -5,6 +5,7 @@ mod booking_actions;
 mod concurrency;
 mod create_booking;
 mod drivers;
+mod geo_fallback;
 mod helpers;
 mod leases;
 mod listing;

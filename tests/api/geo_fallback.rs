@@ -1,0 +1,51 @@
+//! The Redis geo index is a search aid: when it cannot answer, assignment and `nearby` search in
+//! SQL and still find the nearest online driver.
+
+use serde_json::json;
+
+use crate::helpers::{spawn_app, PICKUP};
+
+#[actix_web::test]
+async fn assignment_and_nearby_fall_back_to_sql_when_the_geo_index_fails() {
+    // Arrange: two drivers, then break the index on purpose (a string where the geo set was,
+    // so every GEOSEARCH answers WRONGTYPE).
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let far = app.online_driver(PICKUP.0 + 0.01, PICKUP.1).await;
+    let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let mut redis = redis::Client::open(app.redis_url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let index = format!("{}drivers:available", app.redis_prefix);
+    let _: () = redis::cmd("SET")
+        .arg(&index)
+        .arg("not a geo set")
+        .query(&mut redis)
+        .unwrap();
+
+    // Act
+    let nearby = app
+        .get(format!(
+            "/api/drivers/nearby?lat={}&lng={}&radius=5",
+            PICKUP.0, PICKUP.1
+        ))
+        .await;
+    let assigned = app
+        .post(format!("/api/bookings/{booking}/assign"), json!(null))
+        .await;
+
+    // Assert: both answered from PostgreSQL, nearest first.
+    nearby.expect(200, None);
+    let ids: Vec<i64> = nearby
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [near, far]);
+    assigned.expect(200, None);
+    assert_eq!(assigned.data()["driver"]["id"], json!(near));
+}
