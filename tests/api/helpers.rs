@@ -16,7 +16,6 @@ use uuid::Uuid;
 
 pub struct TestApp {
     pub address: String,
-    pub port: u16,
     pub db_name: String,
     pub db_url: String,
     pub redis_url: String,
@@ -195,10 +194,15 @@ mod blocking {
 
 /// Starts an app on its own database and key prefix.
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// Like [`spawn_app`], with settings adjusted by `customize`.
+pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let base = settings();
     let (db_name, db_url) = blocking::create_database(base.database.url.expose());
     let prefix = format!("test:{}:", Uuid::new_v4().simple());
-    spawn_node(&db_name, &db_url, &prefix, "n1", |_| {}).await
+    spawn_node(&db_name, &db_url, &prefix, "n1", customize).await
 }
 
 /// Starts an app on an existing database and prefix (a second node, or custom settings).
@@ -225,7 +229,6 @@ pub async fn spawn_node(
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
-        port,
         db_name: db_name.to_owned(),
         db_url: db_url.to_owned(),
         redis_url,

@@ -1,1 +1,374 @@
-//! placeholder
+//! What operators look at: health, lock statistics and the Redis lease keys, request ids on every
+//! response, each booking's audit trail, and the 404 envelope of unknown routes.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{booking_body, spawn_app, spawn_app_with, Reply, TestApp, PICKUP};
+
+/// Sends a request with an `X-Request-ID` header (the harness's helpers send none).
+async fn send_with_request_id(
+    app: &TestApp,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+    request_id: &str,
+) -> Reply {
+    let mut request = app
+        .client
+        .request(method, format!("{}{path}", app.address))
+        .header("X-Request-ID", request_id);
+    if let Some(body) = body {
+        request = request
+            .header("Content-Type", "application/json")
+            .body(body.to_string());
+    }
+    let response = request.send().await.expect("request sent");
+    let status = response.status();
+    let request_id = response
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let text = response.text().await.expect("response body");
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+    Reply {
+        status,
+        body,
+        request_id,
+    }
+}
+
+/// The value of the booking's lease key in Redis, if it exists.
+fn lease_key_value(app: &TestApp, booking: i64) -> Option<String> {
+    let key = format!("{}lock:booking:{booking}", app.redis_prefix);
+    let mut conn = redis::Client::open(app.redis_url.clone())
+        .and_then(|client| client.get_connection())
+        .expect("redis connection");
+    redis::cmd("GET")
+        .arg(&key)
+        .query(&mut conn)
+        .expect("GET the lease key")
+}
+
+/// The lock-stats entry for the booking, if listed.
+async fn listed_lock(app: &TestApp, booking: i64) -> Option<Value> {
+    let stats = app.get("/api/locks/stats").await;
+    stats.expect(200, None);
+    let resource = json!(format!("booking:{booking}"));
+    stats.data()["locks"]
+        .as_array()
+        .expect("locks list")
+        .iter()
+        .find(|lock| lock["resource"] == resource)
+        .cloned()
+}
+
+#[actix_web::test]
+async fn health_reports_every_service_up() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let reply = app.get("/api/health").await;
+
+    // Assert
+    assert_eq!(reply.status.as_u16(), 200, "{:#}", reply.body);
+    assert_eq!(reply.body["success"], json!(true));
+    assert!(reply.body["timestamp"].is_string(), "{:#}", reply.body);
+    assert!(reply.body["version"].is_string(), "{:#}", reply.body);
+    assert_eq!(reply.body["node_id"], json!(app.node_id));
+    assert_eq!(
+        reply.body["services"],
+        json!({ "postgres": "up", "redis": "up", "lease_backend": "redis" })
+    );
+}
+
+#[actix_web::test]
+async fn a_sane_request_id_is_echoed_on_success_and_on_errors() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let ok = send_with_request_id(&app, reqwest::Method::GET, "/api/health", None, "abc-123").await;
+    let not_found = send_with_request_id(
+        &app,
+        reqwest::Method::GET,
+        "/api/riders/999999",
+        None,
+        "err-456",
+    )
+    .await;
+    let invalid = send_with_request_id(
+        &app,
+        reqwest::Method::POST,
+        "/api/bookings",
+        Some(json!([])),
+        "bad.body:789",
+    )
+    .await;
+
+    // Assert
+    assert_eq!(ok.request_id.as_deref(), Some("abc-123"));
+    not_found.expect(404, Some("rider_not_found"));
+    assert_eq!(not_found.request_id.as_deref(), Some("err-456"));
+    invalid.expect_invalid("body");
+    assert_eq!(invalid.request_id.as_deref(), Some("bad.body:789"));
+}
+
+#[actix_web::test]
+async fn a_request_id_is_generated_when_none_or_an_insane_one_is_sent() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let without = app.get("/api/health").await;
+    let other = app.get("/api/health").await;
+    let insane = send_with_request_id(
+        &app,
+        reqwest::Method::GET,
+        "/api/health",
+        None,
+        "has spaces/and slashes",
+    )
+    .await;
+    let unknown_route = app.get("/api/nowhere").await;
+
+    // Assert
+    let generated = without.request_id.clone().expect("generated request id");
+    assert!(!generated.is_empty());
+    assert_ne!(
+        Some(generated),
+        other.request_id,
+        "each request gets its own id"
+    );
+    let replaced = insane
+        .request_id
+        .expect("a request id replaces the insane one");
+    assert!(!replaced.is_empty());
+    assert_ne!(replaced, "has spaces/and slashes");
+    assert!(
+        unknown_route.request_id.is_some(),
+        "even an unknown route carries a request id"
+    );
+}
+
+#[actix_web::test]
+async fn an_unknown_route_is_a_404_envelope() {
+    // Arrange
+    let app = spawn_app().await;
+    let before = app.fingerprint().await;
+
+    // Act
+    let under_api = app.get("/api/nowhere").await;
+    let outside_api = app.post("/nowhere", json!({})).await;
+
+    // Assert
+    under_api.expect(404, None);
+    assert!(!under_api.error().is_empty(), "{:#}", under_api.body);
+    outside_api.expect(404, None);
+    assert!(!outside_api.error().is_empty(), "{:#}", outside_api.body);
+    assert_eq!(app.fingerprint().await, before, "nothing written");
+}
+
+#[actix_web::test]
+async fn lock_stats_list_the_lease_of_a_booking_just_assigned() {
+    // Arrange: an actor that stays alive (and keeps its lease) for the whole test.
+    let app = spawn_app_with(|s| s.booking.idle_stop_ms = 60_000).await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+
+    // Act
+    let stats = app.get("/api/locks/stats").await;
+    let key_value = lease_key_value(&app, booking);
+
+    // Assert
+    stats.expect(200, None);
+    let data = stats.data();
+    let locks = data["locks"].as_array().expect("locks list");
+    assert_eq!(data["totalLocks"], json!(locks.len()));
+    let resource = json!(format!("booking:{booking}"));
+    let lock = locks
+        .iter()
+        .find(|lock| lock["resource"] == resource)
+        .unwrap_or_else(|| panic!("booking:{booking} listed: {data:#}"));
+    let token = app.get(format!("/api/bookings/{booking}")).await.data()["fencing_token"].clone();
+    assert!(token.as_i64().expect("token") >= 1);
+    assert_eq!(lock["fencing_token"], token, "lock: {lock:#}");
+    assert_eq!(lock["owner_node"], json!(app.node_id));
+    let lock_id = lock["lockId"].as_str().expect("lockId");
+    assert!(
+        lock_id.starts_with(&format!("{}:", app.node_id)),
+        "lockId names its node: {lock_id}"
+    );
+    let ttl = lock["ttl"].as_u64().expect("ttl in seconds");
+    assert!(
+        (1..=2).contains(&ttl),
+        "ttl {ttl} s within the test profile's 2 s lease"
+    );
+    assert_eq!(
+        key_value.as_deref(),
+        Some(lock_id),
+        "GET <prefix>lock:booking:{booking} holds the lockId"
+    );
+    for counter in [
+        "acquired",
+        "released",
+        "expired",
+        "contested",
+        "renewed",
+        "renewal_failures",
+        "lost",
+    ] {
+        assert!(
+            data["counters"][counter].is_u64(),
+            "counter {counter}: {data:#}"
+        );
+    }
+    assert!(data["counters"]["acquired"].as_u64() >= Some(1));
+    for quantile in ["p50", "p99", "max"] {
+        assert!(
+            data["acquisition_ms"][quantile].is_number(),
+            "acquisition_ms.{quantile}: {data:#}"
+        );
+    }
+    assert!(data["timeout_rate"].is_number(), "{data:#}");
+    assert_eq!(data["backend"], json!("redis"));
+    assert_eq!(data["node_id"], json!(app.node_id));
+}
+
+#[actix_web::test]
+async fn an_idle_booking_actor_releases_its_lease() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+
+    // Act: wait, boundedly, for the 1 s idle stop of the test profile.
+    let app_ref = &app;
+    let key_gone = app
+        .eventually(Duration::from_secs(5), move || async move {
+            lease_key_value(app_ref, booking).is_none()
+        })
+        .await;
+
+    // Assert
+    assert!(key_gone, "lease key of booking {booking} still in Redis");
+    assert_eq!(
+        listed_lock(&app, booking).await,
+        None,
+        "no longer in lock stats"
+    );
+    let stats = app.get("/api/locks/stats").await;
+    assert!(
+        stats.data()["counters"]["released"].as_u64() >= Some(1),
+        "{:#}",
+        stats.body
+    );
+}
+
+#[actix_web::test]
+async fn the_event_trail_records_every_transition_with_its_request_id() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let driver = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let app_ref = &app;
+    let post = move |path: String, body: Value, id: &'static str| async move {
+        send_with_request_id(app_ref, reqwest::Method::POST, &path, Some(body), id).await
+    };
+    let created = post(
+        "/api/bookings".to_owned(),
+        booking_body(rider, PICKUP.0, PICKUP.1),
+        "req-create",
+    )
+    .await;
+    created.expect(201, None);
+    let booking = created.data()["id"].as_i64().expect("booking id");
+    let b = format!("/api/bookings/{booking}");
+    post(format!("{b}/assign"), Value::Null, "req-assign")
+        .await
+        .expect(200, None);
+    post(
+        format!("{b}/accept"),
+        json!({ "driver_id": driver }),
+        "req-accept",
+    )
+    .await
+    .expect(200, None);
+    post(
+        format!("{b}/complete"),
+        json!({ "driver_id": driver, "actual_fare": 17.0 }),
+        "req-complete",
+    )
+    .await
+    .expect(200, None);
+
+    // Act
+    let reply = app.get(format!("{b}/events")).await;
+
+    // Assert
+    reply.expect(200, None);
+    assert_eq!(reply.body["count"], json!(4), "{:#}", reply.body);
+    let events = reply.data().as_array().expect("events list");
+    let trail: Vec<(Value, Value, Value)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["from_status"].clone(),
+                e["to_status"].clone(),
+                e["request_id"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trail,
+        vec![
+            (Value::Null, json!("pending"), json!("req-create")),
+            (json!("pending"), json!("assigned"), json!("req-assign")),
+            (json!("assigned"), json!("accepted"), json!("req-accept")),
+            (json!("accepted"), json!("completed"), json!("req-complete")),
+        ]
+    );
+    assert_eq!(
+        events[0]["fencing_token"],
+        json!(0),
+        "creation has no owner"
+    );
+    let mut last_token = 0;
+    for event in events {
+        assert_eq!(event["node_id"], json!(app.node_id), "{event:#}");
+        assert!(event["created_at"].is_string(), "{event:#}");
+        let token = event["fencing_token"].as_i64().expect("fencing token");
+        assert!(token >= last_token, "tokens never go back: {events:#?}");
+        last_token = token;
+    }
+    for event in &events[1..] {
+        assert!(
+            event["fencing_token"].as_i64() >= Some(1),
+            "written by an owner: {event:#}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn events_of_an_unknown_booking_are_404() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let before = app.fingerprint().await;
+
+    // Act
+    let unknown = app.get("/api/bookings/999999/events").await;
+    let not_an_id = app.get("/api/bookings/abc/events").await;
+
+    // Assert
+    unknown.expect(404, Some("booking_not_found"));
+    not_an_id.expect_invalid("id");
+    assert_eq!(app.fingerprint().await, before, "nothing written");
+}
