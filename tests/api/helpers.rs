@@ -87,6 +87,19 @@ impl Reply {
     }
 }
 
+/// A 400 naming `field`, with the case in the failure message.
+#[track_caller]
+pub fn assert_invalid(case: &str, reply: &Reply, field: &str) {
+    assert_eq!(reply.status.as_u16(), 400, "{case}: {:#}", reply.body);
+    assert_eq!(
+        reply.body["data"]["field"],
+        json!(field),
+        "{case}: {:#}",
+        reply.body
+    );
+    reply.expect_invalid(field);
+}
+
 fn init_env() {
     static INIT: Once = Once::new();
     INIT.call_once(|| {
@@ -249,9 +262,23 @@ impl TestApp {
         path: impl AsRef<str>,
         body: Option<&str>,
     ) -> Reply {
+        self.request_with_id(method, path, body, None).await
+    }
+
+    /// Sends a request, with an `X-Request-ID` header when `request_id` is given.
+    pub async fn request_with_id(
+        &self,
+        method: reqwest::Method,
+        path: impl AsRef<str>,
+        body: Option<&str>,
+        request_id: Option<&str>,
+    ) -> Reply {
         let mut request = self
             .client
             .request(method, format!("{}{}", self.address, path.as_ref()));
+        if let Some(id) = request_id {
+            request = request.header("X-Request-ID", id);
+        }
         if let Some(body) = body {
             request = request
                 .header("Content-Type", "application/json")

@@ -3,20 +3,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, Reply, TestApp, PICKUP};
-
-/// A 400 naming `field`, with the case in the failure message.
-#[track_caller]
-fn assert_invalid(case: &str, reply: &Reply, field: &str) {
-    assert_eq!(reply.status.as_u16(), 400, "{case}: {:#}", reply.body);
-    assert_eq!(
-        reply.body["data"]["field"],
-        json!(field),
-        "{case}: {:#}",
-        reply.body
-    );
-    reply.expect_invalid(field);
-}
+use crate::helpers::{assert_invalid, spawn_app, TestApp, PICKUP};
 
 /// Lists `/api/users/<user>/bookings?<query>`; checks the envelope and that `count` matches.
 async fn list(app: &TestApp, user: i64, query: &str) -> Vec<i64> {

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{booking_body, spawn_app, spawn_app_with, Reply, TestApp, PICKUP};
 
-/// Sends a request with an `X-Request-ID` header (the harness's helpers send none).
+/// Sends a request with an `X-Request-ID` header.
 async fn send_with_request_id(
     app: &TestApp,
     method: reqwest::Method,
@@ -15,30 +15,9 @@ async fn send_with_request_id(
     body: Option<Value>,
     request_id: &str,
 ) -> Reply {
-    let mut request = app
-        .client
-        .request(method, format!("{}{path}", app.address))
-        .header("X-Request-ID", request_id);
-    if let Some(body) = body {
-        request = request
-            .header("Content-Type", "application/json")
-            .body(body.to_string());
-    }
-    let response = request.send().await.expect("request sent");
-    let status = response.status();
-    let request_id = response
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let text = response.text().await.expect("response body");
-    let body =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
-    Reply {
-        status,
-        body,
-        request_id,
-    }
+    let body = body.map(|b| b.to_string());
+    app.request_with_id(method, path, body.as_deref(), Some(request_id))
+        .await
 }
 
 /// The value of the booking's lease key in Redis, if it exists.

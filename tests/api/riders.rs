@@ -2,20 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app, Reply};
-
-/// A 400 naming `field`, with the case in the failure message.
-#[track_caller]
-fn assert_invalid(case: &str, reply: &Reply, field: &str) {
-    assert_eq!(reply.status.as_u16(), 400, "{case}: {:#}", reply.body);
-    assert_eq!(
-        reply.body["data"]["field"],
-        json!(field),
-        "{case}: {:#}",
-        reply.body
-    );
-    reply.expect_invalid(field);
-}
+use crate::helpers::{assert_invalid, spawn_app};
 
 #[actix_web::test]
 async fn creating_a_rider_stores_it_and_returns_201() {
