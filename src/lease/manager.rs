@@ -351,15 +351,13 @@ impl Handler<Release> for LeaseManager {
     type Result = ();
 
     fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
-        // Stop renewing first, so a release can never be undone by a renewal in flight.
-        if self
-            .held
-            .get(&msg.key)
-            .is_some_and(|h| h.value == msg.value)
-        {
-            self.held.remove(&msg.key);
-            self.publish_held();
+        // Stop renewing first, so a release can never be undone by a renewal in flight. A lease
+        // that is no longer held was lost or already released at shutdown: nothing to delete.
+        if self.held.get(&msg.key).is_none_or(|h| h.value != msg.value) {
+            return;
         }
+        self.held.remove(&msg.key);
+        self.publish_held();
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let node_id = self.node_id.clone();
