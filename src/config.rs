@@ -202,6 +202,18 @@ impl RedisSettings {
         redis::Client::open(self.url.expose()).context("parsing redis.url")
     }
 
+    /// A multiplexed, self-reconnecting connection with this section's timeouts.
+    pub async fn connect(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(self.response_timeout()))
+            .set_connection_timeout(Some(self.response_timeout()))
+            .set_number_of_retries(2);
+        self.client()?
+            .get_connection_manager_with_config(config)
+            .await
+            .context("connecting to Redis")
+    }
+
     pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
     }

@@ -38,10 +38,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Seed => actix_web::rt::System::new().block_on(async {
-            pool::run_migrations(settings.database.url.expose())?;
-            let db = settings.database.pool()?;
-            let mut conn = pool::conn(&db).await?;
-            let seeded = ridelock::seed::run(&mut conn).await?;
+            let seeded = ridelock::seed::seed(&settings).await?;
             log::info!(
                 "seed done riders_added={} drivers_added={} bookings_added={}",
                 seeded.riders,

@@ -1,15 +1,18 @@
 //! `ridelock seed`: demo data for the tutorial's curl commands. Ten riders, twenty drivers online
 //! around lower Manhattan and three pending bookings. Idempotent: riders and drivers are keyed by
 //! phone, busy drivers are left alone, and bookings are added only when the demo riders have none
-//! pending.
+//! pending. It also refreshes the geo index, so drivers it puts online can be assigned at once.
 
 use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+use crate::config::Settings;
 use crate::domain::ids::RiderId;
 use crate::domain::values::{Fare, GeoPoint};
+use crate::geo::DriverIndex;
 use crate::storage::bookings::{self, Audit, NewBooking};
 use crate::storage::schema::{bookings as bookings_table, drivers, riders};
+use crate::storage::{drivers as driver_rows, pool};
 
 /// City Hall, the tutorial's pickup point.
 const CENTER: GeoPoint = GeoPoint {
@@ -38,7 +41,22 @@ pub struct Seeded {
     pub bookings: usize,
 }
 
-pub async fn run(conn: &mut AsyncPgConnection) -> anyhow::Result<Seeded> {
+/// Migrates, seeds, and puts the online drivers into the geo index, so a server that is already
+/// running can assign them at once.
+pub async fn seed(settings: &Settings) -> anyhow::Result<Seeded> {
+    let url = settings.database.url.expose().to_owned();
+    tokio::task::spawn_blocking(move || pool::run_migrations(&url)).await??;
+    let db = settings.database.pool()?;
+    let mut conn = pool::conn(&db).await?;
+    let seeded = run(&mut conn).await?;
+    let index = DriverIndex::new(settings.redis.connect().await?, &settings.redis.key_prefix);
+    index
+        .rebuild(&driver_rows::online(&mut conn).await?)
+        .await?;
+    Ok(seeded)
+}
+
+async fn run(conn: &mut AsyncPgConnection) -> anyhow::Result<Seeded> {
     let mut seeded = Seeded::default();
     for (i, name) in RIDER_NAMES.iter().enumerate() {
         seeded.riders += diesel::insert_into(riders::table)

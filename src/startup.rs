@@ -11,11 +11,10 @@ use actix::{Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
 use crate::actors::registry::BookingRegistry;
 use crate::actors::BookingDeps;
-use crate::config::{RedisSettings, Settings};
+use crate::config::Settings;
 use crate::domain::ids::NodeId;
 use crate::geo::DriverIndex;
 use crate::http::{self, request_id, AppState};
@@ -39,7 +38,7 @@ impl Application {
             log::info!("migrations applied node={node_id} count={applied}");
         }
         let db = settings.database.pool()?;
-        let redis = connect_redis(&settings.redis).await?;
+        let redis = settings.redis.connect().await?;
         let prefix = settings.redis.key_prefix.clone();
 
         let leases = RedisLeases::new(redis.clone());
@@ -140,16 +139,4 @@ impl Application {
         }
         served
     }
-}
-
-async fn connect_redis(settings: &RedisSettings) -> anyhow::Result<ConnectionManager> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(settings.response_timeout()))
-        .set_connection_timeout(Some(settings.response_timeout()))
-        .set_number_of_retries(2);
-    settings
-        .client()?
-        .get_connection_manager_with_config(config)
-        .await
-        .context("connecting to Redis")
 }

@@ -320,6 +320,15 @@ impl TestApp {
             .await
     }
 
+    /// Settings pointing at this app's database and key prefix (for running commands against it).
+    pub fn settings(&self) -> Settings {
+        let mut settings = settings();
+        settings.database.url = Secret::new(&self.db_url);
+        settings.redis.key_prefix = self.redis_prefix.clone();
+        settings.node.id = self.node_id.clone();
+        settings
+    }
+
     /// A fresh connection to this test's database, for assertions.
     pub async fn db(&self) -> AsyncPgConnection {
         AsyncPgConnection::establish(&self.db_url)

@@ -11,4 +11,5 @@ mod leases;
 mod listing;
 mod observability;
 mod riders;
+mod seed;
 mod tutorial_flow;
