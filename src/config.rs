@@ -148,6 +148,14 @@ impl Settings {
         if self.lease.drift_ms >= self.lease.ttl_ms / 3 {
             bail!("lease.drift_ms must be below lease.ttl_ms / 3");
         }
+        if self.redis.response_timeout_ms == 0
+            || self.redis.response_timeout_ms >= self.lease.renew_every_ms
+        {
+            bail!("redis.response_timeout_ms must be positive and below lease.renew_every_ms");
+        }
+        if self.server.request_timeout_ms == 0 {
+            bail!("server.request_timeout_ms must be positive");
+        }
         if self.database.pool_size == 0 || self.booking.mailbox_capacity == 0 {
             bail!("database.pool_size and booking.mailbox_capacity must be positive");
         }

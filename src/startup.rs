@@ -25,6 +25,7 @@ use crate::storage::{drivers, pool};
 pub struct Application {
     port: u16,
     server: Server,
+    registry: Arc<BookingRegistry>,
     leases: Addr<LeaseManager>,
     node_id: NodeId,
 }
@@ -78,8 +79,10 @@ impl Application {
             assign: settings.assign.clone(),
             request_timeout: settings.server.request_timeout(),
         });
+        let threads = std::thread::available_parallelism().map_or(2, usize::from);
+        let registry = BookingRegistry::new(deps.clone(), threads);
         let state = web::Data::new(AppState {
-            registry: BookingRegistry::new(deps.clone()),
+            registry: registry.clone(),
             deps,
             lease_metrics: metrics,
             leases,
@@ -107,6 +110,7 @@ impl Application {
         Ok(Self {
             port,
             server,
+            registry,
             leases: manager,
             node_id,
         })
@@ -121,10 +125,12 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until stopped; then releases every lease still held so another node can take over
-    /// without waiting for the TTL.
+    /// Serves until stopped. Then, in order: in-flight requests finish (the server drains),
+    /// booking actors finish their queued messages and give back their leases, and the lease
+    /// manager releases whatever is left, so another node can take over without waiting for the TTL.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
+        self.registry.stop_all(Duration::from_secs(5)).await;
         match self
             .leases
             .send(ReleaseAll)

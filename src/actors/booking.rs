@@ -4,7 +4,7 @@
 //! in PostgreSQL and keeps the row in memory; every message is checked against that state with the
 //! domain's `apply` and written conditionally on the token. It stops after `booking.idle_stop_ms`
 //! without messages, at a terminal state, when its lease is lost, or when a write finds its token
-//! stale; it releases its lease in `stopped()`.
+//! stale; it releases its lease on `Passivate` or in `stopped()`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -61,6 +61,12 @@ pub struct Complete {
     pub sent_at: Instant,
 }
 
+/// Stop after the messages already queued: release the lease (waiting for Redis) and stop.
+/// Sent by the registry at shutdown and by the actor itself when it has nothing left to own.
+#[derive(Message, Clone)]
+#[rtype(result = "()")]
+pub struct Passivate;
+
 /// Why an activation failed; replayed to every message that was queued behind it.
 #[derive(Debug, Clone)]
 enum Failure {
@@ -103,8 +109,9 @@ enum Phase {
     Activating,
     Ready {
         booking: Box<Booking>,
-        /// Released in `stopped()`; the lease manager renews it until then.
-        lease: Grant,
+        /// Released on passivation or in `stopped()`; the lease manager renews it until then.
+        /// `None` for a terminal booking: it can never change, so nobody needs to own it.
+        lease: Option<Grant>,
     },
     Failed(Failure),
 }
@@ -137,6 +144,17 @@ impl BookingActor {
         }
     }
 
+    /// The release of this actor's lease, if it holds one; afterwards it holds none.
+    fn take_lease(&mut self) -> Option<Release> {
+        match &mut self.phase {
+            Phase::Ready { lease, .. } => lease.take().map(|grant| Release {
+                key: grant.key,
+                value: grant.value,
+            }),
+            _ => None,
+        }
+    }
+
     fn arm_idle_stop(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.idle.take() {
             ctx.cancel_future(handle);
@@ -150,14 +168,15 @@ impl BookingActor {
         match &self.phase {
             Phase::Ready { booking, .. } => Ok(((**booking).clone(), booking.fencing_token)),
             Phase::Failed(failure) => Err(failure.to_error(self.id)),
-            Phase::Activating => Err(BookingError::Fenced),
+            // Unreachable: `started()` holds the mailbox until activation ends.
+            Phase::Activating => Err(BookingError::Mailbox(actix::MailboxError::Closed)),
         }
     }
 
     /// Checks `cmd` against the in-memory state; a refusal needs no round trip.
     fn plan(&self, cmd: Command) -> Result<(Booking, i64, Transition), BookingError> {
         let (booking, token) = self.ready()?;
-        match apply(booking.state(), cmd) {
+        match apply(booking.state()?, cmd) {
             Ok(transition) => Ok((booking, token, transition)),
             Err(error) => Err(BookingError::Refused {
                 error,
@@ -175,8 +194,9 @@ impl BookingActor {
         }
         if let (Some(row), Phase::Ready { booking, .. }) = (written, &mut self.phase) {
             **booking = row.clone();
-            if row.status().is_terminal() {
-                ctx.stop();
+            // Terminal: answer what is already queued, give the lease back, stop.
+            if row.status().map_or(true, |status| status.is_terminal()) {
+                ctx.address().do_send(Passivate);
             }
         }
     }
@@ -283,12 +303,14 @@ async fn return_to_index(deps: &SharedDeps, driver: &Driver) {
 }
 
 /// Acquires the lease, retrying with full-jitter exponential backoff while another holder has it,
-/// for at most half the request deadline; then bumps the fencing token and loads the row.
+/// for at most half the request deadline; then bumps the fencing token and loads the row. A
+/// terminal booking is loaded without a bump and its lease given back at once: it can never
+/// change again, so refusing commands for it needs no owner and writes nothing.
 async fn activate(
     deps: SharedDeps,
     id: BookingId,
     holder: Recipient<LeaseLost>,
-) -> Result<(Booking, Grant), Failure> {
+) -> Result<(Booking, Option<Grant>), Failure> {
     let key = booking_key(&deps.key_prefix, id);
     let give_up_at = Instant::now() + deps.request_timeout / 2;
     let mut backoff = Duration::from_millis(5);
@@ -306,9 +328,13 @@ async fn activate(
                 owner_node,
                 remaining,
             })) => {
-                let wait = rand::rng()
-                    .random_range(Duration::ZERO..=backoff)
-                    .min(remaining);
+                // `remaining` is zero when the key has no expiry (set by hand): plain backoff then.
+                let jitter = rand::rng().random_range(Duration::ZERO..=backoff);
+                let wait = if remaining.is_zero() {
+                    jitter
+                } else {
+                    jitter.min(remaining)
+                };
                 if Instant::now() + wait >= give_up_at {
                     return Err(Failure::LeaseHeld {
                         retry_after: remaining.max(Duration::from_secs(1)),
@@ -328,17 +354,24 @@ async fn activate(
             .map_err(|e| e.to_string())
     }
     .await;
+    let release = |grant: Grant| Release {
+        key: grant.key,
+        value: grant.value,
+    };
     match row {
-        Ok(Some(booking)) => Ok((booking, grant)),
-        outcome => {
-            deps.leases.do_send(Release {
-                key: grant.key,
-                value: grant.value,
-            });
-            match outcome {
-                Ok(_) => Err(Failure::NotFound),
-                Err(why) => Err(Failure::DatabaseDown(why)),
-            }
+        Ok(Some((booking, true))) => Ok((booking, Some(grant))),
+        Ok(Some((terminal, false))) => {
+            // Waited for, so the key is gone before anyone could ask for it again.
+            let _ = deps.leases.send(release(grant)).await;
+            Ok((terminal, None))
+        }
+        Ok(None) => {
+            let _ = deps.leases.send(release(grant)).await;
+            Err(Failure::NotFound)
+        }
+        Err(why) => {
+            let _ = deps.leases.send(release(grant)).await;
+            Err(Failure::DatabaseDown(why))
         }
     }
 }
@@ -355,17 +388,25 @@ impl Actor for BookingActor {
                 .into_actor(self)
                 .map(|result, act, ctx| match result {
                     Ok((booking, lease)) => {
+                        let owned = lease.is_some();
                         act.phase = Phase::Ready {
                             booking: Box::new(booking),
                             lease,
                         };
-                        act.arm_idle_stop(ctx);
+                        if owned {
+                            act.arm_idle_stop(ctx);
+                        } else {
+                            // Terminal: answer what is queued, then go.
+                            act.registry.forget(act.id, act.generation);
+                            ctx.address().do_send(Passivate);
+                        }
                     }
                     Err(failure) => {
-                        // New requests get a fresh actor; the ones already queued hear why, then we stop.
+                        // New requests get a fresh actor; the ones already queued hear why (the
+                        // Passivate queues behind them), then we stop.
                         act.registry.forget(act.id, act.generation);
                         act.phase = Phase::Failed(failure);
-                        ctx.run_later(Duration::ZERO, |_, ctx| ctx.stop());
+                        ctx.address().do_send(Passivate);
                     }
                 }),
         );
@@ -373,13 +414,28 @@ impl Actor for BookingActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.registry.forget(self.id, self.generation);
-        if let Phase::Ready { lease, .. } = std::mem::replace(&mut self.phase, Phase::Activating) {
+        if let Some(lease) = self.take_lease() {
             // A notice: the manager deletes the key if it is still ours.
-            self.deps.leases.do_send(Release {
-                key: lease.key,
-                value: lease.value,
-            });
+            self.deps.leases.do_send(lease);
         }
+    }
+}
+
+impl Handler<Passivate> for BookingActor {
+    // Atomic, so nothing else runs between giving the lease back and stopping.
+    type Result = AtomicResponse<Self, ()>;
+
+    fn handle(&mut self, _msg: Passivate, _ctx: &mut Self::Context) -> Self::Result {
+        let release = self.take_lease();
+        let leases = self.deps.leases.clone();
+        let give_back = async move {
+            if let Some(release) = release {
+                let _ = leases.send(release).await;
+            }
+        };
+        AtomicResponse::new(Box::pin(
+            give_back.into_actor(self).map(|(), _act, ctx| ctx.stop()),
+        ))
     }
 }
 
@@ -387,8 +443,7 @@ impl Handler<LeaseLost> for BookingActor {
     type Result = ();
 
     fn handle(&mut self, _msg: LeaseLost, ctx: &mut Self::Context) {
-        // The lease is gone; drop it without a release (it is not ours) and stop before writing.
-        self.phase = Phase::Failed(Failure::LeaseStoreDown);
+        // Stop before writing again; the manager already stopped renewing the lease.
         ctx.stop();
     }
 }

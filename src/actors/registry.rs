@@ -1,36 +1,47 @@
 //! `BookingRegistry`: finds the live actor of a booking on this node, or starts one.
 //!
-//! A std `Mutex` is enough here: the critical section is a map lookup or insert, never held
-//! across an await. Each entry carries a generation so a stopping actor can only remove itself,
-//! never the successor that replaced it.
+//! Booking actors run on the registry's own arbiters (threads), not on the HTTP workers, so an
+//! HTTP worker shutting down can never drop an actor mid-write; at shutdown the registry stops
+//! them itself, after their queued messages. A std `Mutex` is enough for the map: the critical
+//! section is a lookup or insert, never held across an await. Each entry carries a generation so a
+//! stopping actor can only remove itself, never the successor that replaced it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, MailboxError, Message};
+use actix_rt::Arbiter;
 
-use super::booking::BookingActor;
+use super::booking::{BookingActor, Passivate};
 use super::{BookingError, SharedDeps};
 use crate::domain::ids::BookingId;
 
+type Entries = HashMap<BookingId, (u64, Addr<BookingActor>)>;
+
 pub struct BookingRegistry {
     deps: SharedDeps,
-    actors: Mutex<HashMap<BookingId, (u64, Addr<BookingActor>)>>,
+    actors: Mutex<Entries>,
     next_generation: AtomicU64,
+    /// The threads booking actors run on; a booking always lands on `id % len`.
+    arbiters: Vec<Arbiter>,
 }
 
 impl BookingRegistry {
-    /// How often a message is re-sent after finding its actor's mailbox closed (the actor was
-    /// stopping). A closed mailbox means the message was never handled, so re-sending is safe.
+    /// How often a message is re-sent after finding its actor's mailbox closed. Actors stop only
+    /// between messages (idle, terminal state, lost lease) and never on an HTTP worker, so a
+    /// closed mailbox means the message was never handled and re-sending it is safe.
     const CLOSED_RETRIES: usize = 3;
 
-    pub fn new(deps: SharedDeps) -> Arc<Self> {
+    /// Must be called inside an actix system; starts `threads` arbiters.
+    pub fn new(deps: SharedDeps, threads: usize) -> Arc<Self> {
         Arc::new(Self {
             deps,
             actors: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
+            arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
         })
     }
 
@@ -43,7 +54,7 @@ impl BookingRegistry {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<BookingId, (u64, Addr<BookingActor>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.actors
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -57,7 +68,11 @@ impl BookingRegistry {
             }
         }
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
-        let addr = BookingActor::new(id, self.deps.clone(), self.clone(), generation).start();
+        let slot = id.0.unsigned_abs() as usize % self.arbiters.len();
+        let (deps, registry) = (self.deps.clone(), self.clone());
+        let addr = BookingActor::start_in_arbiter(&self.arbiters[slot].handle(), move |_| {
+            BookingActor::new(id, deps, registry, generation)
+        });
         actors.insert(id, (generation, addr.clone()));
         (generation, addr)
     }
@@ -70,7 +85,8 @@ impl BookingRegistry {
         }
     }
 
-    /// Sends `msg` to the booking's actor and waits for its reply, at most the request timeout.
+    /// Sends `msg` to the booking's actor and waits for its reply, at most the request timeout
+    /// in all (re-sends after a closed mailbox share the one deadline).
     pub async fn send<M, T>(self: &Arc<Self>, id: BookingId, msg: M) -> Result<T, BookingError>
     where
         M: Message<Result = Result<T, BookingError>> + Clone + Send + 'static,
@@ -78,14 +94,12 @@ impl BookingRegistry {
         BookingActor: Handler<M>,
         <BookingActor as Actor>::Context: ToEnvelope<BookingActor, M>,
     {
+        let deadline = Instant::now() + self.deps.request_timeout;
         let mut attempt = 0;
         loop {
             let (generation, addr) = self.actor(id);
-            match addr
-                .send(msg.clone())
-                .timeout(self.deps.request_timeout)
-                .await
-            {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match addr.send(msg.clone()).timeout(left).await {
                 Ok(reply) => return reply,
                 Err(MailboxError::Closed) if attempt < Self::CLOSED_RETRIES => {
                     self.forget(id, generation);
@@ -93,6 +107,20 @@ impl BookingRegistry {
                 }
                 Err(error) => return Err(BookingError::Mailbox(error)),
             }
+        }
+    }
+
+    /// Shutdown: every actor finishes the messages already queued, releases its lease and stops;
+    /// then the arbiters end. Waits at most `within`.
+    pub async fn stop_all(&self, within: Duration) {
+        let actors: Vec<Addr<BookingActor>> =
+            self.lock().values().map(|(_, addr)| addr.clone()).collect();
+        let stops = actors
+            .iter()
+            .map(|addr| addr.send(Passivate).timeout(within));
+        futures::future::join_all(stops).await;
+        for arbiter in &self.arbiters {
+            arbiter.stop();
         }
     }
 }

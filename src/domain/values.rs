@@ -101,6 +101,12 @@ pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldE
             format!("must be at most {max_chars} characters"),
         ));
     }
+    if trimmed.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
     Ok(trimmed.to_owned())
 }
 
@@ -127,7 +133,7 @@ pub fn email(value: &str, field: &str) -> Result<String, FieldError> {
         && trimmed.split_once('@').is_some_and(|(user, host)| {
             !user.is_empty() && host.contains('.') && !host.starts_with('.')
         })
-        && !trimmed.contains(char::is_whitespace);
+        && !trimmed.contains(|c: char| c.is_whitespace() || c.is_control());
     if !well_formed {
         return Err(FieldError::new(field, "must be an email address"));
     }
@@ -197,6 +203,8 @@ mod tests {
     fn text_fields_are_trimmed_and_bounded() {
         assert_eq!(text("  Ann ", "name", 10), Ok("Ann".into()));
         assert!(text("   ", "name", 10).is_err());
+        assert!(text("a\u{0}b", "name", 10).is_err());
+        assert!(email("a\u{0}@b.co", "email").is_err());
         assert!(phone("+1 (212) 555-0100", "phone").is_ok());
         assert!(phone("call me", "phone").is_err());
         assert!(email("a@b.co", "email").is_ok());

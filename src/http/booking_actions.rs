@@ -14,7 +14,7 @@ use super::{respond, State};
 use crate::actors::booking::{Accept, Assign, Cancel, Complete};
 use crate::domain::booking::Party;
 use crate::domain::ids::{DriverId, RequestId, RiderId};
-use crate::domain::values::{Fare, FieldError};
+use crate::domain::values::{self, Fare, FieldError};
 use crate::error::ApiError;
 
 #[derive(Deserialize)]
@@ -87,13 +87,12 @@ pub async fn cancel(
         "driver" => Party::Driver(DriverId(user_id)),
         _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
     };
-    let reason = match body.reason.as_deref().map(str::trim) {
-        Some(text) if text.chars().count() > 500 => {
-            return Err(FieldError::new("reason", "must be at most 500 characters").into())
-        }
-        Some(text) if !text.is_empty() => Some(text.to_owned()),
-        _ => None,
-    };
+    let reason = body
+        .reason
+        .as_deref()
+        .filter(|text| !text.trim().is_empty())
+        .map(|text| values::text(text, "reason", 500))
+        .transpose()?;
     let msg = Cancel {
         by,
         reason,

@@ -169,6 +169,26 @@ impl LeaseManager {
         }
     }
 
+    /// Check-and-delete in Redis, counted and logged; the script deletes only our own value.
+    fn delete(
+        &self,
+        key: String,
+        value: String,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        let node_id = self.node_id.clone();
+        async move {
+            match store.release(&key, &value).await {
+                Ok(true) => bump(&metrics.released, 1),
+                Ok(false) => {}
+                Err(_) => {
+                    telemetry::lease_event(&node_id, &key, "release_failed", "err:unavailable")
+                }
+            }
+        }
+    }
+
     fn deadline(&self, sent_at: Instant) -> Instant {
         sent_at + self.settings.ttl() - self.settings.drift()
     }
@@ -180,8 +200,14 @@ impl LeaseManager {
     }
 
     /// Drops `key` and tells its holder. `expired`: the deadline passed without a renewal answer.
-    fn lose(&mut self, key: &str, expired: bool) {
+    /// The key is still deleted if it carries our value (a renewal that failed on a timeout may
+    /// have left it), so the booking does not wait out the TTL against its own old lease.
+    fn lose(&mut self, key: &str, expired: bool, ctx: &mut Context<Self>) {
         if let Some(held) = self.held.remove(key) {
+            ctx.spawn(
+                self.delete(key.to_owned(), held.value.clone())
+                    .into_actor(self),
+            );
             bump(&self.metrics.lost, 1);
             if expired {
                 bump(&self.metrics.expired, 1);
@@ -204,21 +230,45 @@ impl LeaseManager {
         self.publish_held();
     }
 
+    /// Drops every lease matching `doomed`, telling its holder.
+    fn lose_where(
+        &mut self,
+        expired: bool,
+        ctx: &mut Context<Self>,
+        doomed: impl Fn(&Held) -> bool,
+    ) {
+        let keys: Vec<String> = self
+            .held
+            .iter()
+            .filter(|(_, h)| doomed(h))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            self.lose(&key, expired, ctx);
+        }
+    }
+
     fn heartbeat(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        // Checked even while a slow renewal is in flight: an unconfirmed lease past its deadline
+        // is lost now, before another node could acquire it.
+        self.lose_where(true, ctx, |held| held.valid_until <= now);
+        // A holder that is gone (stopped without releasing) must not keep a lease alive.
+        let orphans: Vec<(String, String)> = self
+            .held
+            .iter()
+            .filter(|(_, h)| !h.holder.connected())
+            .map(|(k, h)| (k.clone(), h.value.clone()))
+            .collect();
+        for (key, value) in orphans {
+            self.held.remove(&key);
+            ctx.spawn(self.delete(key, value).into_actor(self));
+        }
+        self.publish_held();
         if self.renewing {
             return;
         }
-        let sent_at = Instant::now();
-        // Leases that would run out before the next heartbeat cannot wait for an answer.
-        let doomed: Vec<String> = self
-            .held
-            .iter()
-            .filter(|(_, held)| held.valid_until <= sent_at)
-            .map(|(key, _)| key.clone())
-            .collect();
-        for key in doomed {
-            self.lose(&key, true);
-        }
+        let sent_at = now;
         let batch: Vec<(String, String)> = self
             .held
             .iter()
@@ -234,7 +284,7 @@ impl LeaseManager {
             let result = store.renew_all(&batch, ttl).await;
             (batch, result)
         };
-        ctx.spawn(renewal.into_actor(self).map(move |(batch, result), act, _ctx| {
+        ctx.spawn(renewal.into_actor(self).map(move |(batch, result), act, ctx| {
             act.renewing = false;
             let handled = sent_at.elapsed();
             match result {
@@ -254,7 +304,7 @@ impl LeaseManager {
                             }
                         } else {
                             bump(&act.metrics.renewal_failures, 1);
-                            act.lose(&key, false);
+                            act.lose(&key, false, ctx);
                         }
                     }
                     bump(&act.metrics.renewed, renewed);
@@ -274,15 +324,7 @@ impl LeaseManager {
                     );
                     // Whatever would expire before the next heartbeat is lost now, not later.
                     let horizon = Instant::now() + act.settings.renew_every();
-                    let doomed: Vec<String> = act
-                        .held
-                        .iter()
-                        .filter(|(_, held)| held.valid_until <= horizon)
-                        .map(|(key, _)| key.clone())
-                        .collect();
-                    for key in doomed {
-                        act.lose(&key, true);
-                    }
+                    act.lose_where(true, ctx, |held| held.valid_until <= horizon);
                 }
             }
         }));
@@ -299,11 +341,8 @@ impl Actor for LeaseManager {
 
 impl Supervised for LeaseManager {
     /// A restarted manager cannot vouch for any lease it held: their holders must stop.
-    fn restarting(&mut self, _ctx: &mut Self::Context) {
-        let keys: Vec<String> = self.held.keys().cloned().collect();
-        for key in keys {
-            self.lose(&key, false);
-        }
+    fn restarting(&mut self, ctx: &mut Self::Context) {
+        self.lose_where(false, ctx, |_| true);
         self.renewing = false;
     }
 }
@@ -348,39 +387,19 @@ impl Handler<Acquire> for LeaseManager {
 }
 
 impl Handler<Release> for LeaseManager {
-    type Result = ();
+    // Not atomic: releases proceed concurrently. The reply comes after Redis answered, so a
+    // holder that `send`s (rather than `do_send`s) knows the key is gone.
+    type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, msg: Release, ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) -> Self::Result {
         // Stop renewing first, so a release can never be undone by a renewal in flight. A lease
-        // that is no longer held was lost or already released at shutdown: nothing to delete.
+        // that is no longer held was lost (and its key deleted if still ours) or already released.
         if self.held.get(&msg.key).is_none_or(|h| h.value != msg.value) {
-            return;
+            return Box::pin(fut::ready(()));
         }
         self.held.remove(&msg.key);
         self.publish_held();
-        let store = self.store.clone();
-        let metrics = self.metrics.clone();
-        let node_id = self.node_id.clone();
-        ctx.spawn(
-            async move {
-                match store.release(&msg.key, &msg.value).await {
-                    Ok(true) => bump(&metrics.released, 1),
-                    Ok(false) => telemetry::lease_event(
-                        &node_id,
-                        &msg.key,
-                        "release_skipped",
-                        "err:not_ours",
-                    ),
-                    Err(_) => telemetry::lease_event(
-                        &node_id,
-                        &msg.key,
-                        "release_failed",
-                        "err:unavailable",
-                    ),
-                }
-            }
-            .into_actor(self),
-        );
+        Box::pin(self.delete(msg.key, msg.value).into_actor(self))
     }
 }
 

@@ -70,6 +70,10 @@ impl RedisLeases {
             .query_async(&mut conn)
             .await
             .map_err(LeaseError::Unavailable)?;
+        // Our own value: an earlier attempt's SET landed but its reply was lost (then retried).
+        if holder.as_deref() == Some(value) {
+            return Ok(());
+        }
         Err(LeaseError::Held {
             owner_node: holder
                 .as_deref()

@@ -203,14 +203,25 @@ pub async fn find_detail(
 }
 
 /// Takes ownership of a booking for a new actor activation: bumps its fencing token and returns
-/// the row with the new token. Every later write of that actor is conditional on this token.
-pub async fn activate(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<Option<Booking>> {
-    diesel::update(bookings::table.find(id.0))
-        .set(bookings::fencing_token.eq(bookings::fencing_token + 1))
-        .returning(Booking::as_returning())
-        .get_result(conn)
-        .await
-        .optional()
+/// the row with the new token, `(row, true)`. Every later write of that actor is conditional on
+/// this token. A terminal booking is returned untouched, `(row, false)`: it can never change.
+pub async fn activate(
+    conn: &mut AsyncPgConnection,
+    id: BookingId,
+) -> QueryResult<Option<(Booking, bool)>> {
+    let bumped = diesel::update(bookings::table.find(id.0).filter(bookings::status.ne_all([
+        BookingStatus::Completed.as_str(),
+        BookingStatus::Cancelled.as_str(),
+    ])))
+    .set(bookings::fencing_token.eq(bookings::fencing_token + 1))
+    .returning(Booking::as_returning())
+    .get_result(conn)
+    .await
+    .optional()?;
+    match bumped {
+        Some(row) => Ok(Some((row, true))),
+        None => Ok(find(conn, id).await?.map(|row| (row, false))),
+    }
 }
 
 /// Claims `driver` and assigns the pending `booking` to it, atomically: the driver row is taken only
@@ -263,7 +274,7 @@ pub async fn assign(
                 },
             )?
             .ok_or(AssignError::Fenced)?;
-        append_event(conn, &assigned, Some(booking.status()), audit).await?;
+        append_event(conn, &assigned, Some(booking.status()?), audit).await?;
         Ok((assigned, claimed))
     })
     .await

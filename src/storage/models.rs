@@ -77,17 +77,20 @@ pub struct Booking {
 }
 
 impl Booking {
-    /// The status column, which a CHECK constraint keeps within [`BookingStatus`].
-    pub fn status(&self) -> BookingStatus {
-        self.status.parse().unwrap_or(BookingStatus::Pending)
+    /// The status column. A status this build does not know (a newer node's, during a rolling
+    /// deploy) is an error, never a guess.
+    pub fn status(&self) -> QueryResult<BookingStatus> {
+        self.status
+            .parse()
+            .map_err(|e: String| diesel::result::Error::DeserializationError(e.into()))
     }
 
-    pub fn state(&self) -> BookingState {
-        BookingState {
-            status: self.status(),
+    pub fn state(&self) -> QueryResult<BookingState> {
+        Ok(BookingState {
+            status: self.status()?,
             rider_id: RiderId(self.rider_id),
             driver_id: self.driver_id.map(DriverId),
-        }
+        })
     }
 
     pub fn pickup(&self) -> GeoPoint {

@@ -320,6 +320,11 @@ impl TestApp {
             .await
     }
 
+    /// Stops the server as SIGTERM does (graceful: in-flight requests finish, leases are released).
+    pub async fn stop(&self) {
+        self.server.stop(true).await;
+    }
+
     /// Settings pointing at this app's database and key prefix (for running commands against it).
     pub fn settings(&self) -> Settings {
         let mut settings = settings();

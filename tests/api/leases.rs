@@ -7,7 +7,7 @@ use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_node, TestApp, PICKUP};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_node, TestApp, PICKUP};
 
 fn redis(app: &TestApp) -> redis::Connection {
     redis::Client::open(app.redis_url.clone())
@@ -213,4 +213,88 @@ async fn a_live_actor_keeps_its_lease_past_the_ttl_through_heartbeat_renewals() 
     let lock = &stats.data()["locks"][0];
     assert_eq!(lock["fencing_token"], json!(1), "{:#}", stats.body);
     assert_eq!(lock["owner_node"], json!("n2"));
+}
+
+#[actix_web::test]
+async fn refusing_a_command_on_a_finished_booking_touches_neither_token_nor_lease() {
+    // Arrange: a completed booking whose actor has gone.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, true).await;
+    app.post(
+        format!("/api/bookings/{booking}/complete"),
+        json!({ "driver_id": driver, "actual_fare": 12.0 }),
+    )
+    .await
+    .expect(200, None);
+    assert!(
+        app.eventually(Duration::from_secs(5), || async {
+            active_actors(&app).await == 0
+        })
+        .await
+    );
+    let token = app.get(format!("/api/bookings/{booking}")).await.data()["fencing_token"].clone();
+
+    // Act
+    let refused = app
+        .post(
+            format!("/api/bookings/{booking}/cancel"),
+            json!({ "user_id": rider, "user_type": "rider" }),
+        )
+        .await;
+
+    // Assert: 409, same token, and no lease left behind in Redis.
+    refused.expect(409, Some("booking_already_terminal"));
+    let after = app.get(format!("/api/bookings/{booking}")).await.data()["fencing_token"].clone();
+    assert_eq!(
+        after, token,
+        "a refusal on a finished booking must not bump its token"
+    );
+    let key: Option<String> = redis::cmd("GET")
+        .arg(lease_key(&app, booking))
+        .query(&mut redis(&app))
+        .unwrap();
+    assert_eq!(key, None);
+}
+
+#[actix_web::test]
+async fn a_graceful_stop_gives_back_every_lease_without_waiting_for_the_ttl() {
+    // Arrange: a long lease TTL, and actors that would idle far longer than the test.
+    let app = spawn_app_with(|s| {
+        s.lease.ttl_ms = 60_000;
+        s.lease.renew_every_ms = 5_000;
+        s.booking.idle_stop_ms = 60_000;
+    })
+    .await;
+    let rider = app.rider().await;
+    for i in 0..3 {
+        app.online_driver(PICKUP.0 + 0.001 * f64::from(i), PICKUP.1)
+            .await;
+    }
+    let mut keys = Vec::new();
+    for _ in 0..3 {
+        let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+        keys.push(lease_key(&app, booking));
+    }
+    let held: usize = redis::cmd("EXISTS")
+        .arg(&keys)
+        .query(&mut redis(&app))
+        .unwrap();
+    assert_eq!(held, 3);
+
+    // Act: what SIGTERM does.
+    app.stop().await;
+
+    // Assert: the leases are gone within seconds, not a 60 s TTL.
+    let released = app
+        .eventually(Duration::from_secs(5), || async {
+            let left: usize = redis::cmd("EXISTS")
+                .arg(&keys)
+                .query(&mut redis(&app))
+                .unwrap();
+            left == 0
+        })
+        .await;
+    assert!(released, "a stopping node must release its leases");
 }

@@ -109,6 +109,11 @@ async fn rider_creation_with_a_missing_or_invalid_field_is_rejected_naming_it() 
             json!({ "name": "Ann", "phone": "555-0102", "email": "ann.example.com" }),
             "email",
         ),
+        (
+            "name with a NUL byte (PostgreSQL would refuse it)",
+            json!({ "name": "An\u{0}n", "phone": "555-0102" }),
+            "name",
+        ),
     ];
 
     for (case, body, field) in cases {
