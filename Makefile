@@ -13,7 +13,7 @@ SERVICES := bash scripts/services.sh
 FMT_CHECK := cargo fmt --all -- --check
 CLIPPY := cargo clippy --all-targets -- -D warnings
 
-.PHONY: run test services services-down clean-services fmt lint
+.PHONY: run test loadtest services services-down clean-services fmt lint
 
 # Build and serve on :3000 against the dev services, after migrate + seed.
 run:
@@ -33,6 +33,14 @@ test:
 	$(FMT_CHECK)
 	$(CLIPPY)
 	cargo test --all-targets
+
+# Every loadtest scenario against a running server (`make run` in another terminal).
+# LOADTEST_ARGS adds options, e.g. LOADTEST_ARGS="--url http://127.0.0.1:3001 --riders 32".
+loadtest:
+	cargo build --release
+	for scenario in tutorial same-booking driver-contention conflict lifecycle; do
+	  ./target/release/ridelock loadtest --scenario "$$scenario" $(LOADTEST_ARGS)
+	done
 
 services:
 	$(SERVICES) up dev

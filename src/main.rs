@@ -25,13 +25,56 @@ enum Command {
     Seed,
     /// Serve the API (start-week3); runs pending migrations first.
     Serve,
+    /// Fire a scenario of concurrent requests at one or more servers, check its invariants and
+    /// report latencies (test-concurrent-week3, for real). Exits non-zero when an invariant broke.
+    Loadtest(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Server base URL; repeat to spread requests round-robin over several nodes.
+    #[arg(long = "url", default_value = "http://127.0.0.1:3000")]
+    urls: Vec<String>,
+    #[arg(long, value_enum, default_value = "tutorial")]
+    scenario: ridelock::loadtest::Scenario,
+    /// Concurrent assigns of one booking (same-booking).
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    /// Drivers (driver-contention).
+    #[arg(long, default_value_t = 20)]
+    drivers: usize,
+    /// Bookings (driver-contention, conflict).
+    #[arg(long, default_value_t = 200)]
+    bookings: usize,
+    /// Closed-loop virtual riders (lifecycle).
+    #[arg(long, default_value_t = 64)]
+    riders: usize,
+    /// How long the lifecycle scenario runs, seconds.
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Stop the lifecycle scenario after this many lifecycles instead.
+    #[arg(long)]
+    lifecycles: Option<u64>,
+    /// Per-request timeout, milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+    /// Print the report as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     telemetry::init();
-    let settings = config::load()?;
     match cli.command {
+        // Needs no configuration: it only talks HTTP to the servers it is pointed at.
+        Command::Loadtest(args) => loadtest(args),
+        command => run(command, config::load()?),
+    }
+}
+
+fn run(command: Command, settings: config::Settings) -> anyhow::Result<()> {
+    match command {
         Command::Migrate => {
             let applied = pool::run_migrations(settings.database.url.expose())?;
             log::info!("migrations applied count={applied}");
@@ -58,7 +101,37 @@ fn main() -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             Ok(())
         }),
+        Command::Loadtest(args) => loadtest(args),
     }
+}
+
+fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
+    let cfg = ridelock::loadtest::LoadConfig {
+        urls: args.urls,
+        scenario: args.scenario,
+        concurrency: args.concurrency,
+        drivers: args.drivers,
+        bookings: args.bookings,
+        riders: args.riders,
+        duration: std::time::Duration::from_secs(args.duration_s),
+        lifecycles: args.lifecycles,
+        request_timeout: std::time::Duration::from_millis(args.timeout_ms),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(ridelock::loadtest::run(&cfg))?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", ridelock::loadtest::render(&report));
+    }
+    anyhow::ensure!(
+        report.passed(),
+        "{} invariant(s) broken",
+        report.violations.len()
+    );
+    Ok(())
 }
 
 /// SIGINT or SIGTERM.

@@ -9,6 +9,7 @@ mod geo_fallback;
 mod helpers;
 mod leases;
 mod listing;
+mod loadtest;
 mod observability;
 mod riders;
 mod seed;

@@ -1,0 +1,165 @@
+//! The load tool's HTTP side: requests spread round-robin over the `--url` targets (a load
+//! balancer without stickiness), each timed into a per-endpoint HDR histogram with its status.
+//! It speaks only the public API of API.md, so it works against any compatible server.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use serde_json::Value;
+
+/// One reply: status and JSON body (`Null` when the body was not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    pub fn error(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+}
+
+struct EndpointStats {
+    /// Microseconds.
+    latency: Histogram<u64>,
+    statuses: BTreeMap<u16, u64>,
+}
+
+/// Per-endpoint figures for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointReport {
+    pub endpoint: String,
+    pub count: u64,
+    pub success_rate: f64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Status code → count; 0 counts transport failures (no HTTP answer).
+    pub statuses: BTreeMap<u16, u64>,
+}
+
+/// 1 µs to 60 s at 3 significant figures.
+#[expect(
+    clippy::expect_used,
+    reason = "constant bounds that hdrhistogram accepts"
+)]
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+pub struct LoadClient {
+    http: reqwest::Client,
+    urls: Vec<String>,
+    next: AtomicUsize,
+    stats: Mutex<HashMap<&'static str, EndpointStats>>,
+}
+
+impl LoadClient {
+    pub fn new(urls: Vec<String>, timeout: Duration) -> anyhow::Result<Self> {
+        anyhow::ensure!(!urls.is_empty(), "at least one --url is needed");
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .pool_max_idle_per_host(1024)
+            .build()?;
+        Ok(Self {
+            http,
+            urls: urls
+                .into_iter()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .collect(),
+            next: AtomicUsize::new(0),
+            stats: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn base(&self) -> &str {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.urls.len();
+        &self.urls[i]
+    }
+
+    /// Sends one request to the next target and records it under `endpoint` (a route pattern
+    /// such as `POST /api/bookings/:id/assign`). A transport failure is recorded as status 0.
+    pub async fn call(
+        &self,
+        endpoint: &'static str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Reply {
+        let mut request = self.http.request(method, format!("{}{path}", self.base()));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let started = Instant::now();
+        let reply = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let body = response.json::<Value>().await.unwrap_or(Value::Null);
+                Reply { status, body }
+            }
+            Err(error) => Reply {
+                status: 0,
+                body: serde_json::json!({ "error": "transport", "message": error.to_string() }),
+            },
+        };
+        self.record(endpoint, reply.status, started.elapsed());
+        reply
+    }
+
+    fn record(&self, endpoint: &'static str, status: u16, took: Duration) {
+        let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = stats.entry(endpoint).or_insert_with(|| EndpointStats {
+            latency: latency_histogram(),
+            statuses: BTreeMap::new(),
+        });
+        let micros = u64::try_from(took.as_micros())
+            .unwrap_or(u64::MAX)
+            .clamp(1, 60_000_000);
+        let _ = entry.latency.record(micros);
+        *entry.statuses.entry(status).or_default() += 1;
+    }
+
+    /// Every endpoint's figures, sorted by endpoint.
+    pub fn report(&self) -> Vec<EndpointReport> {
+        let stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let ms = |us: u64| us as f64 / 1000.0;
+        let mut rows: Vec<EndpointReport> = stats
+            .iter()
+            .map(|(endpoint, s)| {
+                let count: u64 = s.statuses.values().sum();
+                let ok: u64 = s
+                    .statuses
+                    .iter()
+                    .filter(|(code, _)| (200..300).contains(*code))
+                    .map(|(_, n)| n)
+                    .sum();
+                EndpointReport {
+                    endpoint: (*endpoint).to_owned(),
+                    count,
+                    success_rate: if count == 0 {
+                        0.0
+                    } else {
+                        ok as f64 / count as f64
+                    },
+                    p50_ms: ms(s.latency.value_at_quantile(0.5)),
+                    p90_ms: ms(s.latency.value_at_quantile(0.9)),
+                    p99_ms: ms(s.latency.value_at_quantile(0.99)),
+                    max_ms: ms(s.latency.max()),
+                    statuses: s.statuses.clone(),
+                }
+            })
+            .collect();
+        rows.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
+        rows
+    }
+}

@@ -1,0 +1,153 @@
+//! `ridelock loadtest`: the tutorial's "concurrent test", done for real. It drives any server that
+//! speaks API.md, spreading requests round-robin over one or more `--url`s, releases concurrent
+//! requests together, checks each scenario's invariants through the API afterwards, and reports
+//! per-endpoint latency (HDR histograms) and status codes. A broken invariant is a failed run.
+
+pub mod client;
+pub mod scenarios;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::Value;
+
+use client::{EndpointReport, LoadClient};
+
+/// Which scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// 10 concurrent creates, 5 concurrent assigns of one booking, lock stats.
+    Tutorial,
+    /// `--concurrency` assigns of one booking: exactly one wins.
+    SameBooking,
+    /// `--bookings` bookings racing for `--drivers` drivers: exactly that many win.
+    DriverContention,
+    /// Cancel racing complete on `--bookings` accepted bookings: one winner each.
+    Conflict,
+    /// `--riders` closed-loop riders doing whole lifecycles for `--duration-s` (or `--lifecycles`).
+    Lifecycle,
+}
+
+/// What to run and how hard.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    pub urls: Vec<String>,
+    pub scenario: Scenario,
+    pub concurrency: usize,
+    pub drivers: usize,
+    pub bookings: usize,
+    pub riders: usize,
+    pub duration: Duration,
+    pub lifecycles: Option<u64>,
+    pub request_timeout: Duration,
+}
+
+/// Everything a run found.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub scenario: Scenario,
+    pub elapsed_s: f64,
+    pub lifecycles: u64,
+    pub lifecycles_per_s: f64,
+    pub violations: Vec<String>,
+    pub endpoints: Vec<EndpointReport>,
+    pub lock_counters_before: Value,
+    pub lock_counters_after: Value,
+}
+
+impl Report {
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+}
+
+async fn lock_counters(c: &LoadClient) -> Value {
+    let stats = c
+        .call(
+            "GET /api/locks/stats",
+            reqwest::Method::GET,
+            "/api/locks/stats",
+            None,
+        )
+        .await;
+    stats.data()["counters"].clone()
+}
+
+/// Runs one scenario to the end.
+pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
+    let c = Arc::new(LoadClient::new(cfg.urls.clone(), cfg.request_timeout)?);
+    let before = lock_counters(&c).await;
+    let started = Instant::now();
+    let outcome = match cfg.scenario {
+        Scenario::Tutorial => scenarios::tutorial(c.clone()).await?,
+        Scenario::SameBooking => scenarios::same_booking(c.clone(), cfg.concurrency).await?,
+        Scenario::DriverContention => {
+            scenarios::driver_contention(c.clone(), cfg.drivers, cfg.bookings).await?
+        }
+        Scenario::Conflict => scenarios::conflict(c.clone(), cfg.bookings).await?,
+        Scenario::Lifecycle => {
+            scenarios::lifecycle(c.clone(), cfg.riders, cfg.duration, cfg.lifecycles).await?
+        }
+    };
+    let elapsed = started.elapsed().as_secs_f64();
+    let after = lock_counters(&c).await;
+    Ok(Report {
+        scenario: cfg.scenario,
+        elapsed_s: elapsed,
+        lifecycles: outcome.lifecycles,
+        lifecycles_per_s: if elapsed > 0.0 {
+            outcome.lifecycles as f64 / elapsed
+        } else {
+            0.0
+        },
+        violations: outcome.violations,
+        endpoints: c.report(),
+        lock_counters_before: before,
+        lock_counters_after: after,
+    })
+}
+
+/// The human-readable report.
+pub fn render(report: &Report) -> String {
+    let mut out = format!(
+        "scenario {:?}: {:.2} s, {} lifecycles ({:.1}/s)\n\n{:<34} {:>7} {:>7} {:>8} {:>8} {:>8} {:>8}  statuses\n",
+        report.scenario, report.elapsed_s, report.lifecycles, report.lifecycles_per_s,
+        "endpoint", "count", "ok %", "p50 ms", "p90 ms", "p99 ms", "max ms"
+    );
+    for e in &report.endpoints {
+        let statuses: Vec<String> = e
+            .statuses
+            .iter()
+            .map(|(code, n)| format!("{code}:{n}"))
+            .collect();
+        out.push_str(&format!(
+            "{:<34} {:>7} {:>7.1} {:>8.2} {:>8.2} {:>8.2} {:>8.2}  {}\n",
+            e.endpoint,
+            e.count,
+            e.success_rate * 100.0,
+            e.p50_ms,
+            e.p90_ms,
+            e.p99_ms,
+            e.max_ms,
+            statuses.join(" ")
+        ));
+    }
+    out.push_str(&format!(
+        "\nlock counters before: {}\nlock counters after:  {}\n",
+        report.lock_counters_before, report.lock_counters_after
+    ));
+    if report.passed() {
+        out.push_str("\ninvariants: all held\n");
+    } else {
+        out.push_str(&format!(
+            "\ninvariants: {} BROKEN\n",
+            report.violations.len()
+        ));
+        for v in report.violations.iter().take(20) {
+            out.push_str(&format!("  - {v}\n"));
+        }
+    }
+    out
+}

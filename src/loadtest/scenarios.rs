@@ -1,0 +1,484 @@
+//! The scenarios. Each sets up its own riders and drivers through the API around a random spot
+//! (far from the seeded demo, so other data cannot take part), fires its requests released
+//! together, then checks its invariants through the API and returns what broke.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+
+use super::client::{LoadClient, Reply};
+
+/// What a scenario found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    /// Broken invariants and unintended statuses; empty means the scenario passed.
+    pub violations: Vec<String>,
+    /// Completed create → assign → accept → complete cycles (lifecycle scenario).
+    pub lifecycles: u64,
+}
+
+impl Outcome {
+    fn check(&mut self, ok: bool, what: impl FnOnce() -> String) {
+        if !ok {
+            self.violations.push(what());
+        }
+    }
+}
+
+/// A spot in open country with room for a few km of drivers around it.
+pub fn random_center() -> (f64, f64) {
+    let mut rng = rand::rng();
+    (
+        rng.random_range(-50.0..50.0),
+        rng.random_range(-170.0..170.0),
+    )
+}
+
+fn phone() -> String {
+    format!(
+        "+1 {}",
+        rand::rng().random_range(1_000_000_000_u64..9_999_999_999)
+    )
+}
+
+fn id_of(reply: &Reply) -> anyhow::Result<i64> {
+    reply.data()["id"]
+        .as_i64()
+        .ok_or_else(|| anyhow::anyhow!("expected an id, got {} {}", reply.status, reply.body))
+}
+
+pub async fn rider(c: &LoadClient) -> anyhow::Result<i64> {
+    let body = json!({ "name": "Load Rider", "phone": phone() });
+    id_of(
+        &c.call("POST /api/riders", Method::POST, "/api/riders", Some(&body))
+            .await,
+    )
+}
+
+/// A driver online at `(lat, lng)`.
+pub async fn driver(c: &LoadClient, lat: f64, lng: f64) -> anyhow::Result<i64> {
+    let body = json!({ "name": "Load Driver", "phone": phone() });
+    let id = id_of(
+        &c.call(
+            "POST /api/drivers",
+            Method::POST,
+            "/api/drivers",
+            Some(&body),
+        )
+        .await,
+    )?;
+    let at = json!({ "lat": lat, "lng": lng });
+    let located = c
+        .call(
+            "POST /api/drivers/:id/location",
+            Method::POST,
+            &format!("/api/drivers/{id}/location"),
+            Some(&at),
+        )
+        .await;
+    anyhow::ensure!(
+        located.status == 200,
+        "driver location: {} {}",
+        located.status,
+        located.body
+    );
+    let online = json!({ "status": "online" });
+    let went = c
+        .call(
+            "PATCH /api/drivers/:id/status",
+            Method::PATCH,
+            &format!("/api/drivers/{id}/status"),
+            Some(&online),
+        )
+        .await;
+    anyhow::ensure!(
+        went.status == 200,
+        "driver status: {} {}",
+        went.status,
+        went.body
+    );
+    Ok(id)
+}
+
+/// `n` online drivers between about 10 m and a kilometre from `center`.
+pub async fn drivers(c: &LoadClient, center: (f64, f64), n: usize) -> anyhow::Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let offset = 0.0001 * (i % 100 + 1) as f64;
+        ids.push(driver(c, center.0 + offset, center.1 + 0.0001 * (i / 100) as f64).await?);
+    }
+    Ok(ids)
+}
+
+pub async fn create_booking(c: &LoadClient, rider: i64, at: (f64, f64)) -> Reply {
+    let body = json!({
+        "rider_id": rider, "pickup_lat": at.0, "pickup_lng": at.1,
+        "dropoff_lat": at.0 + 0.03, "dropoff_lng": at.1 + 0.03, "estimated_fare": 15.50
+    });
+    c.call(
+        "POST /api/bookings",
+        Method::POST,
+        "/api/bookings",
+        Some(&body),
+    )
+    .await
+}
+
+async fn post(c: &LoadClient, endpoint: &'static str, path: String, body: Value) -> Reply {
+    c.call(endpoint, Method::POST, &path, Some(&body)).await
+}
+
+async fn get(c: &LoadClient, endpoint: &'static str, path: String) -> Reply {
+    c.call(endpoint, Method::GET, &path, None).await
+}
+
+async fn assign(c: &LoadClient, booking: i64) -> Reply {
+    post(
+        c,
+        "POST /api/bookings/:id/assign",
+        format!("/api/bookings/{booking}/assign"),
+        Value::Null,
+    )
+    .await
+}
+
+/// Runs `make(i)` for `i in 0..n` as separate tasks released at the same instant by a barrier.
+async fn together<F, Fut, T>(n: usize, make: F) -> Vec<T>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let gate = Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (gate, work) = (gate.clone(), make(i));
+            tokio::spawn(async move {
+                gate.wait().await;
+                work.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for task in tasks {
+        if let Ok(value) = task.await {
+            out.push(value);
+        }
+    }
+    out
+}
+
+/// The tutorial's flow: 10 concurrent creates, 5 concurrent assigns of one booking, lock stats.
+pub async fn tutorial(c: Arc<LoadClient>) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let center = random_center();
+    let rider = rider(&c).await?;
+    drivers(&c, center, 5).await?;
+    let creates = together(10, |_| {
+        let c = c.clone();
+        async move { create_booking(&c, rider, center).await }
+    })
+    .await;
+    let created = creates.iter().filter(|r| r.status == 201).count();
+    out.check(created == 10, || {
+        format!("10 creates: {created} answered 201")
+    });
+    let target = id_of(&creates[0])?;
+    let assigns = together(5, |_| {
+        let c = c.clone();
+        async move { assign(&c, target).await }
+    })
+    .await;
+    exactly_one_winner(
+        &mut out,
+        &assigns,
+        "booking_not_pending",
+        "5 assigns of one booking",
+    );
+    let stats = get(&c, "GET /api/locks/stats", "/api/locks/stats".into()).await;
+    out.check(stats.status == 200, || {
+        format!("lock stats: {}", stats.status)
+    });
+    Ok(out)
+}
+
+/// K concurrent assigns of one booking: exactly one wins.
+pub async fn same_booking(c: Arc<LoadClient>, k: usize) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let center = random_center();
+    let rider = rider(&c).await?;
+    drivers(&c, center, 3).await?;
+    let booking = id_of(&create_booking(&c, rider, center).await)?;
+    let assigns = together(k, |_| {
+        let c = c.clone();
+        async move { assign(&c, booking).await }
+    })
+    .await;
+    exactly_one_winner(
+        &mut out,
+        &assigns,
+        "booking_not_pending",
+        &format!("{k} assigns of one booking"),
+    );
+    Ok(out)
+}
+
+fn exactly_one_winner(out: &mut Outcome, replies: &[Reply], loser_code: &str, what: &str) {
+    let won = replies.iter().filter(|r| r.status == 200).count();
+    out.check(won == 1, || {
+        format!("{what}: {won} winners, expected exactly 1")
+    });
+    for r in replies.iter().filter(|r| r.status != 200) {
+        out.check(r.status == 409 && r.error() == loser_code, || {
+            format!(
+                "{what}: a loser got {} {} (expected 409 {loser_code})",
+                r.status,
+                r.error()
+            )
+        });
+    }
+}
+
+/// B bookings racing for D drivers: exactly D win, each on its own driver, and every winner's
+/// driver says it holds that booking.
+pub async fn driver_contention(
+    c: Arc<LoadClient>,
+    drivers_n: usize,
+    bookings_n: usize,
+) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let center = random_center();
+    let rider = rider(&c).await?;
+    drivers(&c, center, drivers_n).await?;
+    let mut bookings = Vec::with_capacity(bookings_n);
+    for _ in 0..bookings_n {
+        bookings.push(id_of(&create_booking(&c, rider, center).await)?);
+    }
+    let ids = Arc::new(bookings);
+    let replies = together(bookings_n, |i| {
+        let (c, ids) = (c.clone(), ids.clone());
+        async move { assign(&c, ids[i]).await }
+    })
+    .await;
+    let mut winners: Vec<(i64, i64)> = Vec::new();
+    for r in &replies {
+        match r.status {
+            200 => winners.push((
+                r.data()["booking"]["id"].as_i64().unwrap_or(0),
+                r.data()["driver"]["id"].as_i64().unwrap_or(0),
+            )),
+            409 if r.error() == "no_drivers_available" => {}
+            other => out
+                .violations
+                .push(format!("assign answered {other} {}", r.error())),
+        }
+    }
+    out.check(winners.len() == drivers_n, || {
+        format!("{} winners for {drivers_n} drivers", winners.len())
+    });
+    let mut drivers_won: Vec<i64> = winners.iter().map(|(_, d)| *d).collect();
+    drivers_won.sort_unstable();
+    drivers_won.dedup();
+    out.check(drivers_won.len() == winners.len(), || {
+        "a driver won two bookings".into()
+    });
+    for (booking, driver) in winners {
+        let row = get(&c, "GET /api/drivers/:id", format!("/api/drivers/{driver}")).await;
+        let holds = row.data()["current_booking_id"].as_i64() == Some(booking)
+            && row.data()["status"] == "busy";
+        out.check(holds, || {
+            format!(
+                "driver {driver} does not hold booking {booking}: {}",
+                row.data()
+            )
+        });
+    }
+    Ok(out)
+}
+
+/// Cancel (rider) racing complete (driver) on N accepted bookings: one winner each, the stored
+/// status matches it, and the driver ends online.
+pub async fn conflict(c: Arc<LoadClient>, n: usize) -> anyhow::Result<Outcome> {
+    let mut out = Outcome::default();
+    let center = random_center();
+    let rider = rider(&c).await?;
+    drivers(&c, center, n).await?;
+    let mut accepted = Vec::with_capacity(n);
+    for _ in 0..n {
+        let booking = id_of(&create_booking(&c, rider, center).await)?;
+        let assigned = assign(&c, booking).await;
+        let driver = assigned.data()["driver"]["id"]
+            .as_i64()
+            .ok_or_else(|| anyhow::anyhow!("assign: {} {}", assigned.status, assigned.body))?;
+        let accept = post(
+            &c,
+            "POST /api/bookings/:id/accept",
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+        anyhow::ensure!(
+            accept.status == 200,
+            "accept: {} {}",
+            accept.status,
+            accept.body
+        );
+        accepted.push((booking, driver));
+    }
+    let pairs = Arc::new(accepted);
+    let races = together(2 * n, |i| {
+        let (c, pairs) = (c.clone(), pairs.clone());
+        async move {
+            let (booking, driver) = pairs[i / 2];
+            if i % 2 == 0 {
+                let body = json!({ "reason": "race", "user_id": rider, "user_type": "rider" });
+                (
+                    "cancelled",
+                    post(
+                        &c,
+                        "POST /api/bookings/:id/cancel",
+                        format!("/api/bookings/{booking}/cancel"),
+                        body,
+                    )
+                    .await,
+                )
+            } else {
+                let body = json!({ "driver_id": driver, "actual_fare": 16.25 });
+                (
+                    "completed",
+                    post(
+                        &c,
+                        "POST /api/bookings/:id/complete",
+                        format!("/api/bookings/{booking}/complete"),
+                        body,
+                    )
+                    .await,
+                )
+            }
+        }
+    })
+    .await;
+    for (k, pair) in races.chunks(2).enumerate() {
+        let (booking, driver) = pairs[k];
+        let winners: Vec<&str> = pair
+            .iter()
+            .filter(|(_, r)| r.status == 200)
+            .map(|(s, _)| *s)
+            .collect();
+        out.check(winners.len() == 1, || {
+            format!("booking {booking}: {} winners", winners.len())
+        });
+        for (_, r) in pair.iter().filter(|(_, r)| r.status != 200) {
+            out.check(r.status == 409, || {
+                format!("booking {booking}: loser got {} {}", r.status, r.error())
+            });
+        }
+        let stored = get(
+            &c,
+            "GET /api/bookings/:id",
+            format!("/api/bookings/{booking}"),
+        )
+        .await;
+        let status = stored.data()["status"].as_str().unwrap_or("").to_owned();
+        out.check(winners.first() == Some(&status.as_str()), || {
+            format!("booking {booking}: stored {status}, winner {winners:?}")
+        });
+        let d = get(&c, "GET /api/drivers/:id", format!("/api/drivers/{driver}")).await;
+        out.check(d.data()["status"] == "online", || {
+            format!("driver {driver} ended {}", d.data()["status"])
+        });
+    }
+    Ok(out)
+}
+
+/// C closed-loop riders doing create → assign → accept → complete until `duration` passes or
+/// `limit` lifecycles are done, with one driver per rider in the pool.
+pub async fn lifecycle(
+    c: Arc<LoadClient>,
+    riders_n: usize,
+    duration: Duration,
+    limit: Option<u64>,
+) -> anyhow::Result<Outcome> {
+    let center = random_center();
+    let mut riders = Vec::with_capacity(riders_n);
+    for _ in 0..riders_n {
+        riders.push(rider(&c).await?);
+    }
+    let pool = drivers(&c, center, riders_n).await?;
+    let done = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + duration;
+    let riders = Arc::new(riders);
+    let loops = together(riders_n, |i| {
+        let (c, done, riders) = (c.clone(), done.clone(), riders.clone());
+        async move {
+            let mut violations = Vec::new();
+            while Instant::now() < deadline
+                && limit.is_none_or(|n| done.load(Ordering::Relaxed) < n)
+            {
+                match one_lifecycle(&c, riders[i], center).await {
+                    Ok(()) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(why) => violations.push(why),
+                }
+            }
+            violations
+        }
+    })
+    .await;
+    let mut out = Outcome {
+        violations: loops.into_iter().flatten().collect(),
+        lifecycles: done.load(Ordering::Relaxed),
+    };
+    for driver in pool {
+        let d = get(&c, "GET /api/drivers/:id", format!("/api/drivers/{driver}")).await;
+        out.check(d.data()["status"] == "online", || {
+            format!("driver {driver} ended {}", d.data()["status"])
+        });
+    }
+    Ok(out)
+}
+
+async fn one_lifecycle(c: &LoadClient, rider: i64, at: (f64, f64)) -> Result<(), String> {
+    let expect = |what: &str, r: &Reply, status: u16| {
+        if r.status == status {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: {} {} (expected {status})",
+                r.status,
+                r.error()
+            ))
+        }
+    };
+    let created = create_booking(c, rider, at).await;
+    expect("create", &created, 201)?;
+    let booking = created.data()["id"].as_i64().ok_or("create: no id")?;
+    let assigned = assign(c, booking).await;
+    expect("assign", &assigned, 200)?;
+    let driver = assigned.data()["driver"]["id"]
+        .as_i64()
+        .ok_or("assign: no driver")?;
+    let accepted = post(
+        c,
+        "POST /api/bookings/:id/accept",
+        format!("/api/bookings/{booking}/accept"),
+        json!({ "driver_id": driver }),
+    )
+    .await;
+    expect("accept", &accepted, 200)?;
+    let body = json!({ "driver_id": driver, "actual_fare": 14.0 });
+    let completed = post(
+        c,
+        "POST /api/bookings/:id/complete",
+        format!("/api/bookings/{booking}/complete"),
+        body,
+    )
+    .await;
+    expect("complete", &completed, 200)
+}

@@ -1,0 +1,68 @@
+//! `ridelock loadtest` as a correctness check: every scenario, briefly, against a real server. No
+//! timing is asserted; the scenarios' own invariant checks must all hold.
+
+use std::time::Duration;
+
+use ridelock::loadtest::{run, LoadConfig, Scenario};
+
+use crate::helpers::spawn_app;
+
+fn config(url: String, scenario: Scenario) -> LoadConfig {
+    LoadConfig {
+        urls: vec![url],
+        scenario,
+        concurrency: 20,
+        drivers: 5,
+        bookings: 30,
+        riders: 4,
+        duration: Duration::from_secs(20),
+        lifecycles: Some(20),
+        request_timeout: Duration::from_secs(10),
+    }
+}
+
+#[actix_web::test]
+async fn every_loadtest_scenario_runs_with_its_invariants_intact() {
+    // Arrange
+    let app = spawn_app().await;
+    let scenarios = [
+        Scenario::Tutorial,
+        Scenario::SameBooking,
+        Scenario::DriverContention,
+        Scenario::Conflict,
+        Scenario::Lifecycle,
+    ];
+
+    for scenario in scenarios {
+        // Act
+        let report = run(&config(app.address.clone(), scenario)).await.unwrap();
+
+        // Assert
+        assert!(report.passed(), "{scenario:?}: {:#?}", report.violations);
+        let requests: u64 = report.endpoints.iter().map(|e| e.count).sum();
+        assert!(requests > 0, "{scenario:?} sent nothing");
+        if scenario == Scenario::Lifecycle {
+            assert!(report.lifecycles >= 20, "lifecycles: {}", report.lifecycles);
+        }
+    }
+}
+
+#[actix_web::test]
+async fn a_broken_invariant_fails_the_run() {
+    // Arrange: a server whose search radius (5 m) reaches none of the scenario's drivers (10 m
+    // and more from the pickup), so the tutorial's assignment cannot have its one winner.
+    let app = crate::helpers::spawn_app_with(|s| s.assign.radius_km = 0.005).await;
+
+    // Act
+    let report = run(&config(app.address.clone(), Scenario::Tutorial))
+        .await
+        .unwrap();
+
+    // Assert
+    assert!(!report.passed());
+    assert!(
+        report.violations.iter().any(|v| v.contains("winners")),
+        "{:#?}",
+        report.violations
+    );
+}
