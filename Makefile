@@ -13,7 +13,7 @@ SERVICES := bash scripts/services.sh
 FMT_CHECK := cargo fmt --all -- --check
 CLIPPY := cargo clippy --all-targets -- -D warnings
 
-.PHONY: run test loadtest services services-down clean-services fmt lint
+.PHONY: run test loadtest bench services services-down clean-services fmt lint
 
 # Build and serve on :3000 against the dev services, after migrate + seed.
 run:
@@ -41,6 +41,11 @@ loadtest:
 	for scenario in tutorial same-booking driver-contention conflict lifecycle; do
 	  ./target/release/ridelock loadtest --scenario "$$scenario" $(LOADTEST_ARGS)
 	done
+
+# This machine's limits (redis-benchmark, pgbench, wrk) and RideLock's figures in one run,
+# against the `make run` server; see BENCHMARKS.md.
+bench:
+	bash scripts/bench.sh
 
 services:
 	$(SERVICES) up dev
