@@ -483,6 +483,9 @@ impl Handler<Assign> for BookingActor {
 }
 
 /// Tries the nearest candidates in order; a candidate taken meanwhile costs one rolled-back claim.
+/// Candidates come from the geo index first. The index lags claims and releases by a moment, so
+/// under load its nearest few can all be taken while free drivers stand a little further out:
+/// when none of its candidates can be claimed, PostgreSQL (the truth) is asked for the rest.
 async fn assign_nearest(
     deps: &SharedDeps,
     booking: Booking,
@@ -490,61 +493,90 @@ async fn assign_nearest(
     request_id: &RequestId,
 ) -> Result<(Booking, Driver), BookingError> {
     let mut conn = pool::conn(&deps.pool).await?;
-    let candidates = candidates(deps, &mut conn, &booking).await?;
     let audit = Audit {
         node_id: &deps.node_id.0,
         request_id: request_id.as_str(),
         fencing_token: token,
     };
-    for driver in candidates {
-        match store::assign(&mut conn, &booking, driver, audit).await {
-            Ok((assigned, claimed)) => {
+    let mut tried = Vec::new();
+    if let Some(indexed) = indexed_candidates(deps, &booking).await {
+        if let Some(done) = claim_first(deps, &mut conn, &booking, &indexed, audit).await? {
+            return Ok(done);
+        }
+        tried = indexed;
+    }
+    let from_sql: Vec<DriverId> = drivers::nearby_sql(
+        &mut conn,
+        booking.pickup(),
+        deps.assign.radius_km,
+        booking.vehicle_type.as_deref(),
+        deps.assign.max_candidates,
+    )
+    .await?
+    .into_iter()
+    .map(|(id, _)| id)
+    .filter(|id| !tried.contains(id))
+    .collect();
+    match claim_first(deps, &mut conn, &booking, &from_sql, audit).await? {
+        Some(done) => Ok(done),
+        None => Err(BookingError::NoDriversAvailable {
+            booking: Box::new(booking),
+        }),
+    }
+}
+
+/// The first of `candidates` that can be claimed, assigned to `booking`.
+async fn claim_first(
+    deps: &SharedDeps,
+    conn: &mut diesel_async::AsyncPgConnection,
+    booking: &Booking,
+    candidates: &[DriverId],
+    audit: Audit<'_>,
+) -> Result<Option<(Booking, Driver)>, BookingError> {
+    for &driver in candidates {
+        match store::assign(conn, booking, driver, audit).await {
+            Ok(done) => {
                 if let Err(error) = deps.drivers.remove(driver).await {
                     log::warn!(
                         "geo index update failed node={} driver={driver} error={error}",
                         deps.node_id
                     );
                 }
-                return Ok((assigned, claimed));
+                return Ok(Some(done));
             }
             Err(AssignError::DriverTaken) => continue,
             Err(AssignError::Fenced) => return Err(BookingError::Fenced),
             Err(AssignError::Db(error)) => return Err(error.into()),
         }
     }
-    Err(BookingError::NoDriversAvailable {
-        booking: Box::new(booking),
-    })
+    Ok(None)
 }
 
-/// Nearest online drivers to the pickup. The geo index knows positions but not vehicle classes,
-/// so a booking that asks for one is searched in SQL, as is every booking while Redis is down.
-async fn candidates(
-    deps: &SharedDeps,
-    conn: &mut diesel_async::AsyncPgConnection,
-    booking: &Booking,
-) -> Result<Vec<DriverId>, BookingError> {
-    let radius = deps.assign.radius_km;
-    let count = deps.assign.max_candidates;
-    if booking.vehicle_type.is_none() {
-        match deps.drivers.search(booking.pickup(), radius, count).await {
-            Ok(hits) => return Ok(hits.into_iter().map(|(id, _)| id).collect()),
-            Err(error) => log::warn!(
+/// Nearest indexed drivers to the pickup, or `None` when the index cannot help: it knows
+/// positions but not vehicle classes, and it may be down.
+async fn indexed_candidates(deps: &SharedDeps, booking: &Booking) -> Option<Vec<DriverId>> {
+    if booking.vehicle_type.is_some() {
+        return None;
+    }
+    let search = deps
+        .drivers
+        .search(
+            booking.pickup(),
+            deps.assign.radius_km,
+            deps.assign.max_candidates,
+        )
+        .await;
+    match search {
+        Ok(hits) => Some(hits.into_iter().map(|(id, _)| id).collect()),
+        Err(error) => {
+            log::warn!(
                 "geo search failed, using SQL node={} booking={} error={error}",
                 deps.node_id,
                 booking.id
-            ),
+            );
+            None
         }
     }
-    let hits = drivers::nearby_sql(
-        conn,
-        booking.pickup(),
-        radius,
-        booking.vehicle_type.as_deref(),
-        count,
-    )
-    .await?;
-    Ok(hits.into_iter().map(|(id, _)| id).collect())
 }
 
 impl Handler<Accept> for BookingActor {
