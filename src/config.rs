@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use diesel_async::pooled_connection::deadpool::Pool;
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+};
 use diesel_async::AsyncPgConnection;
 use serde::Deserialize;
 
@@ -190,9 +192,16 @@ impl LeaseSettings {
 }
 
 impl DatabaseSettings {
-    /// A connection pool for this database; connections are opened lazily.
+    /// A connection pool for this database; connections are opened lazily. Checked-out
+    /// connections are not pinged first (`RecyclingMethod::Fast`): that would cost a round trip
+    /// per request, and a dead connection already surfaces as a 503 on its first query.
     pub fn pool(&self) -> anyhow::Result<Pool<AsyncPgConnection>> {
-        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(self.url.expose());
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+            self.url.expose(),
+            config,
+        );
         let wait = Duration::from_millis(self.acquire_timeout_ms);
         Pool::builder(manager)
             .max_size(self.pool_size)

@@ -482,6 +482,9 @@ impl Handler<Assign> for BookingActor {
     }
 }
 
+/// How often assignment searches PostgreSQL again after every driver it found was claimed first.
+const SQL_SEARCH_ROUNDS: usize = 3;
+
 /// Tries the nearest candidates in order; a candidate taken meanwhile costs one rolled-back claim.
 /// Candidates come from the geo index first. The index lags claims and releases by a moment, so
 /// under load its nearest few can all be taken while free drivers stand a little further out:
@@ -498,31 +501,36 @@ async fn assign_nearest(
         request_id: request_id.as_str(),
         fencing_token: token,
     };
-    let mut tried = Vec::new();
     if let Some(indexed) = indexed_candidates(deps, &booking).await {
         if let Some(done) = claim_first(deps, &mut conn, &booking, &indexed, audit).await? {
             return Ok(done);
         }
-        tried = indexed;
     }
-    let from_sql: Vec<DriverId> = drivers::nearby_sql(
-        &mut conn,
-        booking.pickup(),
-        deps.assign.radius_km,
-        booking.vehicle_type.as_deref(),
-        deps.assign.max_candidates,
-    )
-    .await?
-    .into_iter()
-    .map(|(id, _)| id)
-    .filter(|id| !tried.contains(id))
-    .collect();
-    match claim_first(deps, &mut conn, &booking, &from_sql, audit).await? {
-        Some(done) => Ok(done),
-        None => Err(BookingError::NoDriversAvailable {
-            booking: Box::new(booking),
-        }),
+    // Every candidate found online was claimed by someone else before us; drivers released
+    // meanwhile are online again, so search again. Only a search that finds nobody online means
+    // no driver is available.
+    for _ in 0..SQL_SEARCH_ROUNDS {
+        let online: Vec<DriverId> = drivers::nearby_sql(
+            &mut conn,
+            booking.pickup(),
+            deps.assign.radius_km,
+            booking.vehicle_type.as_deref(),
+            deps.assign.max_candidates,
+        )
+        .await?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+        if online.is_empty() {
+            break;
+        }
+        if let Some(done) = claim_first(deps, &mut conn, &booking, &online, audit).await? {
+            return Ok(done);
+        }
     }
+    Err(BookingError::NoDriversAvailable {
+        booking: Box::new(booking),
+    })
 }
 
 /// The first of `candidates` that can be claimed, assigned to `booking`.
