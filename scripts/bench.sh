@@ -28,7 +28,8 @@ redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c 1 -n 50000 -r 100000000 --csv \
   SET 'bench:nx:__rand_int__' v NX PX 10000 | tee "$OUT/redis.csv"
 
 log "PostgreSQL: single-row UPDATE transactions (pgbench, 1 and 16 clients)"
-psql -q "$PG_ADMIN" -c "DROP DATABASE IF EXISTS ridelock_bench" -c "CREATE DATABASE ridelock_bench"
+psql -q "$PG_ADMIN" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS ridelock_bench" \
+  -c "CREATE DATABASE ridelock_bench"
 BENCH_DB=${DATABASE_URL%/*}/ridelock_bench
 psql -q "$BENCH_DB" -c "CREATE TABLE rows (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0)" \
   -c "INSERT INTO rows (id) SELECT generate_series(1, 1000)"
@@ -65,6 +66,10 @@ for name in ("lifecycle", "same-booking"):
             print(f"  {e['endpoint']:<34} n={e['count']:<6} ok={e['success_rate']*100:5.1f}% "
                   f"p50={e['p50_ms']:.2f} p99={e['p99_ms']:.2f} max={e['max_ms']:.2f} ms {e['statuses']}")
 PY
+
+log "RideLock: lease acquisition latency as the server saw it (last 4096 acquisitions)"
+curl -fsS "$URL/api/locks/stats" | python3 -c 'import json, sys; d = json.load(sys.stdin)["data"]; print("acquisition_ms", d["acquisition_ms"], "timeout_rate", d["timeout_rate"])' \
+  | tee "$OUT/acquisition.txt"
 
 log "lease round trips (criterion, real Redis)"
 REDIS_URL=$REDIS_URL cargo bench --bench leases -- --warm-up-time 1 --measurement-time "$SECONDS_PER_RUN" 2>/dev/null \
