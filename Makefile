@@ -20,6 +20,8 @@ run:
 	$(SERVICES) up dev
 	. var/dev/env
 	export RUST_LOG="$${RUST_LOG:-info}"
+	# Thousands of open client connections need file descriptors: take what the hard limit allows.
+	ulimit -n "$$(ulimit -Hn)" || true
 	cargo build --release
 	./target/release/ridelock migrate
 	./target/release/ridelock seed

@@ -67,6 +67,10 @@ for name in ("lifecycle", "same-booking"):
                   f"p50={e['p50_ms']:.2f} p99={e['p99_ms']:.2f} max={e['max_ms']:.2f} ms {e['statuses']}")
 PY
 
+log "RideLock: 10,000 open client connections (wrk on a one-query read)"
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+wrk -t2 -c10000 -d"${SECONDS_PER_RUN}s" --timeout 10s --latency "$URL/api/drivers/1" | tee "$OUT/connections.txt"
+
 log "RideLock: lease acquisition latency as the server saw it (last 4096 acquisitions)"
 curl -fsS "$URL/api/locks/stats" | python3 -c 'import json, sys; d = json.load(sys.stdin)["data"]; print("acquisition_ms", d["acquisition_ms"], "timeout_rate", d["timeout_rate"])' \
   | tee "$OUT/acquisition.txt"
