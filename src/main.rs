@@ -55,6 +55,10 @@ struct LoadArgs {
     /// Stop the lifecycle scenario after this many lifecycles instead.
     #[arg(long)]
     lifecycles: Option<u64>,
+    /// Open-loop arrivals (lifecycle): start this many lifecycles per second, whatever the
+    /// server's pace; `--riders` then sizes the rider and driver pools.
+    #[arg(long)]
+    rate: Option<f64>,
     /// Per-request timeout, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -115,6 +119,7 @@ fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
         riders: args.riders,
         duration: std::time::Duration::from_secs(args.duration_s),
         lifecycles: args.lifecycles,
+        rate: args.rate,
         request_timeout: std::time::Duration::from_millis(args.timeout_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -26,7 +26,8 @@ pub enum Scenario {
     DriverContention,
     /// Cancel racing complete on `--bookings` accepted bookings: one winner each.
     Conflict,
-    /// `--riders` closed-loop riders doing whole lifecycles for `--duration-s` (or `--lifecycles`).
+    /// `--riders` closed-loop riders doing whole lifecycles for `--duration-s` (or `--lifecycles`);
+    /// with `--rate`, lifecycles start at that rate instead (open loop).
     Lifecycle,
 }
 
@@ -41,6 +42,8 @@ pub struct LoadConfig {
     pub riders: usize,
     pub duration: Duration,
     pub lifecycles: Option<u64>,
+    /// Open-loop arrivals for `lifecycle`: lifecycles started per second.
+    pub rate: Option<f64>,
     pub request_timeout: Duration,
 }
 
@@ -77,6 +80,13 @@ async fn lock_counters(c: &LoadClient) -> Value {
 
 /// Runs one scenario to the end.
 pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
+    if let Some(rate) = cfg.rate {
+        anyhow::ensure!(
+            rate.is_finite() && rate > 0.0,
+            "--rate must be a positive number of lifecycles per second"
+        );
+    }
+    anyhow::ensure!(cfg.riders > 0, "--riders must be positive");
     let c = Arc::new(LoadClient::new(cfg.urls.clone(), cfg.request_timeout)?);
     let before = lock_counters(&c).await;
     let started = Instant::now();
@@ -88,7 +98,14 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         }
         Scenario::Conflict => scenarios::conflict(c.clone(), cfg.bookings).await?,
         Scenario::Lifecycle => {
-            scenarios::lifecycle(c.clone(), cfg.riders, cfg.duration, cfg.lifecycles).await?
+            scenarios::lifecycle(
+                c.clone(),
+                cfg.riders,
+                cfg.duration,
+                cfg.lifecycles,
+                cfg.rate,
+            )
+            .await?
         }
     };
     let elapsed = started.elapsed().as_secs_f64();

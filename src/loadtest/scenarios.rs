@@ -396,13 +396,17 @@ pub async fn conflict(c: Arc<LoadClient>, n: usize) -> anyhow::Result<Outcome> {
     Ok(out)
 }
 
-/// C closed-loop riders doing create → assign → accept → complete until `duration` passes or
-/// `limit` lifecycles are done, with one driver per rider in the pool.
+/// Whole lifecycles (create → assign → accept → complete) until `duration` passes or `limit` are
+/// done, with a pool of `riders_n` riders and as many drivers. Closed loop by default: each rider
+/// starts its next lifecycle when the last one ends. With `rate`, open loop: lifecycles start at
+/// that many per second whatever the server's pace, so a slow server builds a queue instead of
+/// slowing the arrivals (and arrivals beyond the driver pool find no driver, which is reported).
 pub async fn lifecycle(
     c: Arc<LoadClient>,
     riders_n: usize,
     duration: Duration,
     limit: Option<u64>,
+    rate: Option<f64>,
 ) -> anyhow::Result<Outcome> {
     let center = random_center();
     let mut riders = Vec::with_capacity(riders_n);
@@ -410,30 +414,21 @@ pub async fn lifecycle(
         riders.push(rider(&c).await?);
     }
     let pool = drivers(&c, center, riders_n).await?;
-    let done = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + duration;
-    let riders = Arc::new(riders);
-    let loops = together(riders_n, |i| {
-        let (c, done, riders) = (c.clone(), done.clone(), riders.clone());
-        async move {
-            let mut violations = Vec::new();
-            while Instant::now() < deadline
-                && limit.is_none_or(|n| done.load(Ordering::Relaxed) < n)
-            {
-                match one_lifecycle(&c, riders[i], center).await {
-                    Ok(()) => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(why) => violations.push(why),
-                }
-            }
-            violations
-        }
-    })
-    .await;
+    let run = Run {
+        c: c.clone(),
+        riders: Arc::new(riders),
+        center,
+        deadline: Instant::now() + duration,
+        limit,
+        done: Arc::new(AtomicU64::new(0)),
+    };
+    let violations = match rate {
+        None => closed_loop(&run).await,
+        Some(per_s) => open_loop(&run, per_s).await,
+    };
     let mut out = Outcome {
-        violations: loops.into_iter().flatten().collect(),
-        lifecycles: done.load(Ordering::Relaxed),
+        violations,
+        lifecycles: run.done.load(Ordering::Relaxed),
     };
     for driver in pool {
         let d = get(&c, "GET /api/drivers/:id", format!("/api/drivers/{driver}")).await;
@@ -442,6 +437,77 @@ pub async fn lifecycle(
         });
     }
     Ok(out)
+}
+
+/// What the lifecycle loops share.
+#[derive(Clone)]
+struct Run {
+    c: Arc<LoadClient>,
+    riders: Arc<Vec<i64>>,
+    center: (f64, f64),
+    deadline: Instant,
+    limit: Option<u64>,
+    /// Lifecycles completed with every request answered as intended.
+    done: Arc<AtomicU64>,
+}
+
+impl Run {
+    fn more(&self, counted: u64) -> bool {
+        Instant::now() < self.deadline && self.limit.is_none_or(|n| counted < n)
+    }
+
+    /// One lifecycle for `rider`, counted when it went as intended.
+    fn lifecycle(
+        &self,
+        rider: i64,
+    ) -> impl std::future::Future<Output = Option<String>> + Send + 'static {
+        let (c, done, center) = (self.c.clone(), self.done.clone(), self.center);
+        async move {
+            match one_lifecycle(&c, rider, center).await {
+                Ok(()) => {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        }
+    }
+}
+
+async fn closed_loop(run: &Run) -> Vec<String> {
+    let loops = together(run.riders.len(), |i| {
+        let run = run.clone();
+        async move {
+            let mut violations = Vec::new();
+            while run.more(run.done.load(Ordering::Relaxed)) {
+                violations.extend(run.lifecycle(run.riders[i]).await);
+            }
+            violations
+        }
+    })
+    .await;
+    loops.into_iter().flatten().collect()
+}
+
+async fn open_loop(run: &Run, per_s: f64) -> Vec<String> {
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / per_s));
+    // Late ticks fire at once: arrivals keep their rate even when the client falls behind.
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut started = 0_u64;
+    let mut in_flight = Vec::new();
+    while run.more(started) {
+        ticker.tick().await;
+        let rider = run.riders[started as usize % run.riders.len()];
+        in_flight.push(tokio::spawn(run.lifecycle(rider)));
+        started += 1;
+    }
+    let mut violations = Vec::new();
+    for task in in_flight {
+        if let Ok(Some(why)) = task.await {
+            violations.push(why);
+        }
+    }
+    violations
 }
 
 async fn one_lifecycle(c: &LoadClient, rider: i64, at: (f64, f64)) -> Result<(), String> {

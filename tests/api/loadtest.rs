@@ -17,6 +17,7 @@ fn config(url: String, scenario: Scenario) -> LoadConfig {
         riders: 4,
         duration: Duration::from_secs(20),
         lifecycles: Some(20),
+        rate: None,
         request_timeout: Duration::from_secs(10),
     }
 }
@@ -45,6 +46,31 @@ async fn every_loadtest_scenario_runs_with_its_invariants_intact() {
             assert!(report.lifecycles >= 20, "lifecycles: {}", report.lifecycles);
         }
     }
+}
+
+#[actix_web::test]
+async fn open_loop_lifecycles_start_at_the_given_rate_with_invariants_intact() {
+    // Arrange
+    let app = spawn_app().await;
+    let cfg = LoadConfig {
+        riders: 8,
+        lifecycles: Some(10),
+        rate: Some(20.0),
+        ..config(app.address.clone(), Scenario::Lifecycle)
+    };
+
+    // Act
+    let report = run(&cfg).await.unwrap();
+
+    // Assert: exactly the ten lifecycles started, all completed as intended.
+    assert!(report.passed(), "{:#?}", report.violations);
+    assert_eq!(report.lifecycles, 10);
+    let created = report
+        .endpoints
+        .iter()
+        .find(|e| e.endpoint == "POST /api/bookings")
+        .unwrap();
+    assert_eq!(created.count, 10);
 }
 
 #[actix_web::test]
