@@ -22,19 +22,12 @@ pub struct ActorLine<'a> {
     pub outcome: &'a str,
     pub waited: Duration,
     pub handled: Duration,
-    /// Mutations log at `info`, reads at `debug`.
-    pub mutation: bool,
 }
 
 pub fn actor_message(line: ActorLine<'_>) {
-    let level = if line.mutation {
-        log::Level::Info
-    } else {
-        log::Level::Debug
-    };
-    log::log!(
+    // Every actor message is a mutation, so every line is `info`.
+    log::info!(
         target: "actors::booking",
-        level,
         "handled node={} actor={} msg={} req={} token={} outcome={} waited_us={} handled_us={}",
         line.node,
         line.actor,

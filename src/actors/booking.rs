@@ -227,7 +227,6 @@ impl BookingActor {
             outcome: &outcome,
             waited: started.saturating_duration_since(sent_at),
             handled: started.elapsed(),
-            mutation: true,
         });
     }
 

@@ -38,16 +38,6 @@ impl GeoPoint {
         }
         Ok(Self { lat, lng })
     }
-
-    /// Great-circle distance in kilometres.
-    pub fn distance_km(self, other: GeoPoint) -> f64 {
-        const EARTH_RADIUS_KM: f64 = 6371.0088;
-        let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
-        let dlat = lat2 - lat1;
-        let dlng = (other.lng - self.lng).to_radians();
-        let a = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlng / 2.0).sin().powi(2);
-        2.0 * EARTH_RADIUS_KM * a.sqrt().asin()
-    }
 }
 
 /// A positive amount of money in whole cents.
@@ -108,6 +98,19 @@ pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldE
         ));
     }
     Ok(trimmed.to_owned())
+}
+
+/// A person's contact details, validated: name, phone and optional email.
+pub fn contact(
+    name: &str,
+    phone_number: &str,
+    email_address: Option<&str>,
+) -> Result<(String, String, Option<String>), FieldError> {
+    Ok((
+        text(name, "name", 200)?,
+        phone(phone_number, "phone")?,
+        email_address.map(|e| email(e, "email")).transpose()?,
+    ))
 }
 
 /// A phone number: digits with optional `+`, spaces, dashes, dots and parentheses; 3 to 32 chars.
@@ -171,20 +174,6 @@ mod tests {
             GeoPoint::new(0.0, -181.0, "lat", "lng").map_err(|e| e.field),
             Err("lng".into())
         );
-    }
-
-    #[test]
-    fn distance_matches_a_known_pair() {
-        let city_hall = GeoPoint {
-            lat: 40.7128,
-            lng: -74.0060,
-        };
-        let times_square = GeoPoint {
-            lat: 40.7589,
-            lng: -73.9851,
-        };
-        let km = city_hall.distance_km(times_square);
-        assert!((5.3..5.5).contains(&km), "{km}");
     }
 
     #[test]

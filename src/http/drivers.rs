@@ -27,14 +27,11 @@ impl TryFrom<CreateDriver> for NewDriver {
     type Error = FieldError;
 
     fn try_from(wire: CreateDriver) -> Result<Self, FieldError> {
+        let (name, phone, email) = values::contact(&wire.name, &wire.phone, wire.email.as_deref())?;
         Ok(Self {
-            name: values::text(&wire.name, "name", 200)?,
-            phone: values::phone(&wire.phone, "phone")?,
-            email: wire
-                .email
-                .as_deref()
-                .map(|e| values::email(e, "email"))
-                .transpose()?,
+            name,
+            phone,
+            email,
             vehicle_type: values::vehicle_type(
                 wire.vehicle_type.as_deref().unwrap_or("standard"),
                 "vehicle_type",
@@ -214,8 +211,10 @@ pub async fn nearby(
         return Err(FieldError::new("radius", "must be between 0 and 100 km").into());
     }
     const LIMIT: usize = 50;
+    // The connection is taken after the Redis search, not held across it.
+    let indexed = state.deps.drivers.search(at, radius, LIMIT).await;
     let mut conn = pool::conn(&state.deps.pool).await?;
-    let hits = match state.deps.drivers.search(at, radius, LIMIT).await {
+    let hits = match indexed {
         Ok(hits) => hits,
         Err(error) => {
             log::warn!(

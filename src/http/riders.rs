@@ -23,15 +23,8 @@ impl TryFrom<CreateRider> for NewRider {
     type Error = FieldError;
 
     fn try_from(wire: CreateRider) -> Result<Self, FieldError> {
-        Ok(Self {
-            name: values::text(&wire.name, "name", 200)?,
-            phone: values::phone(&wire.phone, "phone")?,
-            email: wire
-                .email
-                .as_deref()
-                .map(|e| values::email(e, "email"))
-                .transpose()?,
-        })
+        let (name, phone, email) = values::contact(&wire.name, &wire.phone, wire.email.as_deref())?;
+        Ok(Self { name, phone, email })
     }
 }
 
