@@ -141,7 +141,8 @@ start_pg() {
     # an existing cluster picks up changes to this script on its next start.
     as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 30 -o "-p $PG_PORT \
       -c listen_addresses=127.0.0.1 -c unix_socket_directories='$PG_DATA' \
-      -c max_connections=400 -c shared_buffers=128MB" >&2 ||
+      -c max_connections=400 -c shared_buffers=128MB \
+      -c shared_preload_libraries=pg_stat_statements" >&2 ||
       die_with_log "$PG_LOG" "PostgreSQL did not start"
   fi
   # Also covers a server that is running but still recovering.

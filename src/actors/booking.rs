@@ -532,7 +532,7 @@ async fn assign_nearest(
     })
 }
 
-/// The first of `candidates` that can be claimed, assigned to `booking`.
+/// The first of `candidates` that can be claimed, assigned to `booking`, in one transaction.
 async fn claim_first(
     deps: &SharedDeps,
     conn: &mut diesel_async::AsyncPgConnection,
@@ -540,23 +540,22 @@ async fn claim_first(
     candidates: &[DriverId],
     audit: Audit<'_>,
 ) -> Result<Option<(Booking, Driver)>, BookingError> {
-    for &driver in candidates {
-        match store::assign(conn, booking, driver, audit).await {
-            Ok(done) => {
-                if let Err(error) = deps.drivers.remove(driver).await {
-                    log::warn!(
-                        "geo index update failed node={} driver={driver} error={error}",
-                        deps.node_id
-                    );
-                }
-                return Ok(Some(done));
+    match store::assign(conn, booking, candidates, audit).await {
+        Ok(Some((assigned, driver))) => {
+            if let Err(error) = deps.drivers.remove(DriverId(driver.id)).await {
+                log::warn!(
+                    "geo index update failed node={} driver={} error={error}",
+                    deps.node_id,
+                    driver.id
+                );
             }
-            Err(AssignError::DriverTaken) => continue,
-            Err(AssignError::Fenced) => return Err(BookingError::Fenced),
-            Err(AssignError::Db(error)) => return Err(error.into()),
+            Ok(Some((assigned, driver)))
         }
+        Ok(None) => Ok(None),
+        Err(AssignError::Fenced) => Err(BookingError::Fenced),
+        Err(AssignError::DriverTaken) => Ok(None),
+        Err(AssignError::Db(error)) => Err(error.into()),
     }
-    Ok(None)
 }
 
 /// Nearest indexed drivers to the pickup, or `None` when the index cannot help: it knows

@@ -4,12 +4,14 @@
 
 use bigdecimal::BigDecimal;
 use chrono::{DateTime, Utc};
+use diesel::dsl::array_position;
 use diesel::prelude::*;
-use diesel::sql_types::Bool;
+use diesel::sql_types::{Array, BigInt, Bool};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::models::{fare_to_decimal, Booking, BookingDetail, BookingEvent, Driver};
 use super::pool::is_unique_violation;
+use super::prepared::prepared;
 use super::schema::{booking_events, bookings};
 use crate::domain::booking::{BookingStatus, Transition};
 use crate::domain::ids::{BookingId, DriverId, RiderId};
@@ -121,19 +123,18 @@ async fn append_event(
     from: Option<BookingStatus>,
     audit: Audit<'_>,
 ) -> QueryResult<()> {
-    diesel::insert_into(booking_events::table)
-        .values(EventRow {
-            booking_id: booking.id,
-            from_status: from.map(BookingStatus::as_str),
-            to_status: &booking.status,
-            driver_id: booking.driver_id,
-            node_id: audit.node_id,
-            fencing_token: audit.fencing_token,
-            request_id: audit.request_id,
-        })
-        .execute(conn)
-        .await
-        .map(drop)
+    prepared(diesel::insert_into(booking_events::table).values(EventRow {
+        booking_id: booking.id,
+        from_status: from.map(BookingStatus::as_str),
+        to_status: &booking.status,
+        driver_id: booking.driver_id,
+        node_id: audit.node_id,
+        fencing_token: audit.fencing_token,
+        request_id: audit.request_id,
+    }))
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 /// Inserts a pending booking and its creation event. The rider must exist (foreign key).
@@ -152,11 +153,13 @@ pub async fn create(
         vehicle_type: new.vehicle_type.clone(),
     };
     conn.transaction(async |conn| {
-        let booking = diesel::insert_into(bookings::table)
-            .values(&row)
-            .returning(Booking::as_returning())
-            .get_result(conn)
-            .await?;
+        let booking = prepared(
+            diesel::insert_into(bookings::table)
+                .values(&row)
+                .returning(Booking::as_returning()),
+        )
+        .get_result(conn)
+        .await?;
         append_event(conn, &booking, None, audit).await?;
         Ok(booking)
     })
@@ -209,12 +212,14 @@ pub async fn activate(
     conn: &mut AsyncPgConnection,
     id: BookingId,
 ) -> QueryResult<Option<(Booking, bool)>> {
-    let bumped = diesel::update(bookings::table.find(id.0).filter(bookings::status.ne_all([
-        BookingStatus::Completed.as_str(),
-        BookingStatus::Cancelled.as_str(),
-    ])))
-    .set(bookings::fencing_token.eq(bookings::fencing_token + 1))
-    .returning(Booking::as_returning())
+    let bumped = prepared(
+        diesel::update(bookings::table.find(id.0).filter(bookings::status.ne_all([
+            BookingStatus::Completed.as_str(),
+            BookingStatus::Cancelled.as_str(),
+        ])))
+        .set(bookings::fencing_token.eq(bookings::fencing_token + 1))
+        .returning(Booking::as_returning()),
+    )
     .get_result(conn)
     .await
     .optional()?;
@@ -224,46 +229,72 @@ pub async fn activate(
     }
 }
 
-/// Claims `driver` and assigns the pending `booking` to it, atomically: the driver row is taken only
-/// if it is online and free, the booking only if it is still pending under `audit.fencing_token`,
-/// and the partial unique index refuses a second active booking for the driver in any case.
+/// Claims the first free driver among `candidates` (in their order) and assigns the pending
+/// `booking` to it, atomically: a driver is taken only if it is online and free, the booking only
+/// if it is still pending under `audit.fencing_token`, and the partial unique index refuses a
+/// second active booking for the driver in any case. `Ok(None)`: no candidate could be claimed.
+///
+/// The claim is one statement that skips driver rows another assignment has locked
+/// (`FOR UPDATE SKIP LOCKED`): concurrent assignments near the same spot each take the next free
+/// driver instead of queueing behind the nearest one only to find it taken.
 pub async fn assign(
     conn: &mut AsyncPgConnection,
     booking: &Booking,
-    driver: DriverId,
+    candidates: &[DriverId],
     audit: Audit<'_>,
-) -> Result<(Booking, Driver), AssignError> {
+) -> Result<Option<(Booking, Driver)>, AssignError> {
     use super::schema::drivers;
-    conn.transaction(async |conn| {
-        let claimed = diesel::update(
-            drivers::table
-                .find(driver.0)
-                .filter(drivers::status.eq("online"))
-                .filter(drivers::current_booking_id.is_null())
-                .filter(
-                    drivers::vehicle_type
-                        .nullable()
-                        .eq(booking.vehicle_type.as_deref())
-                        .or(booking.vehicle_type.is_none().into_sql::<Bool>()),
-                ),
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let ids: Vec<i64> = candidates.iter().map(|d| d.0).collect();
+    // The candidate search needs its own name for the table it claims from.
+    let free = diesel::alias!(drivers as free_driver);
+    let first_free = free
+        .filter(free.field(drivers::id).eq_any(ids.clone()))
+        .filter(free.field(drivers::status).eq("online"))
+        .filter(free.field(drivers::current_booking_id).is_null())
+        .filter(
+            free.field(drivers::vehicle_type)
+                .nullable()
+                .eq(booking.vehicle_type.as_deref())
+                .or(booking.vehicle_type.is_none().into_sql::<Bool>()),
         )
-        .set((
-            drivers::status.eq("busy"),
-            drivers::current_booking_id.eq(booking.id),
-            drivers::updated_at.eq(diesel::dsl::now),
+        .order(array_position::<Array<BigInt>, BigInt, _, _>(
+            ids,
+            free.field(drivers::id),
         ))
-        .returning(Driver::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?
-        .ok_or(AssignError::DriverTaken)?;
-        let change = BookingChange {
-            driver_id: Some(driver.0),
-            ..BookingChange::to(BookingStatus::Assigned)
-        };
-        let assigned = diesel::update(fenced(booking, audit.fencing_token))
-            .set(change)
-            .returning(Booking::as_returning())
+        .select(free.field(drivers::id))
+        .for_update()
+        .skip_locked()
+        .single_value();
+    let result = conn
+        .transaction(async |conn| {
+            let Some(claimed) = prepared(
+                diesel::update(drivers::table)
+                    .filter(drivers::id.nullable().eq(first_free))
+                    .set((
+                        drivers::status.eq("busy"),
+                        drivers::current_booking_id.eq(booking.id),
+                        drivers::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(Driver::as_returning()),
+            )
+            .get_result(conn)
+            .await
+            .optional()?
+            else {
+                return Err(AssignError::DriverTaken);
+            };
+            let change = BookingChange {
+                driver_id: Some(claimed.id),
+                ..BookingChange::to(BookingStatus::Assigned)
+            };
+            let assigned = prepared(
+                diesel::update(fenced(booking, audit.fencing_token))
+                    .set(change)
+                    .returning(Booking::as_returning()),
+            )
             .get_result(conn)
             .await
             .optional()
@@ -274,10 +305,15 @@ pub async fn assign(
                 },
             )?
             .ok_or(AssignError::Fenced)?;
-        append_event(conn, &assigned, Some(booking.status()?), audit).await?;
-        Ok((assigned, claimed))
-    })
-    .await
+            append_event(conn, &assigned, Some(booking.status()?), audit).await?;
+            Ok((assigned, claimed))
+        })
+        .await;
+    match result {
+        Ok(done) => Ok(Some(done)),
+        Err(AssignError::DriverTaken) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Applies a legal `transition` (from `apply`). Returns the new row and, when the transition
@@ -297,28 +333,32 @@ pub async fn transition(
     };
     let result = conn
         .transaction(async |conn| {
-            let Some(updated) = diesel::update(fenced(booking, audit.fencing_token))
-                .set(change)
-                .returning(Booking::as_returning())
-                .get_result(conn)
-                .await
-                .optional()?
+            let Some(updated) = prepared(
+                diesel::update(fenced(booking, audit.fencing_token))
+                    .set(change)
+                    .returning(Booking::as_returning()),
+            )
+            .get_result(conn)
+            .await
+            .optional()?
             else {
                 // Roll back nothing-written transaction; the caller steps down.
                 return Err(diesel::result::Error::RollbackTransaction);
             };
             let released = match transition.release_driver {
-                Some(driver) => diesel::update(
-                    drivers::table
-                        .find(driver.0)
-                        .filter(drivers::current_booking_id.eq(booking.id)),
+                Some(driver) => prepared(
+                    diesel::update(
+                        drivers::table
+                            .find(driver.0)
+                            .filter(drivers::current_booking_id.eq(booking.id)),
+                    )
+                    .set((
+                        drivers::status.eq("online"),
+                        drivers::current_booking_id.eq(None::<i64>),
+                        drivers::updated_at.eq(diesel::dsl::now),
+                    ))
+                    .returning(Driver::as_returning()),
                 )
-                .set((
-                    drivers::status.eq("online"),
-                    drivers::current_booking_id.eq(None::<i64>),
-                    drivers::updated_at.eq(diesel::dsl::now),
-                ))
-                .returning(Driver::as_returning())
                 .get_result(conn)
                 .await
                 .optional()?,

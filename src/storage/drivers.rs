@@ -6,6 +6,7 @@ use diesel::sql_types::{BigInt, Bool, Double, Nullable, Text};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::models::Driver;
+use super::prepared::prepared;
 use crate::domain::ids::DriverId;
 use crate::domain::values::GeoPoint;
 
@@ -46,11 +47,13 @@ pub enum StatusRefusal {
 
 pub async fn insert(conn: &mut AsyncPgConnection, driver: &NewDriver) -> QueryResult<Driver> {
     use super::schema::drivers::dsl::*;
-    diesel::insert_into(drivers)
-        .values(driver)
-        .returning(Driver::as_returning())
-        .get_result(conn)
-        .await
+    prepared(
+        diesel::insert_into(drivers)
+            .values(driver)
+            .returning(Driver::as_returning()),
+    )
+    .get_result(conn)
+    .await
 }
 
 pub async fn find(
@@ -101,16 +104,18 @@ pub async fn update_location(
     at: GeoPoint,
 ) -> QueryResult<Option<Driver>> {
     use super::schema::drivers::dsl::*;
-    diesel::update(drivers.find(driver_id.0))
-        .set((
-            lat.eq(at.lat),
-            lng.eq(at.lng),
-            updated_at.eq(diesel::dsl::now),
-        ))
-        .returning(Driver::as_returning())
-        .get_result(conn)
-        .await
-        .optional()
+    prepared(
+        diesel::update(drivers.find(driver_id.0))
+            .set((
+                lat.eq(at.lat),
+                lng.eq(at.lng),
+                updated_at.eq(diesel::dsl::now),
+            ))
+            .returning(Driver::as_returning()),
+    )
+    .get_result(conn)
+    .await
+    .optional()
 }
 
 /// Sets `online`/`offline` unless the driver is busy (or, to go online, has no location).
@@ -128,12 +133,14 @@ pub async fn set_availability(
             lat.is_not_null()
                 .or((to == Availability::Offline).into_sql::<Bool>()),
         );
-    let updated = diesel::update(target)
-        .set((status.eq(to.as_str()), updated_at.eq(diesel::dsl::now)))
-        .returning(Driver::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?;
+    let updated = prepared(
+        diesel::update(target)
+            .set((status.eq(to.as_str()), updated_at.eq(diesel::dsl::now)))
+            .returning(Driver::as_returning()),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
     if let Some(driver) = updated {
         return Ok(Some(Ok(driver)));
     }
@@ -165,8 +172,9 @@ pub async fn nearby_sql(
 ) -> QueryResult<Vec<(DriverId, f64)>> {
     let lat_span = radius_km / 111.0;
     let lng_span = radius_km / (111.0 * at.lat.to_radians().cos().abs().max(0.01));
-    let rows: Vec<NearbyRow> = diesel::sql_query(
-        "SELECT id, distance_km FROM (
+    let rows: Vec<NearbyRow> = prepared(
+        diesel::sql_query(
+            "SELECT id, distance_km FROM (
              SELECT id, 2 * 6371.0088 * asin(sqrt(
                  power(sin(radians(lat - $1) / 2), 2) +
                  cos(radians($1)) * cos(radians(lat)) * power(sin(radians(lng - $2) / 2), 2)
@@ -180,14 +188,15 @@ pub async fn nearby_sql(
          WHERE distance_km <= $5
          ORDER BY distance_km, id
          LIMIT $7",
+        )
+        .bind::<Double, _>(at.lat)
+        .bind::<Double, _>(at.lng)
+        .bind::<Double, _>(lat_span)
+        .bind::<Double, _>(lng_span)
+        .bind::<Double, _>(radius_km)
+        .bind::<Nullable<Text>, _>(vehicle)
+        .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX)),
     )
-    .bind::<Double, _>(at.lat)
-    .bind::<Double, _>(at.lng)
-    .bind::<Double, _>(lat_span)
-    .bind::<Double, _>(lng_span)
-    .bind::<Double, _>(radius_km)
-    .bind::<Nullable<Text>, _>(vehicle)
-    .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX))
     .load(conn)
     .await?;
     Ok(rows

@@ -6,6 +6,7 @@ pub mod bookings;
 pub mod drivers;
 pub mod models;
 pub mod pool;
+pub mod prepared;
 pub mod riders;
 #[rustfmt::skip]
 pub mod schema;

@@ -4,6 +4,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::models::Rider;
+use super::prepared::prepared;
 use crate::domain::ids::RiderId;
 
 /// A validated new rider.
@@ -18,11 +19,13 @@ pub struct NewRider {
 /// Inserts a rider; a duplicate phone is a unique violation on `riders_phone_key`.
 pub async fn insert(conn: &mut AsyncPgConnection, rider: &NewRider) -> QueryResult<Rider> {
     use super::schema::riders::dsl::*;
-    diesel::insert_into(riders)
-        .values(rider)
-        .returning(Rider::as_returning())
-        .get_result(conn)
-        .await
+    prepared(
+        diesel::insert_into(riders)
+            .values(rider)
+            .returning(Rider::as_returning()),
+    )
+    .get_result(conn)
+    .await
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, rider_id: RiderId) -> QueryResult<Option<Rider>> {
