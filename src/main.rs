@@ -1,7 +1,11 @@
 //! The `ridelock` binary: the tutorial's quick start as subcommands.
 
+use std::io::IsTerminal;
+
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ridelock::config;
+use ridelock::loadtest::progress::Progress;
 use ridelock::startup::Application;
 use ridelock::storage::pool;
 use ridelock::telemetry;
@@ -65,6 +69,12 @@ struct LoadArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Also write a self-contained HTML report (tables and charts) to this file.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
+    /// No live progress on stderr.
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,11 +131,22 @@ fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
         lifecycles: args.lifecycles,
         rate: args.rate,
         request_timeout: std::time::Duration::from_millis(args.timeout_ms),
+        progress: if args.quiet {
+            Progress::Off
+        } else if std::io::stderr().is_terminal() {
+            Progress::Bar
+        } else {
+            Progress::Lines
+        },
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     let report = runtime.block_on(ridelock::loadtest::run(&cfg))?;
+    if let Some(path) = &args.report {
+        std::fs::write(path, ridelock::loadtest::html::render(&report))
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -3,7 +3,7 @@
 //! It speaks only the public API of API.md, so it works against any compatible server.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -32,6 +32,36 @@ struct EndpointStats {
     /// Microseconds.
     latency: Histogram<u64>,
     statuses: BTreeMap<u16, u64>,
+    /// One histogram per second of the run, by when each request finished.
+    per_second: Vec<Histogram<u64>>,
+}
+
+/// One second of one endpoint, for latency-over-time charts.
+#[derive(Debug, Clone, Serialize)]
+pub struct SecondPoint {
+    /// Seconds since the client was created; requests are counted in the second they finished.
+    pub second: usize,
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+/// A point of the latency distribution: `percentile` of requests took at most `ms`.
+#[derive(Debug, Clone, Serialize)]
+pub struct PercentilePoint {
+    pub percentile: f64,
+    pub ms: f64,
+}
+
+/// Live totals, read by the progress display while the run goes on.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub requests: AtomicU64,
+    /// Requests without an HTTP answer or answered 5xx.
+    pub errors: AtomicU64,
+    /// Lifecycles completed as intended (lifecycle scenario).
+    pub lifecycles: AtomicU64,
 }
 
 /// Per-endpoint figures for the report.
@@ -46,7 +76,15 @@ pub struct EndpointReport {
     pub max_ms: f64,
     /// Status code → count; 0 counts transport failures (no HTTP answer).
     pub statuses: BTreeMap<u16, u64>,
+    pub timeline: Vec<SecondPoint>,
+    pub distribution: Vec<PercentilePoint>,
 }
+
+/// Where the latency distribution is sampled: denser towards the tail, which is what a
+/// percentile chart on a "nines" axis shows.
+const DISTRIBUTION_PERCENTILES: [f64; 14] = [
+    0.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0,
+];
 
 /// 1 µs to 60 s at 3 significant figures.
 #[expect(
@@ -62,6 +100,8 @@ pub struct LoadClient {
     urls: Vec<String>,
     next: AtomicUsize,
     stats: Mutex<HashMap<&'static str, EndpointStats>>,
+    started: Instant,
+    pub counters: Counters,
 }
 
 impl LoadClient {
@@ -79,6 +119,8 @@ impl LoadClient {
                 .collect(),
             next: AtomicUsize::new(0),
             stats: Mutex::new(HashMap::new()),
+            started: Instant::now(),
+            counters: Counters::default(),
         })
     }
 
@@ -116,17 +158,35 @@ impl LoadClient {
         reply
     }
 
+    /// Seconds since this client was created.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
     fn record(&self, endpoint: &'static str, status: u16, took: Duration) {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        if status == 0 || status >= 500 {
+            self.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let second = usize::try_from(self.started.elapsed().as_secs()).unwrap_or(usize::MAX);
         let mut stats = self.stats.lock().unwrap_or_else(|p| p.into_inner());
         let entry = stats.entry(endpoint).or_insert_with(|| EndpointStats {
             latency: latency_histogram(),
             statuses: BTreeMap::new(),
+            per_second: Vec::new(),
         });
         let micros = u64::try_from(took.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, 60_000_000);
         let _ = entry.latency.record(micros);
         *entry.statuses.entry(status).or_default() += 1;
+        // A run lasts minutes at most, so one small histogram per second is cheap.
+        if second < 24 * 3600 {
+            while entry.per_second.len() <= second {
+                entry.per_second.push(latency_histogram());
+            }
+            let _ = entry.per_second[second].record(micros);
+        }
     }
 
     /// Every endpoint's figures, sorted by endpoint.
@@ -156,6 +216,26 @@ impl LoadClient {
                     p99_ms: ms(s.latency.value_at_quantile(0.99)),
                     max_ms: ms(s.latency.max()),
                     statuses: s.statuses.clone(),
+                    timeline: s
+                        .per_second
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, h)| !h.is_empty())
+                        .map(|(second, h)| SecondPoint {
+                            second,
+                            count: h.len(),
+                            p50_ms: ms(h.value_at_quantile(0.5)),
+                            p99_ms: ms(h.value_at_quantile(0.99)),
+                            max_ms: ms(h.max()),
+                        })
+                        .collect(),
+                    distribution: DISTRIBUTION_PERCENTILES
+                        .iter()
+                        .map(|&percentile| PercentilePoint {
+                            percentile,
+                            ms: ms(s.latency.value_at_percentile(percentile)),
+                        })
+                        .collect(),
                 }
             })
             .collect();

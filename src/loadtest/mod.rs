@@ -4,6 +4,8 @@
 //! per-endpoint latency (HDR histograms) and status codes. A broken invariant is a failed run.
 
 pub mod client;
+pub mod html;
+pub mod progress;
 pub mod scenarios;
 
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use client::{EndpointReport, LoadClient};
+use progress::{Goal, Progress};
 
 /// Which scenario to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
@@ -45,12 +48,15 @@ pub struct LoadConfig {
     /// Open-loop arrivals for `lifecycle`: lifecycles started per second.
     pub rate: Option<f64>,
     pub request_timeout: Duration,
+    /// Live progress on stderr while the run goes on.
+    pub progress: Progress,
 }
 
 /// Everything a run found.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
+    pub urls: Vec<String>,
     pub elapsed_s: f64,
     pub lifecycles: u64,
     pub lifecycles_per_s: f64,
@@ -89,6 +95,12 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
     anyhow::ensure!(cfg.riders > 0, "--riders must be positive");
     let c = Arc::new(LoadClient::new(cfg.urls.clone(), cfg.request_timeout)?);
     let before = lock_counters(&c).await;
+    let goal = match (cfg.scenario, cfg.lifecycles) {
+        (Scenario::Lifecycle, Some(n)) => Goal::Lifecycles(n),
+        (Scenario::Lifecycle, None) => Goal::Duration(cfg.duration),
+        _ => Goal::Unknown,
+    };
+    let shown = progress::spawn(c.clone(), cfg.progress, goal);
     let started = Instant::now();
     let outcome = match cfg.scenario {
         Scenario::Tutorial => scenarios::tutorial(c.clone()).await?,
@@ -109,9 +121,13 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         }
     };
     let elapsed = started.elapsed().as_secs_f64();
+    if let Some(shown) = shown {
+        shown.finish();
+    }
     let after = lock_counters(&c).await;
     Ok(Report {
         scenario: cfg.scenario,
+        urls: cfg.urls.clone(),
         elapsed_s: elapsed,
         lifecycles: outcome.lifecycles,
         lifecycles_per_s: if elapsed > 0.0 {

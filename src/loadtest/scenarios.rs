@@ -2,7 +2,7 @@
 //! (far from the seeded demo, so other data cannot take part), fires its requests released
 //! together, then checks its invariants through the API and returns what broke.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -420,7 +420,6 @@ pub async fn lifecycle(
         center,
         deadline: Instant::now() + duration,
         limit,
-        done: Arc::new(AtomicU64::new(0)),
     };
     let violations = match rate {
         None => closed_loop(&run).await,
@@ -428,7 +427,7 @@ pub async fn lifecycle(
     };
     let mut out = Outcome {
         violations,
-        lifecycles: run.done.load(Ordering::Relaxed),
+        lifecycles: run.done(),
     };
     for driver in pool {
         let d = get(&c, "GET /api/drivers/:id", format!("/api/drivers/{driver}")).await;
@@ -447,11 +446,14 @@ struct Run {
     center: (f64, f64),
     deadline: Instant,
     limit: Option<u64>,
-    /// Lifecycles completed with every request answered as intended.
-    done: Arc<AtomicU64>,
 }
 
 impl Run {
+    /// Lifecycles completed with every request answered as intended.
+    fn done(&self) -> u64 {
+        self.c.counters.lifecycles.load(Ordering::Relaxed)
+    }
+
     fn more(&self, counted: u64) -> bool {
         Instant::now() < self.deadline && self.limit.is_none_or(|n| counted < n)
     }
@@ -461,11 +463,11 @@ impl Run {
         &self,
         rider: i64,
     ) -> impl std::future::Future<Output = Option<String>> + Send + 'static {
-        let (c, done, center) = (self.c.clone(), self.done.clone(), self.center);
+        let (c, center) = (self.c.clone(), self.center);
         async move {
             match one_lifecycle(&c, rider, center).await {
                 Ok(()) => {
-                    done.fetch_add(1, Ordering::Relaxed);
+                    c.counters.lifecycles.fetch_add(1, Ordering::Relaxed);
                     None
                 }
                 Err(why) => Some(why),
@@ -479,7 +481,7 @@ async fn closed_loop(run: &Run) -> Vec<String> {
         let run = run.clone();
         async move {
             let mut violations = Vec::new();
-            while run.more(run.done.load(Ordering::Relaxed)) {
+            while run.more(run.done()) {
                 violations.extend(run.lifecycle(run.riders[i]).await);
             }
             violations

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use ridelock::loadtest::html;
+use ridelock::loadtest::progress::Progress;
 use ridelock::loadtest::{run, LoadConfig, Scenario};
 
 use crate::helpers::spawn_app;
@@ -19,6 +21,7 @@ fn config(url: String, scenario: Scenario) -> LoadConfig {
         lifecycles: Some(20),
         rate: None,
         request_timeout: Duration::from_secs(10),
+        progress: Progress::Off,
     }
 }
 
@@ -44,6 +47,17 @@ async fn every_loadtest_scenario_runs_with_its_invariants_intact() {
         assert!(requests > 0, "{scenario:?} sent nothing");
         if scenario == Scenario::Lifecycle {
             assert!(report.lifecycles >= 20, "lifecycles: {}", report.lifecycles);
+            let page = html::render(&report);
+            assert_eq!(page.matches("<svg").count(), 3, "three charts");
+            assert!(page.contains("POST /api/bookings/:id/assign"));
+            assert!(page.contains("Invariants: all held."));
+            let assign = report
+                .endpoints
+                .iter()
+                .find(|e| e.endpoint == "POST /api/bookings/:id/assign")
+                .unwrap();
+            let per_second: u64 = assign.timeline.iter().map(|p| p.count).sum();
+            assert_eq!(per_second, assign.count, "every request is in the timeline");
         }
     }
 }
