@@ -19,7 +19,7 @@ use crate::domain::ids::{BookingId, DriverId, RequestId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
 use crate::lease::{booking_key, LeaseError};
-use crate::storage::bookings::{self as store, AssignError, Audit, ChangeDetails};
+use crate::storage::bookings::{self as store, AssignError, Audit, ChangeDetails, ReleasedDriver};
 use crate::storage::models::{Booking, Driver};
 use crate::storage::{drivers, pool};
 use crate::telemetry::{self, ActorLine};
@@ -262,7 +262,7 @@ impl BookingActor {
                 store::transition(&mut conn, &booking, transition, details, audit)
                     .await?
                     .ok_or(BookingError::Fenced)?;
-            if let Some(driver) = released.as_ref() {
+            if let Some(driver) = released {
                 return_to_index(&deps, driver).await;
             }
             Ok(updated)
@@ -289,9 +289,9 @@ impl BookingActor {
 
 /// A released driver becomes findable again. The index is only a search aid, so a failure here is
 /// logged, not returned: the driver is online in PostgreSQL and the SQL search still finds it.
-async fn return_to_index(deps: &SharedDeps, driver: &Driver) {
-    if let Some(at) = driver.location() {
-        if let Err(error) = deps.drivers.put(DriverId(driver.id), at).await {
+async fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
+    if let Some(at) = driver.location {
+        if let Err(error) = deps.drivers.put(driver.id, at).await {
             log::warn!(
                 "geo index update failed node={} driver={} error={error}",
                 deps.node_id,

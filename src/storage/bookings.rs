@@ -1,12 +1,16 @@
 //! Booking rows and their audit trail. Every change after creation is an `UPDATE … WHERE id = $1 AND
-//! fencing_token = $2 AND status = $from`, written with its `booking_events` row in one transaction:
-//! zero rows updated means the caller's token is stale, and nothing is written.
+//! fencing_token = $2 AND status = $from`, written with its `booking_events` row atomically: zero
+//! rows updated means the caller's token is stale, and nothing is written.
+//!
+//! The writes of the lifecycle are each one statement (data-modifying CTEs), so each costs one
+//! round trip and one commit; profiling showed the server's and PostgreSQL's time going to round
+//! trips and per-statement overhead, not to the work itself (BENCHMARKS.md). They are raw SQL
+//! because diesel's DSL has no data-modifying CTEs; their rows are read back through the same
+//! `QueryableByName` models, and the integration suite exercises every branch.
 
-use bigdecimal::BigDecimal;
-use chrono::{DateTime, Utc};
-use diesel::dsl::array_position;
+use chrono::Utc;
 use diesel::prelude::*;
-use diesel::sql_types::{Array, BigInt, Bool};
+use diesel::sql_types::{Array, BigInt, Double, Nullable, Numeric, Text, Timestamptz};
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
 use super::models::{fare_to_decimal, Booking, BookingDetail, BookingEvent, Driver};
@@ -60,82 +64,19 @@ pub enum UserRef {
     Driver(DriverId),
 }
 
-#[derive(Insertable)]
-#[diesel(table_name = bookings)]
-struct BookingRow {
-    rider_id: i64,
-    pickup_lat: f64,
-    pickup_lng: f64,
-    dropoff_lat: f64,
-    dropoff_lng: f64,
-    estimated_fare: BigDecimal,
-    vehicle_type: Option<String>,
-}
-
-#[derive(Insertable)]
-#[diesel(table_name = booking_events)]
-struct EventRow<'a> {
-    booking_id: i64,
-    from_status: Option<&'a str>,
-    to_status: &'a str,
-    driver_id: Option<i64>,
-    node_id: &'a str,
-    fencing_token: i64,
-    request_id: &'a str,
-}
-
-/// `None` fields are left unchanged.
-#[derive(AsChangeset)]
-#[diesel(table_name = bookings)]
-struct BookingChange {
-    status: &'static str,
-    driver_id: Option<i64>,
-    actual_fare: Option<BigDecimal>,
-    cancellation_reason: Option<String>,
-    assigned_at: Option<DateTime<Utc>>,
-    accepted_at: Option<DateTime<Utc>>,
-    cancelled_at: Option<DateTime<Utc>>,
-    completed_at: Option<DateTime<Utc>>,
-    updated_at: DateTime<Utc>,
-}
-
-impl BookingChange {
-    fn to(status: BookingStatus) -> Self {
-        let now = Utc::now();
-        let at = |s: BookingStatus| (s == status).then_some(now);
-        Self {
-            status: status.as_str(),
-            driver_id: None,
-            actual_fare: None,
-            cancellation_reason: None,
-            assigned_at: at(BookingStatus::Assigned),
-            accepted_at: at(BookingStatus::Accepted),
-            cancelled_at: at(BookingStatus::Cancelled),
-            completed_at: at(BookingStatus::Completed),
-            updated_at: now,
-        }
-    }
-}
-
-async fn append_event(
-    conn: &mut AsyncPgConnection,
-    booking: &Booking,
-    from: Option<BookingStatus>,
-    audit: Audit<'_>,
-) -> QueryResult<()> {
-    prepared(diesel::insert_into(booking_events::table).values(EventRow {
-        booking_id: booking.id,
-        from_status: from.map(BookingStatus::as_str),
-        to_status: &booking.status,
-        driver_id: booking.driver_id,
-        node_id: audit.node_id,
-        fencing_token: audit.fencing_token,
-        request_id: audit.request_id,
-    }))
-    .execute(conn)
-    .await
-    .map(drop)
-}
+/// The booking and its creation event in one statement: one round trip, one commit.
+const CREATE_SQL: &str = "\
+WITH b AS (
+    INSERT INTO bookings
+        (rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, estimated_fare, vehicle_type)
+    VALUES ($1, $2, $3, $4, $5, $6, $7)
+    RETURNING *
+), e AS (
+    INSERT INTO booking_events
+        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
+    SELECT id, NULL, status, driver_id, $8, $9, $10 FROM b
+)
+SELECT * FROM b";
 
 /// Inserts a pending booking and its creation event. The rider must exist (foreign key).
 pub async fn create(
@@ -143,26 +84,20 @@ pub async fn create(
     new: &NewBooking,
     audit: Audit<'_>,
 ) -> QueryResult<Booking> {
-    let row = BookingRow {
-        rider_id: new.rider_id.0,
-        pickup_lat: new.pickup.lat,
-        pickup_lng: new.pickup.lng,
-        dropoff_lat: new.dropoff.lat,
-        dropoff_lng: new.dropoff.lng,
-        estimated_fare: fare_to_decimal(new.estimated_fare),
-        vehicle_type: new.vehicle_type.clone(),
-    };
-    conn.transaction(async |conn| {
-        let booking = prepared(
-            diesel::insert_into(bookings::table)
-                .values(&row)
-                .returning(Booking::as_returning()),
-        )
-        .get_result(conn)
-        .await?;
-        append_event(conn, &booking, None, audit).await?;
-        Ok(booking)
-    })
+    prepared(
+        diesel::sql_query(CREATE_SQL)
+            .bind::<BigInt, _>(new.rider_id.0)
+            .bind::<Double, _>(new.pickup.lat)
+            .bind::<Double, _>(new.pickup.lng)
+            .bind::<Double, _>(new.dropoff.lat)
+            .bind::<Double, _>(new.dropoff.lng)
+            .bind::<Numeric, _>(fare_to_decimal(new.estimated_fare))
+            .bind::<Nullable<Text>, _>(new.vehicle_type.as_deref())
+            .bind::<Text, _>(audit.node_id)
+            .bind::<BigInt, _>(audit.fencing_token)
+            .bind::<Text, _>(audit.request_id),
+    )
+    .get_result(conn)
     .await
 }
 
@@ -229,14 +164,48 @@ pub async fn activate(
     }
 }
 
+#[derive(QueryableByName)]
+struct AssignRow {
+    #[diesel(embed)]
+    booking: Booking,
+    #[diesel(sql_type = BigInt)]
+    claimed_id: i64,
+}
+
+/// Claims the first free candidate and assigns the booking to it, with the event, in one
+/// statement. `$3` is the candidates in order of preference. The claim skips driver rows another
+/// assignment has locked (`SKIP LOCKED`): concurrent assignments near one spot each take the next
+/// free driver instead of queueing behind the nearest one only to find it taken. No row back: no
+/// candidate was free, or the fenced booking update matched nothing (the claim is then rolled
+/// back with the transaction this runs in).
+const ASSIGN_SQL: &str = "\
+WITH c AS (
+    UPDATE drivers SET status = 'busy', current_booking_id = $1, updated_at = now()
+    WHERE id = (
+        SELECT id FROM drivers
+        WHERE id = ANY($3) AND status = 'online' AND current_booking_id IS NULL
+          AND ($4::text IS NULL OR vehicle_type = $4)
+        ORDER BY array_position($3, id)
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED
+    )
+    RETURNING id
+), b AS (
+    UPDATE bookings SET
+        status = 'assigned', driver_id = (SELECT id FROM c), assigned_at = $5, updated_at = $5
+    WHERE id = $1 AND fencing_token = $2 AND status = 'pending' AND EXISTS (SELECT 1 FROM c)
+    RETURNING *
+), e AS (
+    INSERT INTO booking_events
+        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
+    SELECT id, 'pending', status, driver_id, $6, $2, $7 FROM b
+)
+SELECT b.*, c.id AS claimed_id FROM b JOIN c ON true";
+
 /// Claims the first free driver among `candidates` (in their order) and assigns the pending
 /// `booking` to it, atomically: a driver is taken only if it is online and free, the booking only
 /// if it is still pending under `audit.fencing_token`, and the partial unique index refuses a
 /// second active booking for the driver in any case. `Ok(None)`: no candidate could be claimed.
-///
-/// The claim is one statement that skips driver rows another assignment has locked
-/// (`FOR UPDATE SKIP LOCKED`): concurrent assignments near the same spot each take the next free
-/// driver instead of queueing behind the nearest one only to find it taken.
 pub async fn assign(
     conn: &mut AsyncPgConnection,
     booking: &Booking,
@@ -248,65 +217,45 @@ pub async fn assign(
         return Ok(None);
     }
     let ids: Vec<i64> = candidates.iter().map(|d| d.0).collect();
-    // The candidate search needs its own name for the table it claims from.
-    let free = diesel::alias!(drivers as free_driver);
-    let first_free = free
-        .filter(free.field(drivers::id).eq_any(ids.clone()))
-        .filter(free.field(drivers::status).eq("online"))
-        .filter(free.field(drivers::current_booking_id).is_null())
-        .filter(
-            free.field(drivers::vehicle_type)
-                .nullable()
-                .eq(booking.vehicle_type.as_deref())
-                .or(booking.vehicle_type.is_none().into_sql::<Bool>()),
-        )
-        .order(array_position::<Array<BigInt>, BigInt, _, _>(
-            ids,
-            free.field(drivers::id),
-        ))
-        .select(free.field(drivers::id))
-        .for_update()
-        .skip_locked()
-        .single_value();
     let result = conn
         .transaction(async |conn| {
-            let Some(claimed) = prepared(
-                diesel::update(drivers::table)
-                    .filter(drivers::id.nullable().eq(first_free))
-                    .set((
-                        drivers::status.eq("busy"),
-                        drivers::current_booking_id.eq(booking.id),
-                        drivers::updated_at.eq(diesel::dsl::now),
-                    ))
-                    .returning(Driver::as_returning()),
-            )
-            .get_result(conn)
-            .await
-            .optional()?
-            else {
-                return Err(AssignError::DriverTaken);
-            };
-            let change = BookingChange {
-                driver_id: Some(claimed.id),
-                ..BookingChange::to(BookingStatus::Assigned)
-            };
-            let assigned = prepared(
-                diesel::update(fenced(booking, audit.fencing_token))
-                    .set(change)
-                    .returning(Booking::as_returning()),
+            let row: Option<AssignRow> = prepared(
+                diesel::sql_query(ASSIGN_SQL)
+                    .bind::<BigInt, _>(booking.id)
+                    .bind::<BigInt, _>(audit.fencing_token)
+                    .bind::<Array<BigInt>, _>(&ids)
+                    .bind::<Nullable<Text>, _>(booking.vehicle_type.as_deref())
+                    .bind::<Timestamptz, _>(Utc::now())
+                    .bind::<Text, _>(audit.node_id)
+                    .bind::<Text, _>(audit.request_id),
             )
             .get_result(conn)
             .await
             .optional()
-            .map_err(
-                |e| match is_unique_violation(&e, "bookings_one_active_per_driver") {
+            .map_err(|e| {
+                match is_unique_violation(&e, "bookings_one_active_per_driver") {
                     true => AssignError::DriverTaken,
                     false => AssignError::Db(e),
-                },
-            )?
-            .ok_or(AssignError::Fenced)?;
-            append_event(conn, &assigned, Some(booking.status()?), audit).await?;
-            Ok((assigned, claimed))
+                }
+            })?;
+            let Some(row) = row else {
+                // Either nobody was free (nothing written) or the booking is fenced (the claim
+                // must not stand): tell them apart, and roll back in both cases.
+                let current = find(conn, BookingId(booking.id)).await?;
+                let fenced = current.is_none_or(|b| {
+                    b.fencing_token != audit.fencing_token || b.status != booking.status
+                });
+                return Err(match fenced {
+                    true => AssignError::Fenced,
+                    false => AssignError::DriverTaken,
+                });
+            };
+            let claimed = drivers::table
+                .find(row.claimed_id)
+                .select(Driver::as_select())
+                .get_result(conn)
+                .await?;
+            Ok((row.booking, claimed))
         })
         .await;
     match result {
@@ -316,79 +265,92 @@ pub async fn assign(
     }
 }
 
+/// The driver a transition handed back, as the geo index needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleasedDriver {
+    pub id: DriverId,
+    pub location: Option<GeoPoint>,
+}
+
+#[derive(QueryableByName)]
+struct TransitionRow {
+    #[diesel(embed)]
+    booking: Booking,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    released_id: Option<i64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    released_lat: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    released_lng: Option<f64>,
+}
+
+/// The booking update, the driver's release and the event, as one statement: one round trip and
+/// one commit. The release and the event happen only if the fenced update matched its row.
+const TRANSITION_SQL: &str = "\
+WITH b AS (
+    UPDATE bookings SET
+        status = $1,
+        actual_fare = COALESCE($2, actual_fare),
+        cancellation_reason = COALESCE($3, cancellation_reason),
+        accepted_at = COALESCE($4, accepted_at),
+        cancelled_at = COALESCE($5, cancelled_at),
+        completed_at = COALESCE($6, completed_at),
+        updated_at = $7
+    WHERE id = $8 AND fencing_token = $9 AND status = $10
+    RETURNING *
+), d AS (
+    UPDATE drivers SET status = 'online', current_booking_id = NULL, updated_at = now()
+    WHERE id = $11 AND current_booking_id = $8 AND EXISTS (SELECT 1 FROM b)
+    RETURNING id, lat, lng
+), e AS (
+    INSERT INTO booking_events
+        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
+    SELECT id, $10, status, driver_id, $12, $9, $13 FROM b
+)
+SELECT b.*, d.id AS released_id, d.lat AS released_lat, d.lng AS released_lng
+FROM b LEFT JOIN d ON true";
+
 /// Applies a legal `transition` (from `apply`). Returns the new row and, when the transition
-/// releases the driver, the driver back online; `Ok(None)` means the token was stale.
+/// releases the driver, the driver back online; `Ok(None)` means the token was stale and nothing
+/// was written.
 pub async fn transition(
     conn: &mut AsyncPgConnection,
     booking: &Booking,
     transition: Transition,
     details: ChangeDetails,
     audit: Audit<'_>,
-) -> QueryResult<Option<(Booking, Option<Driver>)>> {
-    use super::schema::drivers;
-    let change = BookingChange {
-        actual_fare: details.actual_fare.map(fare_to_decimal),
-        cancellation_reason: details.cancellation_reason,
-        ..BookingChange::to(transition.to)
-    };
-    let result = conn
-        .transaction(async |conn| {
-            let Some(updated) = prepared(
-                diesel::update(fenced(booking, audit.fencing_token))
-                    .set(change)
-                    .returning(Booking::as_returning()),
-            )
-            .get_result(conn)
-            .await
-            .optional()?
-            else {
-                // Roll back nothing-written transaction; the caller steps down.
-                return Err(diesel::result::Error::RollbackTransaction);
-            };
-            let released = match transition.release_driver {
-                Some(driver) => prepared(
-                    diesel::update(
-                        drivers::table
-                            .find(driver.0)
-                            .filter(drivers::current_booking_id.eq(booking.id)),
-                    )
-                    .set((
-                        drivers::status.eq("online"),
-                        drivers::current_booking_id.eq(None::<i64>),
-                        drivers::updated_at.eq(diesel::dsl::now),
-                    ))
-                    .returning(Driver::as_returning()),
-                )
-                .get_result(conn)
-                .await
-                .optional()?,
-                None => None,
-            };
-            append_event(conn, &updated, Some(transition.from), audit).await?;
-            Ok((updated, released))
-        })
-        .await;
-    match result {
-        Ok(done) => Ok(Some(done)),
-        Err(diesel::result::Error::RollbackTransaction) => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-type FencedRow = diesel::dsl::Filter<
-    diesel::dsl::Filter<
-        diesel::dsl::Find<bookings::table, i64>,
-        diesel::dsl::Eq<bookings::fencing_token, i64>,
-    >,
-    diesel::dsl::Eq<bookings::status, String>,
->;
-
-/// The booking row as this writer last saw it: same id, same status, same token.
-fn fenced(booking: &Booking, token: i64) -> FencedRow {
-    bookings::table
-        .find(booking.id)
-        .filter(bookings::fencing_token.eq(token))
-        .filter(bookings::status.eq(booking.status.clone()))
+) -> QueryResult<Option<(Booking, Option<ReleasedDriver>)>> {
+    let now = Utc::now();
+    let stamp = |s: BookingStatus| (s == transition.to).then_some(now);
+    let row: Option<TransitionRow> = prepared(
+        diesel::sql_query(TRANSITION_SQL)
+            .bind::<Text, _>(transition.to.as_str())
+            .bind::<Nullable<Numeric>, _>(details.actual_fare.map(fare_to_decimal))
+            .bind::<Nullable<Text>, _>(details.cancellation_reason)
+            .bind::<Nullable<Timestamptz>, _>(stamp(BookingStatus::Accepted))
+            .bind::<Nullable<Timestamptz>, _>(stamp(BookingStatus::Cancelled))
+            .bind::<Nullable<Timestamptz>, _>(stamp(BookingStatus::Completed))
+            .bind::<Timestamptz, _>(now)
+            .bind::<BigInt, _>(booking.id)
+            .bind::<BigInt, _>(audit.fencing_token)
+            .bind::<Text, _>(transition.from.as_str())
+            .bind::<Nullable<BigInt>, _>(transition.release_driver.map(|d| d.0))
+            .bind::<Text, _>(audit.node_id)
+            .bind::<Text, _>(audit.request_id),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(|row| {
+        let released = row.released_id.map(|id| ReleasedDriver {
+            id: DriverId(id),
+            location: row
+                .released_lat
+                .zip(row.released_lng)
+                .map(|(lat, lng)| GeoPoint { lat, lng }),
+        });
+        (row.booking, released)
+    }))
 }
 
 /// A user's bookings, newest first; `before` is an exclusive booking-id cursor.

@@ -49,7 +49,7 @@ impl Driver {
     }
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]
 #[diesel(table_name = bookings, check_for_backend(diesel::pg::Pg))]
 pub struct Booking {
     pub id: i64,
