@@ -114,24 +114,50 @@ pub async fn lock_stats(state: State) -> Result<HttpResponse, ApiError> {
     Ok(respond(
         actix_web::http::StatusCode::OK,
         "Lock statistics retrieved successfully",
-        json!({
-            "totalLocks": locks.len(),
-            "locks": locks,
-            "counters": {
-                "acquired": m.acquired,
-                "released": m.released,
-                "expired": m.expired,
-                "contested": m.contested,
-                "renewed": m.renewed,
-                "renewal_failures": m.renewal_failures,
-                "lost": m.lost,
+        LockStats {
+            total_locks: locks.len(),
+            locks,
+            counters: Counters {
+                acquired: m.acquired,
+                released: m.released,
+                expired: m.expired,
+                contested: m.contested,
+                renewed: m.renewed,
+                renewal_failures: m.renewal_failures,
+                lost: m.lost,
             },
-            "acquisition_ms": m.acquisition_ms,
-            "timeout_rate": timeout_rate,
-            "backend": "redis",
-            "node_id": state.deps.node_id,
-            "active_actors": state.registry.len(),
-            "held_leases": m.held,
-        }),
+            acquisition_ms: m.acquisition_ms,
+            timeout_rate,
+            backend: "redis",
+            node_id: &state.deps.node_id.0,
+            active_actors: state.registry.len(),
+            held_leases: m.held,
+        },
     ))
+}
+
+/// `data` of `/api/locks/stats`, in the shape of API.md.
+#[derive(Serialize)]
+struct LockStats<'a> {
+    #[serde(rename = "totalLocks")]
+    total_locks: usize,
+    locks: Vec<LockView>,
+    counters: Counters,
+    acquisition_ms: crate::lease::manager::Percentiles,
+    timeout_rate: f64,
+    backend: &'static str,
+    node_id: &'a str,
+    active_actors: usize,
+    held_leases: u64,
+}
+
+#[derive(Serialize)]
+struct Counters {
+    acquired: u64,
+    released: u64,
+    expired: u64,
+    contested: u64,
+    renewed: u64,
+    renewal_failures: u64,
+    lost: u64,
 }
