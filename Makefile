@@ -40,7 +40,7 @@ test:
 # LOADTEST_ARGS adds options, e.g. LOADTEST_ARGS="--url http://127.0.0.1:3001 --riders 32".
 loadtest:
 	cargo build --release
-	for scenario in tutorial same-booking driver-contention conflict lifecycle; do
+	for scenario in tutorial same-booking driver-contention conflict actors lifecycle; do
 	  ./target/release/ridelock loadtest --scenario "$$scenario" $(LOADTEST_ARGS)
 	done
 

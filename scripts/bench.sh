@@ -75,6 +75,68 @@ log "RideLock: lease acquisition latency as the server saw it (last 4096 acquisi
 curl -fsS "$URL/api/locks/stats" | python3 -c 'import json, sys; d = json.load(sys.stdin)["data"]; print("acquisition_ms", d["acquisition_ms"], "timeout_rate", d["timeout_rate"])' \
   | tee "$OUT/acquisition.txt"
 
+# A node of our own for the next steps, on the dev services: serve_node PORT NODE_ID [ENV=VALUE...]
+serve_node() {
+  local port=$1 node=$2; shift 2
+  env RIDELOCK_PROFILE=local RIDELOCK_SERVER__PORT="$port" RIDELOCK_NODE__ID="$node" RUST_LOG=warn "$@" \
+    ./target/release/ridelock serve >> "$OUT/$node.log" 2>&1 &
+  NODE_PID=$!
+  for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 && return; sleep 0.1; done
+  log "node $node did not start; see $OUT/$node.log"; exit 1
+}
+stop_node() {
+  kill -TERM "$NODE_PID"
+  local started=$SECONDS
+  wait "$NODE_PID" || true
+  log "node stopped after $((SECONDS - started)) s"
+}
+rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$NODE_PID/status"; }
+
+ACTORS=${BENCH_ACTORS:-100000}
+log "RideLock: $ACTORS live booking actors in one node (resident memory)"
+# A long idle stop keeps every actor alive until the memory is read.
+serve_node 3901 bench-actors RIDELOCK_BOOKING__IDLE_STOP_MS=900000
+echo "rss_mb_idle $(rss_mb)" | tee "$OUT/actors.txt"
+./target/release/ridelock loadtest --url http://127.0.0.1:3901 --scenario actors --bookings "$ACTORS" \
+  --quiet --json > "$OUT/actors.json"
+{
+  echo "rss_mb_with_actors $(rss_mb)"
+  echo "leases_held $(redis-cli -p "$REDIS_PORT" --scan --pattern 'lock:booking:*' | wc -l)"
+  python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("violations", len(r["violations"]), "elapsed_s", round(r["elapsed_s"], 1))' "$OUT/actors.json"
+} | tee -a "$OUT/actors.txt"
+stop_node
+
+ROWS=${BENCH_ROWS:-10000000}
+log "RideLock: lifecycle throughput with 10,000 and then $ROWS rows in bookings"
+psql -q "$PG_ADMIN" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS ridelock_rows" \
+  -c "CREATE DATABASE ridelock_rows"
+ROWS_DB=${DATABASE_URL%/*}/ridelock_rows
+DATABASE_URL=$ROWS_DB ./target/release/ridelock migrate
+# History: cancelled bookings of 10,000 riders, spread over the globe.
+grow_to() {
+  psql -q "$ROWS_DB" -c "
+    INSERT INTO bookings (rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, estimated_fare,
+                          status, cancelled_at, created_at, updated_at)
+    SELECT (SELECT min(id) FROM riders) + g % 10000, random() * 170 - 85, random() * 350 - 175,
+           random() * 170 - 85, random() * 350 - 175, 5 + (g % 50), 'cancelled', now(), now(), now()
+    FROM generate_series((SELECT count(*) FROM bookings) + 1, $1) g" -c "VACUUM ANALYZE bookings"
+}
+psql -q "$ROWS_DB" -c "INSERT INTO riders (name, phone) SELECT 'History ' || g, '+1 555 ' || g FROM generate_series(1, 10000) g"
+grow_to 10000
+for rows in 10000 "$ROWS"; do
+  [[ $rows == 10000 ]] || { log "growing bookings to $rows rows"; time grow_to "$rows"; }
+  # Its own key prefix: booking ids of this database overlap those of the dev database.
+  serve_node 3902 bench-rows "DATABASE_URL=$ROWS_DB" RIDELOCK_REDIS__KEY_PREFIX=bench-rows:
+  for run in 1 2; do
+    ./target/release/ridelock loadtest --url http://127.0.0.1:3902 --scenario lifecycle --riders 64 \
+      --duration-s "$SECONDS_PER_RUN" --quiet --json > "$OUT/rows-$rows-$run.json"
+    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(f"rows {sys.argv[2]} run {sys.argv[3]}: {r[\"lifecycles_per_s\"]:.1f} lifecycles/s, violations {len(r[\"violations\"])}")' \
+      "$OUT/rows-$rows-$run.json" "$rows" "$run" | tee -a "$OUT/rows.txt"
+  done
+  stop_node
+done
+psql -q "$PG_ADMIN" -c "DROP DATABASE ridelock_rows"
+
 log "lease round trips (criterion, real Redis)"
 REDIS_URL=$REDIS_URL cargo bench --bench leases -- --warm-up-time 1 --measurement-time "$SECONDS_PER_RUN" 2>/dev/null \
   | grep -E '^lease|time:' | tee "$OUT/criterion.txt"

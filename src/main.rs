@@ -47,7 +47,7 @@ struct LoadArgs {
     /// Drivers (driver-contention).
     #[arg(long, default_value_t = 20)]
     drivers: usize,
-    /// Bookings (driver-contention, conflict).
+    /// Bookings (driver-contention, conflict, actors).
     #[arg(long, default_value_t = 200)]
     bookings: usize,
     /// Closed-loop virtual riders (lifecycle).

@@ -32,6 +32,9 @@ pub enum Scenario {
     /// `--riders` closed-loop riders doing whole lifecycles for `--duration-s` (or `--lifecycles`);
     /// with `--rate`, lifecycles start at that rate instead (open loop).
     Lifecycle,
+    /// `--bookings` bookings created and each sent one refused command, leaving that many live
+    /// actors on the server (for the memory benchmark).
+    Actors,
 }
 
 /// What to run and how hard.
@@ -109,6 +112,7 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
             scenarios::driver_contention(c.clone(), cfg.drivers, cfg.bookings).await?
         }
         Scenario::Conflict => scenarios::conflict(c.clone(), cfg.bookings).await?,
+        Scenario::Actors => scenarios::actors(c.clone(), cfg.bookings).await?,
         Scenario::Lifecycle => {
             scenarios::lifecycle(
                 c.clone(),

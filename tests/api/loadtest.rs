@@ -35,6 +35,7 @@ async fn every_loadtest_scenario_runs_with_its_invariants_intact() {
         Scenario::DriverContention,
         Scenario::Conflict,
         Scenario::Lifecycle,
+        Scenario::Actors,
     ];
 
     for scenario in scenarios {
