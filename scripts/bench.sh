@@ -130,8 +130,12 @@ for rows in 10000 "$ROWS"; do
   for run in 1 2; do
     ./target/release/ridelock loadtest --url http://127.0.0.1:3902 --scenario lifecycle --riders 64 \
       --duration-s "$SECONDS_PER_RUN" --quiet --json > "$OUT/rows-$rows-$run.json"
-    python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print(f"rows {sys.argv[2]} run {sys.argv[3]}: {r[\"lifecycles_per_s\"]:.1f} lifecycles/s, violations {len(r[\"violations\"])}")' \
-      "$OUT/rows-$rows-$run.json" "$rows" "$run" | tee -a "$OUT/rows.txt"
+    python3 - "$OUT/rows-$rows-$run.json" "$rows" "$run" <<'PY' | tee -a "$OUT/rows.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"rows {sys.argv[2]} run {sys.argv[3]}: {r['lifecycles_per_s']:.1f} lifecycles/s, "
+      f"violations {len(r['violations'])}")
+PY
   done
   stop_node
 done
