@@ -214,6 +214,13 @@ pub async fn same_booking(c: Arc<LoadClient>, k: usize) -> anyhow::Result<Outcom
     let rider = rider(&c).await?;
     drivers(&c, center, 3).await?;
     let booking = id_of(&create_booking(&c, rider, center).await)?;
+    // Open the k connections first (reported as `GET /api/health`), as clients with keep-alive
+    // connections would have them: the assigns then measure the server, not k TCP handshakes.
+    together(k, |_| {
+        let c = c.clone();
+        async move { get(&c, "GET /api/health", "/api/health".to_owned()).await }
+    })
+    .await;
     let assigns = together(k, |_| {
         let c = c.clone();
         async move { assign(&c, booking).await }
