@@ -19,7 +19,9 @@ use crate::domain::ids::{BookingId, DriverId, RequestId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
 use crate::lease::{booking_key, LeaseError};
-use crate::storage::bookings::{self as store, AssignError, Audit, ChangeDetails, ReleasedDriver};
+use crate::storage::bookings::{
+    self as store, AssignError, Audit, ChangeDetails, Claim, ReleasedDriver,
+};
 use crate::storage::models::{Booking, Driver};
 use crate::storage::{drivers, pool};
 use crate::telemetry::{self, ActorLine};
@@ -500,15 +502,22 @@ async fn assign_nearest(
         request_id: request_id.as_str(),
         fencing_token: token,
     };
+    let skip = Claim::SkipLocked;
     if let Some(indexed) = indexed_candidates(deps, &booking).await {
-        if let Some(done) = claim_first(deps, &mut conn, &booking, &indexed, audit).await? {
+        if let Some(done) = claim_first(deps, &mut conn, &booking, &indexed, skip, audit).await? {
             return Ok(done);
         }
     }
-    // Every candidate found online was claimed by someone else before us; drivers released
-    // meanwhile are online again, so search again. Only a search that finds nobody online means
-    // no driver is available.
-    for _ in 0..SQL_SEARCH_ROUNDS {
+    // Every candidate found online was claimed by someone else before us, or locked for a moment;
+    // drivers released meanwhile are online again, so search again. The last round waits for
+    // locked candidates instead of skipping them: only a search that finds nobody online, or
+    // finds every candidate taken after waiting, means no driver is available.
+    for round in 1..=SQL_SEARCH_ROUNDS {
+        let claim = if round == SQL_SEARCH_ROUNDS {
+            Claim::Wait
+        } else {
+            Claim::SkipLocked
+        };
         let online: Vec<DriverId> = drivers::nearby_sql(
             &mut conn,
             booking.pickup(),
@@ -523,7 +532,7 @@ async fn assign_nearest(
         if online.is_empty() {
             break;
         }
-        if let Some(done) = claim_first(deps, &mut conn, &booking, &online, audit).await? {
+        if let Some(done) = claim_first(deps, &mut conn, &booking, &online, claim, audit).await? {
             return Ok(done);
         }
     }
@@ -538,9 +547,10 @@ async fn claim_first(
     conn: &mut diesel_async::AsyncPgConnection,
     booking: &Booking,
     candidates: &[DriverId],
+    claim: Claim,
     audit: Audit<'_>,
 ) -> Result<Option<(Booking, Driver)>, BookingError> {
-    match store::assign(conn, booking, candidates, audit).await {
+    match store::assign(conn, booking, candidates, claim, audit).await {
         Ok(Some((assigned, driver))) => {
             if let Err(error) = deps.drivers.remove(DriverId(driver.id)).await {
                 log::warn!(

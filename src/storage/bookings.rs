@@ -164,21 +164,15 @@ pub async fn activate(
     }
 }
 
-#[derive(QueryableByName)]
-struct AssignRow {
-    #[diesel(embed)]
-    booking: Booking,
-    #[diesel(sql_type = BigInt)]
-    claimed_id: i64,
-}
-
 /// Claims the first free candidate and assigns the booking to it, with the event, in one
-/// statement. `$3` is the candidates in order of preference. The claim skips driver rows another
-/// assignment has locked (`SKIP LOCKED`): concurrent assignments near one spot each take the next
-/// free driver instead of queueing behind the nearest one only to find it taken. No row back: no
-/// candidate was free, or the fenced booking update matched nothing (the claim is then rolled
-/// back with the transaction this runs in).
-const ASSIGN_SQL: &str = "\
+/// statement. `$3` is the candidates in order of preference; `$lock` is how the claim treats a
+/// candidate row another transaction has locked (see [`Claim`]). No row back: no candidate was
+/// free, or the fenced booking update matched nothing (the claim is then rolled back with the
+/// transaction this runs in).
+macro_rules! assign_sql {
+    ($lock:literal) => {
+        concat!(
+            "\
 WITH c AS (
     UPDATE drivers SET status = 'busy', current_booking_id = $1, updated_at = now()
     WHERE id = (
@@ -187,7 +181,9 @@ WITH c AS (
           AND ($4::text IS NULL OR vehicle_type = $4)
         ORDER BY array_position($3, id)
         LIMIT 1
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE ",
+            $lock,
+            "
     )
     RETURNING id
 ), b AS (
@@ -200,7 +196,39 @@ WITH c AS (
         (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
     SELECT id, 'pending', status, driver_id, $6, $2, $7 FROM b
 )
-SELECT b.*, c.id AS claimed_id FROM b JOIN c ON true";
+SELECT b.*, c.id AS claimed_id FROM b JOIN c ON true"
+        )
+    };
+}
+
+/// How a claim treats a candidate driver row that another transaction holds locked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// Skip it (`SKIP LOCKED`): concurrent assignments near one spot each take the next free
+    /// driver instead of queueing behind the nearest one only to find it taken.
+    SkipLocked,
+    /// Wait for it and look again: a row is also locked for a moment by a location update or a
+    /// foreign-key check while the driver stays free, so a search that skipped everything must
+    /// not be the one that answers "no drivers available".
+    Wait,
+}
+
+impl Claim {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::SkipLocked => assign_sql!("SKIP LOCKED"),
+            Self::Wait => assign_sql!(""),
+        }
+    }
+}
+
+#[derive(QueryableByName)]
+struct AssignRow {
+    #[diesel(embed)]
+    booking: Booking,
+    #[diesel(sql_type = BigInt)]
+    claimed_id: i64,
+}
 
 /// Claims the first free driver among `candidates` (in their order) and assigns the pending
 /// `booking` to it, atomically: a driver is taken only if it is online and free, the booking only
@@ -210,6 +238,7 @@ pub async fn assign(
     conn: &mut AsyncPgConnection,
     booking: &Booking,
     candidates: &[DriverId],
+    claim: Claim,
     audit: Audit<'_>,
 ) -> Result<Option<(Booking, Driver)>, AssignError> {
     use super::schema::drivers;
@@ -220,7 +249,7 @@ pub async fn assign(
     let result = conn
         .transaction(async |conn| {
             let row: Option<AssignRow> = prepared(
-                diesel::sql_query(ASSIGN_SQL)
+                diesel::sql_query(claim.sql())
                     .bind::<BigInt, _>(booking.id)
                     .bind::<BigInt, _>(audit.fencing_token)
                     .bind::<Array<BigInt>, _>(&ids)

@@ -148,6 +148,39 @@ async fn fifty_concurrent_assigns_of_one_booking_have_exactly_one_winner() {
 }
 
 #[actix_web::test]
+async fn an_assignment_waits_out_a_free_driver_locked_for_a_moment_instead_of_answering_none() {
+    // Arrange: the only driver is free, but its row is locked by another transaction (as a
+    // location update or a foreign-key check would lock it for a moment).
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let driver = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let mut locker = app.db().await;
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut locker,
+        &format!("BEGIN; SELECT id FROM drivers WHERE id = {driver} FOR UPDATE"),
+    )
+    .await
+    .unwrap();
+
+    // Act: assign while the row is locked; release the lock a moment later.
+    let assign = app.post(format!("/api/bookings/{booking}/assign"), json!(null));
+    let release = async {
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        diesel_async::SimpleAsyncConnection::batch_execute(&mut locker, "ROLLBACK")
+            .await
+            .unwrap();
+    };
+    let (reply, ()) = futures::join!(assign, release);
+
+    // Assert: the assignment got the driver, not 409 no_drivers_available.
+    reply.expect(200, None);
+    assert_eq!(reply.data()["driver"]["id"].as_i64(), Some(driver));
+    let mut conn = app.db().await;
+    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+}
+
+#[actix_web::test]
 async fn two_hundred_bookings_racing_for_twenty_drivers_never_double_book_one() {
     // Arrange
     let app = spawn_app().await;
