@@ -66,7 +66,9 @@ impl Application {
                 settings.lease.clone(),
                 metrics.clone(),
             );
-            Supervisor::start(move |_| LeaseManager::new(node, store, lease, metrics))
+            Supervisor::start(move |_| {
+                LeaseManager::new(node, Arc::new(store.clone()), lease, metrics.clone())
+            })
         };
         let deps = Arc::new(BookingDeps {
             node_id: node_id.clone(),

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use super::redis::RedisLeases;
+use super::store::LeaseStore;
 use super::{lease_value, LeaseError};
 use crate::config::LeaseSettings;
 use crate::telemetry;
@@ -24,8 +24,9 @@ pub struct Acquire {
 }
 
 /// Gives a lease back: renewal stops at once, then the key is deleted if it is still ours.
+/// Answers `true` if it was, `false` if the lease had been lost (or given back) before.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Release {
     pub key: String,
     pub value: String,
@@ -144,7 +145,7 @@ fn bump(counter: &AtomicU64, by: u64) {
 
 pub struct LeaseManager {
     node_id: String,
-    store: RedisLeases,
+    store: Arc<dyn LeaseStore>,
     settings: LeaseSettings,
     held: HashMap<String, Held>,
     metrics: Arc<LeaseMetrics>,
@@ -155,7 +156,7 @@ pub struct LeaseManager {
 impl LeaseManager {
     pub fn new(
         node_id: String,
-        store: RedisLeases,
+        store: Arc<dyn LeaseStore>,
         settings: LeaseSettings,
         metrics: Arc<LeaseMetrics>,
     ) -> Self {
@@ -169,21 +170,26 @@ impl LeaseManager {
         }
     }
 
-    /// Check-and-delete in Redis, counted and logged; the script deletes only our own value.
+    /// Check-and-delete in the store, counted and logged; deletes only our own value. `true` if
+    /// the key still carried it.
     fn delete(
         &self,
         key: String,
         value: String,
-    ) -> impl std::future::Future<Output = ()> + 'static {
-        let store = self.store.clone();
+    ) -> impl std::future::Future<Output = bool> + 'static {
+        let release = self.store.release(key.clone(), value);
         let metrics = self.metrics.clone();
         let node_id = self.node_id.clone();
         async move {
-            match store.release(&key, &value).await {
-                Ok(true) => bump(&metrics.released, 1),
-                Ok(false) => {}
+            match release.await {
+                Ok(true) => {
+                    bump(&metrics.released, 1);
+                    true
+                }
+                Ok(false) => false,
                 Err(_) => {
-                    telemetry::lease_event(&node_id, &key, "release_failed", "err:unavailable")
+                    telemetry::lease_event(&node_id, &key, "release_failed", "err:unavailable");
+                    false
                 }
             }
         }
@@ -206,7 +212,8 @@ impl LeaseManager {
         if let Some(held) = self.held.remove(key) {
             ctx.spawn(
                 self.delete(key.to_owned(), held.value.clone())
-                    .into_actor(self),
+                    .into_actor(self)
+                    .map(|_, _, _| ()),
             );
             bump(&self.metrics.lost, 1);
             if expired {
@@ -262,7 +269,7 @@ impl LeaseManager {
             .collect();
         for (key, value) in orphans {
             self.held.remove(&key);
-            ctx.spawn(self.delete(key, value).into_actor(self));
+            ctx.spawn(self.delete(key, value).into_actor(self).map(|_, _, _| ()));
         }
         self.publish_held();
         if self.renewing {
@@ -278,12 +285,8 @@ impl LeaseManager {
             return;
         }
         self.renewing = true;
-        let store = self.store.clone();
-        let ttl = self.settings.ttl();
-        let renewal = async move {
-            let result = store.renew_all(&batch, ttl).await;
-            (batch, result)
-        };
+        let renew = self.store.renew_all(batch.clone(), self.settings.ttl());
+        let renewal = async move { (batch, renew.await) };
         ctx.spawn(renewal.into_actor(self).map(move |(batch, result), act, ctx| {
             act.renewing = false;
             let handled = sent_at.elapsed();
@@ -353,15 +356,12 @@ impl Handler<Acquire> for LeaseManager {
     type Result = ResponseActFuture<Self, Result<Grant, LeaseError>>;
 
     fn handle(&mut self, msg: Acquire, _ctx: &mut Self::Context) -> Self::Result {
-        let store = self.store.clone();
         let value = lease_value(&self.node_id);
-        let ttl = self.settings.ttl();
         let sent_at = Instant::now();
         let key = msg.key;
-        let attempt = {
-            let (key, value) = (key.clone(), value.clone());
-            async move { store.acquire(&key, &value, ttl).await }
-        };
+        let attempt = self
+            .store
+            .acquire(key.clone(), value.clone(), self.settings.ttl());
         Box::pin(attempt.into_actor(self).map(move |result, act, _ctx| {
             match &result {
                 Ok(()) => {
@@ -389,13 +389,13 @@ impl Handler<Acquire> for LeaseManager {
 impl Handler<Release> for LeaseManager {
     // Not atomic: releases proceed concurrently. The reply comes after Redis answered, so a
     // holder that `send`s (rather than `do_send`s) knows the key is gone.
-    type Result = ResponseActFuture<Self, ()>;
+    type Result = ResponseActFuture<Self, bool>;
 
     fn handle(&mut self, msg: Release, _ctx: &mut Self::Context) -> Self::Result {
         // Stop renewing first, so a release can never be undone by a renewal in flight. A lease
         // that is no longer held was lost (and its key deleted if still ours) or already released.
         if self.held.get(&msg.key).is_none_or(|h| h.value != msg.value) {
-            return Box::pin(fut::ready(()));
+            return Box::pin(fut::ready(false));
         }
         self.held.remove(&msg.key);
         self.publish_held();
@@ -418,10 +418,12 @@ impl Handler<ReleaseAll> for LeaseManager {
             .map(|(key, held)| (key, held.value))
             .collect();
         self.publish_held();
-        let store = self.store.clone();
+        let releases: Vec<_> = held
+            .into_iter()
+            .map(|(key, value)| self.store.release(key, value))
+            .collect();
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let releases = held.iter().map(|(key, value)| store.release(key, value));
             let released = futures::future::join_all(releases)
                 .await
                 .into_iter()
@@ -430,5 +432,275 @@ impl Handler<ReleaseAll> for LeaseManager {
             bump(&metrics.released, released as u64);
             released
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The manager against an in-memory lease store that can be told to fail or be robbed.
+
+    use std::sync::atomic::AtomicBool;
+
+    use futures::future::{ready, BoxFuture};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct MemoryLeases {
+        keys: Mutex<HashMap<String, String>>,
+        unreachable: AtomicBool,
+        /// Every key a renewal extended, in order.
+        renewals: Mutex<Vec<String>>,
+    }
+
+    impl MemoryLeases {
+        fn down() -> LeaseError {
+            LeaseError::Unavailable(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "in-memory store told to fail",
+            )))
+        }
+
+        fn steal(&self, key: &str) {
+            self.keys
+                .lock()
+                .unwrap()
+                .insert(key.to_owned(), "thief:1".to_owned());
+        }
+
+        fn renewals_of(&self, key: &str) -> usize {
+            self.renewals
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|k| *k == key)
+                .count()
+        }
+    }
+
+    impl LeaseStore for MemoryLeases {
+        fn acquire(
+            &self,
+            key: String,
+            value: String,
+            _ttl: Duration,
+        ) -> BoxFuture<'static, Result<(), LeaseError>> {
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Box::pin(ready(Err(Self::down())));
+            }
+            let mut keys = self.keys.lock().unwrap();
+            let result = match keys.get(&key) {
+                Some(holder) if *holder != value => Err(LeaseError::Held {
+                    owner_node: super::super::owner_node(holder).to_owned(),
+                    remaining: Duration::from_secs(1),
+                }),
+                _ => {
+                    keys.insert(key, value);
+                    Ok(())
+                }
+            };
+            Box::pin(ready(result))
+        }
+
+        fn renew_all(
+            &self,
+            leases: Vec<(String, String)>,
+            _ttl: Duration,
+        ) -> BoxFuture<'static, Result<Vec<bool>, LeaseError>> {
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Box::pin(ready(Err(Self::down())));
+            }
+            let keys = self.keys.lock().unwrap();
+            let mut renewals = self.renewals.lock().unwrap();
+            let flags = leases
+                .into_iter()
+                .map(|(key, value)| {
+                    let ours = keys.get(&key) == Some(&value);
+                    if ours {
+                        renewals.push(key);
+                    }
+                    ours
+                })
+                .collect();
+            Box::pin(ready(Ok(flags)))
+        }
+
+        fn release(
+            &self,
+            key: String,
+            value: String,
+        ) -> BoxFuture<'static, Result<bool, LeaseError>> {
+            let mut keys = self.keys.lock().unwrap();
+            let ours = keys.get(&key) == Some(&value);
+            if ours {
+                keys.remove(&key);
+            }
+            Box::pin(ready(Ok(ours)))
+        }
+    }
+
+    /// Stands in for a booking actor: records `LeaseLost` and stops, as a booking actor does.
+    struct Holder {
+        lost: Arc<Mutex<Vec<(String, Instant)>>>,
+    }
+
+    impl Actor for Holder {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<LeaseLost> for Holder {
+        type Result = ();
+
+        fn handle(&mut self, msg: LeaseLost, ctx: &mut Self::Context) {
+            self.lost.lock().unwrap().push((msg.key, Instant::now()));
+            ctx.stop();
+        }
+    }
+
+    // A wide drift margin (it must stay under TTL / 3) leaves room for a loaded test machine
+    // between the manager's local deadline and the store's expiry.
+    const TTL: Duration = Duration::from_millis(3000);
+    const DRIFT: Duration = Duration::from_millis(900);
+    const RENEW_EVERY: Duration = Duration::from_millis(100);
+
+    struct Setup {
+        store: Arc<MemoryLeases>,
+        manager: Addr<LeaseManager>,
+        holder: Addr<Holder>,
+        lost: Arc<Mutex<Vec<(String, Instant)>>>,
+    }
+
+    fn setup() -> Setup {
+        let store = Arc::new(MemoryLeases::default());
+        let settings = LeaseSettings {
+            ttl_ms: TTL.as_millis() as u64,
+            renew_every_ms: RENEW_EVERY.as_millis() as u64,
+            drift_ms: DRIFT.as_millis() as u64,
+        };
+        let manager = LeaseManager::new(
+            "node-a".to_owned(),
+            store.clone(),
+            settings,
+            Arc::new(LeaseMetrics::default()),
+        )
+        .start();
+        let lost = Arc::new(Mutex::new(Vec::new()));
+        let holder = Holder { lost: lost.clone() }.start();
+        Setup {
+            store,
+            manager,
+            holder,
+            lost,
+        }
+    }
+
+    async fn acquire(s: &Setup, key: &str) -> (Grant, Instant) {
+        let at = Instant::now();
+        let grant = s
+            .manager
+            .send(Acquire {
+                key: key.to_owned(),
+                holder: s.holder.clone().recipient(),
+            })
+            .await
+            .unwrap()
+            .unwrap();
+        (grant, at)
+    }
+
+    /// Waits until `done` holds, for at most twice the TTL.
+    async fn until(mut done: impl FnMut() -> bool) -> bool {
+        for _ in 0..(TTL * 2).as_millis() / 10 {
+            if done() {
+                return true;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+        }
+        done()
+    }
+
+    #[actix_rt::test]
+    async fn a_renewal_the_store_refuses_stops_the_holder_at_once() {
+        let s = setup();
+        let (grant, _) = acquire(&s, "lock:booking:1").await;
+
+        s.store.steal(&grant.key);
+
+        assert!(until(|| !s.lost.lock().unwrap().is_empty()).await);
+        assert_eq!(s.lost.lock().unwrap()[0].0, "lock:booking:1");
+        assert!(until(|| !s.holder.connected()).await, "the holder stopped");
+    }
+
+    #[actix_rt::test]
+    async fn an_unreachable_store_stops_the_holder_before_its_lease_could_expire() {
+        let s = setup();
+        let (_, acquired_at) = acquire(&s, "lock:booking:2").await;
+
+        s.store.unreachable.store(true, Ordering::SeqCst);
+
+        assert!(until(|| !s.lost.lock().unwrap().is_empty()).await);
+        let told_at = s.lost.lock().unwrap()[0].1;
+        // Renewals fail from the first heartbeat on. The manager keeps the lease while its local
+        // deadline (TTL minus drift, from when the SET was sent) is more than a heartbeat away,
+        // then tells the holder: before the store could let the key expire and another node
+        // take it, not whenever the store answers again.
+        let told_after = told_at - acquired_at;
+        assert!(told_after < TTL, "told {told_after:?} after acquiring");
+        assert!(
+            told_after >= TTL - DRIFT - RENEW_EVERY * 2,
+            "told {told_after:?}: too early"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn a_release_after_the_lease_was_lost_says_so() {
+        let s = setup();
+        let (grant, _) = acquire(&s, "lock:booking:3").await;
+        s.store.steal(&grant.key);
+        assert!(until(|| !s.lost.lock().unwrap().is_empty()).await);
+
+        let released = s
+            .manager
+            .send(Release {
+                key: grant.key.clone(),
+                value: grant.value.clone(),
+            })
+            .await
+            .unwrap();
+
+        assert!(!released, "a lost lease cannot be released");
+        assert_eq!(
+            s.store
+                .keys
+                .lock()
+                .unwrap()
+                .get(&grant.key)
+                .map(String::as_str),
+            Some("thief:1"),
+            "the new holder's key is untouched"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn no_renewal_outlives_a_release() {
+        let s = setup();
+        let (grant, _) = acquire(&s, "lock:booking:4").await;
+        assert!(until(|| s.store.renewals_of(&grant.key) >= 2).await);
+
+        let released = s
+            .manager
+            .send(Release {
+                key: grant.key.clone(),
+                value: grant.value.clone(),
+            })
+            .await
+            .unwrap();
+        let renewed_before = s.store.renewals_of(&grant.key);
+        actix_rt::time::sleep(RENEW_EVERY * 5).await;
+
+        assert!(released);
+        assert_eq!(s.store.renewals_of(&grant.key), renewed_before);
+        assert!(!s.store.keys.lock().unwrap().contains_key(&grant.key));
+        assert!(s.lost.lock().unwrap().is_empty(), "a release is not a loss");
     }
 }

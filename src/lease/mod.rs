@@ -6,6 +6,7 @@
 
 pub mod manager;
 pub mod redis;
+pub mod store;
 
 use std::time::Duration;
 
