@@ -89,6 +89,7 @@ impl Application {
             lease_metrics: metrics,
             leases,
             redis,
+            http_metrics: http::metrics::HttpMetrics::default(),
         });
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
@@ -99,6 +100,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(middleware::from_fn(http::metrics::record))
                 .wrap(middleware::from_fn(request_id::assign))
                 .configure(http::routes)
         })

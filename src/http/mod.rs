@@ -7,6 +7,7 @@ mod bookings;
 mod drivers;
 mod extract;
 mod health;
+pub mod metrics;
 pub mod request_id;
 mod riders;
 
@@ -29,6 +30,7 @@ pub struct AppState {
     pub lease_metrics: Arc<LeaseMetrics>,
     pub leases: RedisLeases,
     pub redis: redis::aio::ConnectionManager,
+    pub http_metrics: metrics::HttpMetrics,
 }
 
 pub type State = web::Data<AppState>;
@@ -76,6 +78,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/locks/stats", web::get().to(health::lock_stats))
             .route("/health", web::get().to(health::health)),
     )
+    .route("/metrics", web::get().to(metrics::render))
     .default_service(web::to(not_found));
 }
 

@@ -351,3 +351,61 @@ async fn events_of_an_unknown_booking_are_404() {
     not_an_id.expect_invalid("id");
     assert_eq!(app.fingerprint().await, before, "nothing written");
 }
+
+#[actix_web::test]
+async fn metrics_count_requests_by_route_pattern_and_status_in_prometheus_text() {
+    // Arrange: a 201, a 404 on a matched route, a 404 on no route, and an assignment (a lease,
+    // kept: the actor must not idle out before the metrics are read).
+    let app = spawn_app_with(|s| s.booking.idle_stop_ms = 60_000).await;
+    let rider = app.rider().await;
+    app.get("/api/riders/999999999").await.expect(404, None);
+    app.get("/api/no/such/route").await.expect(404, None);
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    assert!(booking > 0);
+
+    // Act
+    let response = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(response.status().as_u16(), 200);
+    let content_type = response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
+    let text = response.text().await.unwrap();
+    let node = &app.node_id;
+    for line in [
+        r#"ridelock_http_requests_total{method="POST",route="/api/riders",status="201"} 1"#.to_owned(),
+        r#"ridelock_http_requests_total{method="GET",route="/api/riders/{id}",status="404"} 1"#.to_owned(),
+        r#"ridelock_http_requests_total{method="GET",route="unmatched",status="404"} 1"#.to_owned(),
+        r#"ridelock_http_requests_total{method="POST",route="/api/bookings/{id}/assign",status="200"} 1"#.to_owned(),
+        r#"ridelock_http_request_duration_seconds_count{method="POST",route="/api/bookings/{id}/assign"} 1"#.to_owned(),
+        format!(r#"ridelock_lease_acquired_total{{node="{node}"}} 1"#),
+        format!(r#"ridelock_leases_held{{node="{node}"}} 1"#),
+        format!(r#"ridelock_booking_actors{{node="{node}"}} 1"#),
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+    }
+    // Every sample line is `name{labels} number`; every family has HELP and TYPE.
+    for sample in text.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = sample.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{sample}");
+        let name = series.split('{').next().unwrap();
+        let family = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(text.contains(&format!("# TYPE {family} ")), "{sample}");
+        assert!(text.contains(&format!("# HELP {family} ")), "{sample}");
+    }
+}

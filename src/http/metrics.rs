@@ -1,0 +1,241 @@
+//! `GET /metrics`: Prometheus text format. HTTP requests by route pattern and status, request
+//! latency histograms by route, the lease counters of `/api/locks/stats`, held leases and live
+//! booking actors. Routes are labelled by their pattern (`/api/bookings/{id}`), never by the raw
+//! path, and unmatched paths share one label, so the number of series stays bounded.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{Error, HttpResponse};
+
+use super::State;
+
+/// Upper bounds of the latency buckets, seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Default)]
+struct RouteStats {
+    statuses: BTreeMap<u16, u64>,
+    /// Non-cumulative counts per bucket; the last one is above every bound.
+    buckets: [u64; BUCKETS.len() + 1],
+    sum_seconds: f64,
+}
+
+/// Request counts and latencies, per method and route pattern.
+#[derive(Default)]
+pub struct HttpMetrics {
+    /// method → route pattern → figures; looked up by `&str`, so recording allocates only the
+    /// first time a route is seen.
+    routes: Mutex<BTreeMap<String, BTreeMap<String, RouteStats>>>,
+}
+
+impl HttpMetrics {
+    fn record(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let seconds = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(BUCKETS.len());
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        if !routes.contains_key(method) {
+            routes.insert(method.to_owned(), BTreeMap::new());
+        }
+        let Some(by_route) = routes.get_mut(method) else {
+            return;
+        };
+        if !by_route.contains_key(route) {
+            by_route.insert(route.to_owned(), RouteStats::default());
+        }
+        let Some(stats) = by_route.get_mut(route) else {
+            return;
+        };
+        *stats.statuses.entry(status).or_default() += 1;
+        stats.buckets[bucket] += 1;
+        stats.sum_seconds += seconds;
+    }
+
+    fn render(&self, out: &mut String) {
+        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        out.push_str(
+            "# HELP ridelock_http_requests_total HTTP requests answered, by route pattern and status.\n\
+             # TYPE ridelock_http_requests_total counter\n",
+        );
+        let all = || {
+            routes.iter().flat_map(|(method, by_route)| {
+                by_route.iter().map(move |(route, s)| (method, route, s))
+            })
+        };
+        for (method, route, stats) in all() {
+            for (status, n) in &stats.statuses {
+                let _ = writeln!(
+                    out,
+                    "ridelock_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
+                    label(method),
+                    label(route)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP ridelock_http_request_duration_seconds Time from request to response, by route pattern.\n\
+             # TYPE ridelock_http_request_duration_seconds histogram\n",
+        );
+        for (method, route, stats) in all() {
+            let labels = format!("method=\"{}\",route=\"{}\"", label(method), label(route));
+            let mut cumulative = 0;
+            for (bound, n) in BUCKETS.iter().zip(&stats.buckets) {
+                cumulative += n;
+                let _ = writeln!(
+                    out,
+                    "ridelock_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let count: u64 = stats.buckets.iter().sum();
+            let _ = writeln!(
+                out,
+                "ridelock_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n\
+                 ridelock_http_request_duration_seconds_sum{{{labels}}} {}\n\
+                 ridelock_http_request_duration_seconds_count{{{labels}}} {count}",
+                stats.sum_seconds
+            );
+        }
+    }
+}
+
+/// A label value with `\`, `"` and newlines escaped, as the text format requires.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Middleware: times every request and counts it under its route pattern and status.
+pub async fn record(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, Error> {
+    let started = Instant::now();
+    let response = next.call(req).await?;
+    let request = response.request();
+    if let Some(state) = request.app_data::<State>() {
+        state.http_metrics.record(
+            request.method().as_str(),
+            request.match_pattern().as_deref().unwrap_or("unmatched"),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    Ok(response)
+}
+
+/// `GET /metrics`.
+pub async fn render(state: State) -> HttpResponse {
+    let node = label(&state.deps.node_id.0);
+    let m = state.lease_metrics.snapshot();
+    let mut out = String::with_capacity(8192);
+    state.http_metrics.render(&mut out);
+    let counters = [
+        ("acquired", m.acquired, "Leases acquired."),
+        ("released", m.released, "Leases given back and deleted."),
+        (
+            "expired",
+            m.expired,
+            "Leases whose local deadline passed unconfirmed.",
+        ),
+        (
+            "contested",
+            m.contested,
+            "Acquisitions refused: another holder had the lease.",
+        ),
+        ("renewed", m.renewed, "Lease renewals confirmed."),
+        (
+            "renewal_failures",
+            m.renewal_failures,
+            "Lease renewals refused or unanswered.",
+        ),
+        (
+            "lost",
+            m.lost,
+            "Leases lost while held; their actors were stopped.",
+        ),
+        (
+            "timeouts",
+            m.timeouts,
+            "Acquisitions the lease store did not answer.",
+        ),
+    ];
+    for (name, value, help) in counters {
+        let _ = writeln!(
+            out,
+            "# HELP ridelock_lease_{name}_total {help}\n# TYPE ridelock_lease_{name}_total counter\n\
+             ridelock_lease_{name}_total{{node=\"{node}\"}} {value}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ridelock_leases_held Leases this node holds now.\n# TYPE ridelock_leases_held gauge\n\
+         ridelock_leases_held{{node=\"{node}\"}} {}\n\
+         # HELP ridelock_booking_actors Booking actors alive on this node.\n# TYPE ridelock_booking_actors gauge\n\
+         ridelock_booking_actors{{node=\"{node}\"}} {}",
+        m.held,
+        state.registry.len()
+    );
+    out.push_str(
+        "# HELP ridelock_lease_acquisition_seconds Lease acquisition latency over the latest acquisitions.\n\
+         # TYPE ridelock_lease_acquisition_seconds gauge\n",
+    );
+    for (quantile, ms) in [
+        ("0.5", m.acquisition_ms.p50),
+        ("0.99", m.acquisition_ms.p99),
+        ("1", m.acquisition_ms.max),
+    ] {
+        let _ = writeln!(
+            out,
+            "ridelock_lease_acquisition_seconds{{node=\"{node}\",quantile=\"{quantile}\"}} {}",
+            ms / 1000.0
+        );
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_cumulative_buckets() {
+        let metrics = HttpMetrics::default();
+        metrics.record("GET", "/api/x/{id}", 200, Duration::from_micros(800));
+        metrics.record("GET", "/api/x/{id}", 404, Duration::from_millis(30));
+        metrics.record("GET", "/api/x/{id}", 200, Duration::from_secs(9));
+        let mut out = String::new();
+        metrics.render(&mut out);
+        let labels = "method=\"GET\",route=\"/api/x/{id}\"";
+        for line in [
+            format!("ridelock_http_requests_total{{{labels},status=\"200\"}} 2"),
+            format!("ridelock_http_requests_total{{{labels},status=\"404\"}} 1"),
+            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"0.001\"}} 1"),
+            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"0.025\"}} 1"),
+            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"0.05\"}} 2"),
+            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"5\"}} 2"),
+            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 3"),
+            format!("ridelock_http_request_duration_seconds_count{{{labels}}} 3"),
+        ] {
+            assert!(out.lines().any(|l| l == line), "missing {line} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}
