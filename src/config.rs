@@ -56,6 +56,8 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 pub struct NodeSettings {
     pub id: String,
+    /// The URL other nodes use to reach this one; empty means `http://127.0.0.1:<port>`.
+    pub advertise_url: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`http`]: actix-web routes, wire DTOs, the request-id middleware.
 //! - [`actors`]: one `BookingActor` per live booking and the registry that finds or starts it.
+//! - [`cluster`]: node membership in Redis (`/api/cluster/nodes`).
 //! - [`lease`]: Redis leases and the per-node `LeaseManager` that renews them on one heartbeat.
 //! - [`geo`]: the Redis geo index of available drivers (a search aid, never the truth).
 //! - [`storage`]: PostgreSQL, the system of record; every booking write is fenced by token.
@@ -12,6 +13,7 @@
 //! - [`config`], [`telemetry`], [`error`], [`startup`], [`seed`]: wiring.
 
 pub mod actors;
+pub mod cluster;
 pub mod config;
 pub mod domain;
 pub mod error;

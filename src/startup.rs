@@ -14,6 +14,7 @@ use anyhow::Context as _;
 
 use crate::actors::registry::BookingRegistry;
 use crate::actors::BookingDeps;
+use crate::cluster::{Membership, NodeInfo};
 use crate::config::Settings;
 use crate::domain::ids::NodeId;
 use crate::geo::DriverIndex;
@@ -28,6 +29,9 @@ pub struct Application {
     registry: Arc<BookingRegistry>,
     leases: Addr<LeaseManager>,
     node_id: NodeId,
+    membership: Membership,
+    /// Refreshes this node's membership key until shutdown.
+    announcing: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -83,10 +87,11 @@ impl Application {
         });
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let registry = BookingRegistry::new(deps.clone(), threads);
+        let membership_redis = redis.clone();
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             deps,
-            lease_metrics: metrics,
+            lease_metrics: metrics.clone(),
             leases,
             redis,
             http_metrics: http::metrics::HttpMetrics::default(),
@@ -111,12 +116,56 @@ impl Application {
         }
         let server = server.listen(listener)?.run();
         log::info!("listening node={node_id} port={port}");
+
+        let membership = Membership::new(
+            membership_redis,
+            &settings.redis.key_prefix,
+            &node_id.0,
+            settings.lease.ttl(),
+        );
+        let mut info = NodeInfo {
+            id: node_id.0.clone(),
+            address: match settings.node.advertise_url.as_str() {
+                "" => format!("http://127.0.0.1:{port}"),
+                url => url.trim_end_matches('/').to_owned(),
+            },
+            started_at: chrono::Utc::now(),
+            active_actors: 0,
+            held_leases: 0,
+            seen_at: chrono::Utc::now(),
+        };
+        membership
+            .announce(&info)
+            .await
+            .context("announcing this node in Redis")?;
+        let announcing = {
+            let (membership, registry, every) = (
+                membership.clone(),
+                registry.clone(),
+                settings.lease.renew_every(),
+            );
+            actix_web::rt::spawn(async move {
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    info.active_actors = registry.len();
+                    info.held_leases = metrics.snapshot().held;
+                    info.seen_at = chrono::Utc::now();
+                    if let Err(error) = membership.announce(&info).await {
+                        log::warn!("membership refresh failed node={} error={error}", info.id);
+                    }
+                }
+            })
+        };
         Ok(Self {
             port,
             server,
             registry,
             leases: manager,
             node_id,
+            membership,
+            announcing,
         })
     }
 
@@ -146,6 +195,11 @@ impl Application {
                 "shutdown node={} lease release failed: {error}",
                 self.node_id
             ),
+        }
+        // Last: the node leaves the member list only once it holds nothing.
+        self.announcing.abort();
+        if let Err(error) = self.membership.withdraw().await {
+            log::warn!("shutdown node={} withdraw failed: {error}", self.node_id);
         }
         served
     }

@@ -161,3 +161,15 @@ struct Counters {
     renewal_failures: u64,
     lost: u64,
 }
+
+/// `GET /api/cluster/nodes`: the nodes whose membership key is alive, with their address, start,
+/// active actors and held leases as of their last announcement.
+pub async fn cluster_nodes(state: State) -> Result<HttpResponse, ApiError> {
+    let nodes = crate::cluster::live_nodes(&state.redis, &state.deps.key_prefix)
+        .await
+        .map_err(ApiError::Unavailable)?;
+    Ok(super::respond_list(
+        "Cluster nodes retrieved successfully",
+        &nodes,
+    ))
+}

@@ -76,6 +76,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 web::get().to(bookings::list_for_user),
             )
             .route("/locks/stats", web::get().to(health::lock_stats))
+            .route("/cluster/nodes", web::get().to(health::cluster_nodes))
             .route("/health", web::get().to(health::health)),
     )
     .route("/metrics", web::get().to(metrics::render))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{booking_body, spawn_app, spawn_app_with, Reply, TestApp, PICKUP};
+use crate::helpers::{booking_body, spawn_app, spawn_app_with, spawn_node, Reply, TestApp, PICKUP};
 
 /// Sends a request with an `X-Request-ID` header.
 async fn send_with_request_id(
@@ -408,4 +408,46 @@ async fn metrics_count_requests_by_route_pattern_and_status_in_prometheus_text()
         assert!(text.contains(&format!("# TYPE {family} ")), "{sample}");
         assert!(text.contains(&format!("# HELP {family} ")), "{sample}");
     }
+}
+
+#[actix_web::test]
+async fn cluster_nodes_lists_every_live_node_and_a_stopped_one_leaves_at_once() {
+    // Arrange: two nodes on one database and key prefix. The second announces itself with a
+    // 10 s TTL, so its key leaving within 3 s shows a withdrawal, not an expiry.
+    let a = spawn_app_with(|s| s.booking.idle_stop_ms = 60_000).await;
+    let b = spawn_node(&a.db_name, &a.db_url, &a.redis_prefix, "n2", |s| {
+        s.lease.ttl_ms = 10_000;
+        s.lease.renew_every_ms = 3_000;
+    })
+    .await;
+    let rider = a.rider().await;
+    a.online_driver(PICKUP.0, PICKUP.1).await;
+    a.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+
+    // Act / Assert: both listed, each with its own address; n1's next announcement counts the
+    // actor and the lease it holds.
+    let listed = a.get("/api/cluster/nodes").await;
+    listed.expect(200, None);
+    let nodes = listed.data().as_array().unwrap();
+    let ids: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["n1", "n2"]);
+    assert_eq!(nodes[0]["address"], a.address.as_str());
+    assert_eq!(nodes[1]["address"], b.address.as_str());
+    assert_eq!(listed.body["count"], 2);
+    let counted = a
+        .eventually(Duration::from_secs(3), || async {
+            let n1 = a.get("/api/cluster/nodes").await.data()[0].clone();
+            n1["active_actors"] == 1 && n1["held_leases"] == 1
+        })
+        .await;
+    assert!(counted, "n1 announces its actor and lease");
+
+    b.stop().await;
+    let left = a
+        .eventually(Duration::from_secs(3), || async {
+            let listed = a.get("/api/cluster/nodes").await;
+            listed.data().as_array().is_some_and(|n| n.len() == 1)
+        })
+        .await;
+    assert!(left, "a stopped node withdraws its membership");
 }

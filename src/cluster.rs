@@ -1,0 +1,90 @@
+//! Cluster membership: every node announces itself in Redis under `{prefix}node:<id>`, a JSON
+//! value with its address and figures, set with the lease TTL and refreshed on the lease
+//! heartbeat's period. A node that stops cleanly withdraws its key at once; one that crashed
+//! drops out when the TTL runs out. `GET /api/cluster/nodes` lists the keys alive now.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::aio::ConnectionManager;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+
+/// One live node, as it last announced itself.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeInfo {
+    pub id: String,
+    /// Where other nodes reach this one (`node.advertise_url`).
+    pub address: String,
+    pub started_at: DateTime<Utc>,
+    pub active_actors: usize,
+    pub held_leases: u64,
+    /// When this announcement was made.
+    pub seen_at: DateTime<Utc>,
+}
+
+pub fn node_key(prefix: &str, node_id: &str) -> String {
+    format!("{prefix}node:{node_id}")
+}
+
+/// This node's announcements.
+#[derive(Clone)]
+pub struct Membership {
+    redis: ConnectionManager,
+    key: String,
+    ttl: Duration,
+}
+
+impl Membership {
+    pub fn new(redis: ConnectionManager, prefix: &str, node_id: &str, ttl: Duration) -> Self {
+        Self {
+            redis,
+            key: node_key(prefix, node_id),
+            ttl,
+        }
+    }
+
+    /// Sets (or refreshes) this node's key for one TTL.
+    pub async fn announce(&self, info: &NodeInfo) -> anyhow::Result<()> {
+        let value = serde_json::to_string(info)?;
+        let mut conn = self.redis.clone();
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        let () = conn.pset_ex(&self.key, value, ttl_ms).await?;
+        Ok(())
+    }
+
+    /// Removes this node's key (clean shutdown).
+    pub async fn withdraw(&self) -> anyhow::Result<()> {
+        let mut conn = self.redis.clone();
+        let _: i64 = conn.del(&self.key).await?;
+        Ok(())
+    }
+}
+
+/// Every node whose key is alive, by id. Keys are found with SCAN, never KEYS.
+pub async fn live_nodes(redis: &ConnectionManager, prefix: &str) -> anyhow::Result<Vec<NodeInfo>> {
+    let mut conn = redis.clone();
+    let keys: Vec<String> = {
+        let mut iter = conn
+            .scan_match::<_, String>(format!("{prefix}node:*"))
+            .await?;
+        let mut keys = Vec::new();
+        while let Some(key) = futures::StreamExt::next(&mut iter).await {
+            keys.push(key?);
+        }
+        keys
+    };
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    // MGET spelled out: the typed helper sends a plain GET for a single key, whose reply is not
+    // a list.
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+    let mut nodes: Vec<NodeInfo> = values
+        .into_iter()
+        .flatten()
+        .filter_map(|json| serde_json::from_str(&json).ok())
+        .collect();
+    nodes.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(nodes)
+}
