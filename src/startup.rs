@@ -1,7 +1,8 @@
 //! `Application`: all wiring lives here. `build` connects to PostgreSQL and Redis, runs pending
 //! migrations, clears this node's leases from a previous run, rebuilds the geo index, starts the
-//! lease manager and binds the HTTP server; `run_until_stopped` serves until the handle stops it
-//! and then gives back every lease this node still holds.
+//! lease manager, binds the HTTP server and announces the node (cluster membership);
+//! `run_until_stopped` serves until the handle stops it, then gives back every lease this node
+//! still holds and withdraws its membership.
 
 use std::net::TcpListener;
 use std::sync::Arc;

@@ -608,6 +608,16 @@ mod tests {
         (grant, at)
     }
 
+    async fn release(s: &Setup, grant: &Grant) -> bool {
+        s.manager
+            .send(Release {
+                key: grant.key.clone(),
+                value: grant.value.clone(),
+            })
+            .await
+            .unwrap()
+    }
+
     /// Waits until `done` holds, for at most twice the TTL.
     async fn until(mut done: impl FnMut() -> bool) -> bool {
         for _ in 0..(TTL * 2).as_millis() / 10 {
@@ -659,14 +669,7 @@ mod tests {
         s.store.steal(&grant.key);
         assert!(until(|| !s.lost.lock().unwrap().is_empty()).await);
 
-        let released = s
-            .manager
-            .send(Release {
-                key: grant.key.clone(),
-                value: grant.value.clone(),
-            })
-            .await
-            .unwrap();
+        let released = release(&s, &grant).await;
 
         assert!(!released, "a lost lease cannot be released");
         assert_eq!(
@@ -687,14 +690,7 @@ mod tests {
         let (grant, _) = acquire(&s, "lock:booking:4").await;
         assert!(until(|| s.store.renewals_of(&grant.key) >= 2).await);
 
-        let released = s
-            .manager
-            .send(Release {
-                key: grant.key.clone(),
-                value: grant.value.clone(),
-            })
-            .await
-            .unwrap();
+        let released = release(&s, &grant).await;
         let renewed_before = s.store.renewals_of(&grant.key);
         actix_rt::time::sleep(RENEW_EVERY * 5).await;
 

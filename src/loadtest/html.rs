@@ -230,20 +230,28 @@ fn latency_over_time(report: &Report) -> String {
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.1))
         .fold(1.0_f64, f64::max);
-    let ticks = Scale::Linear { max: last }
-        .ticks()
-        .into_iter()
-        .map(|v| (v, number(v)))
-        .collect::<Vec<_>>();
-    chart(
+    time_chart(
         "Latency over time (per second: p99 solid, p50 dashed)",
-        "seconds since start",
         "ms",
         &series,
-        Scale::Linear { max: last },
+        last,
+        top,
+    ) + &legend(&series)
+}
+
+/// A chart over the run's seconds (`0..=last`, round ticks) with values up to `top`.
+fn time_chart(title: &str, y_label: &str, series: &[Series], last: f64, top: f64) -> String {
+    let x = Scale::Linear { max: last };
+    let ticks: Vec<(f64, String)> = x.ticks().into_iter().map(|v| (v, number(v))).collect();
+    chart(
+        title,
+        "seconds since start",
+        y_label,
+        series,
+        x,
         &ticks,
         Scale::Linear { max: top * 1.05 },
-    ) + &legend(&series)
+    )
 }
 
 fn throughput_over_time(report: &Report) -> String {
@@ -268,19 +276,12 @@ fn throughput_over_time(report: &Report) -> String {
     }];
     let last = (per_second.len() as f64).max(1.0);
     let top = per_second.iter().copied().fold(1.0_f64, f64::max);
-    let ticks = Scale::Linear { max: last }
-        .ticks()
-        .into_iter()
-        .map(|v| (v, number(v)))
-        .collect::<Vec<_>>();
-    chart(
+    time_chart(
         "Requests answered per second",
-        "seconds since start",
         "requests/s",
         &series,
-        Scale::Linear { max: last },
-        &ticks,
-        Scale::Linear { max: top * 1.05 },
+        last,
+        top,
     )
 }
 
