@@ -38,6 +38,7 @@ impl fmt::Debug for Secret {
 pub struct Settings {
     pub server: ServerSettings,
     pub node: NodeSettings,
+    pub cluster: ClusterSettings,
     pub database: DatabaseSettings,
     pub redis: RedisSettings,
     pub lease: LeaseSettings,
@@ -58,6 +59,12 @@ pub struct NodeSettings {
     pub id: String,
     /// The URL other nodes use to reach this one; empty means `http://127.0.0.1:<port>`.
     pub advertise_url: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ClusterSettings {
+    /// Shared by every node; signs and verifies forwarded calls.
+    pub secret: Secret,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +149,13 @@ impl Settings {
         }
         if self.node.id.contains(':') || self.node.id.contains(char::is_whitespace) {
             bail!("node.id must not contain ':' or whitespace");
+        }
+        let secret = self.cluster.secret.expose();
+        if secret.is_empty() {
+            bail!("cluster.secret must be set (RIDELOCK_CLUSTER__SECRET)");
+        }
+        if profile == "production" && (secret.len() < 32 || secret.starts_with("dev-")) {
+            bail!("cluster.secret must be a private value of at least 32 characters in production");
         }
         if self.database.url.expose().is_empty() || self.redis.url.expose().is_empty() {
             bail!("database.url and redis.url must be set (DATABASE_URL, REDIS_URL)");

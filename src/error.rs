@@ -18,6 +18,9 @@ pub enum ApiError {
     /// 400 `invalid_request`; the message names the field.
     #[error("{0}")]
     Invalid(#[from] FieldError),
+    /// 401: the caller could not be authenticated (an internal call without a valid signature).
+    #[error("{message}")]
+    Unauthorized { code: &'static str, message: String },
     /// 403: the caller is not the party this action needs.
     #[error("{message}")]
     Forbidden { code: &'static str, message: String },
@@ -65,7 +68,8 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "invalid_request",
-            Self::Forbidden { code, .. }
+            Self::Unauthorized { code, .. }
+            | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. } => code,
             Self::LeaseUnavailable { .. } => "lease_unavailable",
@@ -95,6 +99,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Invalid(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
@@ -173,6 +178,9 @@ impl From<BookingError> for ApiError {
                 "No drivers available nearby",
                 json!({ "booking": booking }),
             ),
+            BookingError::Elsewhere(owner) => Self::LeaseUnavailable {
+                retry_after: owner.remaining.max(Duration::from_secs(1)),
+            },
             BookingError::LeaseUnavailable { retry_after, .. } => {
                 Self::LeaseUnavailable { retry_after }
             }

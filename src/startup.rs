@@ -15,6 +15,7 @@ use anyhow::Context as _;
 
 use crate::actors::registry::BookingRegistry;
 use crate::actors::BookingDeps;
+use crate::cluster::forward::Forwarder;
 use crate::cluster::{Membership, NodeInfo};
 use crate::config::Settings;
 use crate::domain::ids::NodeId;
@@ -89,6 +90,13 @@ impl Application {
         let threads = std::thread::available_parallelism().map_or(2, usize::from);
         let registry = BookingRegistry::new(deps.clone(), threads);
         let membership_redis = redis.clone();
+        let forwarder = Forwarder::new(
+            settings.cluster.secret.clone(),
+            &node_id.0,
+            redis.clone(),
+            &settings.redis.key_prefix,
+            settings.lease.renew_every(),
+        )?;
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             deps,
@@ -96,6 +104,8 @@ impl Application {
             leases,
             redis,
             http_metrics: http::metrics::HttpMetrics::default(),
+            forwarder,
+            cluster_secret: settings.cluster.secret.clone(),
         });
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use rand::Rng;
 
 use super::registry::BookingRegistry;
 use super::{BookingError, SharedDeps};
@@ -18,7 +17,7 @@ use crate::domain::booking::{apply, Command, Party, Transition};
 use crate::domain::ids::{BookingId, DriverId, RequestId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
-use crate::lease::{booking_key, LeaseError};
+use crate::lease::{booking_key, LeaseError, LeaseOwner};
 use crate::storage::bookings::{
     self as store, AssignError, Audit, ChangeDetails, Claim, ReleasedDriver,
 };
@@ -73,10 +72,8 @@ pub struct Passivate;
 #[derive(Debug, Clone)]
 enum Failure {
     NotFound,
-    LeaseHeld {
-        retry_after: Duration,
-        owner_node: String,
-    },
+    /// Another lease holds the booking: the request is routed to its node, or waits it out.
+    Elsewhere(LeaseOwner),
     LeaseStoreDown,
     DatabaseDown(String),
 }
@@ -85,16 +82,7 @@ impl Failure {
     fn to_error(&self, id: BookingId) -> BookingError {
         match self {
             Self::NotFound => BookingError::NotFound(id),
-            Self::LeaseHeld {
-                retry_after,
-                owner_node,
-            } => BookingError::LeaseUnavailable {
-                retry_after: *retry_after,
-                source: LeaseError::Held {
-                    owner_node: owner_node.clone(),
-                    remaining: *retry_after,
-                },
-            },
+            Self::Elsewhere(owner) => BookingError::Elsewhere(owner.clone()),
             Self::LeaseStoreDown => BookingError::LeaseUnavailable {
                 retry_after: Duration::from_secs(1),
                 source: LeaseError::ManagerGone,
@@ -303,9 +291,9 @@ async fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
     }
 }
 
-/// Acquires the lease, retrying with full-jitter exponential backoff while another holder has it,
-/// for at most half the request deadline; then bumps the fencing token and loads the row. A
-/// terminal booking is loaded without a bump and its lease given back at once: it can never
+/// Acquires the lease (one attempt: when another holder has it, the caller routes the request
+/// to that holder's node or waits the lease out), then bumps the fencing token and loads the row.
+/// A terminal booking is loaded without a bump and its lease given back at once: it can never
 /// change again, so refusing commands for it needs no owner and writes nothing.
 async fn activate(
     deps: SharedDeps,
@@ -313,40 +301,10 @@ async fn activate(
     holder: Recipient<LeaseLost>,
 ) -> Result<(Booking, Option<Grant>), Failure> {
     let key = booking_key(&deps.key_prefix, id);
-    let give_up_at = Instant::now() + deps.request_timeout / 2;
-    let mut backoff = Duration::from_millis(5);
-    let grant = loop {
-        let reply = deps
-            .leases
-            .send(Acquire {
-                key: key.clone(),
-                holder: holder.clone(),
-            })
-            .await;
-        match reply {
-            Ok(Ok(grant)) => break grant,
-            Ok(Err(LeaseError::Held {
-                owner_node,
-                remaining,
-            })) => {
-                // `remaining` is zero when the key has no expiry (set by hand): plain backoff then.
-                let jitter = rand::rng().random_range(Duration::ZERO..=backoff);
-                let wait = if remaining.is_zero() {
-                    jitter
-                } else {
-                    jitter.min(remaining)
-                };
-                if Instant::now() + wait >= give_up_at {
-                    return Err(Failure::LeaseHeld {
-                        retry_after: remaining.max(Duration::from_secs(1)),
-                        owner_node,
-                    });
-                }
-                tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-                backoff = (backoff * 2).min(deps.lease.ttl());
-            }
-            Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown),
-        }
+    let grant = match deps.leases.send(Acquire { key, holder }).await {
+        Ok(Ok(grant)) => grant,
+        Ok(Err(LeaseError::Held(owner))) => return Err(Failure::Elsewhere(owner)),
+        Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown),
     };
     let row = async {
         let mut conn = pool::conn(&deps.pool).await.map_err(|e| e.to_string())?;

@@ -15,7 +15,7 @@ use crate::domain::booking::TransitionError;
 use crate::domain::ids::{BookingId, NodeId};
 use crate::geo::DriverIndex;
 use crate::lease::manager::LeaseManager;
-use crate::lease::LeaseError;
+use crate::lease::{LeaseError, LeaseOwner};
 use crate::storage::models::Booking;
 use crate::storage::{PgPool, StoreError};
 
@@ -29,7 +29,7 @@ pub struct BookingDeps {
     pub lease: LeaseSettings,
     pub booking: BookingSettings,
     pub assign: AssignSettings,
-    /// How long an activation may wait for a contested lease (the request deadline).
+    /// How long a request may take in all, forwarding and waiting for a lease included.
     pub request_timeout: Duration,
 }
 
@@ -48,7 +48,10 @@ pub enum BookingError {
     },
     #[error("no drivers available")]
     NoDriversAvailable { booking: Box<Booking> },
-    /// The lease is held elsewhere or the lease store is down.
+    /// Another lease holder owns the booking (usually another node): route the request there.
+    #[error("booking owned by node {}", .0.node)]
+    Elsewhere(LeaseOwner),
+    /// The lease store or the lease manager did not answer.
     #[error("lease unavailable")]
     LeaseUnavailable {
         retry_after: Duration,
@@ -72,7 +75,9 @@ impl BookingError {
             Self::NotFound(_) => "booking_not_found",
             Self::Refused { error, .. } => error.code(),
             Self::NoDriversAvailable { .. } => "no_drivers_available",
-            Self::LeaseUnavailable { .. } | Self::Fenced => "lease_unavailable",
+            Self::Elsewhere(_) | Self::LeaseUnavailable { .. } | Self::Fenced => {
+                "lease_unavailable"
+            }
             Self::Store(StoreError::Unavailable(_)) | Self::Mailbox(_) => "unavailable",
             Self::Store(StoreError::Query(_)) => "internal",
         }

@@ -67,7 +67,8 @@ impl FromStr for BookingStatus {
 }
 
 /// Who asks for a cancellation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Party {
     Rider(RiderId),
     Driver(DriverId),

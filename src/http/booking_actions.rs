@@ -1,19 +1,16 @@
-//! Booking transitions: each handler validates its body, then sends one message to the booking's
-//! actor through the registry. The actor decides; the handler only shapes the reply.
+//! Booking transitions: each handler validates its body into a [`BookingOp`], which is routed to
+//! the booking's actor on whichever node owns it (see `routing`). The actor decides; the handler
+//! only validates.
 
-use std::time::Instant;
-
-use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::bookings::booking_id;
 use super::extract::{self, Body};
-use super::{respond, State};
-use crate::actors::booking::{Accept, Assign, Cancel, Complete};
+use super::routing::{self, BookingOp};
+use super::State;
 use crate::domain::booking::Party;
-use crate::domain::ids::{DriverId, RequestId, RiderId};
+use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError};
 use crate::error::ApiError;
 
@@ -41,16 +38,7 @@ pub async fn assign(
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
-    let msg = Assign {
-        request_id,
-        sent_at: Instant::now(),
-    };
-    let (booking, driver) = state.registry.send(id, msg).await?;
-    Ok(respond(
-        StatusCode::OK,
-        "Driver assigned successfully",
-        json!({ "booking": booking, "driver": driver }),
-    ))
+    run(&state, id, BookingOp::Assign, request_id).await
 }
 
 pub async fn accept(
@@ -60,17 +48,10 @@ pub async fn accept(
     body: Body<AcceptBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
-    let msg = Accept {
+    let op = BookingOp::Accept {
         driver_id: DriverId(extract::body_id(body.0.driver_id, "driver_id")?),
-        request_id,
-        sent_at: Instant::now(),
     };
-    let booking = state.registry.send(id, msg).await?;
-    Ok(respond(
-        StatusCode::OK,
-        "Booking accepted successfully",
-        booking,
-    ))
+    run(&state, id, op, request_id).await
 }
 
 pub async fn cancel(
@@ -93,18 +74,7 @@ pub async fn cancel(
         .filter(|text| !text.trim().is_empty())
         .map(|text| values::text(text, "reason", 500))
         .transpose()?;
-    let msg = Cancel {
-        by,
-        reason,
-        request_id,
-        sent_at: Instant::now(),
-    };
-    let booking = state.registry.send(id, msg).await?;
-    Ok(respond(
-        StatusCode::OK,
-        "Booking cancelled successfully",
-        booking,
-    ))
+    run(&state, id, BookingOp::Cancel { by, reason }, request_id).await
 }
 
 pub async fn complete(
@@ -114,16 +84,19 @@ pub async fn complete(
     body: Body<CompleteBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
-    let msg = Complete {
+    let op = BookingOp::Complete {
         driver_id: DriverId(extract::body_id(body.0.driver_id, "driver_id")?),
-        actual_fare: Fare::from_amount(body.0.actual_fare, "actual_fare")?,
-        request_id,
-        sent_at: Instant::now(),
+        actual_fare_cents: Fare::from_amount(body.0.actual_fare, "actual_fare")?.cents(),
     };
-    let booking = state.registry.send(id, msg).await?;
-    Ok(respond(
-        StatusCode::OK,
-        "Ride completed successfully",
-        booking,
-    ))
+    run(&state, id, op, request_id).await
+}
+
+/// A request from outside: the whole request deadline, no hops yet.
+async fn run(
+    state: &State,
+    id: BookingId,
+    op: BookingOp,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    routing::route(state, id, op, request_id, 0, state.deps.request_timeout).await
 }

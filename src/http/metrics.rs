@@ -1,6 +1,6 @@
 //! `GET /metrics`: Prometheus text format. HTTP requests by route pattern and status, request
-//! latency histograms by route, the lease counters of `/api/locks/stats`, held leases and live
-//! booking actors. Routes are labelled by their pattern (`/api/bookings/{id}`), never by the raw
+//! latency histograms by route, the lease counters of `/api/locks/stats`, forwarding between
+//! nodes, held leases and live booking actors. Routes are labelled by their pattern (`/api/bookings/{id}`), never by the raw
 //! path, and unmatched paths share one label, so the number of series stays bounded.
 
 use std::collections::BTreeMap;
@@ -176,6 +176,42 @@ pub async fn render(state: State) -> HttpResponse {
             out,
             "# HELP ridelock_lease_{name}_total {help}\n# TYPE ridelock_lease_{name}_total counter\n\
              ridelock_lease_{name}_total{{node=\"{node}\"}} {value}"
+        );
+    }
+    let f = &state.forwarder.metrics;
+    let forwards = [
+        (
+            "sent",
+            &f.sent,
+            "Booking actions sent on to the node holding the lease.",
+        ),
+        (
+            "answered",
+            &f.answered,
+            "Forwarded actions the owner answered (any status).",
+        ),
+        (
+            "unanswered",
+            &f.unanswered,
+            "Forwarded actions the owner did not answer; the lease was then waited out.",
+        ),
+        (
+            "received",
+            &f.received,
+            "Actions other nodes forwarded here.",
+        ),
+        (
+            "refused",
+            &f.refused,
+            "Internal calls refused for a missing or wrong signature.",
+        ),
+    ];
+    for (name, value, help) in forwards {
+        let _ = writeln!(
+            out,
+            "# HELP ridelock_forwards_{name}_total {help}\n# TYPE ridelock_forwards_{name}_total counter\n\
+             ridelock_forwards_{name}_total{{node=\"{node}\"}} {}",
+            value.load(std::sync::atomic::Ordering::Relaxed)
         );
     }
     let _ = writeln!(

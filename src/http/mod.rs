@@ -7,9 +7,11 @@ mod bookings;
 mod drivers;
 mod extract;
 mod health;
+mod internal;
 pub mod metrics;
 pub mod request_id;
 mod riders;
+mod routing;
 
 use std::sync::Arc;
 
@@ -19,6 +21,8 @@ use serde::Serialize;
 
 use crate::actors::registry::BookingRegistry;
 use crate::actors::SharedDeps;
+use crate::cluster::forward::Forwarder;
+use crate::config::Secret;
 use crate::error::ApiError;
 use crate::lease::manager::LeaseMetrics;
 use crate::lease::redis::RedisLeases;
@@ -31,6 +35,10 @@ pub struct AppState {
     pub leases: RedisLeases,
     pub redis: redis::aio::ConnectionManager,
     pub http_metrics: metrics::HttpMetrics,
+    /// Sends booking actions to the node that owns the booking.
+    pub forwarder: Forwarder,
+    /// Verifies calls to `/internal/...` from other nodes.
+    pub cluster_secret: Secret,
 }
 
 pub type State = web::Data<AppState>;
@@ -79,6 +87,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/cluster/nodes", web::get().to(health::cluster_nodes))
             .route("/health", web::get().to(health::health)),
     )
+    .route("/internal/bookings/{id}", web::post().to(internal::booking))
     .route("/metrics", web::get().to(metrics::render))
     .default_service(web::to(not_found));
 }

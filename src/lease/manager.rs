@@ -378,7 +378,7 @@ impl Handler<Acquire> for LeaseManager {
                     );
                     act.publish_held();
                 }
-                Err(LeaseError::Held { .. }) => bump(&act.metrics.contested, 1),
+                Err(LeaseError::Held(_)) => bump(&act.metrics.contested, 1),
                 Err(_) => bump(&act.metrics.timeouts, 1),
             }
             result.map(|()| Grant { key, value })
@@ -490,10 +490,9 @@ mod tests {
             }
             let mut keys = self.keys.lock().unwrap();
             let result = match keys.get(&key) {
-                Some(holder) if *holder != value => Err(LeaseError::Held {
-                    owner_node: super::super::owner_node(holder).to_owned(),
-                    remaining: Duration::from_secs(1),
-                }),
+                Some(holder) if *holder != value => Err(LeaseError::Held(
+                    super::super::LeaseOwner::from_value(holder.clone(), Duration::from_secs(1)),
+                )),
                 _ => {
                     keys.insert(key, value);
                     Ok(())

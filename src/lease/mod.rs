@@ -27,14 +27,32 @@ pub fn owner_node(value: &str) -> &str {
     value.rsplit_once(':').map_or(value, |(node, _)| node)
 }
 
+/// Who holds a lease, as read from the store when an acquisition was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseOwner {
+    /// The node named in the value.
+    pub node: String,
+    /// The whole value, `<node_id>:<uuid>`: it changes when the lease is given up or taken over.
+    pub value: String,
+    /// Time left on the key; zero when it has no expiry (set by hand).
+    pub remaining: Duration,
+}
+
+impl LeaseOwner {
+    pub fn from_value(value: String, remaining: Duration) -> Self {
+        Self {
+            node: owner_node(&value).to_owned(),
+            value,
+            remaining,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
-    /// Another holder has the lease for `remaining` more.
-    #[error("lease held by node {owner_node}")]
-    Held {
-        owner_node: String,
-        remaining: Duration,
-    },
+    /// Another holder has the lease.
+    #[error("lease held by node {}", .0.node)]
+    Held(LeaseOwner),
     /// The lease store did not answer.
     #[error("lease store unavailable")]
     Unavailable(#[source] ::redis::RedisError),

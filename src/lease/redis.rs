@@ -77,14 +77,11 @@ impl RedisLeases {
         if holder.as_deref() == Some(value) {
             return Ok(());
         }
-        Err(LeaseError::Held {
-            owner_node: holder
-                .as_deref()
-                .map(super::owner_node)
-                .unwrap_or("-")
-                .to_owned(),
-            remaining: Duration::from_millis(pttl.max(0).unsigned_abs()),
-        })
+        // Gone between the SET and the GET: report an empty holder, and the caller tries again.
+        Err(LeaseError::Held(super::LeaseOwner::from_value(
+            holder.unwrap_or_default(),
+            Duration::from_millis(pttl.max(0).unsigned_abs()),
+        )))
     }
 
     /// Renews every `(key, value)`, pipelined in chunks of [`RENEW_CHUNK`]; `true` where the lease
@@ -134,6 +131,20 @@ impl RedisLeases {
             .await
             .map_err(LeaseError::Unavailable)?;
         Ok(deleted == 1)
+    }
+
+    /// Who holds `key` now, if anyone.
+    pub async fn holder(&self, key: &str) -> Result<Option<super::LeaseOwner>, LeaseError> {
+        let mut conn = self.conn.clone();
+        let (value, pttl): (Option<String>, i64) = redis::pipe()
+            .get(key)
+            .pttl(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(LeaseError::Unavailable)?;
+        Ok(value.map(|value| {
+            super::LeaseOwner::from_value(value, Duration::from_millis(pttl.max(0).unsigned_abs()))
+        }))
     }
 
     /// Every lease key under `prefix`, found with SCAN (never KEYS, which blocks Redis).

@@ -31,6 +31,8 @@ pub struct Reply {
     pub status: StatusCode,
     pub body: Value,
     pub request_id: Option<String>,
+    /// The node whose booking actor handled a booking action (`X-RideLock-Served-By`).
+    pub served_by: Option<String>,
 }
 
 impl Reply {
@@ -286,11 +288,14 @@ impl TestApp {
         }
         let response = request.send().await.expect("request sent");
         let status = response.status();
-        let request_id = response
-            .headers()
-            .get("x-request-id")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (request_id, served_by) = (header("x-request-id"), header("x-ridelock-served-by"));
         let text = response.text().await.expect("response body");
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
@@ -298,6 +303,7 @@ impl TestApp {
             status,
             body,
             request_id,
+            served_by,
         }
     }
 

@@ -5,6 +5,7 @@ mod booking_actions;
 mod concurrency;
 mod create_booking;
 mod drivers;
+mod forwarding;
 mod geo_fallback;
 mod helpers;
 mod leases;

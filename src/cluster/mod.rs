@@ -2,6 +2,12 @@
 //! value with its address and figures, set with the lease TTL and refreshed on the lease
 //! heartbeat's period. A node that stops cleanly withdraws its key at once; one that crashed
 //! drops out when the TTL runs out. `GET /api/cluster/nodes` lists the keys alive now.
+//!
+//! [`forward`] sends a booking action to the node that holds the booking's lease, at the address
+//! that node announced here; [`auth`] signs and verifies those node-to-node calls.
+
+pub mod auth;
+pub mod forward;
 
 use std::time::Duration;
 

@@ -1,0 +1,211 @@
+//! Node-to-node calls: a request for a booking whose lease another node holds is sent to that
+//! node's internal endpoint, signed (see [`auth`](super::auth)), and its answer relayed verbatim.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+use super::auth::{self, Signed};
+use super::{node_key, NodeInfo};
+use crate::config::Secret;
+use crate::domain::ids::{BookingId, RequestId};
+
+/// The internal endpoint a forwarded booking request goes to.
+pub fn internal_path(id: BookingId) -> String {
+    format!("/internal/bookings/{id}")
+}
+
+/// Forwarding counters, for `/metrics`.
+#[derive(Default)]
+pub struct ForwardMetrics {
+    /// Requests this node sent to an owner.
+    pub sent: AtomicU64,
+    /// ... and got an answer for (any status).
+    pub answered: AtomicU64,
+    /// ... and got no answer for (refused, reset, timed out): the lease was then waited out.
+    pub unanswered: AtomicU64,
+    /// Internal calls this node accepted from other nodes.
+    pub received: AtomicU64,
+    /// Internal calls refused for a missing or wrong signature.
+    pub refused: AtomicU64,
+}
+
+impl ForwardMetrics {
+    pub fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// The owner's answer, to be relayed as it is.
+pub struct Relayed {
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub served_by: Option<String>,
+    pub body: actix_web::web::Bytes,
+}
+
+/// Why a forward got no answer. The owner may or may not have received it: the caller must not
+/// send the same request again unless the lease has moved since (then the old owner's writes are
+/// fenced off).
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("owner node {0} has no live address")]
+    NoAddress(String),
+    #[error("owner did not answer: {0}")]
+    NoAnswer(#[from] reqwest::Error),
+    #[error("could not sign the call: {0}")]
+    Signing(#[from] auth::Refusal),
+}
+
+pub struct Forwarder {
+    client: reqwest::Client,
+    secret: Secret,
+    node_id: String,
+    redis: ConnectionManager,
+    prefix: String,
+    /// Node addresses as last read from membership keys, with when they were read.
+    addresses: Mutex<HashMap<String, (String, Instant)>>,
+    /// How long a cached address is trusted (the membership heartbeat).
+    address_ttl: Duration,
+    pub metrics: ForwardMetrics,
+}
+
+impl Forwarder {
+    pub fn new(
+        secret: Secret,
+        node_id: &str,
+        redis: ConnectionManager,
+        prefix: &str,
+        address_ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        let client = reqwest::Client::builder()
+            // A node that is down refuses at once; one that is paused accepts the connection
+            // (the kernel does) and never answers, which the lease watch settles.
+            .connect_timeout(Duration::from_millis(500))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()?;
+        Ok(Self {
+            client,
+            secret,
+            node_id: node_id.to_owned(),
+            redis,
+            prefix: prefix.to_owned(),
+            addresses: Mutex::new(HashMap::new()),
+            address_ttl,
+            metrics: ForwardMetrics::default(),
+        })
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// The internal address `node` announced, if it is a live member.
+    pub async fn address_of(&self, node: &str) -> Option<String> {
+        if let Some((address, read_at)) = self.lock().get(node) {
+            if read_at.elapsed() < self.address_ttl {
+                return Some(address.clone());
+            }
+        }
+        let mut conn = self.redis.clone();
+        let json: Option<String> = redis::cmd("GET")
+            .arg(node_key(&self.prefix, node))
+            .query_async(&mut conn)
+            .await
+            .ok()?;
+        let info: NodeInfo = serde_json::from_str(&json?).ok()?;
+        self.lock()
+            .insert(node.to_owned(), (info.address.clone(), Instant::now()));
+        Some(info.address)
+    }
+
+    /// Drops a cached address after its node failed to answer.
+    pub fn forget(&self, node: &str) {
+        self.lock().remove(node);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.addresses
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Sends `body` (a serialized booking operation) to `address`'s internal endpoint, waiting
+    /// at most `budget` for the answer.
+    pub async fn send(
+        &self,
+        address: &str,
+        id: BookingId,
+        body: Vec<u8>,
+        request_id: &RequestId,
+        hops: u8,
+        budget: Duration,
+    ) -> Result<Relayed, ForwardError> {
+        ForwardMetrics::bump(&self.metrics.sent);
+        let path = internal_path(id);
+        let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+        let timestamp_ms = auth::now_ms();
+        let signature = Signed {
+            timestamp_ms,
+            node: &self.node_id,
+            hops,
+            budget_ms,
+            request_id: request_id.as_str(),
+            path: &path,
+            body: &body,
+        }
+        .sign(&self.secret)?;
+        let sent = self
+            .client
+            .post(format!("{address}{path}"))
+            .timeout(budget)
+            .header("content-type", "application/json")
+            .header(crate::http::request_id::HEADER, request_id.as_str())
+            .header(auth::NODE_HEADER, &self.node_id)
+            .header(auth::HOPS_HEADER, hops.to_string())
+            .header(auth::BUDGET_HEADER, budget_ms.to_string())
+            .header(auth::TIMESTAMP_HEADER, timestamp_ms.to_string())
+            .header(auth::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            Err(error) => {
+                ForwardMetrics::bump(&self.metrics.unanswered);
+                return Err(error.into());
+            }
+        };
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let status = response.status().as_u16();
+        let retry_after = header("retry-after");
+        let served_by = header(SERVED_BY_HEADER);
+        match response.bytes().await {
+            Ok(body) => {
+                ForwardMetrics::bump(&self.metrics.answered);
+                Ok(Relayed {
+                    status,
+                    retry_after,
+                    served_by,
+                    body,
+                })
+            }
+            Err(error) => {
+                ForwardMetrics::bump(&self.metrics.unanswered);
+                Err(error.into())
+            }
+        }
+    }
+}
+
+/// Names the node whose booking actor handled a booking action, on every answer to one.
+pub const SERVED_BY_HEADER: &str = "x-ridelock-served-by";

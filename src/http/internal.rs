@@ -1,0 +1,88 @@
+//! `POST /internal/bookings/{id}`: a booking action forwarded by another node. Only calls signed
+//! with the cluster secret are accepted (401 otherwise, before the body is even parsed); the
+//! action is then routed like any other, with the hops and the deadline the caller passed on.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use super::bookings::booking_id;
+use super::routing::{self, BookingOp, MAX_HOPS};
+use super::State;
+use crate::cluster::auth::{self, Refusal, Signed};
+use crate::cluster::forward::ForwardMetrics;
+use crate::domain::ids::RequestId;
+use crate::domain::values::FieldError;
+use crate::error::ApiError;
+
+/// What a verified call carries besides the action.
+struct Call {
+    hops: u8,
+    budget: Duration,
+}
+
+pub async fn booking(
+    state: State,
+    req: HttpRequest,
+    path: web::Path<String>,
+    request_id: RequestId,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let call = match verify(&state, &req, &body) {
+        Ok(call) => call,
+        Err(refusal) => {
+            ForwardMetrics::bump(&state.forwarder.metrics.refused);
+            log::warn!(
+                "internal call refused node={} from={} req={} reason={refusal}",
+                state.deps.node_id,
+                header(&req, auth::NODE_HEADER).unwrap_or("-"),
+                request_id.as_str()
+            );
+            return Err(ApiError::Unauthorized {
+                code: "cluster_auth_failed",
+                message: "Internal calls need a valid cluster signature".to_owned(),
+            });
+        }
+    };
+    ForwardMetrics::bump(&state.forwarder.metrics.received);
+    let id = booking_id(&path)?;
+    let op: BookingOp = serde_json::from_slice(&body)
+        .map_err(|e| FieldError::new("body", format!("is not a booking operation: {e}")))?;
+    let budget = call.budget.min(state.deps.request_timeout);
+    routing::route(&state, id, op, request_id, call.hops, budget).await
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn verify(state: &State, req: &HttpRequest, body: &[u8]) -> Result<Call, Refusal> {
+    let number = |name: &str| header(req, name).and_then(|v| v.parse::<u64>().ok());
+    let (Some(node), Some(hops), Some(budget_ms), Some(timestamp_ms), Some(signature)) = (
+        header(req, auth::NODE_HEADER),
+        number(auth::HOPS_HEADER),
+        number(auth::BUDGET_HEADER),
+        number(auth::TIMESTAMP_HEADER),
+        header(req, auth::SIGNATURE_HEADER),
+    ) else {
+        return Err(Refusal::Missing);
+    };
+    let hops = u8::try_from(hops)
+        .ok()
+        .filter(|h| *h <= MAX_HOPS)
+        .ok_or(Refusal::Missing)?;
+    Signed {
+        timestamp_ms,
+        node,
+        hops,
+        budget_ms,
+        request_id: header(req, super::request_id::HEADER).unwrap_or(""),
+        path: req.path(),
+        body,
+    }
+    .verify(&state.cluster_secret, signature, SystemTime::now())?;
+    Ok(Call {
+        hops,
+        budget: Duration::from_millis(budget_ms),
+    })
+}

@@ -1,0 +1,207 @@
+//! Two nodes in one test process, on one database and key prefix: a booking action sent to the
+//! node without the lease runs on the owner; the internal endpoint refuses unsigned calls.
+//! (`tests/cluster` does the same with real processes, kills and pauses.)
+
+use std::time::{Duration, Instant};
+
+use ridelock::cluster::auth::{self, Signed};
+use ridelock::config::Secret;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, spawn_node, TestApp, PICKUP};
+
+async fn second_node(first: &TestApp) -> TestApp {
+    spawn_node(
+        &first.db_name,
+        &first.db_url,
+        &first.redis_prefix,
+        "n2",
+        |_| {},
+    )
+    .await
+}
+
+async fn counter(app: &TestApp, name: &str) -> f64 {
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+}
+
+#[actix_web::test]
+async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
+    // Arrange: n1 owns the booking (it assigned it); n2 has never seen it.
+    let n1 = spawn_app().await;
+    let n2 = second_node(&n1).await;
+    let rider = n1.rider().await;
+    let driver = n1.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = n1.booking(rider, PICKUP.0, PICKUP.1).await;
+    let assigned = n1
+        .post(format!("/api/bookings/{booking}/assign"), json!({}))
+        .await;
+    assigned.expect(200, None);
+    assert_eq!(assigned.served_by.as_deref(), Some("n1"));
+
+    // Act: the driver's accept reaches n2.
+    let accepted = n2
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+
+    // Assert: n1's actor handled it under its token; n2 forwarded and holds nothing.
+    accepted.expect(200, None);
+    assert_eq!(accepted.served_by.as_deref(), Some("n1"));
+    assert_eq!(accepted.data()["fencing_token"], json!(1));
+    assert_eq!(counter(&n2, "ridelock_forwards_sent_total").await, 1.0);
+    assert_eq!(counter(&n1, "ridelock_forwards_received_total").await, 1.0);
+    let stats = n2.get("/api/locks/stats").await;
+    assert_eq!(stats.data()["active_actors"], json!(0), "{:#}", stats.body);
+    assert_eq!(stats.data()["held_leases"], json!(0), "{:#}", stats.body);
+    let events = n2.get(format!("/api/bookings/{booking}/events")).await;
+    let writers: Vec<&str> = events
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|e| e["node_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(writers, ["n1", "n1"], "{:#}", events.body);
+
+    // A refusal is the owner's too, relayed with its status and body.
+    let again = n2
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+    again.expect(409, Some("booking_not_assigned"));
+    assert_eq!(again.served_by.as_deref(), Some("n1"));
+}
+
+#[actix_web::test]
+async fn after_the_owner_stops_another_node_serves_at_once() {
+    // Arrange: n1 owns an assigned booking; n2 is up.
+    let n1 = spawn_app().await;
+    let n2 = second_node(&n1).await;
+    let rider = n1.rider().await;
+    n1.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = n1.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+
+    // Act: n1 stops gracefully (its leases are released), then the accept reaches n2.
+    n1.stop().await;
+    let started = Instant::now();
+    let accepted = n2
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+
+    // Assert: served by n2 under a new token, without waiting out n1's lease (TTL 2 s).
+    accepted.expect(200, None);
+    assert_eq!(accepted.served_by.as_deref(), Some("n2"));
+    assert_eq!(accepted.data()["fencing_token"], json!(2));
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// The headers of an internal call to `/internal/bookings/{booking}` signed with `secret`.
+fn signed_call(secret: &str, booking: i64, body: &[u8]) -> Vec<(&'static str, String)> {
+    let path = format!("/internal/bookings/{booking}");
+    let timestamp_ms = auth::now_ms();
+    let signature = Signed {
+        timestamp_ms,
+        node: "n9",
+        hops: 1,
+        budget_ms: 2000,
+        request_id: "forged-1",
+        path: &path,
+        body,
+    }
+    .sign(&Secret::new(secret))
+    .unwrap();
+    vec![
+        ("x-request-id", "forged-1".to_owned()),
+        (auth::NODE_HEADER, "n9".to_owned()),
+        (auth::HOPS_HEADER, "1".to_owned()),
+        (auth::BUDGET_HEADER, "2000".to_owned()),
+        (auth::TIMESTAMP_HEADER, timestamp_ms.to_string()),
+        (auth::SIGNATURE_HEADER, signature),
+    ]
+}
+
+async fn internal_call(
+    app: &TestApp,
+    booking: i64,
+    headers: &[(&'static str, String)],
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let mut request = app
+        .client
+        .post(format!("{}/internal/bookings/{booking}", app.address))
+        .body(body.to_vec());
+    for (name, value) in headers {
+        request = request.header(*name, value);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[actix_web::test]
+async fn internal_calls_without_the_cluster_secret_are_refused_and_change_nothing() {
+    // Arrange: a pending booking and an online driver, so an accepted assign would write.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let body = br#"{"op":"assign"}"#;
+    let before = app.fingerprint().await;
+    let mut tampered = signed_call("dev-test-cluster-secret", booking, body);
+    tampered[3].1 = "60000".to_owned();
+    let mut stale = signed_call("dev-test-cluster-secret", booking, body);
+    stale[4].1 = (auth::now_ms() - 120_000).to_string();
+
+    let cases: Vec<(&str, Vec<(&'static str, String)>)> = vec![
+        ("no headers", vec![]),
+        ("wrong secret", signed_call("guessed-secret", booking, body)),
+        ("budget changed after signing", tampered),
+        ("two minutes old", stale),
+    ];
+    for (case, headers) in cases {
+        // Act
+        let (status, reply) = internal_call(&app, booking, &headers, body).await;
+
+        // Assert
+        assert_eq!(status, 401, "{case}: {reply:#}");
+        assert_eq!(reply["error"], "cluster_auth_failed", "{case}: {reply:#}");
+        assert_eq!(reply["success"], false, "{case}");
+    }
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "a refused call writes nothing"
+    );
+
+    // The same call signed with the cluster's secret is served.
+    let signed = signed_call("dev-test-cluster-secret", booking, body);
+    let (status, reply) = internal_call(&app, booking, &signed, body).await;
+    assert_eq!(status, 200, "{reply:#}");
+    assert_eq!(reply["data"]["booking"]["status"], "assigned");
+}
