@@ -153,9 +153,14 @@ impl BookingActor {
         self.idle = Some(ctx.run_later(after, |_, ctx| ctx.stop()));
     }
 
-    /// The booking and token to act on, or the reason this actor cannot act.
+    /// The booking and token to act on, or the reason this actor cannot act. A lease whose
+    /// local deadline passed unconfirmed (this process was paused, say) means another node may
+    /// own the booking by now: the actor answers `Fenced` and steps down without writing.
     fn ready(&self) -> Result<(Booking, i64), BookingError> {
         match &self.phase {
+            Phase::Ready {
+                lease: Some(grant), ..
+            } if grant.deadline.passed() => Err(BookingError::Fenced),
             Phase::Ready { booking, .. } => Ok(((**booking).clone(), booking.fencing_token)),
             Phase::Failed(failure) => Err(failure.to_error(self.id)),
             // Unreachable: `started()` holds the mailbox until activation ends.
@@ -235,6 +240,7 @@ impl BookingActor {
         let (booking, token, transition) = match self.plan(cmd) {
             Ok(plan) => plan,
             Err(error) => {
+                self.settle(None, matches!(error, BookingError::Fenced), ctx);
                 self.log(msg_name, &request_id, sent_at, started, Err(&error));
                 return AtomicResponse::new(Box::pin(fut::err(error)));
             }
@@ -417,6 +423,7 @@ impl Handler<Assign> for BookingActor {
         let (booking, token) = match self.plan(Command::Assign) {
             Ok((booking, token, _)) => (booking, token),
             Err(error) => {
+                self.settle(None, matches!(error, BookingError::Fenced), ctx);
                 self.log("Assign", &msg.request_id, msg.sent_at, started, Err(&error));
                 return AtomicResponse::new(Box::pin(fut::err(error)));
             }

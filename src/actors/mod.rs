@@ -58,7 +58,9 @@ pub enum BookingError {
         #[source]
         source: LeaseError,
     },
-    /// The actor's fencing token went stale mid-write: it stepped down and wrote nothing.
+    /// This actor no longer owns the booking (its fencing token went stale mid-write, or its
+    /// lease's deadline passed unconfirmed): it stepped down and wrote nothing. The request is
+    /// routed again, never retried as the same write.
     #[error("booking ownership lost")]
     Fenced,
     #[error(transparent)]

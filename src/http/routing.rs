@@ -274,6 +274,15 @@ async fn forward_or_wait(state: &AppState, call: Forward<'_>) -> Waited {
                 Ok(relayed) => return Waited::Answered(relayed),
                 Err(error) => {
                     in_flight = false;
+                    // No answer is coming: watch for the lease to move from now on, not from
+                    // its expiry (a node shutting down releases its leases any moment now).
+                    watch.set(lease_moves(
+                        &state.leases,
+                        call.key,
+                        &call.owner.value,
+                        Duration::ZERO,
+                        state.deps.lease.ttl(),
+                    ));
                     if forwarding {
                         log::warn!(
                             "forward unanswered node={} owner={} booking={} req={} error={error}",

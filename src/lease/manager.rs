@@ -45,12 +45,49 @@ pub struct Grant {
     pub key: String,
     /// `<node_id>:<uuid>`: proves ownership to the renew and release scripts.
     pub value: String,
+    /// Until when the lease is surely ours; the manager moves it on each confirmed renewal.
+    pub deadline: Deadline,
+}
+
+/// A lease's local deadline, shared by the manager, which extends it on every confirmed renewal,
+/// and the holder, which checks it before every write. The check matters after a process pause:
+/// a woken holder can be handed a message before the manager's heartbeat has run and found the
+/// lease expired; the holder then steps down on its own instead of acting on stale ownership.
+#[derive(Debug, Clone)]
+pub struct Deadline(Arc<AtomicU64>);
+
+impl Deadline {
+    fn base() -> Instant {
+        static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *BASE.get_or_init(Instant::now)
+    }
+
+    fn new(at: Instant) -> Self {
+        let deadline = Self(Arc::new(AtomicU64::new(0)));
+        deadline.set(at);
+        deadline
+    }
+
+    fn set(&self, at: Instant) {
+        let micros = at.saturating_duration_since(Self::base()).as_micros();
+        self.0
+            .store(u64::try_from(micros).unwrap_or(u64::MAX), Ordering::Release);
+    }
+
+    pub fn get(&self) -> Instant {
+        Self::base() + Duration::from_micros(self.0.load(Ordering::Acquire))
+    }
+
+    /// True once the lease may have expired in the store.
+    pub fn passed(&self) -> bool {
+        self.get() <= Instant::now()
+    }
 }
 
 struct Held {
     value: String,
     /// Counted from when the last successful SET or renewal was *sent*, minus the drift margin.
-    valid_until: Instant,
+    valid_until: Deadline,
     holder: Recipient<LeaseLost>,
 }
 
@@ -259,7 +296,7 @@ impl LeaseManager {
         let now = Instant::now();
         // Checked even while a slow renewal is in flight: an unconfirmed lease past its deadline
         // is lost now, before another node could acquire it.
-        self.lose_where(true, ctx, |held| held.valid_until <= now);
+        self.lose_where(true, ctx, |held| held.valid_until.get() <= now);
         // A holder that is gone (stopped without releasing) must not keep a lease alive.
         let orphans: Vec<(String, String)> = self
             .held
@@ -303,7 +340,7 @@ impl LeaseManager {
                             renewed += 1;
                             let deadline = act.deadline(sent_at);
                             if let Some(held) = act.held.get_mut(&key) {
-                                held.valid_until = deadline;
+                                held.valid_until.set(deadline);
                             }
                         } else {
                             bump(&act.metrics.renewal_failures, 1);
@@ -327,7 +364,7 @@ impl LeaseManager {
                     );
                     // Whatever would expire before the next heartbeat is lost now, not later.
                     let horizon = Instant::now() + act.settings.renew_every();
-                    act.lose_where(true, ctx, |held| held.valid_until <= horizon);
+                    act.lose_where(true, ctx, |held| held.valid_until.get() <= horizon);
                 }
             }
         }));
@@ -363,16 +400,16 @@ impl Handler<Acquire> for LeaseManager {
             .store
             .acquire(key.clone(), value.clone(), self.settings.ttl());
         Box::pin(attempt.into_actor(self).map(move |result, act, _ctx| {
+            let valid_until = Deadline::new(act.deadline(sent_at));
             match &result {
                 Ok(()) => {
                     bump(&act.metrics.acquired, 1);
                     act.metrics.record_acquisition(sent_at.elapsed());
-                    let valid_until = act.deadline(sent_at);
                     act.held.insert(
                         key.clone(),
                         Held {
                             value: value.clone(),
-                            valid_until,
+                            valid_until: valid_until.clone(),
                             holder: msg.holder,
                         },
                     );
@@ -381,7 +418,11 @@ impl Handler<Acquire> for LeaseManager {
                 Err(LeaseError::Held(_)) => bump(&act.metrics.contested, 1),
                 Err(_) => bump(&act.metrics.timeouts, 1),
             }
-            result.map(|()| Grant { key, value })
+            result.map(|()| Grant {
+                key,
+                value,
+                deadline: valid_until,
+            })
         }))
     }
 }
@@ -403,34 +444,32 @@ impl Handler<Release> for LeaseManager {
     }
 }
 
-/// Releases every held lease (shutdown); answers with how many were released.
+/// Shutdown: gives back every held lease at once. Renewal stops first; every holder is told its
+/// lease is gone (so it writes nothing more), then the keys still carrying our values are
+/// deleted in pipelined batches. Answers how many were deleted.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Result<usize, LeaseError>")]
 pub struct ReleaseAll;
 
 impl Handler<ReleaseAll> for LeaseManager {
-    type Result = ResponseFuture<usize>;
+    type Result = ResponseFuture<Result<usize, LeaseError>>;
 
     fn handle(&mut self, _msg: ReleaseAll, _ctx: &mut Self::Context) -> Self::Result {
-        let held: Vec<(String, String)> = self
+        let leases: Vec<(String, String)> = self
             .held
             .drain()
-            .map(|(key, held)| (key, held.value))
+            .map(|(key, held)| {
+                held.holder.do_send(LeaseLost { key: key.clone() });
+                (key, held.value)
+            })
             .collect();
         self.publish_held();
-        let releases: Vec<_> = held
-            .into_iter()
-            .map(|(key, value)| self.store.release(key, value))
-            .collect();
+        let release = self.store.release_all(leases);
         let metrics = self.metrics.clone();
         Box::pin(async move {
-            let released = futures::future::join_all(releases)
-                .await
-                .into_iter()
-                .filter(|r| matches!(r, Ok(true)))
-                .count();
+            let released = release.await?;
             bump(&metrics.released, released as u64);
-            released
+            Ok(released)
         })
     }
 }
@@ -535,6 +574,24 @@ mod tests {
                 keys.remove(&key);
             }
             Box::pin(ready(Ok(ours)))
+        }
+
+        fn release_all(
+            &self,
+            leases: Vec<(String, String)>,
+        ) -> BoxFuture<'static, Result<usize, LeaseError>> {
+            if self.unreachable.load(Ordering::SeqCst) {
+                return Box::pin(ready(Err(Self::down())));
+            }
+            let mut keys = self.keys.lock().unwrap();
+            let mut released = 0;
+            for (key, value) in leases {
+                if keys.get(&key) == Some(&value) {
+                    keys.remove(&key);
+                    released += 1;
+                }
+            }
+            Box::pin(ready(Ok(released)))
         }
     }
 
@@ -697,5 +754,25 @@ mod tests {
         assert_eq!(s.store.renewals_of(&grant.key), renewed_before);
         assert!(!s.store.keys.lock().unwrap().contains_key(&grant.key));
         assert!(s.lost.lock().unwrap().is_empty(), "a release is not a loss");
+    }
+
+    #[actix_rt::test]
+    async fn release_all_tells_the_holders_stops_renewal_and_deletes_only_our_keys() {
+        let s = setup();
+        let (ours, _) = acquire(&s, "lock:booking:5").await;
+        let (stolen, _) = acquire(&s, "lock:booking:6").await;
+        s.store.steal(&stolen.key);
+
+        let released = s.manager.send(ReleaseAll).await.unwrap().unwrap();
+        let renewed_before = s.store.renewals_of(&ours.key);
+        actix_rt::time::sleep(RENEW_EVERY * 5).await;
+
+        assert_eq!(released, 1, "only the key still carrying our value");
+        let keys = s.store.keys.lock().unwrap().clone();
+        assert!(!keys.contains_key(&ours.key));
+        assert_eq!(keys.get(&stolen.key).map(String::as_str), Some("thief:1"));
+        assert_eq!(s.store.renewals_of(&ours.key), renewed_before);
+        assert!(!s.lost.lock().unwrap().is_empty(), "the holder was told");
+        assert!(!release(&s, &ours).await, "nothing left to give back");
     }
 }

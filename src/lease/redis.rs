@@ -17,7 +17,7 @@ else
 end
 "#;
 
-/// Leases renewed per pipeline: about 6 ms of Redis time each (BENCHMARKS.md).
+/// Leases renewed (or released) per pipeline: about 6 ms of Redis time each (BENCHMARKS.md).
 const RENEW_CHUNK: usize = 1000;
 
 /// Deletes a lease only if it still carries our value (the tutorial's check-and-delete).
@@ -131,6 +131,25 @@ impl RedisLeases {
             .await
             .map_err(LeaseError::Unavailable)?;
         Ok(deleted == 1)
+    }
+
+    /// Check-and-delete of many leases, pipelined in chunks of [`RENEW_CHUNK`]; how many were
+    /// still ours. A node shutting down with 100,000 leases gives them back in 100 round trips.
+    pub async fn release_all(&self, leases: &[(String, String)]) -> Result<usize, LeaseError> {
+        let mut released = 0;
+        for chunk in leases.chunks(RENEW_CHUNK) {
+            let mut pipe = redis::pipe();
+            for (key, value) in chunk {
+                pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(key).arg(value);
+            }
+            let mut conn = self.conn.clone();
+            let answers: Vec<i64> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(LeaseError::Unavailable)?;
+            released += answers.into_iter().filter(|n| *n == 1).count();
+        }
+        Ok(released)
     }
 
     /// Who holds `key` now, if anyone.

@@ -26,6 +26,12 @@ pub trait LeaseStore: Send + Sync + 'static {
 
     /// Deletes `key` if it still carries `value`; `true` if it did.
     fn release(&self, key: String, value: String) -> BoxFuture<'static, Result<bool, LeaseError>>;
+
+    /// Releases many leases in few round trips (shutdown); how many were still ours.
+    fn release_all(
+        &self,
+        leases: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<usize, LeaseError>>;
 }
 
 impl LeaseStore for super::redis::RedisLeases {
@@ -51,5 +57,13 @@ impl LeaseStore for super::redis::RedisLeases {
     fn release(&self, key: String, value: String) -> BoxFuture<'static, Result<bool, LeaseError>> {
         let store = self.clone();
         Box::pin(async move { store.release(&key, &value).await })
+    }
+
+    fn release_all(
+        &self,
+        leases: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<usize, LeaseError>> {
+        let store = self.clone();
+        Box::pin(async move { store.release_all(&leases).await })
     }
 }

@@ -11,6 +11,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use reqwest::StatusCode;
 use ridelock::config::{self, Secret, Settings};
 use ridelock::startup::Application;
+
+use crate::database::{self, with_database};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -118,95 +120,6 @@ fn settings() -> Settings {
         .expect("test configuration (run through `make test`, which sets DATABASE_URL/REDIS_URL)")
 }
 
-/// `url` with its database name replaced.
-fn with_database(url: &str, name: &str) -> String {
-    let (base, _) = url
-        .rsplit_once('/')
-        .expect("DATABASE_URL has a database name");
-    format!("{base}/{name}")
-}
-
-/// Set-up and tear-down on blocking connections, on their own threads (outside actix's runtime).
-mod blocking {
-    use std::sync::{Mutex, OnceLock};
-
-    use diesel::prelude::*;
-    use diesel::sql_types::BigInt;
-    use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
-    use diesel_async::AsyncPgConnection;
-    use uuid::Uuid;
-
-    use super::with_database;
-
-    type BlockingPg = AsyncConnectionWrapper<AsyncPgConnection>;
-
-    /// Creates `test_<uuid>` from the template, migrating the template first (once per process).
-    /// An advisory lock serializes this across test processes: PostgreSQL refuses to copy a template
-    /// while anyone else is connected to it.
-    pub fn create_database(server_url: &str) -> (String, String) {
-        static PREPARED: OnceLock<()> = OnceLock::new();
-        static LOCAL: Mutex<()> = Mutex::new(());
-        let _local = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
-        let admin_url = with_database(server_url, "postgres");
-        let template_url = with_database(server_url, "ridelock_template");
-        let name = format!("test_{}", Uuid::new_v4().simple());
-        let url = with_database(server_url, &name);
-        let (admin, name_copy) = (admin_url.clone(), name.clone());
-        std::thread::spawn(move || {
-            let mut conn = BlockingPg::establish(&admin).expect("connect to the postgres database");
-            diesel::sql_query("SELECT pg_advisory_lock(727274)")
-                .execute(&mut conn)
-                .expect("advisory lock");
-            if PREPARED.get().is_none() {
-                let exists: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
-                    "(SELECT count(*) FROM pg_database WHERE datname = 'ridelock_template')",
-                ))
-                .get_result(&mut conn)
-                .expect("look up the template");
-                if exists == 0 {
-                    diesel::sql_query("CREATE DATABASE ridelock_template")
-                        .execute(&mut conn)
-                        .expect("create template");
-                }
-                ridelock::storage::pool::run_migrations(&template_url)
-                    .expect("migrate the template");
-                let _ = PREPARED.set(());
-            }
-            diesel::sql_query(format!(
-                "CREATE DATABASE {name_copy} TEMPLATE ridelock_template"
-            ))
-            .execute(&mut conn)
-            .expect("clone the template");
-            diesel::sql_query("SELECT pg_advisory_unlock(727274)")
-                .execute(&mut conn)
-                .expect("advisory unlock");
-        })
-        .join()
-        .expect("database set-up thread");
-        (name, url)
-    }
-
-    /// Drops a test database and the test's Redis keys.
-    pub fn drop_test_data(admin_url: String, name: String, redis_url: String, prefix: String) {
-        let _ = std::thread::spawn(move || {
-            if let Ok(mut conn) = BlockingPg::establish(&admin_url) {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut conn);
-            }
-            if let Ok(mut redis) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) {
-                let keys: Vec<String> = redis::cmd("KEYS")
-                    .arg(format!("{prefix}*"))
-                    .query(&mut redis)
-                    .unwrap_or_default();
-                if !keys.is_empty() {
-                    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut redis);
-                }
-            }
-        })
-        .join();
-    }
-}
-
 /// Starts an app on its own database and key prefix.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
@@ -215,7 +128,7 @@ pub async fn spawn_app() -> TestApp {
 /// Like [`spawn_app`], with settings adjusted by `customize`.
 pub async fn spawn_app_with(customize: impl FnOnce(&mut Settings)) -> TestApp {
     let base = settings();
-    let (db_name, db_url) = blocking::create_database(base.database.url.expose());
+    let (db_name, db_url) = database::create_database(base.database.url.expose());
     let prefix = format!("test:{}:", Uuid::new_v4().simple());
     spawn_node(&db_name, &db_url, &prefix, "n1", customize).await
 }
@@ -484,7 +397,7 @@ impl Drop for TestApp {
         if std::thread::panicking() {
             return;
         }
-        blocking::drop_test_data(
+        database::drop_test_data(
             with_database(&self.db_url, "postgres"),
             self.db_name.clone(),
             self.redis_url.clone(),

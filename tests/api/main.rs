@@ -1,6 +1,9 @@
 //! The integration suite: one binary, real PostgreSQL and Redis, many real HTTP requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/database.rs"]
+mod database;
+
 mod booking_actions;
 mod concurrency;
 mod create_booking;

@@ -1,0 +1,491 @@
+//! The cluster suite: three real `ridelock` processes on the real PostgreSQL and Redis, requests
+//! spread over them, and nodes killed, paused and stopped under traffic. Every claim is checked
+//! from PostgreSQL afterwards: one writer per fencing token, tokens never going back, no driver
+//! in two active bookings, every acknowledged write present.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/database.rs"]
+mod database;
+mod harness;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::future::join_all;
+use serde_json::json;
+
+use harness::{Cluster, Reply, TTL};
+
+/// An acknowledged (2xx) transition, as the client saw it.
+#[derive(Debug, Clone)]
+struct Ack {
+    booking: i64,
+    status: &'static str,
+    token: i64,
+    node: String,
+    /// When the step's first attempt was sent, and when the 2xx arrived.
+    first_sent: Instant,
+    at: Instant,
+}
+
+/// Per booking, accept then complete, sent round-robin over `via` and retried on 503 or a lost
+/// connection until acknowledged, or until a 409 shows an earlier attempt (whose answer was
+/// lost) did it. Booking `i` starts after `i × stagger`, so the steps are spread over time.
+async fn drive(
+    cluster: &Cluster,
+    pairs: &[(i64, i64)],
+    via: &[usize],
+    stagger: Duration,
+) -> Vec<Ack> {
+    let tasks = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, &(booking, driver))| async move {
+            tokio::time::sleep(stagger * i as u32).await;
+            let steps = [
+                ("accept", "accepted", json!({ "driver_id": driver })),
+                (
+                    "complete",
+                    "completed",
+                    json!({ "driver_id": driver, "actual_fare": 21.5 }),
+                ),
+            ];
+            let mut acks = Vec::new();
+            let mut attempt = i;
+            for (action, status, body) in steps {
+                let first_sent = Instant::now();
+                loop {
+                    assert!(
+                        first_sent.elapsed() < Duration::from_secs(20),
+                        "booking {booking} never got its {action} through"
+                    );
+                    let node = via[attempt % via.len()];
+                    attempt += 1;
+                    let path = format!("/api/bookings/{booking}/{action}");
+                    match cluster.post(node, &path, body.clone()).await {
+                        Ok(reply) if reply.status == 200 => {
+                            acks.push(Ack {
+                                booking,
+                                status,
+                                token: reply.data()["fencing_token"].as_i64().unwrap(),
+                                node: reply.served_by.clone().unwrap(),
+                                first_sent,
+                                at: Instant::now(),
+                            });
+                            break;
+                        }
+                        // An earlier attempt landed but its answer was lost with its node.
+                        Ok(reply) if reply.status == 409 && reached(&reply, status) => break,
+                        Ok(reply) if reply.status == 503 => {}
+                        Err(_) => {}
+                        Ok(reply) => panic!("{action} of {booking}: {:#}", reply.body),
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            acks
+        });
+    join_all(tasks).await.into_iter().flatten().collect()
+}
+
+/// The booking in a 409 is already at `status` or past it.
+fn reached(reply: &Reply, status: &str) -> bool {
+    let now = reply.data()["booking"]["status"].as_str().unwrap_or("");
+    now == status || (status == "accepted" && now == "completed")
+}
+
+/// Every acknowledged transition is in the trail, under the token the client was told.
+fn assert_acks_recorded(acks: &[Ack], events: &[harness::Event]) {
+    for ack in acks {
+        assert!(
+            events.iter().any(|e| e.booking_id == ack.booking
+                && e.to_status == ack.status
+                && e.fencing_token == ack.token
+                && e.node_id == ack.node),
+            "acknowledged but not in the trail: {ack:?}"
+        );
+    }
+}
+
+/// How long each step acknowledged after `fault` waited past the later of its first attempt and
+/// the fault, longest first.
+fn recoveries(acks: &[Ack], fault: Instant) -> Vec<Duration> {
+    let mut waits: Vec<Duration> = acks
+        .iter()
+        .filter(|a| a.at > fault)
+        .map(|a| a.at.duration_since(a.first_sent.max(fault)))
+        .collect();
+    waits.sort_unstable_by(|a, b| b.cmp(a));
+    waits
+}
+
+async fn stat(cluster: &Cluster, node: usize, field: &str) -> i64 {
+    let stats = cluster.get(node, "/api/locks/stats").await.unwrap();
+    stats.data()[field].as_i64().unwrap()
+}
+
+async fn metric(cluster: &Cluster, node: usize, name: &str) -> f64 {
+    let text = cluster
+        .client
+        .get(format!("{}/metrics", cluster.nodes[node].address))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|line| line.starts_with(name))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_booking_requested_round_robin_has_one_owner_and_fifty_assigns_one_winner() {
+    // Arrange
+    let cluster = Cluster::start(3).await;
+    let rider = cluster.rider().await;
+    cluster.drivers(3).await;
+    let booking = cluster.bookings(rider, 1).await[0];
+    let path = format!("/api/bookings/{booking}/assign");
+
+    // Act: 50 concurrent assigns, request i to node i mod 3.
+    let replies: Vec<Reply> = join_all((0..50).map(|i| cluster.post(i % 3, &path, json!({}))))
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+
+    // Assert: one winner, 49 refusals, all decided by one node's actor, which holds the lease.
+    let won: Vec<&Reply> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(won.len(), 1, "{replies:#?}");
+    for reply in &replies {
+        if reply.status != 200 {
+            reply.expect(409);
+            assert_eq!(
+                reply.body["error"], "booking_not_pending",
+                "{:#}",
+                reply.body
+            );
+        }
+    }
+    let owner = won[0].served_by.clone().unwrap();
+    assert!(
+        replies
+            .iter()
+            .all(|r| r.served_by.as_deref() == Some(owner.as_str())),
+        "every request ran on the owner's actor"
+    );
+    let lease = cluster
+        .lease(booking)
+        .expect("the owner still holds the lease");
+    assert!(
+        lease.starts_with(&format!("{owner}:")),
+        "lease {lease} vs owner {owner}"
+    );
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let (actors, held) = (
+            stat(&cluster, i, "active_actors").await,
+            stat(&cluster, i, "held_leases").await,
+        );
+        if node.id == owner {
+            assert_eq!((actors, held), (1, 1), "{}", node.id);
+        } else {
+            assert_eq!((actors, held), (0, 0), "{}", node.id);
+            assert!(metric(&cluster, i, "ridelock_forwards_sent_total").await >= 1.0);
+        }
+    }
+    let events = cluster.assert_one_writer_per_token().await;
+    let assigned: Vec<_> = events
+        .iter()
+        .filter(|e| e.to_status == "assigned")
+        .collect();
+    assert_eq!(assigned.len(), 1, "{events:#?}");
+    assert_eq!(assigned[0].node_id, owner);
+    cluster.assert_no_double_booking().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_bookings_against_twenty_drivers_across_nodes_book_no_driver_twice() {
+    // Arrange
+    let cluster = Cluster::start(3).await;
+    let rider = cluster.rider().await;
+    cluster.drivers(20).await;
+    let bookings = cluster.bookings(rider, 200).await;
+
+    // Act: every booking assigned twice at once, through two different nodes.
+    let requests = bookings.iter().enumerate().flat_map(|(i, booking)| {
+        let path = format!("/api/bookings/{booking}/assign");
+        [(i % 3, path.clone()), ((i + 1) % 3, path)]
+    });
+    let replies: Vec<Reply> = join_all(requests.map(|(node, path)| {
+        let cluster = &cluster;
+        async move { cluster.post(node, &path, json!({})).await.unwrap() }
+    }))
+    .await;
+
+    // Assert: twenty winners (one per driver), every other answer a 409, and PostgreSQL agrees.
+    let won: Vec<&Reply> = replies.iter().filter(|r| r.status == 200).collect();
+    assert_eq!(won.len(), 20, "one assignment per driver");
+    for reply in &replies {
+        if reply.status != 200 {
+            reply.expect(409);
+        }
+    }
+    let drivers: std::collections::HashSet<i64> = won
+        .iter()
+        .map(|r| r.data()["driver"]["id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(drivers.len(), 20, "no driver won twice");
+    let statuses = cluster.statuses().await;
+    for reply in &won {
+        let id = reply.data()["booking"]["id"].as_i64().unwrap();
+        assert_eq!(statuses[&id], "assigned");
+    }
+    assert_eq!(statuses.values().filter(|s| *s == "assigned").count(), 20);
+    cluster.assert_no_double_booking().await;
+    cluster.assert_one_writer_per_token().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_owner_s_bookings_are_served_elsewhere_within_the_ttl_with_higher_tokens() {
+    // Arrange: n1 owns 30 assigned bookings (token 1); traffic reaches them through n2 and n3.
+    let mut cluster = Cluster::start(3).await;
+    let pairs = cluster.owned_by(0, 30).await;
+
+    // Act: accepts and completes flow, forwarded to n1, which is killed -9 in the middle.
+    let traffic = drive(&cluster, &pairs, &[1, 2], Duration::from_millis(20));
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.signal(0, libc::SIGKILL);
+        Instant::now()
+    };
+    let (acks, killed_at) = tokio::join!(traffic, kill);
+    assert!(cluster
+        .exit_status(0, Duration::from_secs(5))
+        .await
+        .is_some());
+
+    // Assert
+    let waits = recoveries(&acks, killed_at);
+    println!(
+        "kill -9: {} steps acknowledged after the kill; longest waits {:?}",
+        waits.len(),
+        &waits[..waits.len().min(5)]
+    );
+    assert!(!waits.is_empty(), "traffic went on after the kill");
+    assert!(
+        waits[0] <= TTL + Duration::from_secs(1),
+        "served again within TTL + 1 s: {waits:?}"
+    );
+    for ack in acks
+        .iter()
+        .filter(|a| a.at > killed_at + Duration::from_millis(50))
+    {
+        assert_ne!(ack.node, "n1", "{ack:?}");
+        assert!(ack.token >= 2, "a new owner, a higher token: {ack:?}");
+    }
+    let events = cluster.assert_one_writer_per_token().await;
+    assert_acks_recorded(&acks, &events);
+    let statuses = cluster.statuses().await;
+    for (booking, _) in &pairs {
+        assert_eq!(statuses[booking], "completed", "booking {booking}");
+    }
+    cluster.assert_no_double_booking().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_for_two_ttls_is_taken_over_and_fenced_off_when_it_wakes() {
+    // Arrange: n1 owns 10 assigned bookings.
+    let cluster = Cluster::start(3).await;
+    let pairs = cluster.owned_by(0, 10).await;
+
+    // Act: pause n1. Each booking is accepted through n2 meanwhile, and a complete for it is
+    // queued at the paused n1 itself; after 2 × TTL, n1 wakes and handles what it queued.
+    cluster.signal(0, libc::SIGSTOP);
+    let paused_at = Instant::now();
+    let accepts = join_all(pairs.iter().map(|&(booking, driver)| {
+        let cluster = &cluster;
+        async move {
+            let path = format!("/api/bookings/{booking}/accept");
+            let reply = cluster
+                .post(1, &path, json!({ "driver_id": driver }))
+                .await
+                .unwrap();
+            (reply, paused_at.elapsed())
+        }
+    }));
+    let completes_at_the_sleeper = join_all(pairs.iter().map(|&(booking, driver)| {
+        let cluster = &cluster;
+        async move {
+            let path = format!("/api/bookings/{booking}/complete");
+            let body = json!({ "driver_id": driver, "actual_fare": 19.0 });
+            cluster.post(0, &path, body).await.unwrap()
+        }
+    }));
+    let wake = async {
+        tokio::time::sleep(TTL * 2).await;
+        cluster.signal(0, libc::SIGCONT);
+        Instant::now()
+    };
+    let (accepted, completed, woke_at) = tokio::join!(accepts, completes_at_the_sleeper, wake);
+
+    // Assert: n2 took every booking over within TTL + 1 s, under token 2.
+    let longest = accepted.iter().map(|(_, took)| *took).max().unwrap();
+    println!("SIGSTOP 2×TTL: takeover of 10 bookings took at most {longest:?}");
+    for (reply, _) in &accepted {
+        reply.expect(200);
+        assert_eq!(reply.served_by.as_deref(), Some("n2"));
+        assert_eq!(reply.data()["fencing_token"], json!(2), "{:#}", reply.body);
+    }
+    assert!(longest <= TTL + Duration::from_secs(1), "{longest:?}");
+    // What n1 found queued on waking did not run on its stale actors (token 1): they stepped
+    // down, and the completes ran on the new owner.
+    for reply in &completed {
+        reply.expect(200);
+        assert_eq!(reply.served_by.as_deref(), Some("n2"), "{:#}", reply.body);
+        assert_eq!(reply.data()["fencing_token"], json!(2));
+    }
+    // The trail: token 1 (n1's) wrote nothing after the pause; one writer per token throughout.
+    let events = cluster.assert_one_writer_per_token().await;
+    let paused_wall = chrono::Utc::now() - chrono::Duration::from_std(paused_at.elapsed()).unwrap();
+    for event in events.iter().filter(|e| e.fencing_token == 1) {
+        assert_eq!(event.node_id, "n1");
+        assert!(
+            event.created_at < paused_wall,
+            "a stale write landed: {event:?}"
+        );
+    }
+    assert!(woke_at > paused_at);
+    cluster.assert_no_double_booking().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_owner_paused_for_half_a_ttl_keeps_its_bookings() {
+    // Arrange: n1 owns 5 assigned bookings; note its lease values.
+    let cluster = Cluster::start(3).await;
+    let pairs = cluster.owned_by(0, 5).await;
+    let leases: HashMap<i64, String> = pairs
+        .iter()
+        .map(|(booking, _)| (*booking, cluster.lease(*booking).unwrap()))
+        .collect();
+
+    // Act: pause n1 for TTL / 2 while accepts arrive through n2.
+    cluster.signal(0, libc::SIGSTOP);
+    let accepts = join_all(pairs.iter().map(|&(booking, driver)| {
+        let cluster = &cluster;
+        async move {
+            let path = format!("/api/bookings/{booking}/accept");
+            cluster
+                .post(1, &path, json!({ "driver_id": driver }))
+                .await
+                .unwrap()
+        }
+    }));
+    let wake = async {
+        tokio::time::sleep(TTL / 2).await;
+        cluster.signal(0, libc::SIGCONT);
+    };
+    let (accepted, ()) = tokio::join!(accepts, wake);
+
+    // Assert: no takeover. n1 answered every accept under its token 1 and kept its leases.
+    for reply in &accepted {
+        reply.expect(200);
+        assert_eq!(reply.served_by.as_deref(), Some("n1"), "{:#}", reply.body);
+        assert_eq!(reply.data()["fencing_token"], json!(1));
+    }
+    for (booking, value) in &leases {
+        assert_eq!(
+            cluster.lease(*booking).as_ref(),
+            Some(value),
+            "booking {booking}"
+        );
+    }
+    assert_eq!(stat(&cluster, 1, "held_leases").await, 0);
+    let events = cluster.assert_one_writer_per_token().await;
+    assert!(events
+        .iter()
+        .filter(|e| e.fencing_token > 0)
+        .all(|e| e.node_id == "n1" && e.fencing_token == 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_stopped_with_sigterm_under_load_hands_its_bookings_over_without_a_ttl_wait() {
+    // Arrange: n1 owns 30 assigned bookings; traffic reaches them through n2 and n3.
+    let mut cluster = Cluster::start(3).await;
+    let pairs = cluster.owned_by(0, 30).await;
+
+    // Act: SIGTERM n1 in the middle of the traffic.
+    let traffic = drive(&cluster, &pairs, &[1, 2], Duration::from_millis(20));
+    let term = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.signal(0, libc::SIGTERM);
+        Instant::now()
+    };
+    let (acks, termed_at) = tokio::join!(traffic, term);
+
+    // Assert: n1 drained and exited cleanly; no step waited anywhere near a TTL.
+    let exit = cluster.exit_status(0, Duration::from_secs(10)).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    let waits = recoveries(&acks, termed_at);
+    println!(
+        "SIGTERM: {} steps acknowledged after it; longest waits {:?}",
+        waits.len(),
+        &waits[..waits.len().min(5)]
+    );
+    assert!(!waits.is_empty());
+    assert!(
+        waits[0] < TTL,
+        "handed over without waiting for the TTL: {waits:?}"
+    );
+    let events = cluster.assert_one_writer_per_token().await;
+    assert_acks_recorded(&acks, &events);
+    let statuses = cluster.statuses().await;
+    for (booking, _) in &pairs {
+        assert_eq!(statuses[booking], "completed", "booking {booking}");
+    }
+    cluster.assert_no_double_booking().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_internal_call_is_refused_and_writes_nothing() {
+    // Arrange: a pending booking with a driver available, so a call that got through would write.
+    let cluster = Cluster::start(3).await;
+    let rider = cluster.rider().await;
+    cluster.drivers(1).await;
+    let booking = cluster.bookings(rider, 1).await[0];
+    let before = cluster.events().await.len();
+
+    // Act: an outsider calls the internal endpoint with a signature it made up.
+    let forged = cluster
+        .client
+        .post(format!(
+            "{}/internal/bookings/{booking}",
+            cluster.nodes[1].address
+        ))
+        .header("x-ridelock-node", "n1")
+        .header("x-ridelock-hops", "1")
+        .header("x-ridelock-budget-ms", "5000")
+        .header(
+            "x-ridelock-timestamp",
+            ridelock::cluster::auth::now_ms().to_string(),
+        )
+        .header("x-ridelock-signature", "00".repeat(32))
+        .body(r#"{"op":"assign"}"#)
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(forged.status().as_u16(), 401);
+    let body: serde_json::Value = forged.json().await.unwrap();
+    assert_eq!(body["error"], "cluster_auth_failed");
+    assert_eq!(cluster.events().await.len(), before, "nothing written");
+    assert_eq!(cluster.statuses().await[&booking], "pending");
+    assert_eq!(
+        metric(&cluster, 1, "ridelock_forwards_refused_total").await,
+        1.0
+    );
+}
