@@ -13,7 +13,7 @@ SERVICES := bash scripts/services.sh
 FMT_CHECK := cargo fmt --all -- --check
 CLIPPY := cargo clippy --all-targets -- -D warnings
 
-.PHONY: run test loadtest bench services services-down clean-services fmt lint
+.PHONY: run cluster test loadtest bench services services-down clean-services fmt lint
 
 # Build and serve on :3000 against the dev services, after migrate + seed.
 run:
@@ -26,6 +26,11 @@ run:
 	./target/release/ridelock migrate
 	./target/release/ridelock seed
 	exec ./target/release/ridelock serve
+
+# Three nodes (n1-n3 on :3001-3003) behind nginx on :3000, on the dev services, after
+# migrate + seed; in the foreground, Ctrl-C stops it all. See scripts/cluster.sh.
+cluster:
+	bash scripts/cluster.sh
 
 # What CI runs (.ci/run): format check, lints, then every test target.
 test:

@@ -54,9 +54,11 @@ async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
 
     // Act: the driver's accept reaches n2.
     let accepted = n2
-        .post(
+        .request_with_id(
+            reqwest::Method::POST,
             format!("/api/bookings/{booking}/accept"),
-            json!({ "driver_id": driver }),
+            Some(&json!({ "driver_id": driver }).to_string()),
+            Some("trace-across-nodes-1"),
         )
         .await;
 
@@ -79,6 +81,9 @@ async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
         .map(|e| e["node_id"].as_str().unwrap())
         .collect();
     assert_eq!(writers, ["n1", "n1"], "{:#}", events.body);
+    // The request id travelled with the forwarded call: one grep follows it across nodes.
+    assert_eq!(accepted.request_id.as_deref(), Some("trace-across-nodes-1"));
+    assert_eq!(events.data()[2]["request_id"], "trace-across-nodes-1");
 
     // A refusal is the owner's too, relayed with its status and body.
     let again = n2

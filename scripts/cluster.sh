@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# `make cluster`: three ridelock nodes behind nginx, on the dev PostgreSQL and Redis
+# (scripts/services.sh up dev), in the foreground.
+#
+#   http://127.0.0.1:3000   nginx, round-robin (config/nginx-cluster.conf)
+#   n1 :3001  n2 :3002  n3 :3003   logs in var/cluster/n1.log …
+#
+# Ctrl-C (or SIGTERM) stops nginx, then each node with SIGTERM: a node drains its in-flight
+# requests, gives back every lease and leaves the member list, so nothing waits for a TTL.
+# Installs nginx (Debian package) when it is missing. `make run` uses :3000 too: one or the other.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+NGINX=/usr/sbin/nginx
+NODES=(n1 n2 n3)
+PORTS=(3001 3002 3003)
+LB_PORT=3000
+RUN=var/cluster
+
+log() { echo "cluster: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+ensure_nginx() {
+  [[ -x $NGINX ]] && return 0
+  ((EUID == 0)) || die "please install nginx (apt-get install nginx-light)"
+  log "installing nginx-light"
+  # The package would start a system-wide nginx on :80; we run our own, so keep it from
+  # starting anything (the usual policy-rc.d switch, only if none is in place).
+  local policy=/usr/sbin/policy-rc.d added=
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  apt-get update >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >&2 || status=$?
+  [[ -n $added ]] && rm -f "$policy"
+  [[ -z ${status:-} ]] || die "installing nginx-light failed"
+  [[ -x $NGINX ]] || die "$NGINX still missing after install"
+}
+
+for port in "$LB_PORT" "${PORTS[@]}"; do
+  port_in_use "$port" && die "127.0.0.1:$port is in use (a \`make run\` server?); stop it first"
+done
+
+bash scripts/services.sh up dev >/dev/null
+# shellcheck disable=SC1091
+. var/dev/env
+ensure_nginx
+cargo build --release
+./target/release/ridelock migrate
+./target/release/ridelock seed
+
+mkdir -p "$RUN/nginx/logs" "$RUN/nginx/tmp"
+PIDS=()
+NGINX_PID=
+stop() {
+  trap - EXIT INT TERM
+  log "stopping"
+  [[ -n $NGINX_PID ]] && kill -QUIT "$NGINX_PID" 2>/dev/null || true
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}" $NGINX_PID; do wait "$pid" 2>/dev/null || true; done
+  log "stopped"
+}
+trap stop EXIT
+# Ctrl-C or SIGTERM is how this is meant to end: clean up, then exit 0.
+trap 'stop; exit 0' INT TERM
+
+export RUST_LOG="${RUST_LOG:-info}"
+ulimit -n "$(ulimit -Hn)" || true
+for i in "${!NODES[@]}"; do
+  RIDELOCK_NODE__ID=${NODES[$i]} RIDELOCK_SERVER__PORT=${PORTS[$i]} \
+    ./target/release/ridelock serve >"$RUN/${NODES[$i]}.log" 2>&1 &
+  PIDS+=($!)
+done
+for i in "${!NODES[@]}"; do
+  deadline=$((SECONDS + 30))
+  until port_in_use "${PORTS[$i]}"; do
+    kill -0 "${PIDS[$i]}" 2>/dev/null || die "${NODES[$i]} exited; see $RUN/${NODES[$i]}.log"
+    ((SECONDS < deadline)) || die "${NODES[$i]} did not start; see $RUN/${NODES[$i]}.log"
+    sleep 0.2
+  done
+done
+
+"$NGINX" -p "$ROOT/$RUN/nginx/" -c "$ROOT/config/nginx-cluster.conf" \
+  -e "$ROOT/$RUN/nginx/logs/error.log" -g 'daemon off;' &
+NGINX_PID=$!
+deadline=$((SECONDS + 10))
+until port_in_use "$LB_PORT"; do
+  kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited; see $RUN/nginx/logs/error.log"
+  ((SECONDS < deadline)) || die "nginx did not start"
+  sleep 0.2
+done
+
+REDIS_PORT=${REDIS_URL##*:}
+REDIS_PORT=${REDIS_PORT%%/*}
+cat >&2 <<EOF
+cluster: serving on http://127.0.0.1:$LB_PORT (nginx, round-robin over n1 :3001, n2 :3002, n3 :3003)
+cluster: live nodes:       curl -s localhost:$LB_PORT/api/cluster/nodes
+cluster: watch a lease:    redis-cli -p $REDIS_PORT GET lock:booking:1
+cluster: logs:             $RUN/n1.log $RUN/n2.log $RUN/n3.log
+cluster: Ctrl-C stops everything
+EOF
+wait "$NGINX_PID"
