@@ -55,10 +55,12 @@ cargo build --release 2>/dev/null
   --duration-s "$SECONDS_PER_RUN" --json > "$OUT/lifecycle.json"
 log "RideLock: 50-way contended assign"
 ./target/release/ridelock loadtest --url "$URL" --scenario same-booking --concurrency 50 --json > "$OUT/same-booking.json"
-python3 - "$OUT" <<'PY'
+# summarize NAME...: lifecycles/s and per-endpoint latencies of $OUT/NAME.json.
+summarize() {
+  python3 - "$OUT" "$@" <<'PY'
 import json, sys
 out = sys.argv[1]
-for name in ("lifecycle", "same-booking"):
+for name in sys.argv[2:]:
     r = json.load(open(f"{out}/{name}.json"))
     print(f"{name}: {r['lifecycles_per_s']:.1f} lifecycles/s, violations: {len(r['violations'])}")
     for e in r["endpoints"]:
@@ -66,6 +68,8 @@ for name in ("lifecycle", "same-booking"):
             print(f"  {e['endpoint']:<34} n={e['count']:<6} ok={e['success_rate']*100:5.1f}% "
                   f"p50={e['p50_ms']:.2f} p99={e['p99_ms']:.2f} max={e['max_ms']:.2f} ms {e['statuses']}")
 PY
+}
+summarize lifecycle same-booking
 
 log "RideLock: 10,000 open client connections (wrk on a one-query read)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -78,17 +82,19 @@ curl -fsS "$URL/api/locks/stats" | python3 -c 'import json, sys; d = json.load(s
 # A node of our own for the next steps, on the dev services: serve_node PORT NODE_ID [ENV=VALUE...]
 serve_node() {
   local port=$1 node=$2; shift 2
-  env RIDELOCK_PROFILE=local RIDELOCK_SERVER__PORT="$port" RIDELOCK_NODE__ID="$node" RUST_LOG=warn "$@" \
+  env RIDELOCK_ENV=local RIDELOCK_SERVER__PORT="$port" RIDELOCK_NODE__ID="$node" \
+    RUST_LOG=warn,ridelock::startup=info "$@" \
     ./target/release/ridelock serve >> "$OUT/$node.log" 2>&1 &
   NODE_PID=$!
   for _ in $(seq 100); do curl -fsS "http://127.0.0.1:$port/api/health" >/dev/null 2>&1 && return; sleep 0.1; done
   log "node $node did not start; see $OUT/$node.log"; exit 1
 }
 stop_node() {
+  local started
+  started=$(date +%s%N)
   kill -TERM "$NODE_PID"
-  local started=$SECONDS
   wait "$NODE_PID" || true
-  log "node stopped after $((SECONDS - started)) s"
+  echo "sigterm_to_exit_ms $(( ($(date +%s%N) - started) / 1000000 ))"
 }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$NODE_PID/status"; }
 
@@ -104,7 +110,35 @@ echo "rss_mb_idle $(rss_mb)" | tee "$OUT/actors.txt"
   echo "leases_held $(redis-cli -p "$REDIS_PORT" --scan --pattern 'lock:booking:*' | wc -l)"
   python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("violations", len(r["violations"]), "elapsed_s", round(r["elapsed_s"], 1))' "$OUT/actors.json"
 } | tee -a "$OUT/actors.txt"
-stop_node
+# SIGTERM with every lease held: how long the drain takes, and whether any lease is left behind.
+{
+  stop_node
+  grep -o 'leases_released=[0-9]* took_ms=[0-9]*' "$OUT/bench-actors.log" | tail -1
+  echo "leases_left $(redis-cli -p "$REDIS_PORT" --scan --pattern 'lock:booking:*' | wc -l)"
+} | tee -a "$OUT/actors.txt"
+
+log "RideLock: three nodes on this machine (3911-3913), requests round-robin over them"
+# Two of every three booking actions land on a node without the lease and are forwarded.
+CLUSTER_PIDS=()
+for i in 1 2 3; do
+  serve_node "391$i" "bench-n$i" RIDELOCK_REDIS__KEY_PREFIX=bench-cluster:
+  CLUSTER_PIDS+=("$NODE_PID")
+done
+CLUSTER_URLS=(--url http://127.0.0.1:3911 --url http://127.0.0.1:3912 --url http://127.0.0.1:3913)
+./target/release/ridelock loadtest "${CLUSTER_URLS[@]}" --scenario lifecycle --riders 64 \
+  --duration-s "$SECONDS_PER_RUN" --quiet --json > "$OUT/cluster-lifecycle.json"
+./target/release/ridelock loadtest "${CLUSTER_URLS[@]}" --scenario same-booking --concurrency 50 \
+  --quiet --json > "$OUT/cluster-same-booking.json"
+{
+  summarize cluster-lifecycle cluster-same-booking
+  for i in 1 2 3; do
+    echo "bench-n$i acquisition_ms $(curl -fsS "http://127.0.0.1:391$i/api/locks/stats" \
+      | python3 -c 'import json, sys; print(json.load(sys.stdin)["data"]["acquisition_ms"])')" \
+      "$(curl -fsS "http://127.0.0.1:391$i/metrics" | grep -E '^ridelock_forwards_(sent|received)_total' | tr '\n' ' ')"
+  done
+} | tee "$OUT/cluster.txt"
+for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid"; done
+for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" || true; done
 
 ROWS=${BENCH_ROWS:-10000000}
 log "RideLock: lifecycle throughput with 10,000 and then $ROWS rows in bookings"
