@@ -111,8 +111,9 @@ echo "rss_mb_idle $(rss_mb)" | tee "$OUT/actors.txt"
   python3 -c 'import json, sys; r = json.load(open(sys.argv[1])); print("violations", len(r["violations"]), "elapsed_s", round(r["elapsed_s"], 1))' "$OUT/actors.json"
 } | tee -a "$OUT/actors.txt"
 # SIGTERM with every lease held: how long the drain takes, and whether any lease is left behind.
+stop_node > "$OUT/actors-stop.txt" # not in the pipe below: `wait` needs the node as our child
 {
-  stop_node
+  cat "$OUT/actors-stop.txt"
   grep -o 'leases_released=[0-9]* took_ms=[0-9]*' "$OUT/bench-actors.log" | tail -1
   echo "leases_left $(redis-cli -p "$REDIS_PORT" --scan --pattern 'lock:booking:*' | wc -l)"
 } | tee -a "$OUT/actors.txt"

@@ -157,6 +157,16 @@ impl Settings {
         if profile == "production" && (secret.len() < 32 || secret.starts_with("dev-")) {
             bail!("cluster.secret must be a private value of at least 32 characters in production");
         }
+        // The development secrets are public (they are in this repository): fine for nodes that
+        // only listen on loopback, never for one other machines can reach.
+        let loopback = matches!(self.server.host.as_str(), "127.0.0.1" | "::1" | "localhost");
+        if secret.starts_with("dev-") && !loopback {
+            bail!(
+                "cluster.secret is a development value; set a private one \
+                 (RIDELOCK_CLUSTER__SECRET) to listen on {}",
+                self.server.host
+            );
+        }
         if self.database.url.expose().is_empty() || self.redis.url.expose().is_empty() {
             bail!("database.url and redis.url must be set (DATABASE_URL, REDIS_URL)");
         }

@@ -187,6 +187,7 @@ impl From<BookingError> for ApiError {
             BookingError::Fenced => Self::LeaseUnavailable {
                 retry_after: Duration::from_secs(1),
             },
+            error @ BookingError::DeadlinePassed => Self::Unavailable(error.into()),
             BookingError::Store(error) => error.into(),
             BookingError::Mailbox(error) => Self::Unavailable(error.into()),
         }

@@ -25,12 +25,22 @@ use crate::storage::models::{Booking, Driver};
 use crate::storage::{drivers, pool};
 use crate::telemetry::{self, ActorLine};
 
+/// What every booking message carries about the request behind it.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub request_id: RequestId,
+    /// When the message was sent, for the log line's `waited_us`.
+    pub sent_at: Instant,
+    /// After this, the caller has given up: the actor refuses the message without writing, so a
+    /// change is never made after its requester was told it failed.
+    pub deadline: Instant,
+}
+
 /// Assign the nearest online driver to this pending booking.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(Booking, Driver), BookingError>")]
 pub struct Assign {
-    pub request_id: RequestId,
-    pub sent_at: Instant,
+    pub meta: RequestMeta,
 }
 
 /// The assigned driver accepts the booking.
@@ -38,8 +48,7 @@ pub struct Assign {
 #[rtype(result = "Result<Booking, BookingError>")]
 pub struct Accept {
     pub driver_id: DriverId,
-    pub request_id: RequestId,
-    pub sent_at: Instant,
+    pub meta: RequestMeta,
 }
 
 /// The rider or the assigned driver cancels; a held driver goes back online.
@@ -48,8 +57,7 @@ pub struct Accept {
 pub struct Cancel {
     pub by: Party,
     pub reason: Option<String>,
-    pub request_id: RequestId,
-    pub sent_at: Instant,
+    pub meta: RequestMeta,
 }
 
 /// The assigned driver completes the ride; the driver goes back online.
@@ -58,8 +66,7 @@ pub struct Cancel {
 pub struct Complete {
     pub driver_id: DriverId,
     pub actual_fare: Fare,
-    pub request_id: RequestId,
-    pub sent_at: Instant,
+    pub meta: RequestMeta,
 }
 
 /// Stop after the messages already queued: release the lease (waiting for Redis) and stop.
@@ -169,7 +176,14 @@ impl BookingActor {
     }
 
     /// Checks `cmd` against the in-memory state; a refusal needs no round trip.
-    fn plan(&self, cmd: Command) -> Result<(Booking, i64, Transition), BookingError> {
+    fn plan(
+        &self,
+        cmd: Command,
+        meta: &RequestMeta,
+    ) -> Result<(Booking, i64, Transition), BookingError> {
+        if Instant::now() >= meta.deadline {
+            return Err(BookingError::DeadlinePassed);
+        }
         let (booking, token) = self.ready()?;
         match apply(booking.state()?, cmd) {
             Ok(transition) => Ok((booking, token, transition)),
@@ -199,8 +213,7 @@ impl BookingActor {
     fn log(
         &self,
         msg: &str,
-        request_id: &RequestId,
-        sent_at: Instant,
+        meta: &RequestMeta,
         started: Instant,
         outcome: Result<(), &BookingError>,
     ) {
@@ -217,10 +230,10 @@ impl BookingActor {
             node: &self.deps.node_id.0,
             actor: &actor,
             msg,
-            req: request_id.as_str(),
+            req: meta.request_id.as_str(),
             token,
             outcome: &outcome,
-            waited: started.saturating_duration_since(sent_at),
+            waited: started.saturating_duration_since(meta.sent_at),
             handled: started.elapsed(),
         });
     }
@@ -231,22 +244,21 @@ impl BookingActor {
         msg_name: &'static str,
         cmd: Command,
         details: ChangeDetails,
-        request_id: RequestId,
-        sent_at: Instant,
+        meta: RequestMeta,
         ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<Booking, BookingError>> {
         let started = Instant::now();
         self.arm_idle_stop(ctx);
-        let (booking, token, transition) = match self.plan(cmd) {
+        let (booking, token, transition) = match self.plan(cmd, &meta) {
             Ok(plan) => plan,
             Err(error) => {
                 self.settle(None, matches!(error, BookingError::Fenced), ctx);
-                self.log(msg_name, &request_id, sent_at, started, Err(&error));
+                self.log(msg_name, &meta, started, Err(&error));
                 return AtomicResponse::new(Box::pin(fut::err(error)));
             }
         };
         let deps = self.deps.clone();
-        let req = request_id.clone();
+        let req = meta.request_id.clone();
         let write = async move {
             let mut conn = pool::conn(&deps.pool).await?;
             let audit = Audit {
@@ -270,13 +282,7 @@ impl BookingActor {
                     matches!(result, Err(BookingError::Fenced)),
                     ctx,
                 );
-                act.log(
-                    msg_name,
-                    &request_id,
-                    sent_at,
-                    started,
-                    result.as_ref().map(drop),
-                );
+                act.log(msg_name, &meta, started, result.as_ref().map(drop));
                 result
             },
         )))
@@ -361,17 +367,19 @@ impl Actor for BookingActor {
                         if owned {
                             act.arm_idle_stop(ctx);
                         } else {
-                            // Terminal: answer what is queued, then go.
+                            // Terminal: nothing left to own. See below for how it ends.
                             act.registry.forget(act.id, act.generation);
-                            ctx.address().do_send(Passivate);
                         }
                     }
                     Err(failure) => {
-                        // New requests get a fresh actor; the ones already queued hear why (the
-                        // Passivate queues behind them), then we stop.
+                        // New requests get a fresh actor; this one answers why to every message
+                        // sent to it. It holds no lease and is not stopped on purpose: once the
+                        // registry has forgotten it and the last sender that still had its
+                        // address has delivered, actix stops it (no addresses, empty mailbox).
+                        // A Passivate sent now could overtake a sender that got the address a
+                        // moment before, whose message would then find the mailbox closed.
                         act.registry.forget(act.id, act.generation);
                         act.phase = Phase::Failed(failure);
-                        ctx.address().do_send(Passivate);
                     }
                 }),
         );
@@ -420,28 +428,22 @@ impl Handler<Assign> for BookingActor {
     fn handle(&mut self, msg: Assign, ctx: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
         self.arm_idle_stop(ctx);
-        let (booking, token) = match self.plan(Command::Assign) {
+        let (booking, token) = match self.plan(Command::Assign, &msg.meta) {
             Ok((booking, token, _)) => (booking, token),
             Err(error) => {
                 self.settle(None, matches!(error, BookingError::Fenced), ctx);
-                self.log("Assign", &msg.request_id, msg.sent_at, started, Err(&error));
+                self.log("Assign", &msg.meta, started, Err(&error));
                 return AtomicResponse::new(Box::pin(fut::err(error)));
             }
         };
         let deps = self.deps.clone();
-        let req = msg.request_id.clone();
+        let req = msg.meta.request_id.clone();
         let work = async move { assign_nearest(&deps, booking, token, &req).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |result, act, ctx| {
                 let fenced = matches!(result, Err(BookingError::Fenced));
                 act.settle(result.as_ref().ok().map(|(b, _)| b), fenced, ctx);
-                act.log(
-                    "Assign",
-                    &msg.request_id,
-                    msg.sent_at,
-                    started,
-                    result.as_ref().map(drop),
-                );
+                act.log("Assign", &msg.meta, started, result.as_ref().map(drop));
                 result
             },
         )))
@@ -567,14 +569,7 @@ impl Handler<Accept> for BookingActor {
         let cmd = Command::Accept {
             driver_id: msg.driver_id,
         };
-        self.write_transition(
-            "Accept",
-            cmd,
-            ChangeDetails::default(),
-            msg.request_id,
-            msg.sent_at,
-            ctx,
-        )
+        self.write_transition("Accept", cmd, ChangeDetails::default(), msg.meta, ctx)
     }
 }
 
@@ -590,8 +585,7 @@ impl Handler<Cancel> for BookingActor {
             "Cancel",
             Command::Cancel { by: msg.by },
             details,
-            msg.request_id,
-            msg.sent_at,
+            msg.meta,
             ctx,
         )
     }
@@ -608,6 +602,6 @@ impl Handler<Complete> for BookingActor {
             actual_fare: Some(msg.actual_fare),
             ..ChangeDetails::default()
         };
-        self.write_transition("Complete", cmd, details, msg.request_id, msg.sent_at, ctx)
+        self.write_transition("Complete", cmd, details, msg.meta, ctx)
     }
 }

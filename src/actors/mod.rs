@@ -63,6 +63,9 @@ pub enum BookingError {
     /// routed again, never retried as the same write.
     #[error("booking ownership lost")]
     Fenced,
+    /// The request's deadline passed before the actor got to it: nothing was written.
+    #[error("request deadline passed before the booking's actor could act")]
+    DeadlinePassed,
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The actor could not take the message (stopped, or no reply in time).
@@ -80,7 +83,9 @@ impl BookingError {
             Self::Elsewhere(_) | Self::LeaseUnavailable { .. } | Self::Fenced => {
                 "lease_unavailable"
             }
-            Self::Store(StoreError::Unavailable(_)) | Self::Mailbox(_) => "unavailable",
+            Self::Store(StoreError::Unavailable(_)) | Self::Mailbox(_) | Self::DeadlinePassed => {
+                "unavailable"
+            }
             Self::Store(StoreError::Query(_)) => "internal",
         }
     }

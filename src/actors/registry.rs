@@ -85,16 +85,20 @@ impl BookingRegistry {
         }
     }
 
-    /// Sends `msg` to the booking's actor and waits for its reply, at most the request timeout
-    /// in all (re-sends after a closed mailbox share the one deadline).
-    pub async fn send<M, T>(self: &Arc<Self>, id: BookingId, msg: M) -> Result<T, BookingError>
+    /// Sends `msg` to the booking's actor and waits for its reply until `deadline` (re-sends
+    /// after a closed mailbox share it).
+    pub async fn send<M, T>(
+        self: &Arc<Self>,
+        id: BookingId,
+        msg: M,
+        deadline: Instant,
+    ) -> Result<T, BookingError>
     where
         M: Message<Result = Result<T, BookingError>> + Clone + Send + 'static,
         T: Send + 'static,
         BookingActor: Handler<M>,
         <BookingActor as Actor>::Context: ToEnvelope<BookingActor, M>,
     {
-        let deadline = Instant::now() + self.deps.request_timeout;
         let mut attempt = 0;
         loop {
             let (generation, addr) = self.actor(id);

@@ -1,7 +1,9 @@
 //! Authentication of node-to-node calls. A forwarding node signs each call with HMAC-SHA256 under
-//! the shared `cluster.secret`; the receiving node recomputes the signature and refuses the call
-//! unless it matches and its timestamp is recent. The secret itself never crosses the network, and
-//! a captured call stops being accepted after [`MAX_SKEW`].
+//! the shared `cluster.secret`, naming the node it is meant for; the receiving node recomputes the
+//! signature and refuses the call unless it matches, names this node, is recent (within
+//! [`MAX_SKEW`]) and still inside the deadline the caller gave it. The secret never crosses the
+//! network; the caller (`internal.rs`) also refuses a signature it has already seen, so a
+//! captured call cannot be replayed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -12,6 +14,8 @@ use crate::config::Secret;
 
 /// The sending node's id.
 pub const NODE_HEADER: &str = "x-ridelock-node";
+/// The id of the node the call is meant for.
+pub const TO_HEADER: &str = "x-ridelock-to";
 /// How many times the call has been forwarded already (the first forward carries 1).
 pub const HOPS_HEADER: &str = "x-ridelock-hops";
 /// What is left of the original request's deadline, in milliseconds.
@@ -22,12 +26,13 @@ pub const TIMESTAMP_HEADER: &str = "x-ridelock-timestamp";
 pub const SIGNATURE_HEADER: &str = "x-ridelock-signature";
 
 /// How far a call's timestamp may be from the receiver's clock, either way.
-pub const MAX_SKEW: Duration = Duration::from_secs(30);
+pub const MAX_SKEW: Duration = Duration::from_secs(10);
 
 /// Everything a signature covers.
 pub struct Signed<'a> {
     pub timestamp_ms: u64,
     pub node: &'a str,
+    pub to: &'a str,
     pub hops: u8,
     pub budget_ms: u64,
     pub request_id: &'a str,
@@ -41,8 +46,14 @@ impl Signed<'_> {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.expose().as_bytes())
             .map_err(|_| Refusal::BadSignature)?;
         let head = format!(
-            "{}\n{}\n{}\n{}\n{}\n{}\n",
-            self.timestamp_ms, self.node, self.hops, self.budget_ms, self.request_id, self.path
+            "{}\n{}\n{}\n{}\n{}\n{}\n{}\n",
+            self.timestamp_ms,
+            self.node,
+            self.to,
+            self.hops,
+            self.budget_ms,
+            self.request_id,
+            self.path
         );
         mac.update(head.as_bytes());
         mac.update(self.body);
@@ -54,8 +65,22 @@ impl Signed<'_> {
         Ok(hex(&self.mac(secret)?.finalize().into_bytes()))
     }
 
-    /// Checks `signature` (hex) in constant time, and the timestamp against `now`.
-    pub fn verify(&self, secret: &Secret, signature: &str, now: SystemTime) -> Result<(), Refusal> {
+    /// Checks `signature` (hex) in constant time, that the call is meant for `me`, and its
+    /// timestamp and deadline against `now`.
+    pub fn verify(
+        &self,
+        secret: &Secret,
+        signature: &str,
+        me: &str,
+        now: SystemTime,
+    ) -> Result<(), Refusal> {
+        let bytes = unhex(signature).ok_or(Refusal::BadSignature)?;
+        self.mac(secret)?
+            .verify_slice(&bytes)
+            .map_err(|_| Refusal::BadSignature)?;
+        if self.to != me {
+            return Err(Refusal::WrongNode);
+        }
         let sent = UNIX_EPOCH + Duration::from_millis(self.timestamp_ms);
         let skew = now
             .duration_since(sent)
@@ -64,10 +89,20 @@ impl Signed<'_> {
         if skew > MAX_SKEW {
             return Err(Refusal::Stale);
         }
-        let bytes = unhex(signature).ok_or(Refusal::BadSignature)?;
-        self.mac(secret)?
-            .verify_slice(&bytes)
-            .map_err(|_| Refusal::BadSignature)
+        if self.budget_left(now).is_zero() {
+            return Err(Refusal::Expired);
+        }
+        Ok(())
+    }
+
+    /// What is left of the caller's deadline at `now`: time the call spent travelling, or queued
+    /// at a paused node, is gone. A receiver whose clock runs behind gains nothing from it.
+    pub fn budget_left(&self, now: SystemTime) -> Duration {
+        let budget = Duration::from_millis(self.budget_ms);
+        let ends = UNIX_EPOCH + Duration::from_millis(self.timestamp_ms) + budget;
+        ends.duration_since(now)
+            .unwrap_or(Duration::ZERO)
+            .min(budget)
     }
 }
 
@@ -80,6 +115,12 @@ pub enum Refusal {
     BadSignature,
     #[error("cluster call timestamp too far from this node's clock")]
     Stale,
+    #[error("cluster call meant for another node")]
+    WrongNode,
+    #[error("cluster call arrived after its deadline")]
+    Expired,
+    #[error("cluster call already seen (replayed)")]
+    Replayed,
 }
 
 pub fn now_ms() -> u64 {
@@ -110,6 +151,7 @@ mod tests {
         Signed {
             timestamp_ms: now_ms(),
             node: "n1",
+            to: "n2",
             hops: 1,
             budget_ms: 4000,
             request_id: "req-1",
@@ -124,9 +166,27 @@ mod tests {
         let signed = call(br#"{"op":"assign"}"#);
         let signature = signed.sign(&secret).unwrap();
         assert_eq!(
-            signed.verify(&secret, &signature, SystemTime::now()),
+            signed.verify(&secret, &signature, "n2", SystemTime::now()),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_call_for_another_node_or_past_its_deadline_is_refused() {
+        let secret = Secret::new("s3cret");
+        let signed = call(br#"{"op":"assign"}"#);
+        let signature = signed.sign(&secret).unwrap();
+        assert_eq!(
+            signed.verify(&secret, &signature, "n3", SystemTime::now()),
+            Err(Refusal::WrongNode)
+        );
+        let after_budget = SystemTime::now() + Duration::from_millis(4001);
+        assert_eq!(
+            signed.verify(&secret, &signature, "n2", after_budget),
+            Err(Refusal::Expired)
+        );
+        let halfway = SystemTime::now() + Duration::from_millis(1000);
+        assert!(signed.budget_left(halfway) <= Duration::from_millis(3000));
     }
 
     #[test]
@@ -137,21 +197,21 @@ mod tests {
 
         let other = Secret::new("guess");
         assert_eq!(
-            signed.verify(&other, &signature, SystemTime::now()),
+            signed.verify(&other, &signature, "n2", SystemTime::now()),
             Err(Refusal::BadSignature)
         );
         let tampered = call(br#"{"op":"cancel"}"#);
         assert_eq!(
-            tampered.verify(&secret, &signature, SystemTime::now()),
+            tampered.verify(&secret, &signature, "n2", SystemTime::now()),
             Err(Refusal::BadSignature)
         );
         let later = SystemTime::now() + MAX_SKEW + Duration::from_secs(1);
         assert_eq!(
-            signed.verify(&secret, &signature, later),
+            signed.verify(&secret, &signature, "n2", later),
             Err(Refusal::Stale)
         );
         assert_eq!(
-            signed.verify(&secret, "not hex", SystemTime::now()),
+            signed.verify(&secret, "not hex", "n2", SystemTime::now()),
             Err(Refusal::BadSignature)
         );
     }

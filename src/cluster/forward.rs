@@ -60,6 +60,16 @@ pub enum ForwardError {
     Signing(#[from] auth::Refusal),
 }
 
+impl ForwardError {
+    /// True when the call certainly never reached the owner (so it cannot have taken effect).
+    pub fn never_sent(&self) -> bool {
+        match self {
+            Self::NoAddress(_) | Self::Signing(_) => true,
+            Self::NoAnswer(error) => error.is_connect(),
+        }
+    }
+}
+
 pub struct Forwarder {
     client: reqwest::Client,
     secret: Secret,
@@ -85,7 +95,13 @@ impl Forwarder {
             // A node that is down refuses at once; one that is paused accepts the connection
             // (the kernel does) and never answers, which the lease watch settles.
             .connect_timeout(Duration::from_millis(500))
-            .pool_idle_timeout(Duration::from_secs(30))
+            // Below actix-web's 5 s keep-alive, so a pooled connection is never reused just as
+            // the server closes it.
+            .pool_idle_timeout(Duration::from_secs(2))
+            // Signed calls go straight to the peer: never through an HTTP proxy from the
+            // environment, never after a redirect.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
             .build()?;
         Ok(Self {
             client,
@@ -133,10 +149,13 @@ impl Forwarder {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Sends `body` (a serialized booking operation) to `address`'s internal endpoint, waiting
-    /// at most `budget` for the answer.
+    /// Sends `body` (a serialized booking operation) to node `to` at `address`, waiting at most
+    /// `budget` for the answer. The callee is given a little less, so its answer can travel back
+    /// before this side gives up.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
+        to: &str,
         address: &str,
         id: BookingId,
         body: Vec<u8>,
@@ -146,11 +165,13 @@ impl Forwarder {
     ) -> Result<Relayed, ForwardError> {
         ForwardMetrics::bump(&self.metrics.sent);
         let path = internal_path(id);
-        let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+        let callee_budget = budget.saturating_sub(RETURN_MARGIN);
+        let budget_ms = u64::try_from(callee_budget.as_millis()).unwrap_or(u64::MAX);
         let timestamp_ms = auth::now_ms();
         let signature = Signed {
             timestamp_ms,
             node: &self.node_id,
+            to,
             hops,
             budget_ms,
             request_id: request_id.as_str(),
@@ -165,6 +186,7 @@ impl Forwarder {
             .header("content-type", "application/json")
             .header(crate::http::request_id::HEADER, request_id.as_str())
             .header(auth::NODE_HEADER, &self.node_id)
+            .header(auth::TO_HEADER, to)
             .header(auth::HOPS_HEADER, hops.to_string())
             .header(auth::BUDGET_HEADER, budget_ms.to_string())
             .header(auth::TIMESTAMP_HEADER, timestamp_ms.to_string())
@@ -206,6 +228,9 @@ impl Forwarder {
         }
     }
 }
+
+/// Time kept back from a forwarded call's budget for its answer to travel back.
+const RETURN_MARGIN: Duration = Duration::from_millis(50);
 
 /// Names the node whose booking actor handled a booking action, on every answer to one.
 pub const SERVED_BY_HEADER: &str = "x-ridelock-served-by";

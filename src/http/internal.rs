@@ -1,6 +1,7 @@
 //! `POST /internal/bookings/{id}`: a booking action forwarded by another node. Only calls signed
-//! with the cluster secret are accepted (401 otherwise, before the body is even parsed); the
-//! action is then routed like any other, with the hops and the deadline the caller passed on.
+//! with the cluster secret, meant for this node, recent, within their deadline and never seen
+//! before are accepted (401 otherwise, before the body is even parsed); the action is then
+//! routed like any other, with the hops and what is left of the deadline the caller passed on.
 
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +29,7 @@ pub async fn booking(
     request_id: RequestId,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let call = match verify(&state, &req, &body) {
+    let call = match verify(&state, &req, &body).await {
         Ok(call) => call,
         Err(refusal) => {
             ForwardMetrics::bump(&state.forwarder.metrics.refused);
@@ -56,10 +57,11 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-fn verify(state: &State, req: &HttpRequest, body: &[u8]) -> Result<Call, Refusal> {
+async fn verify(state: &State, req: &HttpRequest, body: &[u8]) -> Result<Call, Refusal> {
     let number = |name: &str| header(req, name).and_then(|v| v.parse::<u64>().ok());
-    let (Some(node), Some(hops), Some(budget_ms), Some(timestamp_ms), Some(signature)) = (
+    let (Some(node), Some(to), Some(hops), Some(budget_ms), Some(timestamp_ms), Some(signature)) = (
         header(req, auth::NODE_HEADER),
+        header(req, auth::TO_HEADER),
         number(auth::HOPS_HEADER),
         number(auth::BUDGET_HEADER),
         number(auth::TIMESTAMP_HEADER),
@@ -71,18 +73,50 @@ fn verify(state: &State, req: &HttpRequest, body: &[u8]) -> Result<Call, Refusal
         .ok()
         .filter(|h| *h <= MAX_HOPS)
         .ok_or(Refusal::Missing)?;
-    Signed {
+    let signed = Signed {
         timestamp_ms,
         node,
+        to,
         hops,
         budget_ms,
         request_id: header(req, super::request_id::HEADER).unwrap_or(""),
         path: req.path(),
         body,
-    }
-    .verify(&state.cluster_secret, signature, SystemTime::now())?;
+    };
+    let now = SystemTime::now();
+    signed.verify(&state.cluster_secret, signature, &state.deps.node_id.0, now)?;
+    first_sighting(state, signature).await?;
     Ok(Call {
         hops,
-        budget: Duration::from_millis(budget_ms),
+        budget: signed.budget_left(now),
     })
+}
+
+/// Remembers a verified signature for twice the accepted clock skew (after which its timestamp
+/// is refused anyway); a second call with it is a replay. If Redis cannot answer, the call is
+/// let through: it is signed, recent and meant for us, and Redis being down already costs the
+/// cluster its leases. That trade is written down in the README.
+async fn first_sighting(state: &State, signature: &str) -> Result<(), Refusal> {
+    let key = format!("{}seen:{signature}", state.deps.key_prefix);
+    let ttl_ms = u64::try_from((auth::MAX_SKEW * 2).as_millis()).unwrap_or(u64::MAX);
+    let mut conn = state.redis.clone();
+    let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
+        .arg(&key)
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms)
+        .query_async(&mut conn)
+        .await;
+    match set {
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(Refusal::Replayed),
+        Err(error) => {
+            log::warn!(
+                "replay check skipped node={} error={error}",
+                state.deps.node_id
+            );
+            Ok(())
+        }
+    }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{respond, AppState};
-use crate::actors::booking::{Accept, Assign, Cancel, Complete};
+use crate::actors::booking::{Accept, Assign, Cancel, Complete, RequestMeta};
 use crate::actors::BookingError;
 use crate::cluster::forward::{ForwardError, Relayed, SERVED_BY_HEADER};
 use crate::domain::booking::Party;
@@ -31,6 +31,8 @@ use crate::domain::values::Fare;
 use crate::error::ApiError;
 use crate::lease::redis::RedisLeases;
 use crate::lease::{booking_key, LeaseOwner};
+use crate::storage::models::Booking;
+use crate::storage::{bookings, drivers, pool};
 
 /// A validated booking action: what a handler asks for, and what travels to the owner node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -57,8 +59,10 @@ pub const MAX_HOPS: u8 = 2;
 /// How many times a request fenced off mid-write is routed again.
 const MAX_REROUTES: usize = 3;
 
-/// First step of the lease watch's backoff.
+/// First step of the lease watch's backoff, and its ceiling: a waiter notices a released lease
+/// within a fifth of a second, whatever the TTL.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Runs `op` on the booking's owner node and answers what it answered. `hops`: how many nodes
 /// passed the request on already; `budget`: what is left of its deadline.
@@ -73,31 +77,39 @@ pub async fn route(
     let deadline = Instant::now() + budget;
     let key = booking_key(&state.deps.key_prefix, id);
     let mut reroutes = 0;
+    // Set once a forwarded call may have been delivered without its answer reaching us: the
+    // action may already have taken effect on the old owner.
+    let mut maybe_applied = false;
     loop {
-        let owner = match perform(state, id, &op, &request_id).await {
+        if Instant::now() >= deadline {
+            return Err(ApiError::Unavailable(BookingError::DeadlinePassed.into()));
+        }
+        let owner = match perform(state, id, &op, &request_id, deadline).await {
             Ok(response) => return Ok(response),
             Err(BookingError::Elsewhere(owner)) => owner,
             Err(BookingError::Fenced) if reroutes < MAX_REROUTES => {
                 reroutes += 1;
                 continue;
             }
-            Err(error) => {
-                // The actor's answer (a refusal): it says which node it ran on, like a success.
-                let mut response = ApiError::from(error).error_response();
-                served_by(&mut response, &state.deps.node_id.0);
-                return Ok(response);
+            Err(BookingError::Refused { error, booking }) if maybe_applied => {
+                // The refusal may be our own earlier copy's doing: if the trail shows this
+                // request made the change, answer as the first copy would have.
+                if let Some(done) = applied_earlier(state, id, &op, &request_id, &booking).await {
+                    return Ok(done);
+                }
+                return Ok(refusal(state, BookingError::Refused { error, booking }));
             }
+            Err(error) => return Ok(refusal(state, error)),
         };
-        if Instant::now() >= deadline {
-            return Err(busy(&owner));
-        }
         if owner.value.is_empty() {
             // Released between our SET and our GET: simply try again.
             continue;
         }
         let remote = owner.node != state.deps.node_id.0;
         if remote && hops >= MAX_HOPS {
-            return Err(busy(&owner));
+            return Err(ApiError::LeaseUnavailable {
+                retry_after: Duration::from_secs(1),
+            });
         }
         let address = match remote {
             true => state.forwarder.address_of(&owner.node).await,
@@ -118,29 +130,117 @@ pub async fn route(
         )
         .await;
         match waited {
+            Waited::Answered(relayed) if relayed.status == 401 => {
+                // Our own peer refused our signature: a configuration fault (cluster.secret
+                // differs between nodes, or clocks drifted apart), not the client's.
+                log::error!(
+                    "peer refused our signed call node={} owner={} req={} body={}",
+                    state.deps.node_id,
+                    owner.node,
+                    request_id.as_str(),
+                    String::from_utf8_lossy(&relayed.body)
+                );
+                return Err(ApiError::Unavailable(anyhow::anyhow!(
+                    "node {} refused this node's signature",
+                    owner.node
+                )));
+            }
             Waited::Answered(relayed) => return Ok(relay(relayed)),
-            Waited::LeaseMoved => continue,
-            Waited::Deadline => return Err(busy(&owner)),
+            Waited::LeaseMoved { maybe_delivered } => maybe_applied |= maybe_delivered,
+            Waited::Deadline { owner_silent } => {
+                // Waiting for an expiry: it comes within the lease's remaining time. Waiting
+                // for a live owner's answer: try again shortly.
+                let retry_after = match owner_silent {
+                    true => owner.remaining.max(Duration::from_secs(1)),
+                    false => Duration::from_secs(1),
+                };
+                return Err(ApiError::LeaseUnavailable { retry_after });
+            }
         }
     }
 }
 
-/// Offers `op` to this node's actor for the booking.
+/// A refusal by this node's actor, answered like a success: it says which node it ran on.
+fn refusal(state: &AppState, error: BookingError) -> HttpResponse {
+    let mut response = ApiError::from(error).error_response();
+    served_by(&mut response, &state.deps.node_id.0);
+    response
+}
+
+/// The success answer for `op`, if the trail shows `request_id` made its change: a copy of the
+/// request forwarded earlier took effect, but its answer was lost with its node.
+async fn applied_earlier(
+    state: &AppState,
+    id: BookingId,
+    op: &BookingOp,
+    request_id: &RequestId,
+    booking: &Booking,
+) -> Option<HttpResponse> {
+    let (target, message) = match op {
+        BookingOp::Assign => ("assigned", "Driver assigned successfully"),
+        BookingOp::Accept { .. } => ("accepted", "Booking accepted successfully"),
+        BookingOp::Cancel { .. } => ("cancelled", "Booking cancelled successfully"),
+        BookingOp::Complete { .. } => ("completed", "Ride completed successfully"),
+    };
+    let mut conn = pool::conn(&state.deps.pool).await.ok()?;
+    let set = bookings::statuses_set_by(&mut conn, id, request_id.as_str())
+        .await
+        .ok()?;
+    if !set.iter().any(|status| status == target) {
+        return None;
+    }
+    let mut response = match op {
+        BookingOp::Assign => {
+            let driver = drivers::find(&mut conn, DriverId(booking.driver_id?))
+                .await
+                .ok()??;
+            respond(
+                StatusCode::OK,
+                message,
+                json!({ "booking": booking, "driver": driver }),
+            )
+        }
+        _ => respond(StatusCode::OK, message, booking),
+    };
+    let writer = booking_writer(&mut conn, id, request_id).await;
+    served_by(
+        &mut response,
+        writer.as_deref().unwrap_or(&state.deps.node_id.0),
+    );
+    Some(response)
+}
+
+/// The node that wrote `request_id`'s event for the booking.
+async fn booking_writer(
+    conn: &mut diesel_async::AsyncPgConnection,
+    id: BookingId,
+    request_id: &RequestId,
+) -> Option<String> {
+    bookings::events(conn, id)
+        .await
+        .ok()?
+        .into_iter()
+        .find(|e| e.request_id == request_id.as_str())
+        .map(|e| e.node_id)
+}
+
+/// Offers `op` to this node's actor for the booking, to be answered before `deadline`.
 async fn perform(
     state: &AppState,
     id: BookingId,
     op: &BookingOp,
     request_id: &RequestId,
+    deadline: Instant,
 ) -> Result<HttpResponse, BookingError> {
     let registry = &state.registry;
-    let (request_id, sent_at) = (request_id.clone(), Instant::now());
+    let meta = RequestMeta {
+        request_id: request_id.clone(),
+        sent_at: Instant::now(),
+        deadline,
+    };
     let mut response = match op.clone() {
         BookingOp::Assign => {
-            let msg = Assign {
-                request_id,
-                sent_at,
-            };
-            let (booking, driver) = registry.send(id, msg).await?;
+            let (booking, driver) = registry.send(id, Assign { meta }, deadline).await?;
             respond(
                 StatusCode::OK,
                 "Driver assigned successfully",
@@ -148,22 +248,13 @@ async fn perform(
             )
         }
         BookingOp::Accept { driver_id } => {
-            let msg = Accept {
-                driver_id,
-                request_id,
-                sent_at,
-            };
-            let booking = registry.send(id, msg).await?;
+            let msg = Accept { driver_id, meta };
+            let booking = registry.send(id, msg, deadline).await?;
             respond(StatusCode::OK, "Booking accepted successfully", booking)
         }
         BookingOp::Cancel { by, reason } => {
-            let msg = Cancel {
-                by,
-                reason,
-                request_id,
-                sent_at,
-            };
-            let booking = registry.send(id, msg).await?;
+            let msg = Cancel { by, reason, meta };
+            let booking = registry.send(id, msg, deadline).await?;
             respond(StatusCode::OK, "Booking cancelled successfully", booking)
         }
         BookingOp::Complete {
@@ -173,10 +264,9 @@ async fn perform(
             let msg = Complete {
                 driver_id,
                 actual_fare: Fare::from_cents(actual_fare_cents),
-                request_id,
-                sent_at,
+                meta,
             };
-            let booking = registry.send(id, msg).await?;
+            let booking = registry.send(id, msg, deadline).await?;
             respond(StatusCode::OK, "Ride completed successfully", booking)
         }
     };
@@ -191,12 +281,6 @@ pub fn served_by(response: &mut HttpResponse, node: &str) {
             actix_web::http::header::HeaderName::from_static(SERVED_BY_HEADER),
             value,
         );
-    }
-}
-
-fn busy(owner: &LeaseOwner) -> ApiError {
-    ApiError::LeaseUnavailable {
-        retry_after: owner.remaining.max(Duration::from_secs(1)),
     }
 }
 
@@ -228,8 +312,14 @@ struct Forward<'a> {
 
 enum Waited {
     Answered(Relayed),
-    LeaseMoved,
-    Deadline,
+    /// The lease left the owner. `maybe_delivered`: a call to it was sent and not answered.
+    LeaseMoved {
+        maybe_delivered: bool,
+    },
+    /// `owner_silent`: no call was in flight any more (the owner could not be reached).
+    Deadline {
+        owner_silent: bool,
+    },
 }
 
 /// Forwards to the owner (if it has an address) while watching its lease. Whichever comes
@@ -246,7 +336,15 @@ async fn forward_or_wait(state: &AppState, call: Forward<'_>) -> Waited {
         // Serializing a plain enum of ids and strings cannot fail; an empty body would be refused.
         let body = serde_json::to_vec(call.op).unwrap_or_default();
         forwarder
-            .send(address, call.id, body, call.request_id, call.hops, budget)
+            .send(
+                &call.owner.node,
+                address,
+                call.id,
+                body,
+                call.request_id,
+                call.hops,
+                budget,
+            )
             .await
     };
     // With a call in flight the owner answers, or is silent; only a silent owner's lease can
@@ -261,28 +359,24 @@ async fn forward_or_wait(state: &AppState, call: Forward<'_>) -> Waited {
     let watch = lease_moves(
         &state.leases,
         call.key,
-        &call.owner.value,
+        call.owner.value.clone(),
         first_check,
-        state.deps.lease.ttl(),
     );
     let expiry = tokio::time::sleep_until(call.deadline.into());
     tokio::pin!(forward, watch, expiry);
     let mut in_flight = true;
+    // Whether a call went out that may have reached the owner without its answer reaching us.
+    let mut maybe_delivered = false;
     loop {
         tokio::select! {
             answer = &mut forward, if in_flight => match answer {
                 Ok(relayed) => return Waited::Answered(relayed),
                 Err(error) => {
                     in_flight = false;
+                    maybe_delivered = forwarding && !error.never_sent();
                     // No answer is coming: watch for the lease to move from now on, not from
                     // its expiry (a node shutting down releases its leases any moment now).
-                    watch.set(lease_moves(
-                        &state.leases,
-                        call.key,
-                        &call.owner.value,
-                        Duration::ZERO,
-                        state.deps.lease.ttl(),
-                    ));
+                    watch.set(lease_moves(&state.leases, call.key, call.owner.value.clone(), Duration::ZERO));
                     if forwarding {
                         log::warn!(
                             "forward unanswered node={} owner={} booking={} req={} error={error}",
@@ -295,29 +389,39 @@ async fn forward_or_wait(state: &AppState, call: Forward<'_>) -> Waited {
                     }
                 }
             },
-            () = &mut watch => return Waited::LeaseMoved,
-            () = &mut expiry => return Waited::Deadline,
+            holder = &mut watch => {
+                // Re-acquired by the node we are waiting for (it passivated and took the
+                // booking again): its answer is still coming.
+                if let Some(now) = holder.filter(|h| in_flight && h.node == call.owner.node) {
+                    watch.set(lease_moves(&state.leases, call.key, now.value, now.remaining));
+                    continue;
+                }
+                return Waited::LeaseMoved {
+                    maybe_delivered: maybe_delivered || (in_flight && forwarding),
+                };
+            }
+            () = &mut expiry => return Waited::Deadline { owner_silent: !in_flight },
         }
     }
 }
 
-/// Resolves once `key` no longer carries `value` (released, expired or taken over). Polls after
-/// `first_check`, then with exponential backoff and full jitter, each sleep capped by the key's
-/// remaining TTL so an expiry is noticed within a poll of happening. A Redis error counts as "no
-/// news": the caller's deadline bounds the wait.
+/// Resolves once `key` no longer carries `value` (released, expired or taken over), with its
+/// new holder if any. Polls after `first_check`, then with exponential backoff and full jitter
+/// (at most [`MAX_BACKOFF`]), each sleep capped by the key's remaining TTL so an expiry is
+/// noticed within a poll of happening. A Redis error counts as "no news": the caller's deadline
+/// bounds the wait.
 async fn lease_moves(
     leases: &RedisLeases,
     key: &str,
-    value: &str,
+    value: String,
     first_check: Duration,
-    max_backoff: Duration,
-) {
+) -> Option<LeaseOwner> {
     tokio::time::sleep(first_check).await;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let remaining = match leases.holder(key).await {
             Ok(Some(now)) if now.value == value => now.remaining,
-            Ok(_) => return,
+            Ok(other) => return other,
             Err(_) => Duration::ZERO,
         };
         let jitter = rand::rng().random_range(Duration::ZERO..=backoff);
@@ -327,6 +431,6 @@ async fn lease_moves(
             jitter.min(remaining + Duration::from_millis(1))
         };
         tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-        backoff = (backoff * 2).min(max_backoff);
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }

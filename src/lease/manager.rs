@@ -82,6 +82,12 @@ impl Deadline {
     pub fn passed(&self) -> bool {
         self.get() <= Instant::now()
     }
+
+    /// The lease is gone (lost or given back): any check from now on fails, even one made by a
+    /// holder that has not yet read its `LeaseLost`.
+    fn expire(&self) {
+        self.0.store(0, Ordering::Release);
+    }
 }
 
 struct Held {
@@ -188,6 +194,8 @@ pub struct LeaseManager {
     metrics: Arc<LeaseMetrics>,
     /// True while a heartbeat's renewal is in flight, so a slow Redis never stacks heartbeats.
     renewing: bool,
+    /// Set by [`ReleaseAll`] (shutdown): no lease is granted any more.
+    closing: bool,
 }
 
 impl LeaseManager {
@@ -204,6 +212,7 @@ impl LeaseManager {
             held: HashMap::new(),
             metrics,
             renewing: false,
+            closing: false,
         }
     }
 
@@ -247,6 +256,7 @@ impl LeaseManager {
     /// have left it), so the booking does not wait out the TTL against its own old lease.
     fn lose(&mut self, key: &str, expired: bool, ctx: &mut Context<Self>) {
         if let Some(held) = self.held.remove(key) {
+            held.valid_until.expire();
             ctx.spawn(
                 self.delete(key.to_owned(), held.value.clone())
                     .into_actor(self)
@@ -393,14 +403,24 @@ impl Handler<Acquire> for LeaseManager {
     type Result = ResponseActFuture<Self, Result<Grant, LeaseError>>;
 
     fn handle(&mut self, msg: Acquire, _ctx: &mut Self::Context) -> Self::Result {
+        if self.closing {
+            return Box::pin(fut::ready(Err(LeaseError::ManagerGone)));
+        }
         let value = lease_value(&self.node_id);
         let sent_at = Instant::now();
         let key = msg.key;
         let attempt = self
             .store
             .acquire(key.clone(), value.clone(), self.settings.ttl());
-        Box::pin(attempt.into_actor(self).map(move |result, act, _ctx| {
+        Box::pin(attempt.into_actor(self).map(move |result, act, ctx| {
             let valid_until = Deadline::new(act.deadline(sent_at));
+            if act.closing {
+                // Shutdown began while the SET was in flight: give it straight back.
+                if result.is_ok() {
+                    ctx.spawn(act.delete(key, value).into_actor(act).map(|_, _, _| ()));
+                }
+                return Err(LeaseError::ManagerGone);
+            }
             match &result {
                 Ok(()) => {
                     bump(&act.metrics.acquired, 1);
@@ -416,7 +436,16 @@ impl Handler<Acquire> for LeaseManager {
                     act.publish_held();
                 }
                 Err(LeaseError::Held(_)) => bump(&act.metrics.contested, 1),
-                Err(_) => bump(&act.metrics.timeouts, 1),
+                Err(_) => {
+                    bump(&act.metrics.timeouts, 1);
+                    // The SET may have landed with its reply lost: delete it if it carries our
+                    // value, or this node would wait a TTL for a lease nobody here holds.
+                    ctx.spawn(
+                        act.delete(key.clone(), value.clone())
+                            .into_actor(act)
+                            .map(|_, _, _| ()),
+                    );
+                }
             }
             result.map(|()| Grant {
                 key,
@@ -438,7 +467,9 @@ impl Handler<Release> for LeaseManager {
         if self.held.get(&msg.key).is_none_or(|h| h.value != msg.value) {
             return Box::pin(fut::ready(false));
         }
-        self.held.remove(&msg.key);
+        if let Some(held) = self.held.remove(&msg.key) {
+            held.valid_until.expire();
+        }
         self.publish_held();
         Box::pin(self.delete(msg.key, msg.value).into_actor(self))
     }
@@ -455,10 +486,12 @@ impl Handler<ReleaseAll> for LeaseManager {
     type Result = ResponseFuture<Result<usize, LeaseError>>;
 
     fn handle(&mut self, _msg: ReleaseAll, _ctx: &mut Self::Context) -> Self::Result {
+        self.closing = true;
         let leases: Vec<(String, String)> = self
             .held
             .drain()
             .map(|(key, held)| {
+                held.valid_until.expire();
                 held.holder.do_send(LeaseLost { key: key.clone() });
                 (key, held.value)
             })
@@ -774,5 +807,24 @@ mod tests {
         assert_eq!(s.store.renewals_of(&ours.key), renewed_before);
         assert!(!s.lost.lock().unwrap().is_empty(), "the holder was told");
         assert!(!release(&s, &ours).await, "nothing left to give back");
+    }
+
+    #[actix_rt::test]
+    async fn the_holder_s_deadline_moves_with_renewals_and_passes_when_the_lease_is_lost() {
+        let s = setup();
+        let (grant, _) = acquire(&s, "lock:booking:7").await;
+        let first = grant.deadline.get();
+        assert!(
+            until(|| grant.deadline.get() > first).await,
+            "renewals move it"
+        );
+        assert!(!grant.deadline.passed());
+
+        s.store.steal(&grant.key);
+
+        // Passed as soon as the manager saw the loss, long before the TTL would run out.
+        let seen = Instant::now();
+        assert!(until(|| grant.deadline.passed()).await);
+        assert!(seen.elapsed() < TTL / 2, "{:?}", seen.elapsed());
     }
 }

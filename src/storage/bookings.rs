@@ -417,6 +417,21 @@ pub async fn events(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<
         .await
 }
 
+/// The statuses `request_id` moved the booking to, if any: how a request whose first answer was
+/// lost finds out that it did take effect.
+pub async fn statuses_set_by(
+    conn: &mut AsyncPgConnection,
+    id: BookingId,
+    request_id: &str,
+) -> QueryResult<Vec<String>> {
+    booking_events::table
+        .filter(booking_events::booking_id.eq(id.0))
+        .filter(booking_events::request_id.eq(request_id))
+        .select(booking_events::to_status)
+        .load(conn)
+        .await
+}
+
 /// Current fencing tokens of the given bookings, for lock statistics.
 pub async fn fencing_tokens(
     conn: &mut AsyncPgConnection,

@@ -126,72 +126,113 @@ async fn after_the_owner_stops_another_node_serves_at_once() {
     );
 }
 
-/// The headers of an internal call to `/internal/bookings/{booking}` signed with `secret`.
-fn signed_call(secret: &str, booking: i64, body: &[u8]) -> Vec<(&'static str, String)> {
-    let path = format!("/internal/bookings/{booking}");
-    let timestamp_ms = auth::now_ms();
-    let signature = Signed {
-        timestamp_ms,
-        node: "n9",
-        hops: 1,
-        budget_ms: 2000,
-        request_id: "forged-1",
-        path: &path,
-        body,
-    }
-    .sign(&Secret::new(secret))
-    .unwrap();
-    vec![
-        ("x-request-id", "forged-1".to_owned()),
-        (auth::NODE_HEADER, "n9".to_owned()),
-        (auth::HOPS_HEADER, "1".to_owned()),
-        (auth::BUDGET_HEADER, "2000".to_owned()),
-        (auth::TIMESTAMP_HEADER, timestamp_ms.to_string()),
-        (auth::SIGNATURE_HEADER, signature),
-    ]
+/// An internal call to `/internal/bookings/{booking}` on node `to`, signed with `secret`.
+struct InternalCall {
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
 }
 
-async fn internal_call(
-    app: &TestApp,
-    booking: i64,
-    headers: &[(&'static str, String)],
-    body: &[u8],
-) -> (u16, serde_json::Value) {
-    let mut request = app
-        .client
-        .post(format!("{}/internal/bookings/{booking}", app.address))
-        .body(body.to_vec());
-    for (name, value) in headers {
-        request = request.header(*name, value);
+impl InternalCall {
+    fn signed(secret: &str, to: &str, booking: i64, hops: u8, timestamp_ms: u64) -> Self {
+        let body = br#"{"op":"assign"}"#.to_vec();
+        let path = format!("/internal/bookings/{booking}");
+        let request_id = format!("forged-{}", uuid::Uuid::new_v4().simple());
+        let signature = Signed {
+            timestamp_ms,
+            node: "n9",
+            to,
+            hops,
+            budget_ms: 2000,
+            request_id: &request_id,
+            path: &path,
+            body: &body,
+        }
+        .sign(&Secret::new(secret))
+        .unwrap();
+        let headers = vec![
+            ("x-request-id", request_id),
+            (auth::NODE_HEADER, "n9".to_owned()),
+            (auth::TO_HEADER, to.to_owned()),
+            (auth::HOPS_HEADER, hops.to_string()),
+            (auth::BUDGET_HEADER, "2000".to_owned()),
+            (auth::TIMESTAMP_HEADER, timestamp_ms.to_string()),
+            (auth::SIGNATURE_HEADER, signature),
+        ];
+        Self { headers, body }
     }
-    let response = request.send().await.unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
+
+    fn valid(to: &str, booking: i64) -> Self {
+        Self::signed(SECRET, to, booking, 1, auth::now_ms())
+    }
+
+    /// The same call with one header's value replaced after signing.
+    fn with(mut self, name: &str, value: String) -> Self {
+        for header in &mut self.headers {
+            if header.0 == name {
+                header.1 = value.clone();
+            }
+        }
+        self
+    }
+
+    async fn send(&self, app: &TestApp, booking: i64) -> (u16, serde_json::Value) {
+        let mut request = app
+            .client
+            .post(format!("{}/internal/bookings/{booking}", app.address))
+            .body(self.body.clone());
+        for (name, value) in &self.headers {
+            request = request.header(*name, value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
 }
+
+/// `config/test.toml`'s cluster secret.
+const SECRET: &str = "dev-test-cluster-secret";
 
 #[actix_web::test]
-async fn internal_calls_without_the_cluster_secret_are_refused_and_change_nothing() {
+async fn internal_calls_without_a_valid_signature_are_refused_and_change_nothing() {
     // Arrange: a pending booking and an online driver, so an accepted assign would write.
     let app = spawn_app().await;
     let rider = app.rider().await;
     app.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
-    let body = br#"{"op":"assign"}"#;
     let before = app.fingerprint().await;
-    let mut tampered = signed_call("dev-test-cluster-secret", booking, body);
-    tampered[3].1 = "60000".to_owned();
-    let mut stale = signed_call("dev-test-cluster-secret", booking, body);
-    stale[4].1 = (auth::now_ms() - 120_000).to_string();
-
-    let cases: Vec<(&str, Vec<(&'static str, String)>)> = vec![
-        ("no headers", vec![]),
-        ("wrong secret", signed_call("guessed-secret", booking, body)),
-        ("budget changed after signing", tampered),
-        ("two minutes old", stale),
+    let cases = vec![
+        (
+            "no headers",
+            InternalCall {
+                headers: vec![],
+                body: br#"{"op":"assign"}"#.to_vec(),
+            },
+        ),
+        (
+            "wrong secret",
+            InternalCall::signed("guessed-secret", "n1", booking, 1, auth::now_ms()),
+        ),
+        ("meant for another node", InternalCall::valid("n2", booking)),
+        (
+            "budget changed after signing",
+            InternalCall::valid("n1", booking).with(auth::BUDGET_HEADER, "60000".to_owned()),
+        ),
+        (
+            "thirty seconds old",
+            InternalCall::signed(SECRET, "n1", booking, 1, auth::now_ms() - 30_000),
+        ),
+        (
+            "past its deadline",
+            InternalCall::signed(SECRET, "n1", booking, 1, auth::now_ms() - 2_500),
+        ),
+        (
+            "beyond the hop limit",
+            InternalCall::signed(SECRET, "n1", booking, 3, auth::now_ms()),
+        ),
     ];
-    for (case, headers) in cases {
+    for (case, call) in cases {
         // Act
-        let (status, reply) = internal_call(&app, booking, &headers, body).await;
+        let (status, reply) = call.send(&app, booking).await;
 
         // Assert
         assert_eq!(status, 401, "{case}: {reply:#}");
@@ -203,10 +244,45 @@ async fn internal_calls_without_the_cluster_secret_are_refused_and_change_nothin
         before,
         "a refused call writes nothing"
     );
+}
 
-    // The same call signed with the cluster's secret is served.
-    let signed = signed_call("dev-test-cluster-secret", booking, body);
-    let (status, reply) = internal_call(&app, booking, &signed, body).await;
-    assert_eq!(status, 200, "{reply:#}");
+#[actix_web::test]
+async fn a_signed_internal_call_is_served_once_and_its_replay_refused() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let call = InternalCall::valid("n1", booking);
+
+    // Act
+    let (first, reply) = call.send(&app, booking).await;
+    let (again, replayed) = call.send(&app, booking).await;
+
+    // Assert
+    assert_eq!(first, 200, "{reply:#}");
     assert_eq!(reply["data"]["booking"]["status"], "assigned");
+    assert_eq!(again, 401, "{replayed:#}");
+    assert_eq!(replayed["error"], "cluster_auth_failed");
+}
+
+#[actix_web::test]
+async fn a_call_at_the_hop_limit_is_not_passed_on_again() {
+    // Arrange: n1 owns the booking; a call reaches n2 having been passed on twice already.
+    let n1 = spawn_app().await;
+    let n2 = second_node(&n1).await;
+    let rider = n1.rider().await;
+    n1.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, _) = n1.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let before = n1.fingerprint().await;
+    let call = InternalCall::signed(SECRET, "n2", booking, 2, auth::now_ms());
+
+    // Act
+    let (status, reply) = call.send(&n2, booking).await;
+
+    // Assert: n2 does not forward a third time; nothing changed; n1 was never called.
+    assert_eq!(status, 503, "{reply:#}");
+    assert_eq!(reply["error"], "lease_unavailable");
+    assert_eq!(n1.fingerprint().await, before);
+    assert_eq!(counter(&n2, "ridelock_forwards_sent_total").await, 0.0);
 }

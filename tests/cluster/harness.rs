@@ -4,7 +4,6 @@
 //! times, which a second cluster competing for the two cores would distort.
 
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -69,11 +68,17 @@ impl Reply {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+/// The port a node logged it listens on (`listening node=<id> port=<port>`), once it has.
+fn logged_port(log: &std::path::Path, id: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let marker = format!("listening node={id} port=");
+    let line = text.lines().find(|line| line.contains(&marker))?;
+    line.split(&marker)
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 impl Cluster {
@@ -88,10 +93,11 @@ impl Cluster {
         let prefix = format!("test:{run}:");
         let logs = std::env::temp_dir().join(format!("ridelock-cluster-{run}"));
         std::fs::create_dir_all(&logs).unwrap();
-        let nodes = (1..=count)
+        // Each node binds port 0 and logs the port it got: no window in which another process
+        // could take a port picked for it.
+        let mut nodes: Vec<Node> = (1..=count)
             .map(|i| {
                 let id = format!("n{i}");
-                let port = free_port();
                 let log = logs.join(format!("{id}.log"));
                 let out = File::create(&log).unwrap();
                 let child = Command::new(env!("CARGO_BIN_EXE_ridelock"))
@@ -99,7 +105,7 @@ impl Cluster {
                     .env("RIDELOCK_ENV", "test")
                     .env("DATABASE_URL", &db_url)
                     .env("REDIS_URL", &redis_url)
-                    .env("RIDELOCK_SERVER__PORT", port.to_string())
+                    .env("RIDELOCK_SERVER__PORT", "0")
                     .env("RIDELOCK_NODE__ID", &id)
                     .env("RIDELOCK_REDIS__KEY_PREFIX", &prefix)
                     // Actors stay for the whole test, so who owns a booking is decided by the
@@ -112,12 +118,29 @@ impl Cluster {
                     .expect("start a ridelock node");
                 Node {
                     id,
-                    address: format!("http://127.0.0.1:{port}"),
+                    address: String::new(),
                     child,
                     log,
                 }
             })
             .collect();
+        let until = Instant::now() + Duration::from_secs(60);
+        for node in &mut nodes {
+            loop {
+                if let Some(port) = logged_port(&node.log, &node.id) {
+                    node.address = format!("http://127.0.0.1:{port}");
+                    break;
+                }
+                let exited = node.child.try_wait().unwrap();
+                assert!(
+                    exited.is_none() && Instant::now() < until,
+                    "node {} did not start ({exited:?}):\n{}",
+                    node.id,
+                    std::fs::read_to_string(&node.log).unwrap_or_default()
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let cluster = Self {
             nodes,
             db_url,
@@ -311,6 +334,49 @@ impl Cluster {
             pairs.push((booking, reply.data()["driver"]["id"].as_i64().unwrap()));
         }
         pairs
+    }
+
+    /// A counter from a node's `/metrics`, e.g. `ridelock_lease_renewed_total`.
+    pub async fn metric(&self, node: usize, name: &str) -> f64 {
+        let text = self
+            .client
+            .get(format!("{}/metrics", self.nodes[node].address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|line| line.starts_with(name))
+            .and_then(|line| line.rsplit(' ').next())
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    }
+
+    /// The node's log so far.
+    pub fn log(&self, node: usize) -> String {
+        std::fs::read_to_string(&self.nodes[node].log).unwrap_or_default()
+    }
+
+    /// Lease keys under this cluster's prefix whose value names `node_id`.
+    pub fn leases_of(&self, node_id: &str) -> usize {
+        let mut redis = redis::Client::open(self.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}lock:booking:*", self.prefix))
+            .query(&mut redis)
+            .unwrap();
+        keys.iter()
+            .filter_map(|key| {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query::<Option<String>>(&mut redis)
+                    .ok()?
+            })
+            .filter(|value| value.starts_with(&format!("{node_id}:")))
+            .count()
     }
 
     /// The value of a booking's lease key, if any.

@@ -125,23 +125,6 @@ async fn stat(cluster: &Cluster, node: usize, field: &str) -> i64 {
     stats.data()[field].as_i64().unwrap()
 }
 
-async fn metric(cluster: &Cluster, node: usize, name: &str) -> f64 {
-    let text = cluster
-        .client
-        .get(format!("{}/metrics", cluster.nodes[node].address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find(|line| line.starts_with(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_booking_requested_round_robin_has_one_owner_and_fifty_assigns_one_winner() {
     // Arrange
@@ -194,7 +177,7 @@ async fn one_booking_requested_round_robin_has_one_owner_and_fifty_assigns_one_w
             assert_eq!((actors, held), (1, 1), "{}", node.id);
         } else {
             assert_eq!((actors, held), (0, 0), "{}", node.id);
-            assert!(metric(&cluster, i, "ridelock_forwards_sent_total").await >= 1.0);
+            assert!(cluster.metric(i, "ridelock_forwards_sent_total").await >= 1.0);
         }
     }
     let events = cluster.assert_one_writer_per_token().await;
@@ -220,9 +203,19 @@ async fn two_hundred_bookings_against_twenty_drivers_across_nodes_book_no_driver
         let path = format!("/api/bookings/{booking}/assign");
         [(i % 3, path.clone()), ((i + 1) % 3, path)]
     });
+    // A 503 (a pool or deadline exhausted under this burst on two cores) is retried: it means
+    // "not done", and the invariants below must hold whatever the retries do.
     let replies: Vec<Reply> = join_all(requests.map(|(node, path)| {
         let cluster = &cluster;
-        async move { cluster.post(node, &path, json!({})).await.unwrap() }
+        async move {
+            loop {
+                let reply = cluster.post(node, &path, json!({})).await.unwrap();
+                if reply.status != 503 {
+                    return reply;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }))
     .await;
 
@@ -280,10 +273,9 @@ async fn a_killed_owner_s_bookings_are_served_elsewhere_within_the_ttl_with_high
         waits[0] <= TTL + Duration::from_secs(1),
         "served again within TTL + 1 s: {waits:?}"
     );
-    for ack in acks
-        .iter()
-        .filter(|a| a.at > killed_at + Duration::from_millis(50))
-    {
+    // A step first sent after the kill can only have been served by a new owner. (One sent
+    // before may carry n1's answer, relayed after the kill.)
+    for ack in acks.iter().filter(|a| a.first_sent > killed_at) {
         assert_ne!(ack.node, "n1", "{ack:?}");
         assert!(ack.token >= 2, "a new owner, a higher token: {ack:?}");
     }
@@ -372,7 +364,15 @@ async fn an_owner_paused_for_half_a_ttl_keeps_its_bookings() {
         .map(|(booking, _)| (*booking, cluster.lease(*booking).unwrap()))
         .collect();
 
-    // Act: pause n1 for TTL / 2 while accepts arrive through n2.
+    // Act: pause n1 for TTL / 2, just after one of its renewals (so the pause, not the time
+    // since the last heartbeat, is what is measured), while accepts arrive through n2.
+    let renewed = cluster.metric(0, "ridelock_lease_renewed_total").await;
+    let synced = cluster
+        .eventually(Duration::from_secs(2), || async {
+            cluster.metric(0, "ridelock_lease_renewed_total").await > renewed
+        })
+        .await;
+    assert!(synced, "n1 renews its leases");
     cluster.signal(0, libc::SIGSTOP);
     let accepts = join_all(pairs.iter().map(|&(booking, driver)| {
         let cluster = &cluster;
@@ -437,8 +437,20 @@ async fn a_node_stopped_with_sigterm_under_load_hands_its_bookings_over_without_
     );
     assert!(!waits.is_empty());
     assert!(
-        waits[0] < TTL,
+        waits[0] < TTL / 2,
         "handed over without waiting for the TTL: {waits:?}"
+    );
+    // n1 gave its leases back itself rather than letting them expire.
+    assert_eq!(cluster.leases_of("n1"), 0, "n1 left leases behind");
+    let log = cluster.log(0);
+    let released = log
+        .lines()
+        .find_map(|line| line.split("leases_released=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok());
+    assert!(
+        released.is_some_and(|n| n > 0),
+        "n1's shutdown line:\n{log}"
     );
     let events = cluster.assert_one_writer_per_token().await;
     assert_acks_recorded(&acks, &events);
@@ -485,7 +497,43 @@ async fn a_forged_internal_call_is_refused_and_writes_nothing() {
     assert_eq!(cluster.events().await.len(), before, "nothing written");
     assert_eq!(cluster.statuses().await[&booking], "pending");
     assert_eq!(
-        metric(&cluster, 1, "ridelock_forwards_refused_total").await,
+        cluster.metric(1, "ridelock_forwards_refused_total").await,
         1.0
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
+    // Arrange
+    let cluster = Cluster::start(3).await;
+    let cfg = ridelock::loadtest::LoadConfig {
+        urls: cluster.nodes.iter().map(|n| n.address.clone()).collect(),
+        scenario: ridelock::loadtest::Scenario::Lifecycle,
+        concurrency: 1,
+        drivers: 0,
+        bookings: 0,
+        riders: 16,
+        duration: Duration::from_secs(3),
+        lifecycles: None,
+        rate: None,
+        request_timeout: Duration::from_secs(10),
+        progress: ridelock::loadtest::progress::Progress::Off,
+    };
+
+    // Act: closed-loop riders, each request of a lifecycle to the next node in turn, so two of
+    // every three booking actions are forwarded.
+    let report = ridelock::loadtest::run(&cfg).await.unwrap();
+
+    // Assert: every request got its intended answer (the loadtest's own checks, through the
+    // API), and PostgreSQL agrees.
+    assert!(report.passed(), "{:#?}", report.violations);
+    assert!(report.lifecycles > 0);
+    let forwarded: f64 =
+        join_all((0..3).map(|i| cluster.metric(i, "ridelock_forwards_sent_total")))
+            .await
+            .into_iter()
+            .sum();
+    assert!(forwarded > 0.0);
+    cluster.assert_one_writer_per_token().await;
+    cluster.assert_no_double_booking().await;
 }
