@@ -537,3 +537,76 @@ async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
     cluster.assert_one_writer_per_token().await;
     cluster.assert_no_double_booking().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_whose_answer_died_with_its_node_is_answered_as_done_not_refused() {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+
+    // Arrange: n1 owns an assigned booking. The test holds the booking's row lock, so n1's
+    // accept will wait inside PostgreSQL.
+    let cluster = Cluster::start(3).await;
+    let (booking, driver) = cluster.owned_by(0, 1).await[0];
+    let mut locker = cluster.db().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    diesel::sql_query("SELECT id FROM bookings WHERE id = $1 FOR UPDATE")
+        .bind::<BigInt, _>(booking)
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    // Act: the accept reaches n2, which forwards it to n1; n1's write queues behind our lock.
+    // Then n1 is paused, and the lock released: PostgreSQL commits n1's write on its own, but
+    // n1 cannot answer. n2 waits out n1's lease, takes over, and finds the booking accepted.
+    let path = format!("/api/bookings/{booking}/accept");
+    let accept = cluster.post(1, &path, json!({ "driver_id": driver }));
+    let fault = async {
+        #[derive(diesel::QueryableByName)]
+        struct Waiting {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let mut watcher = cluster.db().await;
+        let until = Instant::now() + Duration::from_secs(5);
+        let mut blocked = false;
+        while !blocked && Instant::now() < until {
+            let rows: Vec<Waiting> = diesel::sql_query(
+                "SELECT count(*) AS n FROM pg_stat_activity \
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            )
+            .load(&mut watcher)
+            .await
+            .unwrap();
+            blocked = rows[0].n > 0;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(blocked, "n1's write should be waiting for the row lock");
+        cluster.signal(0, libc::SIGSTOP);
+        diesel::sql_query("COMMIT")
+            .execute(&mut locker)
+            .await
+            .unwrap();
+    };
+    let (reply, ()) = tokio::join!(accept, fault);
+    cluster.signal(0, libc::SIGCONT);
+
+    // Assert: the client hears that its accept was done (by n1, under token 1), not a 409; the
+    // trail has exactly one accept.
+    let reply = reply.unwrap();
+    reply.expect(200);
+    assert_eq!(reply.data()["status"], "accepted");
+    assert_eq!(reply.served_by.as_deref(), Some("n1"), "{:#}", reply.body);
+    let events = cluster.assert_one_writer_per_token().await;
+    let accepts: Vec<_> = events
+        .iter()
+        .filter(|e| e.to_status == "accepted")
+        .collect();
+    assert_eq!(accepts.len(), 1, "{events:#?}");
+    assert_eq!(
+        (accepts[0].node_id.as_str(), accepts[0].fencing_token),
+        ("n1", 1)
+    );
+}
