@@ -52,6 +52,18 @@ pub enum BookingOp {
     },
 }
 
+impl BookingOp {
+    /// The status this action moves a booking to, and the message of its success answer.
+    fn outcome(&self) -> (&'static str, &'static str) {
+        match self {
+            Self::Assign => ("assigned", "Driver assigned successfully"),
+            Self::Accept { .. } => ("accepted", "Booking accepted successfully"),
+            Self::Cancel { .. } => ("cancelled", "Booking cancelled successfully"),
+            Self::Complete { .. } => ("completed", "Ride completed successfully"),
+        }
+    }
+}
+
 /// How many times one request may be passed from node to node. One forward is the normal case;
 /// a second covers an owner that handed the booking on while the request was travelling.
 pub const MAX_HOPS: u8 = 2;
@@ -176,19 +188,13 @@ async fn applied_earlier(
     request_id: &RequestId,
     booking: &Booking,
 ) -> Option<HttpResponse> {
-    let (target, message) = match op {
-        BookingOp::Assign => ("assigned", "Driver assigned successfully"),
-        BookingOp::Accept { .. } => ("accepted", "Booking accepted successfully"),
-        BookingOp::Cancel { .. } => ("cancelled", "Booking cancelled successfully"),
-        BookingOp::Complete { .. } => ("completed", "Ride completed successfully"),
-    };
+    let (target, message) = op.outcome();
     let mut conn = pool::conn(&state.deps.pool).await.ok()?;
-    let set = bookings::statuses_set_by(&mut conn, id, request_id.as_str())
+    let (_, writer) = bookings::changes_by(&mut conn, id, request_id.as_str())
         .await
-        .ok()?;
-    if !set.iter().any(|status| status == target) {
-        return None;
-    }
+        .ok()?
+        .into_iter()
+        .find(|(status, _)| status == target)?;
     let mut response = match op {
         BookingOp::Assign => {
             let driver = drivers::find(&mut conn, DriverId(booking.driver_id?))
@@ -202,26 +208,8 @@ async fn applied_earlier(
         }
         _ => respond(StatusCode::OK, message, booking),
     };
-    let writer = booking_writer(&mut conn, id, request_id).await;
-    served_by(
-        &mut response,
-        writer.as_deref().unwrap_or(&state.deps.node_id.0),
-    );
+    served_by(&mut response, &writer);
     Some(response)
-}
-
-/// The node that wrote `request_id`'s event for the booking.
-async fn booking_writer(
-    conn: &mut diesel_async::AsyncPgConnection,
-    id: BookingId,
-    request_id: &RequestId,
-) -> Option<String> {
-    bookings::events(conn, id)
-        .await
-        .ok()?
-        .into_iter()
-        .find(|e| e.request_id == request_id.as_str())
-        .map(|e| e.node_id)
 }
 
 /// Offers `op` to this node's actor for the booking, to be answered before `deadline`.
@@ -238,24 +226,25 @@ async fn perform(
         sent_at: Instant::now(),
         deadline,
     };
+    let (_, message) = op.outcome();
     let mut response = match op.clone() {
         BookingOp::Assign => {
             let (booking, driver) = registry.send(id, Assign { meta }, deadline).await?;
             respond(
                 StatusCode::OK,
-                "Driver assigned successfully",
+                message,
                 json!({ "booking": booking, "driver": driver }),
             )
         }
         BookingOp::Accept { driver_id } => {
             let msg = Accept { driver_id, meta };
             let booking = registry.send(id, msg, deadline).await?;
-            respond(StatusCode::OK, "Booking accepted successfully", booking)
+            respond(StatusCode::OK, message, booking)
         }
         BookingOp::Cancel { by, reason } => {
             let msg = Cancel { by, reason, meta };
             let booking = registry.send(id, msg, deadline).await?;
-            respond(StatusCode::OK, "Booking cancelled successfully", booking)
+            respond(StatusCode::OK, message, booking)
         }
         BookingOp::Complete {
             driver_id,
@@ -267,7 +256,7 @@ async fn perform(
                 meta,
             };
             let booking = registry.send(id, msg, deadline).await?;
-            respond(StatusCode::OK, "Ride completed successfully", booking)
+            respond(StatusCode::OK, message, booking)
         }
     };
     served_by(&mut response, &state.deps.node_id.0);

@@ -417,17 +417,17 @@ pub async fn events(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<
         .await
 }
 
-/// The statuses `request_id` moved the booking to, if any: how a request whose first answer was
-/// lost finds out that it did take effect.
-pub async fn statuses_set_by(
+/// The changes `request_id` made to the booking, as (status moved to, node that wrote it): how a
+/// request whose first answer was lost finds out that it did take effect, and where.
+pub async fn changes_by(
     conn: &mut AsyncPgConnection,
     id: BookingId,
     request_id: &str,
-) -> QueryResult<Vec<String>> {
+) -> QueryResult<Vec<(String, String)>> {
     booking_events::table
         .filter(booking_events::booking_id.eq(id.0))
         .filter(booking_events::request_id.eq(request_id))
-        .select(booking_events::to_status)
+        .select((booking_events::to_status, booking_events::node_id))
         .load(conn)
         .await
 }
