@@ -34,6 +34,10 @@ pub enum ApiError {
         message: String,
         data: Value,
     },
+    /// 422: the request is well formed but cannot be taken (an idempotency key reused for a
+    /// different request).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     /// 503 `lease_unavailable` + Retry-After: the booking's owner cannot serve it right now.
     #[error("Booking is busy elsewhere, retry shortly")]
     LeaseUnavailable { retry_after: Duration },
@@ -69,6 +73,7 @@ impl ApiError {
         match self {
             Self::Invalid(_) => "invalid_request",
             Self::Unauthorized { code, .. }
+            | Self::Unprocessable { code, .. }
             | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. } => code,
@@ -103,6 +108,7 @@ impl ResponseError for ApiError {
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::LeaseUnavailable { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -188,6 +194,8 @@ impl From<BookingError> for ApiError {
                 retry_after: Duration::from_secs(1),
             },
             error @ BookingError::DeadlinePassed => Self::Unavailable(error.into()),
+            // The router answers with the stored reply before this could be reached.
+            error @ BookingError::KeyTaken => Self::Internal(error.into()),
             BookingError::Store(error) => error.into(),
             BookingError::Mailbox(error) => Self::Unavailable(error.into()),
         }

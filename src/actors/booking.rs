@@ -21,9 +21,11 @@ use crate::lease::{booking_key, LeaseError, LeaseOwner};
 use crate::storage::bookings::{
     self as store, AssignError, Audit, ChangeDetails, Claim, ReleasedDriver,
 };
+use crate::storage::idempotency::{self, IdempotencyKey};
 use crate::storage::models::{Booking, Driver};
 use crate::storage::{drivers, pool};
 use crate::telemetry::{self, ActorLine};
+use diesel_async::AsyncConnection;
 
 /// What every booking message carries about the request behind it.
 #[derive(Debug, Clone)]
@@ -34,6 +36,9 @@ pub struct RequestMeta {
     /// After this, the caller has given up: the actor refuses the message without writing, so a
     /// change is never made after its requester was told it failed.
     pub deadline: Instant,
+    /// When the request carried an `Idempotency-Key`: the key, and the message of the success
+    /// answer to store with the change.
+    pub idempotency: Option<(IdempotencyKey, &'static str)>,
 }
 
 /// Assign the nearest online driver to this pending booking.
@@ -259,6 +264,7 @@ impl BookingActor {
         };
         let deps = self.deps.clone();
         let req = meta.request_id.clone();
+        let idempotency = meta.idempotency.clone();
         let write = async move {
             let mut conn = pool::conn(&deps.pool).await?;
             let audit = Audit {
@@ -266,10 +272,25 @@ impl BookingActor {
                 request_id: req.as_str(),
                 fencing_token: token,
             };
-            let (updated, released) =
-                store::transition(&mut conn, &booking, transition, details, audit)
+            let written = match idempotency {
+                None => store::transition(&mut conn, &booking, transition, details, audit).await?,
+                // The change and its stored answer commit together, or neither does.
+                Some((key, message)) => {
+                    conn.transaction(async |tx| {
+                        let written =
+                            store::transition(tx, &booking, transition, details, audit).await?;
+                        if let Some((updated, _)) = &written {
+                            let body = crate::http::success_body(message, updated);
+                            if !idempotency::store(tx, &key, 200, &body).await? {
+                                return Err(BookingError::KeyTaken);
+                            }
+                        }
+                        Ok(written)
+                    })
                     .await?
-                    .ok_or(BookingError::Fenced)?;
+                }
+            };
+            let (updated, released) = written.ok_or(BookingError::Fenced)?;
             if let Some(driver) = released {
                 return_to_index(&deps, driver).await;
             }
@@ -438,7 +459,9 @@ impl Handler<Assign> for BookingActor {
         };
         let deps = self.deps.clone();
         let req = msg.meta.request_id.clone();
-        let work = async move { assign_nearest(&deps, booking, token, &req).await };
+        let idempotency = msg.meta.idempotency.clone();
+        let work =
+            async move { assign_nearest(&deps, booking, token, &req, idempotency.as_ref()).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |result, act, ctx| {
                 let fenced = matches!(result, Err(BookingError::Fenced));
@@ -462,6 +485,7 @@ async fn assign_nearest(
     booking: Booking,
     token: i64,
     request_id: &RequestId,
+    idempotency: Option<&(IdempotencyKey, &'static str)>,
 ) -> Result<(Booking, Driver), BookingError> {
     let mut conn = pool::conn(&deps.pool).await?;
     let audit = Audit {
@@ -471,7 +495,17 @@ async fn assign_nearest(
     };
     let skip = Claim::SkipLocked;
     if let Some(indexed) = indexed_candidates(deps, &booking).await {
-        if let Some(done) = claim_first(deps, &mut conn, &booking, &indexed, skip, audit).await? {
+        if let Some(done) = claim_first(
+            deps,
+            &mut conn,
+            &booking,
+            &indexed,
+            skip,
+            audit,
+            idempotency,
+        )
+        .await?
+        {
             return Ok(done);
         }
     }
@@ -499,7 +533,17 @@ async fn assign_nearest(
         if online.is_empty() {
             break;
         }
-        if let Some(done) = claim_first(deps, &mut conn, &booking, &online, claim, audit).await? {
+        if let Some(done) = claim_first(
+            deps,
+            &mut conn,
+            &booking,
+            &online,
+            claim,
+            audit,
+            idempotency,
+        )
+        .await?
+        {
             return Ok(done);
         }
     }
@@ -516,8 +560,31 @@ async fn claim_first(
     candidates: &[DriverId],
     claim: Claim,
     audit: Audit<'_>,
+    idempotency: Option<&(IdempotencyKey, &'static str)>,
 ) -> Result<Option<(Booking, Driver)>, BookingError> {
-    match store::assign(conn, booking, candidates, claim, audit).await {
+    let claimed = match idempotency {
+        None => store::assign(conn, booking, candidates, claim, audit)
+            .await
+            .map_err(Claimed::Assign),
+        // The assignment and its stored answer commit together, or neither does.
+        Some((key, message)) => {
+            conn.transaction(async |tx| {
+                let claimed = store::assign(tx, booking, candidates, claim, audit)
+                    .await
+                    .map_err(Claimed::Assign)?;
+                if let Some((assigned, driver)) = &claimed {
+                    let data = serde_json::json!({ "booking": assigned, "driver": driver });
+                    let body = crate::http::success_body(message, data);
+                    if !idempotency::store(tx, key, 200, &body).await? {
+                        return Err(Claimed::KeyTaken);
+                    }
+                }
+                Ok(claimed)
+            })
+            .await
+        }
+    };
+    match claimed {
         Ok(Some((assigned, driver))) => {
             if let Err(error) = deps.drivers.remove(DriverId(driver.id)).await {
                 log::warn!(
@@ -529,9 +596,23 @@ async fn claim_first(
             Ok(Some((assigned, driver)))
         }
         Ok(None) => Ok(None),
-        Err(AssignError::Fenced) => Err(BookingError::Fenced),
-        Err(AssignError::DriverTaken) => Ok(None),
-        Err(AssignError::Db(error)) => Err(error.into()),
+        Err(Claimed::Assign(AssignError::Fenced)) => Err(BookingError::Fenced),
+        Err(Claimed::Assign(AssignError::DriverTaken)) => Ok(None),
+        Err(Claimed::Assign(AssignError::Db(error))) => Err(error.into()),
+        Err(Claimed::KeyTaken) => Err(BookingError::KeyTaken),
+    }
+}
+
+/// Why a claim did not stand.
+enum Claimed {
+    Assign(AssignError),
+    /// A copy of the request stored its answer first; this claim was rolled back.
+    KeyTaken,
+}
+
+impl From<diesel::result::Error> for Claimed {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Assign(AssignError::Db(error))
     }
 }
 

@@ -63,6 +63,10 @@ pub enum BookingError {
     /// routed again, never retried as the same write.
     #[error("booking ownership lost")]
     Fenced,
+    /// A copy of this request (same Idempotency-Key) stored its answer first: this one's change
+    /// was rolled back, and the stored answer is the reply.
+    #[error("idempotency key already answered")]
+    KeyTaken,
     /// The request's deadline passed before the actor got to it: nothing was written.
     #[error("request deadline passed before the booking's actor could act")]
     DeadlinePassed,
@@ -87,6 +91,7 @@ impl BookingError {
                 "unavailable"
             }
             Self::Store(StoreError::Query(_)) => "internal",
+            Self::KeyTaken => "idempotency_key_taken",
         }
     }
 }

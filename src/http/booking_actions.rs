@@ -6,13 +6,14 @@ use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
 use super::bookings::booking_id;
-use super::extract::{self, Body};
-use super::routing::{self, BookingOp};
+use super::extract::{self, Idempotency, Keyed};
+use super::routing::{self, BookingOp, ForwardedCall};
 use super::State;
 use crate::domain::booking::Party;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError};
 use crate::error::ApiError;
+use crate::storage::idempotency::IdempotencyKey;
 
 #[derive(Deserialize)]
 pub struct AcceptBody {
@@ -36,32 +37,33 @@ pub async fn assign(
     state: State,
     path: web::Path<String>,
     request_id: RequestId,
+    key: Idempotency,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
-    run(&state, id, BookingOp::Assign, request_id).await
+    run(&state, id, BookingOp::Assign, key.0, request_id).await
 }
 
 pub async fn accept(
     state: State,
     path: web::Path<String>,
     request_id: RequestId,
-    body: Body<AcceptBody>,
+    request: Keyed<AcceptBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
     let op = BookingOp::Accept {
-        driver_id: DriverId(extract::body_id(body.0.driver_id, "driver_id")?),
+        driver_id: DriverId(extract::body_id(request.body.driver_id, "driver_id")?),
     };
-    run(&state, id, op, request_id).await
+    run(&state, id, op, request.key, request_id).await
 }
 
 pub async fn cancel(
     state: State,
     path: web::Path<String>,
     request_id: RequestId,
-    body: Body<CancelBody>,
+    request: Keyed<CancelBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
-    let body = body.0;
+    let body = request.body;
     let user_id = extract::body_id(body.user_id, "user_id")?;
     let by = match body.user_type.as_str() {
         "rider" => Party::Rider(RiderId(user_id)),
@@ -74,29 +76,42 @@ pub async fn cancel(
         .filter(|text| !text.trim().is_empty())
         .map(|text| values::text(text, "reason", 500))
         .transpose()?;
-    run(&state, id, BookingOp::Cancel { by, reason }, request_id).await
+    run(
+        &state,
+        id,
+        BookingOp::Cancel { by, reason },
+        request.key,
+        request_id,
+    )
+    .await
 }
 
 pub async fn complete(
     state: State,
     path: web::Path<String>,
     request_id: RequestId,
-    body: Body<CompleteBody>,
+    request: Keyed<CompleteBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
+    let body = request.body;
     let op = BookingOp::Complete {
-        driver_id: DriverId(extract::body_id(body.0.driver_id, "driver_id")?),
-        actual_fare_cents: Fare::from_amount(body.0.actual_fare, "actual_fare")?.cents(),
+        driver_id: DriverId(extract::body_id(body.driver_id, "driver_id")?),
+        actual_fare_cents: Fare::from_amount(body.actual_fare, "actual_fare")?.cents(),
     };
-    run(&state, id, op, request_id).await
+    run(&state, id, op, request.key, request_id).await
 }
 
 /// A request from outside: the whole request deadline, no hops yet.
 async fn run(
     state: &State,
     id: BookingId,
-    op: BookingOp,
+    action: BookingOp,
+    idempotency: Option<IdempotencyKey>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    routing::route(state, id, op, request_id, 0, state.deps.request_timeout).await
+    let call = ForwardedCall {
+        action,
+        idempotency,
+    };
+    routing::route(state, id, call, request_id, 0, state.deps.request_timeout).await
 }

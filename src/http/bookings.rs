@@ -6,7 +6,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::extract::{self, Body};
+use super::extract::{self, Keyed};
+use super::idempotent;
 use super::{respond, respond_list, State};
 use crate::domain::booking::BookingStatus;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
@@ -14,6 +15,7 @@ use crate::domain::values::{self, Fare, FieldError, GeoPoint};
 use crate::error::ApiError;
 use crate::storage::bookings::{self, Audit, NewBooking, UserRef};
 use crate::storage::pool;
+use diesel_async::AsyncConnection;
 
 #[derive(Deserialize)]
 pub struct CreateBooking {
@@ -64,31 +66,51 @@ pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
 pub async fn create(
     state: State,
     request_id: RequestId,
-    body: Body<CreateBooking>,
+    request: Keyed<CreateBooking>,
 ) -> Result<HttpResponse, ApiError> {
-    let new = NewBooking::try_from(body.0)?;
+    const CREATED: &str = "Booking request created successfully";
+    let new = NewBooking::try_from(request.body)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let audit = Audit {
         node_id: &state.deps.node_id.0,
         request_id: request_id.as_str(),
         fencing_token: 0,
     };
-    match bookings::create(&mut conn, &new, audit).await {
-        Ok(booking) => Ok(respond(
-            StatusCode::CREATED,
-            "Booking request created successfully",
-            booking,
-        )),
-        Err(diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-            _,
-        )) => Err(ApiError::not_found(
-            "rider_not_found",
-            "Rider",
-            new.rider_id,
-        )),
+    let rider_missing = |e: &diesel::result::Error| {
+        matches!(
+            e,
+            diesel::result::Error::DatabaseError(
+                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+                _,
+            )
+        )
+    };
+    let Some(key) = request.key else {
+        return match bookings::create(&mut conn, &new, audit).await {
+            Ok(booking) => Ok(respond(StatusCode::CREATED, CREATED, booking)),
+            Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
+            Err(e) => Err(e.into()),
+        };
+    };
+    if let Some(answer) = idempotent::replay(&mut conn, Some(&key)).await? {
+        return Ok(answer);
+    }
+    // The booking and the stored answer commit together.
+    let outcome = conn
+        .transaction(async |tx| {
+            let booking = bookings::create(tx, &new, audit).await?;
+            idempotent::answer(tx, Some(&key), StatusCode::CREATED, CREATED, booking).await
+        })
+        .await;
+    match idempotent::finish(&mut conn, Some(&key), StatusCode::CREATED, outcome).await? {
+        Ok(response) => Ok(response),
+        Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
         Err(e) => Err(e.into()),
     }
+}
+
+fn rider_not_found(new: &NewBooking) -> ApiError {
+    ApiError::not_found("rider_not_found", "Rider", new.rider_id)
 }
 
 pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {

@@ -6,7 +6,8 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
 
-use super::extract::{self, Body};
+use super::extract::{self, Body, Keyed};
+use super::idempotent;
 use super::{respond, respond_list, State};
 use crate::domain::ids::DriverId;
 use crate::domain::values::{self, FieldError, GeoPoint};
@@ -14,6 +15,7 @@ use crate::error::ApiError;
 use crate::storage::drivers::{self, Availability, NewDriver, StatusRefusal};
 use crate::storage::models::Driver;
 use crate::storage::pool::{self, is_unique_violation};
+use diesel_async::AsyncConnection;
 
 #[derive(Deserialize)]
 pub struct CreateDriver {
@@ -73,15 +75,22 @@ fn not_found(id: DriverId) -> ApiError {
     ApiError::not_found("driver_not_found", "Driver", id)
 }
 
-pub async fn create(state: State, body: Body<CreateDriver>) -> Result<HttpResponse, ApiError> {
-    let new = NewDriver::try_from(body.0)?;
+pub async fn create(state: State, request: Keyed<CreateDriver>) -> Result<HttpResponse, ApiError> {
+    const CREATED: &str = "Driver created successfully";
+    let new = NewDriver::try_from(request.body)?;
+    let key = request.key.as_ref();
     let mut conn = pool::conn(&state.deps.pool).await?;
-    match drivers::insert(&mut conn, &new).await {
-        Ok(driver) => Ok(respond(
-            StatusCode::CREATED,
-            "Driver created successfully",
-            driver,
-        )),
+    if let Some(answer) = idempotent::replay(&mut conn, key).await? {
+        return Ok(answer);
+    }
+    let outcome = conn
+        .transaction(async |tx| {
+            let driver = drivers::insert(tx, &new).await?;
+            idempotent::answer(tx, key, StatusCode::CREATED, CREATED, driver).await
+        })
+        .await;
+    match idempotent::finish(&mut conn, key, StatusCode::CREATED, outcome).await? {
+        Ok(response) => Ok(response),
         Err(e) if is_unique_violation(&e, "drivers_phone_key") => Err(ApiError::conflict(
             "duplicate_phone",
             "A driver with this phone number already exists",
@@ -113,22 +122,46 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
 pub async fn update_location(
     state: State,
     path: web::Path<String>,
-    body: Body<Location>,
+    request: Keyed<Location>,
 ) -> Result<HttpResponse, ApiError> {
+    const UPDATED: &str = "Location updated successfully";
     let id = driver_id(&path)?;
-    let at = GeoPoint::new(body.0.lat, body.0.lng, "lat", "lng")?;
+    let at = GeoPoint::new(request.body.lat, request.body.lng, "lat", "lng")?;
     let mut conn = pool::conn(&state.deps.pool).await?;
-    let driver = drivers::update_location(&mut conn, id, at)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    if driver.status == Availability::Online.as_str() {
-        reindex(&state, &driver).await;
+    let Some(key) = request.key.as_ref() else {
+        let driver = drivers::update_location(&mut conn, id, at)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if driver.status == Availability::Online.as_str() {
+            reindex(&state, &driver).await;
+        }
+        return Ok(respond(StatusCode::OK, UPDATED, driver));
+    };
+    if let Some(answer) = idempotent::replay(&mut conn, Some(key)).await? {
+        return Ok(answer);
     }
-    Ok(respond(
-        StatusCode::OK,
-        "Location updated successfully",
-        driver,
-    ))
+    let mut online = None;
+    let outcome = conn
+        .transaction(async |tx| {
+            let driver = drivers::update_location(tx, id, at)
+                .await?
+                .ok_or(diesel::result::Error::NotFound)?;
+            let body = idempotent::answer(tx, Some(key), StatusCode::OK, UPDATED, &driver).await?;
+            online = (driver.status == Availability::Online.as_str()).then_some(driver);
+            Ok(body)
+        })
+        .await;
+    match idempotent::finish(&mut conn, Some(key), StatusCode::OK, outcome).await? {
+        Ok(response) => {
+            // The index follows the committed position, never one rolled back.
+            if let Some(driver) = online {
+                reindex(&state, &driver).await;
+            }
+            Ok(response)
+        }
+        Err(diesel::result::Error::NotFound) => Err(not_found(id)),
+        Err(e) => Err(e.into()),
+    }
 }
 
 pub async fn update_status(

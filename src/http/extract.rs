@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::values::FieldError;
 use crate::error::ApiError;
+use crate::storage::idempotency::IdempotencyKey;
 
 /// Largest JSON body accepted.
 const BODY_LIMIT: usize = 64 * 1024;
@@ -23,15 +24,47 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let bytes = web::Bytes::from_request(req, payload);
+        let bytes = read(req, payload);
+        Box::pin(async move { parse(&bytes.await?).map(Body).map_err(ApiError::from) })
+    }
+}
+
+/// The body's bytes, at most [`BODY_LIMIT`] of them.
+fn read(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::Bytes, ApiError>> + 'static {
+    let bytes = web::Bytes::from_request(req, payload);
+    async move {
+        let bytes = bytes
+            .await
+            .map_err(|e| FieldError::new("body", format!("could not be read: {e}")))?;
+        if bytes.len() > BODY_LIMIT {
+            return Err(FieldError::new("body", "is larger than 64 KiB").into());
+        }
+        Ok(bytes)
+    }
+}
+
+/// A [`Body`] with the request's `Idempotency-Key`, fingerprinted with the method, path and the
+/// body's bytes.
+pub struct Keyed<T> {
+    pub body: T,
+    pub key: Option<IdempotencyKey>,
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for Keyed<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = read(req, payload);
+        let req = req.clone();
         Box::pin(async move {
-            let bytes = bytes
-                .await
-                .map_err(|e| FieldError::new("body", format!("could not be read: {e}")))?;
-            if bytes.len() > BODY_LIMIT {
-                return Err(FieldError::new("body", "is larger than 64 KiB").into());
-            }
-            parse(&bytes).map(Body).map_err(ApiError::from)
+            let bytes = bytes.await?;
+            let key = idempotency_key(&req, &bytes)?;
+            let body = parse(&bytes)?;
+            Ok(Self { body, key })
         })
     }
 }
@@ -61,6 +94,39 @@ fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldErr
         return FieldError::new("body", format!("is not valid JSON: {problem}"));
     }
     FieldError::new(error.path().to_string(), format!("is invalid: {problem}"))
+}
+
+/// The `Idempotency-Key` of a request whose body is not used: fingerprinted with the method and
+/// path alone.
+pub struct Idempotency(pub Option<IdempotencyKey>);
+
+pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+
+impl FromRequest for Idempotency {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(idempotency_key(req, &[]).map(Self))
+    }
+}
+
+fn idempotency_key(req: &HttpRequest, body: &[u8]) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_HEADER) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .and_then(|key| IdempotencyKey::new(key, req.method().as_str(), req.path(), body))
+        .map(Some)
+        .ok_or_else(|| {
+            FieldError::new(
+                "Idempotency-Key",
+                "must be 1 to 255 printable ASCII characters",
+            )
+            .into()
+        })
 }
 
 /// A positive integer id from a path or query segment.

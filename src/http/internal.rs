@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::bookings::booking_id;
-use super::routing::{self, BookingOp, MAX_HOPS};
+use super::routing::{self, ForwardedCall, MAX_HOPS};
 use super::State;
 use crate::cluster::auth::{self, Refusal, Signed};
 use crate::cluster::forward::ForwardMetrics;
@@ -47,10 +47,10 @@ pub async fn booking(
     };
     ForwardMetrics::bump(&state.forwarder.metrics.received);
     let id = booking_id(&path)?;
-    let op: BookingOp = serde_json::from_slice(&body)
+    let forwarded: ForwardedCall = serde_json::from_slice(&body)
         .map_err(|e| FieldError::new("body", format!("is not a booking operation: {e}")))?;
     let budget = call.budget.min(state.deps.request_timeout);
-    routing::route(&state, id, op, request_id, call.hops, budget).await
+    routing::route(&state, id, forwarded, request_id, call.hops, budget).await
 }
 
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {

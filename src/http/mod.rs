@@ -7,6 +7,7 @@ mod bookings;
 mod drivers;
 mod extract;
 mod health;
+mod idempotent;
 mod internal;
 pub mod metrics;
 pub mod request_id;
@@ -106,6 +107,17 @@ pub(crate) fn respond(status: StatusCode, message: &str, data: impl Serialize) -
         message,
         data,
     })
+}
+
+/// The body `respond` sends for a success, as text: what an idempotency key stores, so a repeat
+/// gets the very same bytes.
+pub(crate) fn success_body(message: &str, data: impl Serialize) -> String {
+    serde_json::to_string(&Envelope {
+        success: true,
+        message,
+        data,
+    })
+    .unwrap_or_default()
 }
 
 /// A list: `data` is the array and `count` sits beside it.

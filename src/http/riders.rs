@@ -4,13 +4,15 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::extract::{self, Body};
+use super::extract::{self, Keyed};
+use super::idempotent;
 use super::{respond, State};
 use crate::domain::ids::RiderId;
 use crate::domain::values::{self, FieldError};
 use crate::error::ApiError;
 use crate::storage::pool::{self, is_unique_violation};
 use crate::storage::riders::{self, NewRider};
+use diesel_async::AsyncConnection;
 
 #[derive(Deserialize)]
 pub struct CreateRider {
@@ -28,15 +30,22 @@ impl TryFrom<CreateRider> for NewRider {
     }
 }
 
-pub async fn create(state: State, body: Body<CreateRider>) -> Result<HttpResponse, ApiError> {
-    let new = NewRider::try_from(body.0)?;
+pub async fn create(state: State, request: Keyed<CreateRider>) -> Result<HttpResponse, ApiError> {
+    const CREATED: &str = "Rider created successfully";
+    let new = NewRider::try_from(request.body)?;
+    let key = request.key.as_ref();
     let mut conn = pool::conn(&state.deps.pool).await?;
-    match riders::insert(&mut conn, &new).await {
-        Ok(rider) => Ok(respond(
-            StatusCode::CREATED,
-            "Rider created successfully",
-            rider,
-        )),
+    if let Some(answer) = idempotent::replay(&mut conn, key).await? {
+        return Ok(answer);
+    }
+    let outcome = conn
+        .transaction(async |tx| {
+            let rider = riders::insert(tx, &new).await?;
+            idempotent::answer(tx, key, StatusCode::CREATED, CREATED, rider).await
+        })
+        .await;
+    match idempotent::finish(&mut conn, key, StatusCode::CREATED, outcome).await? {
+        Ok(response) => Ok(response),
         Err(e) if is_unique_violation(&e, "riders_phone_key") => Err(ApiError::conflict(
             "duplicate_phone",
             "A rider with this phone number already exists",

@@ -31,6 +31,7 @@ use crate::domain::values::Fare;
 use crate::error::ApiError;
 use crate::lease::redis::RedisLeases;
 use crate::lease::{booking_key, LeaseOwner};
+use crate::storage::idempotency::IdempotencyKey;
 use crate::storage::models::Booking;
 use crate::storage::{bookings, drivers, pool};
 
@@ -64,6 +65,14 @@ impl BookingOp {
     }
 }
 
+/// What travels to the owner node: the action, and the request's Idempotency-Key if it had one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedCall {
+    pub action: BookingOp,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
 /// How many times one request may be passed from node to node. One forward is the normal case;
 /// a second covers an owner that handed the booking on while the request was travelling.
 pub const MAX_HOPS: u8 = 2;
@@ -81,11 +90,22 @@ const MAX_BACKOFF: Duration = Duration::from_millis(200);
 pub async fn route(
     state: &AppState,
     id: BookingId,
-    op: BookingOp,
+    call: ForwardedCall,
     request_id: RequestId,
     hops: u8,
     budget: Duration,
 ) -> Result<HttpResponse, ApiError> {
+    let ForwardedCall {
+        action: op,
+        idempotency: idem,
+    } = call;
+    if idem.is_some() {
+        // Answered before (on any node): the stored answer, without routing anything.
+        let mut conn = pool::conn(&state.deps.pool).await?;
+        if let Some(answer) = super::idempotent::replay(&mut conn, idem.as_ref()).await? {
+            return Ok(answer);
+        }
+    }
     let deadline = Instant::now() + budget;
     let key = booking_key(&state.deps.key_prefix, id);
     let mut reroutes = 0;
@@ -96,8 +116,19 @@ pub async fn route(
         if Instant::now() >= deadline {
             return Err(ApiError::Unavailable(BookingError::DeadlinePassed.into()));
         }
-        let owner = match perform(state, id, &op, &request_id, deadline).await {
+        let owner = match perform(state, id, &op, idem.as_ref(), &request_id, deadline).await {
             Ok(response) => return Ok(response),
+            // A copy of this request with the same key was answered meanwhile (its change is
+            // why this one was refused, or it committed first): send its answer.
+            Err(error @ (BookingError::Refused { .. } | BookingError::KeyTaken))
+                if idem.is_some() =>
+            {
+                let mut conn = pool::conn(&state.deps.pool).await?;
+                if let Some(answer) = super::idempotent::replay(&mut conn, idem.as_ref()).await? {
+                    return Ok(answer);
+                }
+                return Ok(refusal(state, error));
+            }
             Err(BookingError::Elsewhere(owner)) => owner,
             Err(BookingError::Fenced) if reroutes < MAX_REROUTES => {
                 reroutes += 1;
@@ -132,6 +163,7 @@ pub async fn route(
             Forward {
                 id,
                 op: &op,
+                idempotency: idem.as_ref(),
                 request_id: &request_id,
                 hops: hops + 1,
                 key: &key,
@@ -217,16 +249,18 @@ async fn perform(
     state: &AppState,
     id: BookingId,
     op: &BookingOp,
+    key: Option<&IdempotencyKey>,
     request_id: &RequestId,
     deadline: Instant,
 ) -> Result<HttpResponse, BookingError> {
     let registry = &state.registry;
+    let (_, message) = op.outcome();
     let meta = RequestMeta {
         request_id: request_id.clone(),
         sent_at: Instant::now(),
         deadline,
+        idempotency: key.map(|key| (key.clone(), message)),
     };
-    let (_, message) = op.outcome();
     let mut response = match op.clone() {
         BookingOp::Assign => {
             let (booking, driver) = registry.send(id, Assign { meta }, deadline).await?;
@@ -289,6 +323,7 @@ fn relay(relayed: Relayed) -> HttpResponse {
 struct Forward<'a> {
     id: BookingId,
     op: &'a BookingOp,
+    idempotency: Option<&'a IdempotencyKey>,
     request_id: &'a RequestId,
     /// Hops the forwarded call will carry.
     hops: u8,
@@ -322,8 +357,12 @@ async fn forward_or_wait(state: &AppState, call: Forward<'_>) -> Waited {
             .address
             .as_deref()
             .ok_or_else(|| ForwardError::NoAddress(call.owner.node.clone()))?;
-        // Serializing a plain enum of ids and strings cannot fail; an empty body would be refused.
-        let body = serde_json::to_vec(call.op).unwrap_or_default();
+        // Serializing plain ids and strings cannot fail; an empty body would be refused.
+        let body = serde_json::to_vec(&ForwardedCall {
+            action: call.op.clone(),
+            idempotency: call.idempotency.cloned(),
+        })
+        .unwrap_or_default();
         forwarder
             .send(
                 &call.owner.node,

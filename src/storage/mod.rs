@@ -4,6 +4,7 @@
 
 pub mod bookings;
 pub mod drivers;
+pub mod idempotency;
 pub mod models;
 pub mod pool;
 pub mod prepared;

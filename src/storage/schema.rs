@@ -56,6 +56,16 @@ diesel::table! {
 }
 
 diesel::table! {
+    idempotency_keys (key) {
+        key -> Text,
+        fingerprint -> Text,
+        status -> Int2,
+        body -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     riders (id) {
         id -> Int8,
         name -> Text,
@@ -69,4 +79,10 @@ diesel::joinable!(booking_events -> bookings (booking_id));
 diesel::joinable!(booking_events -> drivers (driver_id));
 diesel::joinable!(bookings -> riders (rider_id));
 
-diesel::allow_tables_to_appear_in_same_query!(booking_events, bookings, drivers, riders,);
+diesel::allow_tables_to_appear_in_same_query!(
+    booking_events,
+    bookings,
+    drivers,
+    idempotency_keys,
+    riders,
+);

@@ -11,6 +11,7 @@ mod drivers;
 mod forwarding;
 mod geo_fallback;
 mod helpers;
+mod idempotency;
 mod leases;
 mod listing;
 mod loadtest;

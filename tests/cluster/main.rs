@@ -486,7 +486,7 @@ async fn a_forged_internal_call_is_refused_and_writes_nothing() {
             ridelock::cluster::auth::now_ms().to_string(),
         )
         .header("x-ridelock-signature", "00".repeat(32))
-        .body(r#"{"op":"assign"}"#)
+        .body(r#"{"action":{"op":"assign"}}"#)
         .send()
         .await
         .unwrap();
