@@ -106,11 +106,11 @@ fn run(command: Command, settings: config::Settings) -> anyhow::Result<()> {
         }),
         Command::Serve => actix_web::rt::System::new().block_on(async {
             let app = Application::build(settings).await?;
-            let handle = app.handle();
+            let stopper = app.stop_handle();
             actix_web::rt::spawn(async move {
                 shutdown_signal().await;
                 log::info!("signal received, draining");
-                handle.stop(true).await;
+                stopper.stop().await;
             });
             app.run_until_stopped().await?;
             Ok(())

@@ -20,10 +20,68 @@ use crate::cluster::{Membership, NodeInfo};
 use crate::config::Settings;
 use crate::domain::ids::NodeId;
 use crate::geo::DriverIndex;
+use crate::http::drain::Drain;
 use crate::http::{self, request_id, AppState};
 use crate::lease::manager::{LeaseManager, LeaseMetrics, ReleaseAll};
 use crate::lease::redis::RedisLeases;
 use crate::storage::{drivers, pool};
+
+/// Stops a node so that another can serve its bookings at once: see [`StopHandle::stop`].
+#[derive(Clone)]
+pub struct StopHandle {
+    server: ServerHandle,
+    drain: Arc<Drain>,
+    leases: Addr<LeaseManager>,
+    node_id: NodeId,
+    within: Duration,
+}
+
+impl StopHandle {
+    /// SIGTERM: stop accepting connections; refuse every new request (503 `draining`) and wait
+    /// for those in flight, at most the request timeout; give every lease back in a few
+    /// pipelined round trips; then close the connections. The leases go back as soon as no
+    /// request is using them, not after actix-web's connection drain (which polls once a second).
+    pub async fn stop(&self) {
+        self.server.pause().await;
+        if !self.drain.settle(self.within).await {
+            log::warn!(
+                "shutdown node={} requests still in flight after {:?}",
+                self.node_id,
+                self.within
+            );
+        }
+        release_all(&self.leases, &self.node_id, true).await;
+        self.server.stop(true).await;
+    }
+
+    /// Stops at once, dropping connections (tests' clean-up).
+    pub fn stop_now(&self) {
+        drop(self.server.stop(false));
+    }
+}
+
+/// Gives back every lease this node holds (renewal stops first, every holder is told), logged
+/// with how many and how long; `always_log` false logs only if there were some.
+async fn release_all(leases: &Addr<LeaseManager>, node_id: &NodeId, always_log: bool) {
+    let started = std::time::Instant::now();
+    match leases
+        .send(ReleaseAll)
+        .timeout(Duration::from_secs(5))
+        .await
+    {
+        Ok(Ok(released)) if always_log || released > 0 => log::info!(
+            "shutdown node={node_id} leases_released={released} took_ms={}",
+            started.elapsed().as_millis()
+        ),
+        Ok(Ok(_)) => {}
+        Ok(Err(error)) => {
+            log::warn!("shutdown node={node_id} lease release failed, they expire by TTL: {error}")
+        }
+        Err(error) => log::warn!(
+            "shutdown node={node_id} lease manager did not answer, leases expire by TTL: {error}"
+        ),
+    }
+}
 
 pub struct Application {
     port: u16,
@@ -31,6 +89,8 @@ pub struct Application {
     registry: Arc<BookingRegistry>,
     leases: Addr<LeaseManager>,
     node_id: NodeId,
+    drain: Arc<Drain>,
+    request_timeout: Duration,
     membership: Membership,
     /// Refreshes this node's membership key until shutdown.
     announcing: tokio::task::JoinHandle<()>,
@@ -97,6 +157,7 @@ impl Application {
             &settings.redis.key_prefix,
             settings.lease.renew_every(),
         )?;
+        let drain = Arc::new(Drain::default());
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             deps,
@@ -106,6 +167,7 @@ impl Application {
             http_metrics: http::metrics::HttpMetrics::default(),
             forwarder,
             cluster_secret: settings.cluster.secret.clone(),
+            drain: drain.clone(),
         });
 
         let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
@@ -116,6 +178,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .wrap(middleware::from_fn(http::drain::guard))
                 .wrap(middleware::from_fn(http::metrics::record))
                 .wrap(middleware::from_fn(request_id::assign))
                 .configure(http::routes)
@@ -175,6 +238,8 @@ impl Application {
             registry,
             leases: manager,
             node_id,
+            drain,
+            request_timeout: settings.server.request_timeout(),
             membership,
             announcing,
         })
@@ -184,39 +249,23 @@ impl Application {
         self.port
     }
 
-    /// Stops the server gracefully when called (used by main's signal handler and by tests).
-    pub fn handle(&self) -> ServerHandle {
-        self.server.handle()
+    /// Stops this node (used by main's signal handler and by tests); see [`StopHandle`].
+    pub fn stop_handle(&self) -> StopHandle {
+        StopHandle {
+            server: self.server.handle(),
+            drain: self.drain.clone(),
+            leases: self.leases.clone(),
+            node_id: self.node_id.clone(),
+            within: self.request_timeout,
+        }
     }
 
-    /// Serves until stopped, then drains: in-flight requests finish (the server waits for them),
-    /// every lease is given back in a few pipelined round trips (renewal stops first and every
-    /// booking actor is told, so it writes nothing more), the actors stop, and the node leaves
-    /// the member list. Another node can take any of its bookings at once, without waiting
-    /// for a TTL.
+    /// Serves until stopped (by [`StopHandle::stop`], which has given the leases back by then),
+    /// then stops the booking actors and leaves the member list. Leases still held at that point
+    /// (a stop that skipped the drain) are given back first.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let served = self.server.await;
-        let started = std::time::Instant::now();
-        match self
-            .leases
-            .send(ReleaseAll)
-            .timeout(Duration::from_secs(5))
-            .await
-        {
-            Ok(Ok(released)) => log::info!(
-                "shutdown node={} leases_released={released} took_ms={}",
-                self.node_id,
-                started.elapsed().as_millis()
-            ),
-            Ok(Err(error)) => log::warn!(
-                "shutdown node={} lease release failed, they expire by TTL: {error}",
-                self.node_id
-            ),
-            Err(error) => log::warn!(
-                "shutdown node={} lease manager did not answer, leases expire by TTL: {error}",
-                self.node_id
-            ),
-        }
+        release_all(&self.leases, &self.node_id, false).await;
         self.registry.stop_all(Duration::from_secs(5)).await;
         // Last: the node leaves the member list only once it holds nothing.
         self.announcing.abort();

@@ -58,13 +58,15 @@ pub enum ForwardError {
     NoAnswer(#[from] reqwest::Error),
     #[error("could not sign the call: {0}")]
     Signing(#[from] auth::Refusal),
+    #[error("owner is shutting down; the call was not handled")]
+    Draining,
 }
 
 impl ForwardError {
     /// True when the call certainly never reached the owner (so it cannot have taken effect).
     pub fn never_sent(&self) -> bool {
         match self {
-            Self::NoAddress(_) | Self::Signing(_) => true,
+            Self::NoAddress(_) | Self::Signing(_) | Self::Draining => true,
             Self::NoAnswer(error) => error.is_connect(),
         }
     }
@@ -201,6 +203,14 @@ impl Forwarder {
                 return Err(error.into());
             }
         };
+        if response
+            .headers()
+            .contains_key(crate::http::drain::DRAINING_HEADER)
+        {
+            // Refused unhandled: the owner is shutting down and about to give its leases back.
+            ForwardMetrics::bump(&self.metrics.unanswered);
+            return Err(ForwardError::Draining);
+        }
         let header = |name: &str| {
             response
                 .headers()

@@ -4,6 +4,7 @@
 
 mod booking_actions;
 mod bookings;
+pub mod drain;
 mod drivers;
 mod extract;
 mod health;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub forwarder: Forwarder,
     /// Verifies calls to `/internal/...` from other nodes.
     pub cluster_secret: Secret,
+    /// Requests in flight, and whether the node is shutting down.
+    pub drain: Arc<drain::Drain>,
 }
 
 pub type State = web::Data<AppState>;

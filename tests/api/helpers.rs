@@ -24,7 +24,7 @@ pub struct TestApp {
     pub redis_prefix: String,
     pub node_id: String,
     pub client: reqwest::Client,
-    server: actix_web::dev::ServerHandle,
+    server: ridelock::startup::StopHandle,
 }
 
 /// A JSON reply: status, body and the echoed request id.
@@ -153,7 +153,7 @@ pub async fn spawn_node(
         .await
         .expect("application starts");
     let port = app.port();
-    let server = app.handle();
+    let server = app.stop_handle();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
@@ -241,7 +241,7 @@ impl TestApp {
 
     /// Stops the server as SIGTERM does (graceful: in-flight requests finish, leases are released).
     pub async fn stop(&self) {
-        self.server.stop(true).await;
+        self.server.stop().await;
     }
 
     /// Settings pointing at this app's database and key prefix (for running commands against it).
@@ -393,7 +393,7 @@ pub const PICKUP: (f64, f64) = (40.7128, -74.0060);
 impl Drop for TestApp {
     fn drop(&mut self) {
         // Stop serving (the future is dropped with the runtime), then remove this test's data.
-        drop(self.server.stop(false));
+        self.server.stop_now();
         if std::thread::panicking() {
             return;
         }
