@@ -23,6 +23,16 @@ die() { log "error: $*"; exit 1; }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# wait_listening PORT PID WHAT LOG SECONDS: until PORT answers; fail if PID exits or time runs out.
+wait_listening() {
+  local deadline=$((SECONDS + $5))
+  until port_in_use "$1"; do
+    kill -0 "$2" 2>/dev/null || die "$3 exited; see $4"
+    ((SECONDS < deadline)) || die "$3 did not start; see $4"
+    sleep 0.2
+  done
+}
+
 ensure_nginx() {
   [[ -x $NGINX ]] && return 0
   ((EUID == 0)) || die "please install nginx (apt-get install nginx-light)"
@@ -75,23 +85,13 @@ for i in "${!NODES[@]}"; do
   PIDS+=($!)
 done
 for i in "${!NODES[@]}"; do
-  deadline=$((SECONDS + 30))
-  until port_in_use "${PORTS[$i]}"; do
-    kill -0 "${PIDS[$i]}" 2>/dev/null || die "${NODES[$i]} exited; see $RUN/${NODES[$i]}.log"
-    ((SECONDS < deadline)) || die "${NODES[$i]} did not start; see $RUN/${NODES[$i]}.log"
-    sleep 0.2
-  done
+  wait_listening "${PORTS[$i]}" "${PIDS[$i]}" "${NODES[$i]}" "$RUN/${NODES[$i]}.log" 30
 done
 
 "$NGINX" -p "$ROOT/$RUN/nginx/" -c "$ROOT/config/nginx-cluster.conf" \
   -e "$ROOT/$RUN/nginx/logs/error.log" -g 'daemon off;' &
 NGINX_PID=$!
-deadline=$((SECONDS + 10))
-until port_in_use "$LB_PORT"; do
-  kill -0 "$NGINX_PID" 2>/dev/null || die "nginx exited; see $RUN/nginx/logs/error.log"
-  ((SECONDS < deadline)) || die "nginx did not start"
-  sleep 0.2
-done
+wait_listening "$LB_PORT" "$NGINX_PID" nginx "$RUN/nginx/logs/error.log" 10
 
 REDIS_PORT=${REDIS_URL##*:}
 REDIS_PORT=${REDIS_PORT%%/*}

@@ -31,11 +31,7 @@ async fn counter(app: &TestApp, name: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find(|line| line.starts_with(name))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from /metrics:\n{text}"))
+    crate::metrics::value(&text, name).unwrap_or_else(|| panic!("{name} missing from /metrics"))
 }
 
 #[actix_web::test]

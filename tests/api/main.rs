@@ -3,6 +3,8 @@
 
 #[path = "../support/database.rs"]
 mod database;
+#[path = "../support/metrics.rs"]
+mod metrics;
 
 mod booking_actions;
 mod concurrency;

@@ -347,11 +347,7 @@ impl Cluster {
             .text()
             .await
             .unwrap();
-        text.lines()
-            .find(|line| line.starts_with(name))
-            .and_then(|line| line.rsplit(' ').next())
-            .and_then(|value| value.parse().ok())
-            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        crate::metrics::value(&text, name).unwrap_or_else(|| panic!("{name} missing from /metrics"))
     }
 
     /// The node's log so far.

@@ -7,6 +7,8 @@
 #[path = "../support/database.rs"]
 mod database;
 mod harness;
+#[path = "../support/metrics.rs"]
+mod metrics;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -118,6 +120,44 @@ fn recoveries(acks: &[Ack], fault: Instant) -> Vec<Duration> {
         .collect();
     waits.sort_unstable_by(|a, b| b.cmp(a));
     waits
+}
+
+/// n1 owns 30 assigned bookings; accepts and completes for them flow through n2 and n3 (so they
+/// are forwarded to n1), and 300 ms in, n1 gets `signal`. The acknowledgements, the signal's
+/// time, and the bookings.
+async fn traffic_with_fault_on_n1(
+    cluster: &Cluster,
+    signal: libc::c_int,
+) -> (Vec<Ack>, Instant, Vec<(i64, i64)>) {
+    let pairs = cluster.owned_by(0, 30).await;
+    let traffic = drive(cluster, &pairs, &[1, 2], Duration::from_millis(20));
+    let fault = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cluster.signal(0, signal);
+        Instant::now()
+    };
+    let (acks, at) = tokio::join!(traffic, fault);
+    (acks, at, pairs)
+}
+
+/// After [`traffic_with_fault_on_n1`]: every step landed, and the trail and drivers are sound.
+async fn assert_traffic_landed(cluster: &Cluster, acks: &[Ack], pairs: &[(i64, i64)]) {
+    let events = cluster.assert_one_writer_per_token().await;
+    assert_acks_recorded(acks, &events);
+    let statuses = cluster.statuses().await;
+    for (booking, _) in pairs {
+        assert_eq!(statuses[booking], "completed", "booking {booking}");
+    }
+    cluster.assert_no_double_booking().await;
+}
+
+/// Prints the longest waits after a fault, for the record.
+fn report(fault: &str, waits: &[Duration]) {
+    println!(
+        "{fault}: {} steps acknowledged after it; longest waits {:?}",
+        waits.len(),
+        &waits[..waits.len().min(5)]
+    );
 }
 
 async fn stat(cluster: &Cluster, node: usize, field: &str) -> i64 {
@@ -245,18 +285,11 @@ async fn two_hundred_bookings_against_twenty_drivers_across_nodes_book_no_driver
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_owner_s_bookings_are_served_elsewhere_within_the_ttl_with_higher_tokens() {
-    // Arrange: n1 owns 30 assigned bookings (token 1); traffic reaches them through n2 and n3.
+    // Arrange
     let mut cluster = Cluster::start(3).await;
-    let pairs = cluster.owned_by(0, 30).await;
 
-    // Act: accepts and completes flow, forwarded to n1, which is killed -9 in the middle.
-    let traffic = drive(&cluster, &pairs, &[1, 2], Duration::from_millis(20));
-    let kill = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        cluster.signal(0, libc::SIGKILL);
-        Instant::now()
-    };
-    let (acks, killed_at) = tokio::join!(traffic, kill);
+    // Act: n1, owner of 30 busy bookings (token 1), is killed -9 in the middle of the traffic.
+    let (acks, killed_at, pairs) = traffic_with_fault_on_n1(&cluster, libc::SIGKILL).await;
     assert!(cluster
         .exit_status(0, Duration::from_secs(5))
         .await
@@ -264,11 +297,7 @@ async fn a_killed_owner_s_bookings_are_served_elsewhere_within_the_ttl_with_high
 
     // Assert
     let waits = recoveries(&acks, killed_at);
-    println!(
-        "kill -9: {} steps acknowledged after the kill; longest waits {:?}",
-        waits.len(),
-        &waits[..waits.len().min(5)]
-    );
+    report("kill -9", &waits);
     assert!(!waits.is_empty(), "traffic went on after the kill");
     assert!(
         waits[0] <= TTL + Duration::from_secs(1),
@@ -280,13 +309,7 @@ async fn a_killed_owner_s_bookings_are_served_elsewhere_within_the_ttl_with_high
         assert_ne!(ack.node, "n1", "{ack:?}");
         assert!(ack.token >= 2, "a new owner, a higher token: {ack:?}");
     }
-    let events = cluster.assert_one_writer_per_token().await;
-    assert_acks_recorded(&acks, &events);
-    let statuses = cluster.statuses().await;
-    for (booking, _) in &pairs {
-        assert_eq!(statuses[booking], "completed", "booking {booking}");
-    }
-    cluster.assert_no_double_booking().await;
+    assert_traffic_landed(&cluster, &acks, &pairs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,28 +437,17 @@ async fn an_owner_paused_for_half_a_ttl_keeps_its_bookings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_stopped_with_sigterm_under_load_hands_its_bookings_over_without_a_ttl_wait() {
-    // Arrange: n1 owns 30 assigned bookings; traffic reaches them through n2 and n3.
+    // Arrange
     let mut cluster = Cluster::start(3).await;
-    let pairs = cluster.owned_by(0, 30).await;
 
-    // Act: SIGTERM n1 in the middle of the traffic.
-    let traffic = drive(&cluster, &pairs, &[1, 2], Duration::from_millis(20));
-    let term = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        cluster.signal(0, libc::SIGTERM);
-        Instant::now()
-    };
-    let (acks, termed_at) = tokio::join!(traffic, term);
+    // Act: n1, owner of 30 busy bookings, gets SIGTERM in the middle of the traffic.
+    let (acks, termed_at, pairs) = traffic_with_fault_on_n1(&cluster, libc::SIGTERM).await;
 
     // Assert: n1 drained and exited cleanly; no step waited anywhere near a TTL.
     let exit = cluster.exit_status(0, Duration::from_secs(10)).await;
     assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
     let waits = recoveries(&acks, termed_at);
-    println!(
-        "SIGTERM: {} steps acknowledged after it; longest waits {:?}",
-        waits.len(),
-        &waits[..waits.len().min(5)]
-    );
+    report("SIGTERM", &waits);
     assert!(!waits.is_empty());
     assert!(
         waits[0] < TTL / 2,
@@ -453,13 +465,7 @@ async fn a_node_stopped_with_sigterm_under_load_hands_its_bookings_over_without_
         released.is_some_and(|n| n > 0),
         "n1's shutdown line:\n{log}"
     );
-    let events = cluster.assert_one_writer_per_token().await;
-    assert_acks_recorded(&acks, &events);
-    let statuses = cluster.statuses().await;
-    for (booking, _) in &pairs {
-        assert_eq!(statuses[booking], "completed", "booking {booking}");
-    }
-    cluster.assert_no_double_booking().await;
+    assert_traffic_landed(&cluster, &acks, &pairs).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
