@@ -8,18 +8,7 @@ use ridelock::cluster::auth::{self, Signed};
 use ridelock::config::Secret;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_node, TestApp, PICKUP};
-
-async fn second_node(first: &TestApp) -> TestApp {
-    spawn_node(
-        &first.db_name,
-        &first.db_url,
-        &first.redis_prefix,
-        "n2",
-        |_| {},
-    )
-    .await
-}
+use crate::helpers::{spawn_app, TestApp, PICKUP};
 
 async fn counter(app: &TestApp, name: &str) -> f64 {
     let text = app
@@ -38,7 +27,7 @@ async fn counter(app: &TestApp, name: &str) -> f64 {
 async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
     // Arrange: n1 owns the booking (it assigned it); n2 has never seen it.
     let n1 = spawn_app().await;
-    let n2 = second_node(&n1).await;
+    let n2 = n1.second_node().await;
     let rider = n1.rider().await;
     let driver = n1.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = n1.booking(rider, PICKUP.0, PICKUP.1).await;
@@ -96,7 +85,7 @@ async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
 async fn after_the_owner_stops_another_node_serves_at_once() {
     // Arrange: n1 owns an assigned booking; n2 is up.
     let n1 = spawn_app().await;
-    let n2 = second_node(&n1).await;
+    let n2 = n1.second_node().await;
     let rider = n1.rider().await;
     n1.online_driver(PICKUP.0, PICKUP.1).await;
     let (booking, driver) = n1.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
@@ -266,7 +255,7 @@ async fn a_signed_internal_call_is_served_once_and_its_replay_refused() {
 async fn a_call_at_the_hop_limit_is_not_passed_on_again() {
     // Arrange: n1 owns the booking; a call reaches n2 having been passed on twice already.
     let n1 = spawn_app().await;
-    let n2 = second_node(&n1).await;
+    let n2 = n1.second_node().await;
     let rider = n1.rider().await;
     n1.online_driver(PICKUP.0, PICKUP.1).await;
     let (booking, _) = n1.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;

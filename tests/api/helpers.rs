@@ -239,6 +239,18 @@ impl TestApp {
             .await
     }
 
+    /// A second node, "n2", on this app's database and key prefix.
+    pub async fn second_node(&self) -> TestApp {
+        spawn_node(
+            &self.db_name,
+            &self.db_url,
+            &self.redis_prefix,
+            "n2",
+            |_| {},
+        )
+        .await
+    }
+
     /// Stops the server as SIGTERM does (graceful: in-flight requests finish, leases are released).
     pub async fn stop(&self) {
         self.server.stop().await;

@@ -138,14 +138,15 @@ async fn accept_with_key(
     post_with_key(app, &path, key, &json!({ "driver_id": driver })).await
 }
 
-async fn accepted_events(app: &TestApp, booking: i64) -> usize {
+/// How many times the trail shows `booking` moving to `status`.
+async fn moves_to(app: &TestApp, booking: i64, status: &str) -> usize {
     let events = app.get(format!("/api/bookings/{booking}/events")).await;
     events
         .data()
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["to_status"] == "accepted")
+        .filter(|e| e["to_status"] == status)
         .count()
 }
 
@@ -165,7 +166,7 @@ async fn a_repeated_accept_gets_the_first_answer_not_a_conflict() {
     // 409: the booking is no longer assigned.)
     assert_eq!(first.0, 200, "{}", first.1);
     assert_eq!((again.0, &again.1, again.2), (200, &first.1, true));
-    assert_eq!(accepted_events(&app, booking).await, 1);
+    assert_eq!(moves_to(&app, booking, "accepted").await, 1);
     let unkeyed = app
         .post(
             format!("/api/bookings/{booking}/accept"),
@@ -195,23 +196,14 @@ async fn concurrent_copies_of_a_keyed_assign_assign_once_and_answer_alike() {
         assert_eq!(*status, 200, "{text}");
         assert_eq!(text, &replies[0].1);
     }
-    let events = app.get(format!("/api/bookings/{booking}/events")).await;
-    let assigned = events
-        .data()
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["to_status"] == "assigned")
-        .count();
-    assert_eq!(assigned, 1);
+    assert_eq!(moves_to(&app, booking, "assigned").await, 1);
 }
 
 #[actix_web::test]
 async fn a_keyed_accept_repeated_through_another_node_gets_the_first_answer() {
     // Arrange: two nodes; n1 owns the assigned booking.
     let n1 = spawn_app().await;
-    let n2 =
-        crate::helpers::spawn_node(&n1.db_name, &n1.db_url, &n1.redis_prefix, "n2", |_| {}).await;
+    let n2 = n1.second_node().await;
     let rider = n1.rider().await;
     n1.online_driver(PICKUP.0, PICKUP.1).await;
     let (booking, driver) = n1.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
@@ -223,7 +215,7 @@ async fn a_keyed_accept_repeated_through_another_node_gets_the_first_answer() {
     // Assert
     assert_eq!(first.0, 200, "{}", first.1);
     assert_eq!((again.0, &again.1, again.2), (200, &first.1, true));
-    assert_eq!(accepted_events(&n1, booking).await, 1);
+    assert_eq!(moves_to(&n1, booking, "accepted").await, 1);
 }
 
 #[actix_web::test]
