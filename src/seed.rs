@@ -10,6 +10,7 @@ use crate::config::Settings;
 use crate::domain::ids::RiderId;
 use crate::domain::values::{Fare, GeoPoint};
 use crate::geo::DriverIndex;
+use crate::lease::failover::RedisHealth;
 use crate::storage::bookings::{self, Audit, NewBooking};
 use crate::storage::schema::{bookings as bookings_table, drivers, riders};
 use crate::storage::{drivers as driver_rows, pool};
@@ -49,7 +50,9 @@ pub async fn seed(settings: &Settings) -> anyhow::Result<Seeded> {
     let db = settings.database.pool()?;
     let mut conn = pool::conn(&db).await?;
     let seeded = run(&mut conn).await?;
-    let index = DriverIndex::new(settings.redis.connect().await?, &settings.redis.key_prefix);
+    let health = RedisHealth::new("seed", settings.lease.ttl());
+    let redis = settings.redis.connect().await?;
+    let index = DriverIndex::new(redis, &settings.redis.key_prefix, health);
     index
         .rebuild(&driver_rows::online(&mut conn).await?)
         .await?;

@@ -22,8 +22,11 @@ use crate::domain::ids::NodeId;
 use crate::geo::DriverIndex;
 use crate::http::drain::Drain;
 use crate::http::{self, request_id, AppState};
+use crate::lease::failover::{Leases, RedisHealth};
 use crate::lease::manager::{LeaseManager, LeaseMetrics, ReleaseAll};
+use crate::lease::postgres::PgLeases;
 use crate::lease::redis::RedisLeases;
+use crate::storage::PgPool;
 use crate::storage::{drivers, pool};
 
 /// Stops a node so that another can serve its bookings at once: see [`StopHandle::stop`].
@@ -83,6 +86,68 @@ async fn release_all(leases: &Addr<LeaseManager>, node_id: &NodeId, always_log: 
     }
 }
 
+/// Reloads the geo index from PostgreSQL's online drivers; `why` goes in the log line.
+async fn rebuild_index(
+    index: &DriverIndex,
+    db: &PgPool,
+    node_id: &NodeId,
+    why: &str,
+) -> anyhow::Result<()> {
+    let online = drivers::online(&mut *pool::conn(db).await?).await?;
+    let indexed = index.rebuild(&online).await?;
+    log::info!("driver geo index rebuilt node={node_id} drivers={indexed} reason={why}");
+    Ok(())
+}
+
+/// What the node heartbeat works with.
+struct Heartbeat {
+    membership: Membership,
+    info: NodeInfo,
+    registry: Arc<BookingRegistry>,
+    metrics: Arc<LeaseMetrics>,
+    index: DriverIndex,
+    leases: Leases,
+    db: PgPool,
+    every: Duration,
+}
+
+/// While Redis is silent, how often the heartbeat asks whether it is back.
+const PROBE_EVERY: Duration = Duration::from_millis(200);
+
+/// Runs until shutdown, once per lease renewal period: refreshes this node's membership key
+/// (which doubles as the probe that tells [`RedisHealth`] whether Redis answers; every
+/// [`PROBE_EVERY`] while it is silent), rebuilds the geo index when Redis came back without it,
+/// and sweeps long-expired PostgreSQL leases while they are in use.
+async fn heartbeat(mut beat: Heartbeat) {
+    let node = NodeId(beat.info.id.clone());
+    loop {
+        let health = beat.leases.health();
+        let silent = health.is_silent();
+        tokio::time::sleep(if silent { PROBE_EVERY } else { beat.every }).await;
+        beat.info.active_actors = beat.registry.len();
+        beat.info.held_leases = beat.metrics.snapshot().held;
+        beat.info.seen_at = chrono::Utc::now();
+        let announced = beat.membership.announce(&beat.info).await;
+        health.observe(&announced);
+        if let Err(error) = &announced {
+            if !silent {
+                log::warn!("membership refresh failed node={node} error={error}");
+            }
+            continue;
+        }
+        if let Ok(false) = beat.index.is_built().await {
+            if let Err(error) = rebuild_index(&beat.index, &beat.db, &node, "index_missing").await {
+                log::warn!("driver geo index rebuild failed node={node} error={error}");
+            }
+        }
+        if silent {
+            if let Err(error) = beat.leases.postgres().sweep().await {
+                log::warn!("lease sweep failed node={node} error={error}");
+            }
+        }
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -108,7 +173,23 @@ impl Application {
         let redis = settings.redis.connect().await?;
         let prefix = settings.redis.key_prefix.clone();
 
-        let leases = RedisLeases::new(redis.clone());
+        // Bound first: PostgreSQL leases carry the address other nodes reach this one at.
+        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
+            .with_context(|| {
+                format!("binding {}:{}", settings.server.host, settings.server.port)
+            })?;
+        let port = listener.local_addr()?.port();
+        let address = match settings.node.advertise_url.as_str() {
+            "" => format!("http://127.0.0.1:{port}"),
+            url => url.trim_end_matches('/').to_owned(),
+        };
+
+        let health = RedisHealth::new(&node_id.0, settings.lease.ttl());
+        let leases = Leases::new(
+            RedisLeases::new(redis.clone()),
+            PgLeases::new(db.clone(), address.clone()),
+            health.clone(),
+        );
         let cleared = leases
             .clear_node(&prefix, &node_id.0)
             .await
@@ -116,13 +197,10 @@ impl Application {
         if cleared > 0 {
             log::warn!("cleared leases from a previous run node={node_id} count={cleared}");
         }
-        let index = DriverIndex::new(redis.clone(), &prefix);
-        let online = drivers::online(&mut *pool::conn(&db).await?).await?;
-        let indexed = index
-            .rebuild(&online)
+        let index = DriverIndex::new(redis.clone(), &prefix, health.clone());
+        rebuild_index(&index, &db, &node_id, "start")
             .await
             .context("rebuilding the driver geo index")?;
-        log::info!("driver geo index rebuilt node={node_id} drivers={indexed}");
 
         let metrics = Arc::new(LeaseMetrics::default());
         let manager = {
@@ -138,8 +216,8 @@ impl Application {
         };
         let deps = Arc::new(BookingDeps {
             node_id: node_id.clone(),
-            pool: db,
-            drivers: index,
+            pool: db.clone(),
+            drivers: index.clone(),
             leases: manager.clone(),
             key_prefix: prefix,
             lease: settings.lease.clone(),
@@ -162,7 +240,7 @@ impl Application {
             registry: registry.clone(),
             deps,
             lease_metrics: metrics.clone(),
-            leases,
+            leases: leases.clone(),
             redis,
             http_metrics: http::metrics::HttpMetrics::default(),
             forwarder,
@@ -170,11 +248,6 @@ impl Application {
             drain: drain.clone(),
         });
 
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
-            .with_context(|| {
-                format!("binding {}:{}", settings.server.host, settings.server.port)
-            })?;
-        let port = listener.local_addr()?.port();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
@@ -197,12 +270,9 @@ impl Application {
             &node_id.0,
             settings.lease.ttl(),
         );
-        let mut info = NodeInfo {
+        let info = NodeInfo {
             id: node_id.0.clone(),
-            address: match settings.node.advertise_url.as_str() {
-                "" => format!("http://127.0.0.1:{port}"),
-                url => url.trim_end_matches('/').to_owned(),
-            },
+            address,
             started_at: chrono::Utc::now(),
             active_actors: 0,
             held_leases: 0,
@@ -212,26 +282,16 @@ impl Application {
             .announce(&info)
             .await
             .context("announcing this node in Redis")?;
-        let announcing = {
-            let (membership, registry, every) = (
-                membership.clone(),
-                registry.clone(),
-                settings.lease.renew_every(),
-            );
-            actix_web::rt::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tick.tick().await;
-                    info.active_actors = registry.len();
-                    info.held_leases = metrics.snapshot().held;
-                    info.seen_at = chrono::Utc::now();
-                    if let Err(error) = membership.announce(&info).await {
-                        log::warn!("membership refresh failed node={} error={error}", info.id);
-                    }
-                }
-            })
-        };
+        let announcing = actix_web::rt::spawn(heartbeat(Heartbeat {
+            membership: membership.clone(),
+            info,
+            registry: registry.clone(),
+            metrics,
+            index,
+            leases,
+            db,
+            every: settings.lease.renew_every(),
+        }));
         Ok(Self {
             port,
             server,

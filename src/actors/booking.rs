@@ -86,7 +86,8 @@ enum Failure {
     NotFound,
     /// Another lease holds the booking: the request is routed to its node, or waits it out.
     Elsewhere(LeaseOwner),
-    LeaseStoreDown,
+    /// No lease could be had now; worth asking again after this long.
+    LeaseStoreDown(Duration),
     DatabaseDown(String),
 }
 
@@ -95,8 +96,8 @@ impl Failure {
         match self {
             Self::NotFound => BookingError::NotFound(id),
             Self::Elsewhere(owner) => BookingError::Elsewhere(owner.clone()),
-            Self::LeaseStoreDown => BookingError::LeaseUnavailable {
-                retry_after: Duration::from_secs(1),
+            Self::LeaseStoreDown(retry_after) => BookingError::LeaseUnavailable {
+                retry_after: *retry_after,
                 source: LeaseError::ManagerGone,
             },
             Self::DatabaseDown(why) => BookingError::Store(
@@ -324,6 +325,9 @@ async fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
     }
 }
 
+/// When to ask again after the lease store failed to answer.
+const STORE_RETRY: Duration = Duration::from_millis(100);
+
 /// Acquires the lease (one attempt: when another holder has it, the caller routes the request
 /// to that holder's node or waits the lease out), then bumps the fencing token and loads the row.
 /// A terminal booking is loaded without a bump and its lease given back at once: it can never
@@ -337,7 +341,9 @@ async fn activate(
     let grant = match deps.leases.send(Acquire { key, holder }).await {
         Ok(Ok(grant)) => grant,
         Ok(Err(LeaseError::Held(owner))) => return Err(Failure::Elsewhere(owner)),
-        Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown),
+        // Redis went silent: PostgreSQL grants leases once every Redis lease has expired.
+        Ok(Err(LeaseError::NotYet(wait))) => return Err(Failure::LeaseStoreDown(wait)),
+        Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown(STORE_RETRY)),
     };
     let row = async {
         let mut conn = pool::conn(&deps.pool).await.map_err(|e| e.to_string())?;

@@ -51,12 +51,12 @@ impl Membership {
     }
 
     /// Sets (or refreshes) this node's key for one TTL.
-    pub async fn announce(&self, info: &NodeInfo) -> anyhow::Result<()> {
-        let value = serde_json::to_string(info)?;
+    pub async fn announce(&self, info: &NodeInfo) -> Result<(), redis::RedisError> {
+        // Plain strings, numbers and dates: serializing cannot fail.
+        let value = serde_json::to_string(info).unwrap_or_default();
         let mut conn = self.redis.clone();
         let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
-        let () = conn.pset_ex(&self.key, value, ttl_ms).await?;
-        Ok(())
+        conn.pset_ex(&self.key, value, ttl_ms).await
     }
 
     /// Removes this node's key (clean shutdown).

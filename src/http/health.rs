@@ -22,10 +22,9 @@ pub async fn health(state: State) -> HttpResponse {
     };
     let redis = async {
         let mut conn = state.redis.clone();
-        redis::cmd("PING")
-            .query_async::<String>(&mut conn)
-            .await
-            .ok()
+        let pong = redis::cmd("PING").query_async::<String>(&mut conn).await;
+        state.leases.health().observe(&pong);
+        pong.ok()
     };
     let (postgres, redis) = futures::join!(
         tokio::time::timeout(PROBE_TIMEOUT, postgres),
@@ -36,14 +35,25 @@ pub async fn health(state: State) -> HttpResponse {
         matches!(postgres, Ok(Some(_))),
         matches!(redis, Ok(Some(_))),
     );
-    let healthy = pg_ok && redis_ok;
+    // Without Redis the node still serves (leases and search from PostgreSQL): degraded, but up.
+    // Without PostgreSQL it can serve nothing.
+    let healthy = pg_ok;
+    let message = match (pg_ok, redis_ok) {
+        (true, true) => "Service is healthy",
+        (true, false) => "Service is degraded: Redis is down, leases and search use PostgreSQL",
+        (false, _) => "Service is unavailable: PostgreSQL is down",
+    };
     let body = json!({
         "success": healthy,
-        "message": if healthy { "Service is healthy" } else { "Service is degraded" },
+        "message": message,
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": state.deps.node_id,
-        "services": { "postgres": up(pg_ok), "redis": up(redis_ok), "lease_backend": "redis" },
+        "services": {
+            "postgres": up(pg_ok),
+            "redis": up(redis_ok),
+            "lease_backend": state.leases.health().backend(),
+        },
     });
     if healthy {
         HttpResponse::Ok().json(body)
@@ -128,7 +138,7 @@ pub async fn lock_stats(state: State) -> Result<HttpResponse, ApiError> {
             },
             acquisition_ms: m.acquisition_ms,
             timeout_rate,
-            backend: "redis",
+            backend: state.leases.health().backend(),
             node_id: &state.deps.node_id.0,
             active_actors: state.registry.len(),
             held_leases: m.held,

@@ -26,15 +26,15 @@ use crate::actors::SharedDeps;
 use crate::cluster::forward::Forwarder;
 use crate::config::Secret;
 use crate::error::ApiError;
+use crate::lease::failover::Leases;
 use crate::lease::manager::LeaseMetrics;
-use crate::lease::redis::RedisLeases;
 
 /// What handlers share.
 pub struct AppState {
     pub registry: Arc<BookingRegistry>,
     pub deps: SharedDeps,
     pub lease_metrics: Arc<LeaseMetrics>,
-    pub leases: RedisLeases,
+    pub leases: Leases,
     pub redis: redis::aio::ConnectionManager,
     pub http_metrics: metrics::HttpMetrics,
     /// Sends booking actions to the node that owns the booking.

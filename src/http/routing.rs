@@ -29,7 +29,7 @@ use crate::domain::booking::Party;
 use crate::domain::ids::{BookingId, DriverId, RequestId};
 use crate::domain::values::Fare;
 use crate::error::ApiError;
-use crate::lease::redis::RedisLeases;
+use crate::lease::failover::Leases;
 use crate::lease::{booking_key, LeaseOwner};
 use crate::storage::idempotency::IdempotencyKey;
 use crate::storage::models::Booking;
@@ -130,6 +130,15 @@ pub async fn route(
                 return Ok(refusal(state, error));
             }
             Err(BookingError::Elsewhere(owner)) => owner,
+            // No lease to be had yet (Redis went silent and PostgreSQL grants only once every
+            // Redis lease has expired, or the store did not answer): ask again while the
+            // deadline allows; otherwise the client gets 503 with that wait as Retry-After.
+            Err(BookingError::LeaseUnavailable { retry_after, .. })
+                if Instant::now() + retry_after < deadline =>
+            {
+                tokio::time::sleep(retry_after.max(Duration::from_millis(1))).await;
+                continue;
+            }
             Err(BookingError::Fenced) if reroutes < MAX_REROUTES => {
                 reroutes += 1;
                 continue;
@@ -154,9 +163,10 @@ pub async fn route(
                 retry_after: Duration::from_secs(1),
             });
         }
-        let address = match remote {
-            true => state.forwarder.address_of(&owner.node).await,
-            false => None,
+        let address = match (remote, &owner.address) {
+            (false, _) => None,
+            (true, Some(address)) => Some(address.clone()),
+            (true, None) => state.forwarder.address_of(&owner.node).await,
         };
         let waited = forward_or_wait(
             state,
@@ -439,7 +449,7 @@ async fn forward_or_wait(state: &AppState, call: Forward<'_>) -> Waited {
 /// noticed within a poll of happening. A Redis error counts as "no news": the caller's deadline
 /// bounds the wait.
 async fn lease_moves(
-    leases: &RedisLeases,
+    leases: &Leases,
     key: &str,
     value: String,
     first_check: Duration,

@@ -337,29 +337,40 @@ impl LeaseManager {
         ctx.spawn(renewal.into_actor(self).map(move |(batch, result), act, ctx| {
             act.renewing = false;
             let handled = sent_at.elapsed();
+            // Whatever would expire before the next heartbeat without a confirmed renewal is
+            // lost now, not later.
+            let horizon = Instant::now() + act.settings.renew_every();
             match result {
                 Ok(flags) => {
-                    let mut renewed = 0;
-                    for ((key, value), ok) in batch.into_iter().zip(flags) {
+                    let (mut renewed, mut unanswered) = (0, 0);
+                    for ((key, value), outcome) in batch.into_iter().zip(flags) {
                         // Released meanwhile, or re-acquired with a new value: not this renewal's business.
-                        let current = act.held.get(&key).is_some_and(|h| h.value == value);
-                        if !current {
+                        let Some(held) = act.held.get(&key).filter(|h| h.value == value) else {
                             continue;
-                        }
-                        if ok {
-                            renewed += 1;
-                            let deadline = act.deadline(sent_at);
-                            if let Some(held) = act.held.get_mut(&key) {
-                                held.valid_until.set(deadline);
+                        };
+                        match outcome {
+                            Some(true) => {
+                                renewed += 1;
+                                held.valid_until.set(act.deadline(sent_at));
                             }
-                        } else {
-                            bump(&act.metrics.renewal_failures, 1);
-                            act.lose(&key, false, ctx);
+                            Some(false) => {
+                                bump(&act.metrics.renewal_failures, 1);
+                                act.lose(&key, false, ctx);
+                            }
+                            None => {
+                                unanswered += 1;
+                                if held.valid_until.get() <= horizon {
+                                    act.lose(&key, true, ctx);
+                                }
+                            }
                         }
                     }
                     bump(&act.metrics.renewed, renewed);
+                    if unanswered > 0 {
+                        bump(&act.metrics.renewal_failures, 1);
+                    }
                     log::debug!(
-                        "leases renewed node={} leases={renewed} req=- outcome=ok handled_us={}",
+                        "leases renewed node={} leases={renewed} unanswered={unanswered} req=- outcome=ok handled_us={}",
                         act.node_id,
                         handled.as_micros()
                     );
@@ -372,8 +383,6 @@ impl LeaseManager {
                         act.held.len(),
                         handled.as_micros()
                     );
-                    // Whatever would expire before the next heartbeat is lost now, not later.
-                    let horizon = Instant::now() + act.settings.renew_every();
                     act.lose_where(true, ctx, |held| held.valid_until.get() <= horizon);
                 }
             }
@@ -436,6 +445,8 @@ impl Handler<Acquire> for LeaseManager {
                     act.publish_held();
                 }
                 Err(LeaseError::Held(_)) => bump(&act.metrics.contested, 1),
+                // Nothing was sent: the store is waiting out a switch to PostgreSQL.
+                Err(LeaseError::NotYet(_)) => {}
                 Err(_) => {
                     bump(&act.metrics.timeouts, 1);
                     // The SET may have landed with its reply lost: delete it if it carries our
@@ -527,10 +538,7 @@ mod tests {
 
     impl MemoryLeases {
         fn down() -> LeaseError {
-            LeaseError::Unavailable(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "in-memory store told to fail",
-            )))
+            LeaseError::unavailable(anyhow::anyhow!("in-memory store told to fail"))
         }
 
         fn steal(&self, key: &str) {
@@ -577,7 +585,7 @@ mod tests {
             &self,
             leases: Vec<(String, String)>,
             _ttl: Duration,
-        ) -> BoxFuture<'static, Result<Vec<bool>, LeaseError>> {
+        ) -> BoxFuture<'static, Result<Vec<Option<bool>>, LeaseError>> {
             if self.unreachable.load(Ordering::SeqCst) {
                 return Box::pin(ready(Err(Self::down())));
             }
@@ -590,7 +598,7 @@ mod tests {
                     if ours {
                         renewals.push(key);
                     }
-                    ours
+                    Some(ours)
                 })
                 .collect();
             Box::pin(ready(Ok(flags)))

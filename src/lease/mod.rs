@@ -1,10 +1,14 @@
-//! Only the holder of a booking's lease may write it. This module is the only code that talks to
-//! Redis about ownership: [`redis::RedisLeases`] speaks the protocol (`SET NX PX`, check-and-renew,
-//! check-and-delete), and the per-node [`manager::LeaseManager`] actor holds the leases, renews
-//! them all on one heartbeat and tells a booking actor at once when its lease is lost.
+//! Only the holder of a booking's lease may write it. This module is the only code that deals in
+//! ownership: [`redis::RedisLeases`] speaks the protocol to Redis (`SET NX PX`, check-and-renew,
+//! check-and-delete), [`postgres::PgLeases`] speaks the same protocol to a PostgreSQL table,
+//! [`failover::Leases`] uses Redis while it answers and PostgreSQL while it is silent, and the
+//! per-node [`manager::LeaseManager`] actor holds the leases, renews them all on one heartbeat and
+//! tells a booking actor at once when its lease is lost.
 //! Leases give fast mutual exclusion; safety rests on the fencing tokens in PostgreSQL.
 
+pub mod failover;
 pub mod manager;
+pub mod postgres;
 pub mod redis;
 pub mod store;
 
@@ -36,6 +40,9 @@ pub struct LeaseOwner {
     pub value: String,
     /// Time left on the key; zero when it has no expiry (set by hand).
     pub remaining: Duration,
+    /// Where the holder serves, when the store knows (PostgreSQL leases carry it, so a holder can
+    /// be found while Redis, and the member list in it, cannot be read).
+    pub address: Option<String>,
 }
 
 impl LeaseOwner {
@@ -44,6 +51,7 @@ impl LeaseOwner {
             node: owner_node(&value).to_owned(),
             value,
             remaining,
+            address: None,
         }
     }
 }
@@ -55,10 +63,20 @@ pub enum LeaseError {
     Held(LeaseOwner),
     /// The lease store did not answer.
     #[error("lease store unavailable")]
-    Unavailable(#[source] ::redis::RedisError),
+    Unavailable(#[source] anyhow::Error),
+    /// Redis went silent a moment ago: leases are granted from PostgreSQL once every Redis lease
+    /// anyone held then has surely expired, in this long.
+    #[error("lease store switching to PostgreSQL, grants resume in {0:?}")]
+    NotYet(Duration),
     /// The lease manager's mailbox is closed or full (it is restarting).
     #[error("lease manager unavailable")]
     ManagerGone,
+}
+
+impl LeaseError {
+    pub fn unavailable(error: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable(error.into())
+    }
 }
 
 #[cfg(test)]

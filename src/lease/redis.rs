@@ -63,7 +63,7 @@ impl RedisLeases {
             .arg(millis(ttl))
             .query_async(&mut conn)
             .await
-            .map_err(LeaseError::Unavailable)?;
+            .map_err(LeaseError::unavailable)?;
         if set.is_some() {
             return Ok(());
         }
@@ -72,7 +72,7 @@ impl RedisLeases {
             .pttl(key)
             .query_async(&mut conn)
             .await
-            .map_err(LeaseError::Unavailable)?;
+            .map_err(LeaseError::unavailable)?;
         // Our own value: an earlier attempt's SET landed but its reply was lost (then retried).
         if holder.as_deref() == Some(value) {
             return Ok(());
@@ -114,7 +114,7 @@ impl RedisLeases {
             let answers: Vec<i64> = pipe
                 .query_async(&mut conn)
                 .await
-                .map_err(LeaseError::Unavailable)?;
+                .map_err(LeaseError::unavailable)?;
             renewed.extend(answers.into_iter().map(|n| n == 1));
         }
         Ok(renewed)
@@ -129,7 +129,7 @@ impl RedisLeases {
             .arg(value)
             .invoke_async(&mut conn)
             .await
-            .map_err(LeaseError::Unavailable)?;
+            .map_err(LeaseError::unavailable)?;
         Ok(deleted == 1)
     }
 
@@ -146,7 +146,7 @@ impl RedisLeases {
             let answers: Vec<i64> = pipe
                 .query_async(&mut conn)
                 .await
-                .map_err(LeaseError::Unavailable)?;
+                .map_err(LeaseError::unavailable)?;
             released += answers.into_iter().filter(|n| *n == 1).count();
         }
         Ok(released)
@@ -160,7 +160,7 @@ impl RedisLeases {
             .pttl(key)
             .query_async(&mut conn)
             .await
-            .map_err(LeaseError::Unavailable)?;
+            .map_err(LeaseError::unavailable)?;
         Ok(value.map(|value| {
             super::LeaseOwner::from_value(value, Duration::from_millis(pttl.max(0).unsigned_abs()))
         }))
@@ -174,10 +174,10 @@ impl RedisLeases {
             let mut iter = conn
                 .scan_match::<_, String>(&pattern)
                 .await
-                .map_err(LeaseError::Unavailable)?;
+                .map_err(LeaseError::unavailable)?;
             let mut keys = Vec::new();
             while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                keys.push(key.map_err(LeaseError::Unavailable)?);
+                keys.push(key.map_err(LeaseError::unavailable)?);
             }
             keys
         };
@@ -192,7 +192,7 @@ impl RedisLeases {
             let flat: Vec<redis::Value> = pipe
                 .query_async(&mut conn)
                 .await
-                .map_err(LeaseError::Unavailable)?;
+                .map_err(LeaseError::unavailable)?;
             flat.chunks(2)
                 .map(|pair| {
                     let value = pair

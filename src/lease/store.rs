@@ -1,6 +1,6 @@
-//! What the lease manager needs from a lease store: the three commands of the lease protocol.
-//! [`RedisLeases`](super::redis::RedisLeases) is the real one; unit tests drive the manager with an
-//! in-memory store that can be told to fail.
+//! What the lease manager needs from a lease store: the commands of the lease protocol.
+//! [`Leases`](super::failover::Leases) is the real one (Redis, or PostgreSQL while Redis is
+//! silent); unit tests drive the manager with an in-memory store that can be told to fail.
 
 use std::time::Duration;
 
@@ -17,12 +17,14 @@ pub trait LeaseStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'static, Result<(), LeaseError>>;
 
-    /// Extends each `(key, value)` still carrying its value; `true` where it did.
+    /// Extends each `(key, value)` still carrying its value: `Some(true)` where it did,
+    /// `Some(false)` where it did not (the lease is lost), `None` where the store could not say.
+    /// `Err` when it could say for none of them.
     fn renew_all(
         &self,
         leases: Vec<(String, String)>,
         ttl: Duration,
-    ) -> BoxFuture<'static, Result<Vec<bool>, LeaseError>>;
+    ) -> BoxFuture<'static, Result<Vec<Option<bool>>, LeaseError>>;
 
     /// Deletes `key` if it still carries `value`; `true` if it did.
     fn release(&self, key: String, value: String) -> BoxFuture<'static, Result<bool, LeaseError>>;
@@ -32,38 +34,4 @@ pub trait LeaseStore: Send + Sync + 'static {
         &self,
         leases: Vec<(String, String)>,
     ) -> BoxFuture<'static, Result<usize, LeaseError>>;
-}
-
-impl LeaseStore for super::redis::RedisLeases {
-    fn acquire(
-        &self,
-        key: String,
-        value: String,
-        ttl: Duration,
-    ) -> BoxFuture<'static, Result<(), LeaseError>> {
-        let store = self.clone();
-        Box::pin(async move { store.acquire(&key, &value, ttl).await })
-    }
-
-    fn renew_all(
-        &self,
-        leases: Vec<(String, String)>,
-        ttl: Duration,
-    ) -> BoxFuture<'static, Result<Vec<bool>, LeaseError>> {
-        let store = self.clone();
-        Box::pin(async move { store.renew_all(&leases, ttl).await })
-    }
-
-    fn release(&self, key: String, value: String) -> BoxFuture<'static, Result<bool, LeaseError>> {
-        let store = self.clone();
-        Box::pin(async move { store.release(&key, &value).await })
-    }
-
-    fn release_all(
-        &self,
-        leases: Vec<(String, String)>,
-    ) -> BoxFuture<'static, Result<usize, LeaseError>> {
-        let store = self.clone();
-        Box::pin(async move { store.release_all(&leases).await })
-    }
 }

@@ -66,6 +66,15 @@ diesel::table! {
 }
 
 diesel::table! {
+    leases (key) {
+        key -> Text,
+        value -> Text,
+        owner_address -> Text,
+        expires_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     riders (id) {
         id -> Int8,
         name -> Text,
@@ -84,5 +93,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     bookings,
     drivers,
     idempotency_keys,
+    leases,
     riders,
 );

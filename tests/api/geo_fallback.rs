@@ -85,3 +85,49 @@ async fn a_free_driver_missing_from_a_lagging_index_is_still_assigned() {
     b.expect(200, None);
     assert_eq!(b.data()["driver"]["id"], json!(far));
 }
+
+#[actix_web::test]
+async fn the_index_is_rebuilt_from_postgresql_when_redis_comes_back_empty() {
+    // Arrange: two online drivers in the index; then the index and its marker vanish, as when
+    // Redis restarts without persistence.
+    let app = spawn_app().await;
+    let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
+    let far = app.online_driver(PICKUP.0 + 0.01, PICKUP.1).await;
+    let mut redis = redis::Client::open(app.redis_url.clone())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let index = format!("{}drivers:available", app.redis_prefix);
+    let marker = format!("{}drivers:indexed", app.redis_prefix);
+    let _: i64 = redis::cmd("DEL")
+        .arg(&index)
+        .arg(&marker)
+        .query(&mut redis)
+        .unwrap();
+
+    // Act: wait for the node's heartbeat (every lease renewal period).
+    let rebuilt = app
+        .eventually(std::time::Duration::from_secs(3), || {
+            let members: Vec<i64> = redis::cmd("ZRANGE")
+                .arg(&index)
+                .arg(0)
+                .arg(-1)
+                .query(&mut redis)
+                .unwrap();
+            async move { members.len() == 2 }
+        })
+        .await;
+
+    // Assert: both drivers are back, from PostgreSQL.
+    assert!(rebuilt, "the index was not rebuilt");
+    let mut members: Vec<i64> = redis::cmd("ZRANGE")
+        .arg(&index)
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis)
+        .unwrap();
+    members.sort_unstable();
+    let mut expected = [near, far];
+    expected.sort_unstable();
+    assert_eq!(members, expected);
+}

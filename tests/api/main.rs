@@ -5,6 +5,8 @@
 mod database;
 #[path = "../support/metrics.rs"]
 mod metrics;
+#[path = "../support/proxy.rs"]
+mod proxy;
 
 mod booking_actions;
 mod concurrency;
@@ -14,6 +16,7 @@ mod forwarding;
 mod geo_fallback;
 mod helpers;
 mod idempotency;
+mod lease_fallback;
 mod leases;
 mod listing;
 mod loadtest;

@@ -1,0 +1,423 @@
+//! Leases from Redis while it answers, from PostgreSQL while it is silent.
+//!
+//! [`RedisHealth`] is this node's view of Redis: silent from the first command that could not
+//! reach it, answering again from the first that did. While Redis is silent:
+//!
+//! - a lease this node already holds is carried over to PostgreSQL on the next heartbeat (its
+//!   Redis key cannot outlive its last renewal by more than a TTL, and no other node grants
+//!   itself a PostgreSQL lease sooner than a TTL after *it* found Redis silent, so the carried
+//!   lease is in the table before anyone else could take it);
+//! - a new lease is granted from PostgreSQL only once a full TTL has passed since Redis went
+//!   silent, when every Redis lease anyone held has expired; until then acquisitions answer
+//!   [`LeaseError::NotYet`] and the request waits (or gets 503 with `Retry-After`).
+//!
+//! A node that reaches Redis still defers to PostgreSQL leases: after every Redis grant it
+//! checks the table, and if another node holds the booking there (it was cut off from Redis, or
+//! has not seen Redis return yet) it gives the key back and answers [`LeaseError::Held`]. Leases
+//! taken in PostgreSQL stay there until released, also after Redis returns. Either way every
+//! activation bumps the booking's fencing token, so whatever a switch gets wrong costs a
+//! refused write, never a second writer.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use redis::RedisError;
+
+use super::postgres::PgLeases;
+use super::redis::{LeaseRecord, RedisLeases};
+use super::store::LeaseStore;
+use super::{LeaseError, LeaseOwner};
+
+/// This node's view of whether Redis answers. Shared by the lease store, the geo index and the
+/// node's heartbeat, which probes Redis while it is silent.
+#[derive(Debug)]
+pub struct RedisHealth {
+    node_id: String,
+    ttl: Duration,
+    silent_since: Mutex<Option<Instant>>,
+}
+
+/// True for the errors that mean Redis could not be reached or did not answer in time, as
+/// opposed to a command Redis refused (a wrong type, a script error).
+pub fn is_silence(error: &RedisError) -> bool {
+    error.is_timeout()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+}
+
+impl RedisHealth {
+    pub fn new(node_id: &str, ttl: Duration) -> Arc<Self> {
+        Arc::new(Self {
+            node_id: node_id.to_owned(),
+            ttl,
+            silent_since: Mutex::new(None),
+        })
+    }
+
+    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
+        self.silent_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn is_silent(&self) -> bool {
+        self.since().is_some()
+    }
+
+    /// `"redis"` or `"postgres"`: where new leases come from now.
+    pub fn backend(&self) -> &'static str {
+        if self.is_silent() {
+            "postgres"
+        } else {
+            "redis"
+        }
+    }
+
+    /// How long until PostgreSQL leases may be granted (zero: now); `None` while Redis answers.
+    pub fn grants_in(&self) -> Option<Duration> {
+        self.since()
+            .map(|since| (since + self.ttl).saturating_duration_since(Instant::now()))
+    }
+
+    /// Records what a Redis command's outcome says about Redis.
+    pub fn observe<T>(&self, outcome: &Result<T, RedisError>) {
+        match outcome {
+            Ok(_) => self.answered(),
+            Err(error) if is_silence(error) => self.silent(error),
+            Err(_) => {}
+        }
+    }
+
+    fn observe_lease<T>(&self, outcome: &Result<T, LeaseError>) {
+        match outcome {
+            Ok(_) | Err(LeaseError::Held(_)) => self.answered(),
+            Err(LeaseError::Unavailable(error)) => {
+                if let Some(error) = error.downcast_ref::<RedisError>() {
+                    self.observe::<()>(&Err(error.clone()));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn answered(&self) {
+        let mut since = self.since();
+        if let Some(at) = since.take() {
+            log::warn!(
+                "lease backend switched node={} backend=redis silent_ms={}",
+                self.node_id,
+                at.elapsed().as_millis()
+            );
+        }
+    }
+
+    fn silent(&self, error: &RedisError) {
+        let mut since = self.since();
+        if since.is_none() {
+            *since = Some(Instant::now());
+            log::warn!(
+                "lease backend switched node={} backend=postgres grants_in_ms={} error={error}",
+                self.node_id,
+                self.ttl.as_millis()
+            );
+        }
+    }
+}
+
+/// The lease store the manager uses: Redis and PostgreSQL behind [`RedisHealth`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Leases {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    redis: RedisLeases,
+    pg: PgLeases,
+    health: Arc<RedisHealth>,
+    /// Leases this node holds in PostgreSQL, key to value; every other held lease is in Redis.
+    in_pg: Mutex<HashMap<String, String>>,
+}
+
+impl Leases {
+    pub fn new(redis: RedisLeases, pg: PgLeases, health: Arc<RedisHealth>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                redis,
+                pg,
+                health,
+                in_pg: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn health(&self) -> &Arc<RedisHealth> {
+        &self.inner.health
+    }
+
+    pub fn postgres(&self) -> &PgLeases {
+        &self.inner.pg
+    }
+
+    /// Who holds `key` now: a PostgreSQL lease first (it wins), else the Redis key.
+    pub async fn holder(&self, key: &str) -> Result<Option<LeaseOwner>, LeaseError> {
+        let inner = &self.inner;
+        let in_pg = inner.pg.holder(key).await;
+        if let Ok(Some(owner)) = in_pg {
+            return Ok(Some(owner));
+        }
+        if inner.health.is_silent() {
+            return in_pg;
+        }
+        let in_redis = inner.redis.holder(key).await;
+        inner.health.observe_lease(&in_redis);
+        in_redis
+    }
+
+    /// Every live lease under `prefix`, from both stores (a key in both is shown once, from
+    /// PostgreSQL). Fails only if neither store answers.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LeaseRecord>, LeaseError> {
+        let inner = &self.inner;
+        let in_pg = inner.pg.list(prefix).await;
+        let in_redis = if inner.health.is_silent() {
+            Ok(Vec::new())
+        } else {
+            let listed = inner.redis.list(prefix).await;
+            inner.health.observe_lease(&listed);
+            listed
+        };
+        match (in_pg, in_redis) {
+            (Err(error), Err(_)) => Err(error),
+            (in_pg, in_redis) => {
+                let mut records = in_pg.unwrap_or_default();
+                let known: std::collections::HashSet<String> =
+                    records.iter().map(|r| r.key.clone()).collect();
+                records.extend(
+                    in_redis
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|r| !known.contains(&r.key)),
+                );
+                Ok(records)
+            }
+        }
+    }
+
+    /// Deletes the leases naming `node_id` in both stores: a previous run of this node crashed
+    /// holding them. How many.
+    pub async fn clear_node(&self, prefix: &str, node_id: &str) -> Result<usize, LeaseError> {
+        let mut cleared = self.inner.redis.clear_node(prefix, node_id).await?;
+        let mine: Vec<(String, String)> = self
+            .inner
+            .pg
+            .list(prefix)
+            .await?
+            .into_iter()
+            .filter(|r| super::owner_node(&r.value) == node_id)
+            .map(|r| (r.key, r.value))
+            .collect();
+        cleared += self.inner.pg.release_all(&mine).await?;
+        Ok(cleared)
+    }
+}
+
+impl Inner {
+    fn held_in_pg(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.in_pg.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Splits `leases` into those held in PostgreSQL and those held in Redis, keeping the
+    /// positions of each so answers can be put back in the caller's order.
+    fn split(&self, leases: Vec<(String, String)>) -> (Part, Part) {
+        let in_pg = self.held_in_pg();
+        let (mut pg, mut redis) = (Part::default(), Part::default());
+        for (i, lease) in leases.into_iter().enumerate() {
+            let part = match in_pg.get(&lease.0) == Some(&lease.1) {
+                true => &mut pg,
+                false => &mut redis,
+            };
+            part.at.push(i);
+            part.leases.push(lease);
+        }
+        (pg, redis)
+    }
+
+    async fn acquire(&self, key: String, value: String, ttl: Duration) -> Result<(), LeaseError> {
+        if let Some(wait) = self.health.grants_in() {
+            if !wait.is_zero() {
+                return Err(LeaseError::NotYet(wait));
+            }
+            self.pg.acquire(&key, &value, ttl).await?;
+            self.held_in_pg().insert(key, value);
+            return Ok(());
+        }
+        let granted = self.redis.acquire(&key, &value, ttl).await;
+        self.health.observe_lease(&granted);
+        match granted {
+            Ok(()) => {}
+            Err(LeaseError::Unavailable(_)) if self.health.is_silent() => {
+                return Err(LeaseError::NotYet(
+                    self.health.grants_in().unwrap_or_default(),
+                ));
+            }
+            Err(error) => return Err(error),
+        }
+        // A node cut off from Redis may hold the booking in PostgreSQL: it wins, and the key
+        // goes back. If PostgreSQL cannot say, the booking cannot be activated anyway.
+        let other = match self.pg.holder(&key).await {
+            Ok(Some(owner)) if owner.value != value => Err(LeaseError::Held(owner)),
+            Ok(_) => return Ok(()),
+            Err(error) => Err(error),
+        };
+        let _ = self.redis.release(&key, &value).await;
+        other
+    }
+
+    async fn renew_all(
+        &self,
+        leases: Vec<(String, String)>,
+        ttl: Duration,
+    ) -> Result<Vec<Option<bool>>, LeaseError> {
+        let total = leases.len();
+        let (pg, mut redis) = self.split(leases);
+        let mut answers: Vec<Option<bool>> = vec![None; total];
+        let mut last_error = None;
+        if !redis.leases.is_empty() && !self.health.is_silent() {
+            let renewed = self.redis.renew_all(&redis.leases, ttl).await;
+            self.health.observe_lease(&renewed);
+            match renewed {
+                Ok(flags) => {
+                    redis.answer(&mut answers, flags);
+                    redis = Part::default();
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        if !redis.leases.is_empty() && self.health.is_silent() {
+            // Carried over while still ours: see the module documentation.
+            match self.pg.take(&redis.leases, ttl).await {
+                Ok(flags) => {
+                    let mut in_pg = self.held_in_pg();
+                    for ((key, value), taken) in redis.leases.iter().zip(&flags) {
+                        if *taken {
+                            in_pg.insert(key.clone(), value.clone());
+                        }
+                    }
+                    drop(in_pg);
+                    let carried = flags.iter().filter(|t| **t).count();
+                    log::warn!(
+                        "leases carried over to postgres node={} leases={carried} refused={}",
+                        self.health.node_id,
+                        flags.len() - carried
+                    );
+                    redis.answer(&mut answers, flags);
+                }
+                Err(error) => last_error = Some(error),
+            }
+        }
+        if !pg.leases.is_empty() {
+            match self.pg.renew_all(&pg.leases, ttl).await {
+                Ok(flags) => pg.answer(&mut answers, flags),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        match last_error {
+            Some(error) if answers.iter().all(Option::is_none) => Err(error),
+            _ => Ok(answers),
+        }
+    }
+
+    async fn release(&self, key: String, value: String) -> Result<bool, LeaseError> {
+        let in_pg = {
+            let mut held = self.held_in_pg();
+            match held.get(&key) == Some(&value) {
+                true => held.remove(&key).is_some(),
+                false => false,
+            }
+        };
+        if in_pg {
+            return self.pg.release(&key, &value).await;
+        }
+        let released = self.redis.release(&key, &value).await;
+        self.health.observe_lease(&released);
+        released
+    }
+
+    async fn release_all(&self, leases: Vec<(String, String)>) -> Result<usize, LeaseError> {
+        let (pg, redis) = self.split(leases);
+        {
+            let mut held = self.held_in_pg();
+            for (key, _) in &pg.leases {
+                held.remove(key);
+            }
+        }
+        let from_pg = match pg.leases.is_empty() {
+            true => Ok(0),
+            false => self.pg.release_all(&pg.leases).await,
+        };
+        // A silent Redis is not asked: its keys expire by TTL.
+        let from_redis = match redis.leases.is_empty() || self.health.is_silent() {
+            true => Ok(0),
+            false => {
+                let released = self.redis.release_all(&redis.leases).await;
+                self.health.observe_lease(&released);
+                released
+            }
+        };
+        match (from_pg, from_redis) {
+            (Err(error), Err(_)) => Err(error),
+            (pg, redis) => Ok(pg.unwrap_or(0) + redis.unwrap_or(0)),
+        }
+    }
+}
+
+/// Some of a batch of leases, with their positions in the batch.
+#[derive(Default)]
+struct Part {
+    at: Vec<usize>,
+    leases: Vec<(String, String)>,
+}
+
+impl Part {
+    fn answer(&self, answers: &mut [Option<bool>], flags: Vec<bool>) {
+        for (i, flag) in self.at.iter().zip(flags) {
+            if let Some(slot) = answers.get_mut(*i) {
+                *slot = Some(flag);
+            }
+        }
+    }
+}
+
+impl LeaseStore for Leases {
+    fn acquire(
+        &self,
+        key: String,
+        value: String,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<(), LeaseError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.acquire(key, value, ttl).await })
+    }
+
+    fn renew_all(
+        &self,
+        leases: Vec<(String, String)>,
+        ttl: Duration,
+    ) -> BoxFuture<'static, Result<Vec<Option<bool>>, LeaseError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.renew_all(leases, ttl).await })
+    }
+
+    fn release(&self, key: String, value: String) -> BoxFuture<'static, Result<bool, LeaseError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.release(key, value).await })
+    }
+
+    fn release_all(
+        &self,
+        leases: Vec<(String, String)>,
+    ) -> BoxFuture<'static, Result<usize, LeaseError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move { inner.release_all(leases).await })
+    }
+}

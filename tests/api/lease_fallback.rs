@@ -1,0 +1,193 @@
+//! Redis silent for one node: leases move to PostgreSQL's `leases` table and back. Each node here
+//! reaches Redis through a TCP proxy the test can cut (tests/support/proxy.rs), so the node is
+//! cut off while the test, and any other node, still reach Redis.
+
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, spawn_node, TestApp, PICKUP};
+use crate::proxy::{host_port, Proxy};
+
+/// `config/test.toml`'s lease TTL.
+const TTL: Duration = Duration::from_millis(2000);
+
+/// A node whose Redis connection goes through a proxy; the test keeps the real Redis URL. Its
+/// actors do not stop when idle, so a booking stays held until the test says otherwise.
+async fn node_behind_proxy() -> (TestApp, Proxy, String) {
+    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
+    let proxy = Proxy::start(&host_port(&redis_url)).await;
+    let through = proxy.redis_url();
+    let mut app = spawn_app_with(|s| {
+        s.redis.url = ridelock::config::Secret::new(&through);
+        s.booking.idle_stop_ms = 60_000;
+    })
+    .await;
+    // Clean-up reaches Redis directly, after the proxy is gone.
+    app.redis_url = redis_url.clone();
+    (app, proxy, redis_url)
+}
+
+#[derive(QueryableByName, Debug)]
+struct LeaseRow {
+    #[diesel(sql_type = Text)]
+    key: String,
+    #[diesel(sql_type = Text)]
+    value: String,
+    #[diesel(sql_type = Text)]
+    owner_address: String,
+}
+
+async fn pg_leases(app: &TestApp) -> Vec<LeaseRow> {
+    diesel::sql_query(
+        "SELECT key, value, owner_address FROM leases WHERE expires_at > clock_timestamp()",
+    )
+    .load(&mut app.db().await)
+    .await
+    .unwrap()
+}
+
+fn redis_get(url: &str, key: &str) -> Option<String> {
+    let mut redis = redis::Client::open(url).unwrap().get_connection().unwrap();
+    redis::cmd("GET").arg(key).query(&mut redis).unwrap()
+}
+
+#[actix_web::test]
+async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_to_redis() {
+    // Arrange: booking A is held (in Redis) before the cut; B and C are pending.
+    let (app, proxy, redis_url) = node_behind_proxy().await;
+    let rider = app.rider().await;
+    let driver_a = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let a = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    app.post(format!("/api/bookings/{a}/assign"), json!({}))
+        .await
+        .expect(200, None);
+    app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
+    app.online_driver(PICKUP.0 + 0.002, PICKUP.1).await;
+    let b = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let c = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let key_a = format!("{}lock:booking:{a}", app.redis_prefix);
+
+    // Act 1: cut the node off from Redis.
+    let cut_at = Instant::now();
+    proxy.cut();
+
+    // Assert 1: the held lease is carried over to PostgreSQL within a heartbeat or two, and
+    // booking A is served on without a pause.
+    let carried = app
+        .eventually(TTL, || async {
+            pg_leases(&app).await.iter().any(|row| row.key == key_a)
+        })
+        .await;
+    assert!(carried, "booking A's lease was not carried over");
+    let accepted = app
+        .post(
+            format!("/api/bookings/{a}/accept"),
+            json!({ "driver_id": driver_a }),
+        )
+        .await;
+    accepted.expect(200, None);
+    assert_eq!(
+        accepted.data()["fencing_token"],
+        json!(1),
+        "same activation"
+    );
+    let health = app.get("/api/health").await;
+    health.expect(200, None);
+    assert_eq!(health.body["services"]["redis"], json!("down"));
+    assert_eq!(health.body["services"]["lease_backend"], json!("postgres"));
+
+    // Act 2: a booking nobody holds, while Redis is silent.
+    let assigned = app
+        .post(format!("/api/bookings/{b}/assign"), json!({}))
+        .await;
+
+    // Assert 2: granted from PostgreSQL, no sooner than a TTL after the cut (every Redis lease
+    // anyone held has expired by then), within the request's deadline.
+    assigned.expect(200, None);
+    assert!(
+        cut_at.elapsed() >= TTL,
+        "granted {:?} after the cut",
+        cut_at.elapsed()
+    );
+    let rows = pg_leases(&app).await;
+    let row_b = rows
+        .iter()
+        .find(|row| row.key.ends_with(&format!("lock:booking:{b}")))
+        .expect("booking B's lease is in PostgreSQL");
+    assert!(row_b.value.starts_with("n1:"), "{row_b:?}");
+    assert_eq!(row_b.owner_address, app.address);
+    let stats = app.get("/api/locks/stats").await;
+    assert_eq!(stats.data()["backend"], json!("postgres"));
+    assert_eq!(stats.data()["totalLocks"], json!(2), "{:#}", stats.body);
+
+    // Act 3: Redis is reachable again.
+    proxy.heal();
+    let back = app
+        .eventually(Duration::from_secs(5), || async {
+            app.get("/api/health").await.body["services"]["lease_backend"] == json!("redis")
+        })
+        .await;
+
+    // Assert 3: new leases come from Redis again; the ones taken in PostgreSQL stay there.
+    assert!(back, "the node did not return to Redis");
+    app.post(format!("/api/bookings/{c}/assign"), json!({}))
+        .await
+        .expect(200, None);
+    let key_c = format!("{}lock:booking:{c}", app.redis_prefix);
+    let in_redis = redis_get(&redis_url, &key_c);
+    assert!(in_redis.is_some_and(|v| v.starts_with("n1:")));
+    assert!(pg_leases(&app)
+        .await
+        .iter()
+        .any(|row| row.key.ends_with(&format!("lock:booking:{b}"))));
+}
+
+#[actix_web::test]
+async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
+    // Arrange: n1 is cut off from Redis and holds the booking in PostgreSQL; n2 reaches Redis.
+    let (n1, proxy, _) = node_behind_proxy().await;
+    let n2 = spawn_node(&n1.db_name, &n1.db_url, &n1.redis_prefix, "n2", |_| {}).await;
+    let rider = n1.rider().await;
+    let driver = n1.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = n1.booking(rider, PICKUP.0, PICKUP.1).await;
+    proxy.cut();
+    let assigned = n1
+        .post(format!("/api/bookings/{booking}/assign"), json!({}))
+        .await;
+    assigned.expect(200, None);
+    assert_eq!(assigned.served_by.as_deref(), Some("n1"));
+
+    // Act: the accept reaches n2, which takes the free Redis key first.
+    let accepted = n2
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+
+    // Assert: n2 found n1's PostgreSQL lease, gave the Redis key back and forwarded to n1 (at
+    // the address in the lease row: n1's member key in Redis has expired by now).
+    accepted.expect(200, None);
+    assert_eq!(accepted.served_by.as_deref(), Some("n1"));
+    assert_eq!(accepted.data()["fencing_token"], json!(1));
+    let key = format!("{}lock:booking:{booking}", n1.redis_prefix);
+    let redis_url = std::env::var("REDIS_URL").unwrap();
+    assert_eq!(redis_get(&redis_url, &key), None);
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let writers: Count = diesel::sql_query(
+        "SELECT count(DISTINCT node_id) AS n FROM booking_events WHERE booking_id = $1",
+    )
+    .bind::<BigInt, _>(booking)
+    .get_result(&mut n1.db().await)
+    .await
+    .unwrap();
+    assert_eq!(writers.n, 1, "one writer");
+}

@@ -1,0 +1,110 @@
+//! A TCP proxy a test puts between one node and Redis, to cut that node off while every other
+//! client still reaches Redis. Cut: open connections are dropped and new ones are accepted but
+//! never answered, as across a network partition; healed: connections are forwarded again (and
+//! the silent ones dropped, so the client reconnects).
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+pub struct Proxy {
+    pub port: u16,
+    shared: Arc<Shared>,
+    accepting: JoinHandle<()>,
+}
+
+struct Shared {
+    target: String,
+    cut: AtomicBool,
+    /// Every connection's task; aborting one closes both of its sockets.
+    connections: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    fn drop_connections(&self) {
+        for task in self.connections.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+impl Proxy {
+    /// Listens on a random loopback port, forwarding to `target` (`host:port`).
+    pub async fn start(target: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let shared = Arc::new(Shared {
+            target: target.to_owned(),
+            cut: AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
+        });
+        let accepting = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let task = if shared.cut.load(Ordering::SeqCst) {
+                        // Held open and silent until healed or closed.
+                        tokio::spawn(async move {
+                            let _held = client;
+                            std::future::pending::<()>().await;
+                        })
+                    } else {
+                        let target = shared.target.clone();
+                        tokio::spawn(async move {
+                            let mut client = client;
+                            if let Ok(mut server) = TcpStream::connect(&target).await {
+                                let _ =
+                                    tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                            }
+                        })
+                    };
+                    let mut connections = shared.connections.lock().unwrap();
+                    connections.retain(|t| !t.is_finished());
+                    connections.push(task);
+                }
+            })
+        };
+        Self {
+            port,
+            shared,
+            accepting,
+        }
+    }
+
+    /// A Redis URL through this proxy.
+    pub fn redis_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    pub fn cut(&self) {
+        self.shared.cut.store(true, Ordering::SeqCst);
+        self.shared.drop_connections();
+    }
+
+    pub fn heal(&self) {
+        self.shared.cut.store(false, Ordering::SeqCst);
+        self.shared.drop_connections();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accepting.abort();
+        self.shared.drop_connections();
+    }
+}
+
+/// `host:port` of a `redis://host:port/...` URL.
+pub fn host_port(url: &str) -> String {
+    url.trim_start_matches("redis://")
+        .split('/')
+        .next()
+        .unwrap()
+        .rsplit('@')
+        .next()
+        .unwrap()
+        .to_owned()
+}
