@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Project-local PostgreSQL 15 and Redis for ridelock.
 #
-#   scripts/services.sh up     dev|test   start what is missing (idempotent)
-#   scripts/services.sh down   dev|test   stop what `up` started
-#   scripts/services.sh status dev|test   show what runs
+#   scripts/services.sh up     PROFILE   start what is missing (idempotent)
+#   scripts/services.sh down   PROFILE   stop what `up` started
+#   scripts/services.sh status PROFILE   show what runs
+#   scripts/services.sh start-postgres|stop-postgres|start-redis|stop-redis PROFILE
+#                                        one server only (the chaos tests' faults)
 #
 #   profile   PostgreSQL        Redis            env file
 #   dev       127.0.0.1:55432   127.0.0.1:56379  var/dev/env
 #   test      127.0.0.1:55433   127.0.0.1:56380  var/test/env
+#   chaos     127.0.0.1:55434   127.0.0.1:56381  var/chaos/env   (tests/chaos stops and
+#             restarts these under running nodes; nothing else uses them)
 #
 # `up` writes `export DATABASE_URL=...` and `export REDIS_URL=...` to the env
 # file and prints them on stdout, so `eval "$(scripts/services.sh up test)"`
@@ -19,8 +23,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=/usr/lib/postgresql/15/bin
-declare -A PG_PORTS=([dev]=55432 [test]=55433)
-declare -A REDIS_PORTS=([dev]=56379 [test]=56380)
+declare -A PG_PORTS=([dev]=55432 [test]=55433 [chaos]=55434)
+declare -A REDIS_PORTS=([dev]=56379 [test]=56380 [chaos]=56381)
 
 log() { echo "services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -54,7 +58,7 @@ redis_url() { echo "redis://127.0.0.1:${REDIS_PORTS[$1]}/"; }
 
 is_project_url() {
   local p
-  for p in dev test; do
+  for p in dev test chaos; do
     [[ $1 == "$(pg_url "$p")" || $1 == "$(redis_url "$p")" ]] && return 0
   done
   return 1
@@ -251,13 +255,13 @@ cmd_status() {
 }
 
 usage() {
-  echo "usage: $0 up|down|status dev|test" >&2
+  echo "usage: $0 up|down|status|start-postgres|stop-postgres|start-redis|stop-redis dev|test|chaos" >&2
   exit 2
 }
 
 main() {
   [[ $# -eq 2 ]] || usage
-  case $2 in dev | test) ;; *) usage ;; esac
+  case $2 in dev | test | chaos) ;; *) usage ;; esac
   PROFILE=$2
   PG_PORT=${PG_PORTS[$PROFILE]}
   REDIS_PORT=${REDIS_PORTS[$PROFILE]}
@@ -266,7 +270,7 @@ main() {
   REDIS_PIDFILE=$VAR_DIR/redis.pid
   REDIS_LOG=$VAR_DIR/redis.log
   # Before pg_home, which needs the postgres user that the package creates.
-  [[ $1 != up ]] || ensure_installed
+  [[ $1 != up && $1 != start-* ]] || ensure_installed
   PG_HOME=$(pg_home)
   PG_DATA=$PG_HOME/pg
   PG_LOG=$PG_HOME/pg.log
@@ -274,6 +278,10 @@ main() {
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    start-postgres) start_pg ;;
+    stop-postgres) stop_pg ;;
+    start-redis) mkdir -p "$VAR_DIR" && start_redis ;;
+    stop-redis) stop_redis ;;
     *) usage ;;
   esac
 }

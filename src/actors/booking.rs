@@ -86,8 +86,9 @@ enum Failure {
     NotFound,
     /// Another lease holds the booking: the request is routed to its node, or waits it out.
     Elsewhere(LeaseOwner),
-    /// No lease could be had now; worth asking again after this long.
-    LeaseStoreDown(Duration),
+    /// Redis went silent: leases come from PostgreSQL once this wait is over.
+    Switching(Duration),
+    LeaseStoreDown,
     DatabaseDown(String),
 }
 
@@ -96,8 +97,12 @@ impl Failure {
         match self {
             Self::NotFound => BookingError::NotFound(id),
             Self::Elsewhere(owner) => BookingError::Elsewhere(owner.clone()),
-            Self::LeaseStoreDown(retry_after) => BookingError::LeaseUnavailable {
-                retry_after: *retry_after,
+            Self::Switching(wait) => BookingError::LeaseUnavailable {
+                retry_after: *wait,
+                source: LeaseError::NotYet(*wait),
+            },
+            Self::LeaseStoreDown => BookingError::LeaseUnavailable {
+                retry_after: Duration::from_secs(1),
                 source: LeaseError::ManagerGone,
             },
             Self::DatabaseDown(why) => BookingError::Store(
@@ -244,6 +249,49 @@ impl BookingActor {
         });
     }
 
+    /// Answers a message that [`Self::plan`] turned down. A state-machine refusal is judged on
+    /// this actor's copy of the row, which is the truth only while its activation is the latest:
+    /// a node cut off from Redis may have activated the booking from a PostgreSQL lease while
+    /// this node's Redis lease still ran. So before a refusal goes out, the token is checked in
+    /// PostgreSQL; a newer one means this actor is stale: it answers `Fenced` (the request is
+    /// routed again) and steps down. Fencing thus covers refusals as well as writes.
+    fn refuse<T: 'static>(
+        &mut self,
+        msg_name: &'static str,
+        meta: RequestMeta,
+        started: Instant,
+        error: BookingError,
+    ) -> AtomicResponse<Self, Result<T, BookingError>> {
+        let verdict: futures::future::BoxFuture<'static, BookingError> = match error {
+            BookingError::Refused { error, booking } => {
+                let deps = self.deps.clone();
+                Box::pin(async move {
+                    let current = match pool::conn(&deps.pool).await {
+                        Ok(mut conn) => store::fencing_token(&mut conn, BookingId(booking.id))
+                            .await
+                            .map_err(BookingError::from),
+                        Err(error) => Err(error.into()),
+                    };
+                    match current {
+                        Ok(Some(token)) if token == booking.fencing_token => {
+                            BookingError::Refused { error, booking }
+                        }
+                        Ok(_) => BookingError::Fenced,
+                        Err(error) => error,
+                    }
+                })
+            }
+            other => Box::pin(futures::future::ready(other)),
+        };
+        AtomicResponse::new(Box::pin(verdict.into_actor(self).map(
+            move |error, act, ctx| {
+                act.settle(None, matches!(error, BookingError::Fenced), ctx);
+                act.log(msg_name, &meta, started, Err(&error));
+                Err(error)
+            },
+        )))
+    }
+
     /// Runs a transition write as an atomic future: the next message waits until it is done.
     fn write_transition(
         &mut self,
@@ -257,11 +305,7 @@ impl BookingActor {
         self.arm_idle_stop(ctx);
         let (booking, token, transition) = match self.plan(cmd, &meta) {
             Ok(plan) => plan,
-            Err(error) => {
-                self.settle(None, matches!(error, BookingError::Fenced), ctx);
-                self.log(msg_name, &meta, started, Err(&error));
-                return AtomicResponse::new(Box::pin(fut::err(error)));
-            }
+            Err(error) => return self.refuse(msg_name, meta, started, error),
         };
         let deps = self.deps.clone();
         let req = meta.request_id.clone();
@@ -325,9 +369,6 @@ async fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
     }
 }
 
-/// When to ask again after the lease store failed to answer.
-const STORE_RETRY: Duration = Duration::from_millis(100);
-
 /// Acquires the lease (one attempt: when another holder has it, the caller routes the request
 /// to that holder's node or waits the lease out), then bumps the fencing token and loads the row.
 /// A terminal booking is loaded without a bump and its lease given back at once: it can never
@@ -342,8 +383,8 @@ async fn activate(
         Ok(Ok(grant)) => grant,
         Ok(Err(LeaseError::Held(owner))) => return Err(Failure::Elsewhere(owner)),
         // Redis went silent: PostgreSQL grants leases once every Redis lease has expired.
-        Ok(Err(LeaseError::NotYet(wait))) => return Err(Failure::LeaseStoreDown(wait)),
-        Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown(STORE_RETRY)),
+        Ok(Err(LeaseError::NotYet(wait))) => return Err(Failure::Switching(wait)),
+        Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown),
     };
     let row = async {
         let mut conn = pool::conn(&deps.pool).await.map_err(|e| e.to_string())?;
@@ -457,11 +498,7 @@ impl Handler<Assign> for BookingActor {
         self.arm_idle_stop(ctx);
         let (booking, token) = match self.plan(Command::Assign, &msg.meta) {
             Ok((booking, token, _)) => (booking, token),
-            Err(error) => {
-                self.settle(None, matches!(error, BookingError::Fenced), ctx);
-                self.log("Assign", &msg.meta, started, Err(&error));
-                return AtomicResponse::new(Box::pin(fut::err(error)));
-            }
+            Err(error) => return self.refuse("Assign", msg.meta, started, error),
         };
         let deps = self.deps.clone();
         let req = msg.meta.request_id.clone();

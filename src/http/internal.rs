@@ -93,10 +93,14 @@ async fn verify(state: &State, req: &HttpRequest, body: &[u8]) -> Result<Call, R
 }
 
 /// Remembers a verified signature for twice the accepted clock skew (after which its timestamp
-/// is refused anyway); a second call with it is a replay. If Redis cannot answer, the call is
-/// let through: it is signed, recent and meant for us, and Redis being down already costs the
-/// cluster its leases. That trade is written down in the README.
+/// is refused anyway); a second call with it is a replay. If Redis cannot answer (or is known to
+/// be silent, and is not asked), the call is let through: it is signed, recent and meant for us.
+/// That trade is written down in the README.
 async fn first_sighting(state: &State, signature: &str) -> Result<(), Refusal> {
+    let health = state.leases.health();
+    if health.is_silent() {
+        return Ok(());
+    }
     let key = format!("{}seen:{signature}", state.deps.key_prefix);
     let ttl_ms = u64::try_from((auth::MAX_SKEW * 2).as_millis()).unwrap_or(u64::MAX);
     let mut conn = state.redis.clone();
@@ -108,6 +112,7 @@ async fn first_sighting(state: &State, signature: &str) -> Result<(), Refusal> {
         .arg(ttl_ms)
         .query_async(&mut conn)
         .await;
+    health.observe(&set);
     match set {
         Ok(Some(_)) => Ok(()),
         Ok(None) => Err(Refusal::Replayed),

@@ -30,6 +30,7 @@ use crate::domain::ids::{BookingId, DriverId, RequestId};
 use crate::domain::values::Fare;
 use crate::error::ApiError;
 use crate::lease::failover::Leases;
+use crate::lease::LeaseError;
 use crate::lease::{booking_key, LeaseOwner};
 use crate::storage::idempotency::IdempotencyKey;
 use crate::storage::models::Booking;
@@ -130,12 +131,14 @@ pub async fn route(
                 return Ok(refusal(state, error));
             }
             Err(BookingError::Elsewhere(owner)) => owner,
-            // No lease to be had yet (Redis went silent and PostgreSQL grants only once every
-            // Redis lease has expired, or the store did not answer): ask again while the
-            // deadline allows; otherwise the client gets 503 with that wait as Retry-After.
-            Err(BookingError::LeaseUnavailable { retry_after, .. })
-                if Instant::now() + retry_after < deadline =>
-            {
+            // No lease to be had yet (Redis went silent, and PostgreSQL grants only once every
+            // Redis lease has expired): ask again then if the deadline allows; otherwise the
+            // client gets 503 with that wait as Retry-After. Other store failures answer 503 at
+            // once: waiting on a store that is down would only hold the connection.
+            Err(BookingError::LeaseUnavailable {
+                retry_after,
+                source: LeaseError::NotYet(_),
+            }) if Instant::now() + retry_after < deadline => {
                 tokio::time::sleep(retry_after.max(Duration::from_millis(1))).await;
                 continue;
             }

@@ -432,6 +432,19 @@ pub async fn changes_by(
         .await
 }
 
+/// A booking's current fencing token, if it exists.
+pub async fn fencing_token(
+    conn: &mut AsyncPgConnection,
+    id: BookingId,
+) -> QueryResult<Option<i64>> {
+    bookings::table
+        .find(id.0)
+        .select(bookings::fencing_token)
+        .first(conn)
+        .await
+        .optional()
+}
+
 /// Current fencing tokens of the given bookings, for lock statistics.
 pub async fn fencing_tokens(
     conn: &mut AsyncPgConnection,

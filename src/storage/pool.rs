@@ -30,9 +30,27 @@ impl From<DieselError> for StoreError {
                 _,
             )
             | DieselError::BrokenTransactionManager => Self::Unavailable(error.into()),
+            DieselError::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if is_outage(info.message()) =>
+            {
+                Self::Unavailable(error.into())
+            }
             _ => Self::Query(error),
         }
     }
+}
+
+/// True for the server's own words when it is going away or cannot take the query: SQLSTATE
+/// classes 57P0x (shutdown, crash, starting up) and 53300 (too many connections), which
+/// diesel-async reports only as `Unknown` with the message. A server stopped with `pg_ctl stop`
+/// ends every session with "terminating connection due to administrator command".
+/// The texts are PostgreSQL's English ones (`lc_messages = C`, the default of `initdb
+/// --no-locale` and of `make run`'s cluster); a server answering in another language would
+/// turn these into 500s, logged in full.
+fn is_outage(message: &str) -> bool {
+    message.starts_with("terminating connection due to")
+        || message.starts_with("the database system is")
+        || message.starts_with("sorry, too many clients")
 }
 
 impl From<PoolError> for StoreError {
@@ -71,4 +89,35 @@ pub fn is_unique_violation(error: &DieselError, constraint: &str) -> bool {
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)
             if info.constraint_name() == Some(constraint)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_said(message: &str) -> StoreError {
+        StoreError::from(DieselError::DatabaseError(
+            DatabaseErrorKind::Unknown,
+            Box::new(message.to_owned()),
+        ))
+    }
+
+    #[test]
+    fn a_server_going_away_is_an_outage_and_a_bad_query_is_a_bug() {
+        for outage in [
+            "terminating connection due to administrator command",
+            "the database system is shutting down",
+            "the database system is starting up",
+            "sorry, too many clients already",
+        ] {
+            assert!(
+                matches!(server_said(outage), StoreError::Unavailable(_)),
+                "{outage}"
+            );
+        }
+        assert!(matches!(
+            server_said("syntax error at or near \"SELEC\""),
+            StoreError::Query(_)
+        ));
+    }
 }

@@ -1,7 +1,9 @@
 //! Three (or more) real `ridelock serve` processes on one test database and key prefix, with
 //! random ports, and the tools to hurt them: signals (kill -9, STOP/CONT, TERM), and reads of
 //! PostgreSQL to check what they wrote. Cluster tests run one at a time: they measure takeover
-//! times, which a second cluster competing for the two cores would distort.
+//! times, which a second cluster competing for the two cores would distort. Shared with the
+//! chaos suite (tests/chaos), which starts the nodes on services it can stop.
+#![allow(dead_code)]
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -81,14 +83,42 @@ fn logged_port(log: &std::path::Path, id: &str) -> Option<u16> {
         .ok()
 }
 
+/// Where a cluster's nodes find their services.
+pub struct Setup {
+    pub count: usize,
+    /// A PostgreSQL server URL: the cluster gets its own database there.
+    pub database_server: String,
+    /// Redis, as the test reaches it.
+    pub redis: String,
+    /// Redis as each node reaches it (through a proxy, say); empty: every node uses `redis`.
+    pub node_redis: Vec<String>,
+}
+
+impl Setup {
+    /// `count` nodes on the services `make test` started (DATABASE_URL, REDIS_URL).
+    pub fn from_env(count: usize) -> Self {
+        Self {
+            count,
+            database_server: std::env::var("DATABASE_URL")
+                .expect("DATABASE_URL (run through `make test`, which starts the services)"),
+            redis: std::env::var("REDIS_URL").expect("REDIS_URL"),
+            node_redis: Vec::new(),
+        }
+    }
+}
+
 impl Cluster {
     /// Starts `count` nodes, `n1`…, and waits until every one serves and sees the others.
     pub async fn start(count: usize) -> Self {
+        Self::start_on(Setup::from_env(count)).await
+    }
+
+    /// Like [`Cluster::start`], on the given services.
+    pub async fn start_on(setup: Setup) -> Self {
         let serial = SERIAL.lock().await;
-        let server_url = std::env::var("DATABASE_URL")
-            .expect("DATABASE_URL (run through `make test`, which starts the services)");
-        let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
-        let (db_name, db_url) = database::create_database(&server_url);
+        let count = setup.count;
+        let redis_url = setup.redis.clone();
+        let (db_name, db_url) = database::create_database(&setup.database_server);
         let run = Uuid::new_v4().simple().to_string();
         let prefix = format!("test:{run}:");
         let logs = std::env::temp_dir().join(format!("ridelock-cluster-{run}"));
@@ -104,7 +134,10 @@ impl Cluster {
                     .arg("serve")
                     .env("RIDELOCK_ENV", "test")
                     .env("DATABASE_URL", &db_url)
-                    .env("REDIS_URL", &redis_url)
+                    .env(
+                        "REDIS_URL",
+                        setup.node_redis.get(i - 1).unwrap_or(&redis_url),
+                    )
                     .env("RIDELOCK_SERVER__PORT", "0")
                     .env("RIDELOCK_NODE__ID", &id)
                     .env("RIDELOCK_REDIS__KEY_PREFIX", &prefix)

@@ -1,0 +1,652 @@
+//! The chaos suite: three real nodes on their own PostgreSQL and Redis (the `chaos` profile of
+//! scripts/services.sh, which these tests stop and restart), each node reaching Redis through a
+//! TCP proxy the test can cut, and riders and drivers living whole booking lifecycles over the
+//! nodes round-robin while one fault at a time hits. During each fault, PostgreSQL is polled
+//! every 100 ms for a driver in two active bookings; afterwards every invariant is checked from
+//! PostgreSQL and the scenario prints its figures (`chaos scenario=...`).
+//!
+//! `RIDELOCK_CHAOS_SOAK_SECS=600 cargo test --test chaos -- --ignored soak` runs the faults one
+//! after another, at random, for that long.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/database.rs"]
+mod database;
+#[path = "../cluster/harness.rs"]
+mod harness;
+#[path = "../support/metrics.rs"]
+mod metrics;
+#[path = "../support/proxy.rs"]
+mod proxy;
+mod services;
+mod traffic;
+
+use std::io::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::sql_types::BigInt;
+use diesel::QueryableByName;
+use diesel_async::{AsyncConnection, AsyncPgConnection};
+use futures::future::join_all;
+use serde_json::json;
+use uuid::Uuid;
+
+use harness::{Cluster, Setup, TTL};
+use proxy::{host_port, Proxy};
+use traffic::{Client, Outcome};
+
+/// Riders living lifecycles at once, and online drivers for them.
+const RIDERS: usize = 6;
+const DRIVERS: usize = 12;
+/// Bookings each node-fault scenario has the victim own before the fault.
+const VICTIMS: usize = 5;
+/// A booking whose owner failed must be served again within this.
+const TAKEOVER_BOUND: Duration = Duration::from_millis(TTL.as_millis() as u64 + 1000);
+
+/// Every 100 ms, is any driver in two active bookings, or busy without its booking (or the
+/// reverse)? Polls that find PostgreSQL down are counted, not failed.
+struct DriverWatch {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<(u64, u64, Vec<String>)>,
+}
+
+#[derive(QueryableByName, Debug)]
+#[allow(dead_code)] // read through Debug, in the failure message
+struct Broken {
+    #[diesel(sql_type = BigInt)]
+    driver_id: i64,
+    #[diesel(sql_type = BigInt)]
+    active: i64,
+}
+
+const DOUBLE_BOOKED: &str = "\
+SELECT driver_id, count(*) AS active FROM bookings
+ WHERE status IN ('assigned', 'accepted') GROUP BY driver_id HAVING count(*) > 1
+UNION ALL
+SELECT d.id AS driver_id, -1 AS active FROM drivers d
+  LEFT JOIN bookings b ON b.id = d.current_booking_id
+ WHERE (d.status = 'busy') <> (b.status IS NOT NULL AND b.status IN ('assigned', 'accepted')
+                                AND b.driver_id = d.id)";
+
+impl DriverWatch {
+    fn start(db_url: String) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let (mut polls, mut failed, mut broken) = (0, 0, Vec::new());
+            let mut conn: Option<AsyncPgConnection> = None;
+            let mut tick = tokio::time::interval(Duration::from_millis(100));
+            while !flag.load(Ordering::Relaxed) {
+                tick.tick().await;
+                polls += 1;
+                if conn.is_none() {
+                    let connect = AsyncPgConnection::establish(&db_url);
+                    conn = tokio::time::timeout(Duration::from_millis(500), connect)
+                        .await
+                        .ok()
+                        .and_then(Result::ok);
+                }
+                let Some(c) = conn.as_mut() else {
+                    failed += 1;
+                    continue;
+                };
+                let query =
+                    diesel_async::RunQueryDsl::load::<Broken>(diesel::sql_query(DOUBLE_BOOKED), c);
+                match tokio::time::timeout(Duration::from_millis(500), query).await {
+                    Ok(Ok(rows)) => broken.extend(rows.iter().map(|r| format!("{r:?}"))),
+                    _ => {
+                        failed += 1;
+                        conn = None;
+                    }
+                }
+            }
+            (polls, failed, broken)
+        });
+        Self { stop, task }
+    }
+
+    /// Stops polling; `(polls, polls that found PostgreSQL down)`. Panics on any violation.
+    async fn finish(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        let (polls, failed, broken) = self.task.await.unwrap();
+        assert!(broken.is_empty(), "driver invariant broken: {broken:?}");
+        (polls, failed)
+    }
+}
+
+/// One scenario's world: services, proxies, nodes, traffic and the watch.
+struct Chaos {
+    name: &'static str,
+    cluster: Cluster,
+    proxies: Vec<Proxy>,
+    client: Client,
+    stop: Arc<AtomicBool>,
+    riders: Vec<tokio::task::JoinHandle<()>>,
+    watch: DriverWatch,
+    started: Instant,
+    /// Figures the scenario adds to its report line.
+    figures: Mutex<Vec<(String, String)>>,
+    /// 409 codes this scenario provokes on purpose. Any other 409 is a failure: each lifecycle
+    /// is driven by one rider alone and drivers are plenty, so a refusal means a node answered
+    /// from a stale copy of the booking, or a driver was left busy.
+    allowed_conflicts: Vec<&'static str>,
+}
+
+impl Chaos {
+    async fn start(name: &'static str) -> Self {
+        let services = services::up().await;
+        let mut proxies = Vec::new();
+        for _ in 0..3 {
+            proxies.push(Proxy::start(&host_port(&services.redis_url)).await);
+        }
+        let cluster = Cluster::start_on(Setup {
+            count: 3,
+            database_server: services.pg_url.clone(),
+            redis: services.redis_url.clone(),
+            node_redis: proxies.iter().map(Proxy::redis_url).collect(),
+        })
+        .await;
+        let client = Client::new(cluster.nodes.iter().map(|n| n.address.clone()).collect());
+        for i in 0..DRIVERS {
+            client.driver(i).await;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut riders = Vec::new();
+        for _ in 0..RIDERS {
+            let rider = client.rider().await;
+            let (client, stop) = (client.clone(), stop.clone());
+            riders.push(tokio::spawn(
+                async move { client.lifecycles(rider, stop).await },
+            ));
+        }
+        let watch = DriverWatch::start(cluster.db_url.clone());
+        Self {
+            name,
+            cluster,
+            proxies,
+            client,
+            stop,
+            riders,
+            watch,
+            started: Instant::now(),
+            figures: Mutex::new(Vec::new()),
+            allowed_conflicts: Vec::new(),
+        }
+    }
+
+    fn figure(&self, name: &str, value: impl std::fmt::Display) {
+        self.figures
+            .lock()
+            .unwrap()
+            .push((name.to_owned(), value.to_string()));
+    }
+
+    /// 2xx answers the client got between `from` and `to`.
+    fn acks_between(&self, from: Instant, to: Instant) -> usize {
+        let acks = self.client.seen.acks.lock().unwrap();
+        acks.iter().filter(|a| a.at >= from && a.at <= to).count()
+    }
+
+    /// Bookings the node `owner` holds (assigned through it) before a fault.
+    async fn victims(&self, owner: usize) -> Vec<(i64, i64)> {
+        self.cluster.owned_by(owner, VICTIMS).await
+    }
+
+    /// After a fault at `fault`: each victim booking accepted through `via`, retried (same key)
+    /// until served. The longest time from the fault, and who served them.
+    async fn recover(
+        &self,
+        victims: &[(i64, i64)],
+        via: &[usize],
+        fault: Instant,
+    ) -> (Duration, Vec<harness::Reply>) {
+        let tasks = victims.iter().enumerate().map(|(i, &(booking, driver))| {
+            let cluster = &self.cluster;
+            async move {
+                let path = format!("/api/bookings/{booking}/accept");
+                let body = json!({ "driver_id": driver });
+                let key = Uuid::new_v4().to_string();
+                let mut attempt = i;
+                loop {
+                    assert!(
+                        fault.elapsed() < Duration::from_secs(30),
+                        "{path} never served"
+                    );
+                    let node = via[attempt % via.len()];
+                    attempt += 1;
+                    let sent = cluster
+                        .client
+                        .post(format!("{}{path}", cluster.nodes[node].address))
+                        .header("Idempotency-Key", &key)
+                        .json(&body)
+                        .timeout(Duration::from_secs(6))
+                        .send()
+                        .await;
+                    if let Ok(response) = sent {
+                        let status = response.status().as_u16();
+                        let served_by = response
+                            .headers()
+                            .get("x-ridelock-served-by")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned);
+                        let body = response.json().await.unwrap_or_default();
+                        if status == 200 {
+                            let reply = harness::Reply {
+                                status,
+                                body,
+                                served_by,
+                            };
+                            return (fault.elapsed(), reply);
+                        }
+                        assert_eq!(status, 503, "{path}: {body}");
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+        let done = join_all(tasks).await;
+        let longest = done.iter().map(|(took, _)| *took).max().unwrap_or_default();
+        (longest, done.into_iter().map(|(_, reply)| reply).collect())
+    }
+
+    /// Stops the traffic, checks every invariant from PostgreSQL and prints the figures.
+    async fn finish(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for rider in self.riders {
+            rider.await.unwrap();
+        }
+        let (polls, polls_down) = self.watch.finish().await;
+        self.cluster.assert_no_double_booking().await;
+        let events = self.cluster.assert_one_writer_per_token().await;
+        assert_state_machine(&events);
+        let acks = self.client.seen.acks.lock().unwrap().clone();
+        let recorded: std::collections::HashSet<(i64, &str)> = events
+            .iter()
+            .map(|e| (e.booking_id, e.to_status.as_str()))
+            .collect();
+        for ack in &acks {
+            assert!(
+                recorded.contains(&(ack.booking, ack.status.as_str())),
+                "acknowledged but not in PostgreSQL: {ack:?}"
+            );
+        }
+        let c = &self.client.counts;
+        let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
+        let odd = self.client.seen.odd.lock().unwrap().clone();
+        let mut line = format!(
+            "chaos scenario={} seconds={:.1} requests={} 2xx={} 409={} 503={} no_answer={} \
+             other={} abandoned={} acked_transitions={} slowest_503_ms={} polls={polls} \
+             polls_db_down={polls_down}",
+            self.name,
+            self.started.elapsed().as_secs_f64(),
+            load(&c.requests),
+            load(&c.ok),
+            load(&c.conflict),
+            load(&c.unavailable),
+            load(&c.no_answer),
+            load(&c.other),
+            load(&c.abandoned),
+            acks.len(),
+            load(&c.slowest_503_ms),
+        );
+        for (code, n) in self.client.seen.conflicts.lock().unwrap().iter() {
+            line.push_str(&format!(" 409_{code}={n}"));
+        }
+        for (name, value) in self.figures.lock().unwrap().iter() {
+            line.push_str(&format!(" {name}={value}"));
+        }
+        // Straight to the process's stderr, past the test harness's capture: `make test` shows
+        // every scenario's figures, not only a failing one's.
+        let _ = writeln!(std::io::stderr().lock(), "{line}");
+        assert!(odd.is_empty(), "unexpected answers: {odd:#?}");
+        let conflicts = self.client.seen.conflicts.lock().unwrap().clone();
+        let unexpected: Vec<_> = conflicts
+            .iter()
+            .filter(|(code, _)| !self.allowed_conflicts.contains(&code.as_str()))
+            .collect();
+        assert!(unexpected.is_empty(), "unexpected 409s: {unexpected:?}");
+        assert_eq!(load(&c.abandoned), 0, "steps never answered");
+        assert!(acks.len() > 20, "too little traffic got through");
+    }
+}
+
+/// Every event follows the state machine of API.md.
+fn assert_state_machine(events: &[harness::Event]) {
+    for event in events {
+        let allowed = matches!(
+            (event.from_status.as_deref(), event.to_status.as_str()),
+            (None, "pending")
+                | (Some("pending"), "assigned" | "cancelled")
+                | (Some("assigned"), "accepted" | "cancelled")
+                | (Some("accepted"), "completed" | "cancelled")
+        );
+        assert!(allowed, "transition outside the state machine: {event:?}");
+    }
+}
+
+/// Lets the traffic run.
+async fn traffic_for(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_a_node() {
+    let chaos = Chaos::start("kill_9").await;
+    let victims = chaos.victims(0).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    chaos.cluster.signal(0, libc::SIGKILL);
+    let (recovery, replies) = chaos.recover(&victims, &[1, 2], fault).await;
+    traffic_for(Duration::from_secs(2)).await;
+
+    chaos.figure("recovery_ms", recovery.as_millis());
+    assert!(
+        recovery <= TAKEOVER_BOUND,
+        "served again after {recovery:?}"
+    );
+    for reply in &replies {
+        assert!(reply.data()["fencing_token"].as_i64().unwrap() > 1);
+    }
+    chaos.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_a_node_for_two_ttls_then_sigcont() {
+    let chaos = Chaos::start("sigstop_2ttl").await;
+    let victims = chaos.victims(0).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    chaos.cluster.signal(0, libc::SIGSTOP);
+    let (recovery, _) = chaos.recover(&victims, &[1, 2], fault).await;
+    tokio::time::sleep((TTL * 2).saturating_sub(fault.elapsed())).await;
+    chaos.cluster.signal(0, libc::SIGCONT);
+    traffic_for(Duration::from_secs(3)).await;
+
+    chaos.figure("recovery_ms", recovery.as_millis());
+    assert!(
+        recovery <= TAKEOVER_BOUND,
+        "served again after {recovery:?}"
+    );
+    chaos.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigstop_a_node_for_half_a_ttl() {
+    let chaos = Chaos::start("sigstop_half_ttl").await;
+    let victims = chaos.victims(0).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    chaos.cluster.signal(0, libc::SIGSTOP);
+    tokio::time::sleep(TTL / 2).await;
+    chaos.cluster.signal(0, libc::SIGCONT);
+    let woke = Instant::now();
+    let (served_in, replies) = chaos.recover(&victims, &[1, 2], woke).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    // No takeover: the paused owner kept every lease, and its first activation.
+    chaos.figure("served_after_wake_ms", served_in.as_millis());
+    for reply in &replies {
+        assert_eq!(reply.served_by.as_deref(), Some("n1"), "{:#}", reply.body);
+        assert_eq!(reply.data()["fencing_token"], json!(1));
+    }
+    chaos.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cut_one_node_off_from_redis() {
+    let chaos = Chaos::start("cut_from_redis").await;
+    let victims = chaos.victims(0).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    chaos.proxies[0].cut();
+    traffic_for(TTL * 3).await;
+    // The cut node's bookings, asked of the others: forwarded to it, or taken over in Redis and
+    // then refused by its PostgreSQL lease; served either way.
+    let asked = Instant::now();
+    let (served, _) = chaos.recover(&victims, &[1, 2], asked).await;
+    let healed = Instant::now();
+    chaos.proxies[0].heal();
+    traffic_for(Duration::from_secs(2)).await;
+
+    let log = chaos.cluster.log(0);
+    assert!(log.contains("lease backend switched node=n1 backend=postgres"));
+    assert!(log.contains("lease backend switched node=n1 backend=redis"));
+    chaos.figure("acks_during_cut", chaos.acks_between(fault, healed));
+    chaos.figure("victims_served_ms", served.as_millis());
+    chaos.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_redis_without_persistence_while_leases_are_held() {
+    let chaos = Chaos::start("redis_restart").await;
+    let victims = chaos.victims(0).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    services::stop_redis().await;
+    services::start_redis().await;
+    let restarted = fault.elapsed();
+    let (recovery, _) = chaos.recover(&victims, &[1, 2], fault).await;
+    traffic_for(Duration::from_secs(3)).await;
+
+    // The geo index came back from PostgreSQL.
+    let mut redis = redis::Client::open(chaos.cluster.redis_url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let marker: bool = redis::cmd("EXISTS")
+        .arg(format!("{}drivers:indexed", chaos.cluster.prefix))
+        .query(&mut redis)
+        .unwrap();
+    assert!(marker, "the geo index was not rebuilt");
+    chaos.figure("redis_down_ms", restarted.as_millis());
+    chaos.figure("recovery_ms", recovery.as_millis());
+    chaos.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_redis_for_thirty_seconds() {
+    let chaos = Chaos::start("redis_stopped_30s").await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    services::stop_redis().await;
+    traffic_for(Duration::from_secs(30)).await;
+    let back = Instant::now();
+    services::start_redis().await;
+    traffic_for(Duration::from_secs(3)).await;
+
+    // Requests kept succeeding throughout, from the switch on.
+    let during = chaos.acks_between(fault, back);
+    let late = chaos.acks_between(fault + Duration::from_secs(20), back);
+    chaos.figure("acks_while_down", during);
+    chaos.figure("acks_last_10s_of_outage", late);
+    assert!(late > 0, "no request succeeded late in the outage");
+    for node in 0..3 {
+        let log = chaos.cluster.log(node);
+        assert!(
+            log.contains("backend=postgres"),
+            "node {node} never switched"
+        );
+    }
+    chaos.finish().await;
+}
+
+/// Stops PostgreSQL for `outage` under traffic: requests fail fast with 503, and the nodes'
+/// pools recover by themselves when it is back.
+async fn postgres_outage(name: &'static str, outage: Duration) {
+    let chaos = Chaos::start(name).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    services::stop_postgres().await;
+    tokio::time::sleep(outage).await;
+    services::start_postgres().await;
+    let back = Instant::now();
+    // The first lifecycle step answered 2xx after PostgreSQL came back.
+    let recovered = chaos
+        .cluster
+        .eventually(Duration::from_secs(10), || async {
+            let acks = chaos.client.seen.acks.lock().unwrap();
+            acks.iter().any(|a| a.at > back)
+        })
+        .await;
+    let recovery = back.elapsed();
+    traffic_for(Duration::from_secs(2)).await;
+
+    assert!(recovered, "nothing succeeded after PostgreSQL came back");
+    chaos.figure("outage_ms", back.duration_since(fault).as_millis());
+    chaos.figure("first_2xx_after_back_ms", recovery.as_millis());
+    let slowest = chaos.client.counts.slowest_503_ms.load(Ordering::Relaxed);
+    assert!(
+        slowest < 5000,
+        "a 503 took {slowest} ms: requests hung instead of failing fast"
+    );
+    chaos.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_postgres_for_five_seconds() {
+    postgres_outage("postgres_stopped_5s", Duration::from_secs(5)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_postgres_for_two_ttls() {
+    postgres_outage("postgres_stopped_2ttl", TTL * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_a_node_under_load() {
+    let mut chaos = Chaos::start("sigterm").await;
+    let victims = chaos.victims(0).await;
+    traffic_for(Duration::from_secs(1)).await;
+
+    let fault = Instant::now();
+    chaos.cluster.signal(0, libc::SIGTERM);
+    let (recovery, _) = chaos.recover(&victims, &[1, 2], fault).await;
+    traffic_for(Duration::from_secs(2)).await;
+
+    let exit = chaos.cluster.exit_status(0, Duration::from_secs(10)).await;
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}");
+    chaos.figure("recovery_ms", recovery.as_millis());
+    assert!(recovery < TTL / 2, "handed over after {recovery:?}");
+    chaos.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contention_storm() {
+    let mut chaos = Chaos::start("contention_storm").await;
+    // The storm's losers, and the race's bookings (and the traffic's) finding no driver free.
+    chaos.allowed_conflicts = vec!["booking_not_pending", "no_drivers_available"];
+    traffic_for(Duration::from_secs(1)).await;
+    let rider = chaos.client.rider().await;
+    let bookings = chaos.cluster.bookings(rider, 41).await;
+
+    // 50 assigns of one booking, round-robin over the nodes, all at once; and 40 bookings
+    // assigned at once against the drivers the traffic leaves free.
+    let one = bookings[0];
+    let storm = (0..50).map(|_| {
+        let client = chaos.client.clone();
+        async move {
+            let key = Uuid::new_v4().to_string();
+            match client
+                .post(&format!("/api/bookings/{one}/assign"), &json!({}), &key)
+                .await
+            {
+                Outcome::Answered(status, _) => status,
+                Outcome::GaveUp => 0,
+            }
+        }
+    });
+    let race = bookings[1..].iter().map(|&booking| {
+        let client = chaos.client.clone();
+        async move {
+            let key = Uuid::new_v4().to_string();
+            match client
+                .post(&format!("/api/bookings/{booking}/assign"), &json!({}), &key)
+                .await
+            {
+                Outcome::Answered(status, _) => status,
+                Outcome::GaveUp => 0,
+            }
+        }
+    });
+    let (storm, race) = tokio::join!(join_all(storm), join_all(race));
+    traffic_for(Duration::from_secs(1)).await;
+
+    let count = |answers: &[u16], status: u16| answers.iter().filter(|s| **s == status).count();
+    assert_eq!(count(&storm, 200), 1, "{storm:?}");
+    assert_eq!(count(&storm, 409), 49, "{storm:?}");
+    assert_eq!(
+        count(&race, 200) + count(&race, 409),
+        race.len(),
+        "{race:?}"
+    );
+    chaos.figure("storm_200", count(&storm, 200));
+    chaos.figure("race_assigned", count(&race, 200));
+    chaos.figure("race_no_driver", count(&race, 409));
+    chaos.finish().await;
+}
+
+/// The faults above, one after another at random, under one long run of traffic per fault.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long soak: RIDELOCK_CHAOS_SOAK_SECS=600 cargo test --test chaos -- --ignored soak"]
+async fn soak() {
+    let seconds: u64 = std::env::var("RIDELOCK_CHAOS_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(600);
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let mut round = 0;
+    while Instant::now() < until {
+        round += 1;
+        let pick = rand::random_range(0..6);
+        println!("soak round={round} fault={pick}");
+        match pick {
+            0 => kill_9_a_node_inner().await,
+            1 => {
+                let chaos = Chaos::start("soak_cut").await;
+                chaos.proxies[1].cut();
+                traffic_for(TTL * 3).await;
+                chaos.proxies[1].heal();
+                traffic_for(Duration::from_secs(5)).await;
+                chaos.finish().await;
+            }
+            2 => {
+                let chaos = Chaos::start("soak_redis_restart").await;
+                traffic_for(Duration::from_secs(5)).await;
+                services::stop_redis().await;
+                services::start_redis().await;
+                traffic_for(Duration::from_secs(10)).await;
+                chaos.finish().await;
+            }
+            3 => postgres_outage("soak_postgres", Duration::from_secs(5)).await,
+            4 => {
+                let chaos = Chaos::start("soak_sigstop").await;
+                traffic_for(Duration::from_secs(5)).await;
+                chaos.cluster.signal(2, libc::SIGSTOP);
+                tokio::time::sleep(TTL * 2).await;
+                chaos.cluster.signal(2, libc::SIGCONT);
+                traffic_for(Duration::from_secs(10)).await;
+                chaos.finish().await;
+            }
+            _ => {
+                let chaos = Chaos::start("soak_quiet").await;
+                traffic_for(Duration::from_secs(30)).await;
+                chaos.finish().await;
+            }
+        }
+    }
+}
+
+async fn kill_9_a_node_inner() {
+    let chaos = Chaos::start("soak_kill_9").await;
+    traffic_for(Duration::from_secs(5)).await;
+    chaos.cluster.signal(0, libc::SIGKILL);
+    traffic_for(Duration::from_secs(10)).await;
+    chaos.finish().await;
+}

@@ -1,0 +1,78 @@
+//! The chaos profile's PostgreSQL and Redis (scripts/services.sh, ports 55434 and 56381): started
+//! once per run, then stopped and started again by the scenarios that need them down.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use tokio::sync::OnceCell;
+
+pub struct Services {
+    /// The PostgreSQL server (its `ridelock` database); each cluster gets its own database there.
+    pub pg_url: String,
+    pub redis_url: String,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `scripts/services.sh <command> chaos`; its stdout.
+async fn services(command: &'static str) -> String {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new("bash")
+            .arg(root().join("scripts/services.sh"))
+            .args([command, "chaos"])
+            .output()
+            .expect("run scripts/services.sh");
+        assert!(
+            out.status.success(),
+            "services.sh {command} chaos failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap()
+}
+
+fn exported(env: &str, name: &str) -> String {
+    env.lines()
+        .find_map(|line| line.strip_prefix(&format!("export {name}=")))
+        .unwrap_or_else(|| panic!("{name} missing from:\n{env}"))
+        .to_owned()
+}
+
+/// Starts the chaos services if they are not running (a scenario that failed midway may have
+/// left one stopped), once per scenario.
+pub async fn up() -> &'static Services {
+    static UP: OnceCell<Services> = OnceCell::const_new();
+    let services = UP
+        .get_or_init(|| async {
+            let env = services("up").await;
+            Services {
+                pg_url: exported(&env, "DATABASE_URL"),
+                redis_url: exported(&env, "REDIS_URL"),
+            }
+        })
+        .await;
+    start_postgres().await;
+    start_redis().await;
+    services
+}
+
+pub async fn stop_postgres() {
+    services("stop-postgres").await;
+}
+
+pub async fn start_postgres() {
+    services("start-postgres").await;
+}
+
+/// Stops Redis (SIGTERM; it keeps nothing: the profile runs it without persistence).
+pub async fn stop_redis() {
+    services("stop-redis").await;
+}
+
+pub async fn start_redis() {
+    services("start-redis").await;
+}
