@@ -42,7 +42,7 @@ wait_for() {
   shift
   until "$@" >/dev/null 2>&1; do
     ((SECONDS < deadline)) || return 1
-    sleep 0.5
+    sleep 0.1
   done
 }
 

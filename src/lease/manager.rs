@@ -532,6 +532,8 @@ mod tests {
     struct MemoryLeases {
         keys: Mutex<HashMap<String, String>>,
         unreachable: AtomicBool,
+        /// Keys a renewal cannot say anything about (their half of the store is silent).
+        unanswered: Mutex<std::collections::HashSet<String>>,
         /// Every key a renewal extended, in order.
         renewals: Mutex<Vec<String>>,
     }
@@ -591,9 +593,13 @@ mod tests {
             }
             let keys = self.keys.lock().unwrap();
             let mut renewals = self.renewals.lock().unwrap();
+            let unanswered = self.unanswered.lock().unwrap();
             let flags = leases
                 .into_iter()
                 .map(|(key, value)| {
+                    if unanswered.contains(&key) {
+                        return None;
+                    }
                     let ours = keys.get(&key) == Some(&value);
                     if ours {
                         renewals.push(key);
@@ -834,5 +840,33 @@ mod tests {
         let seen = Instant::now();
         assert!(until(|| grant.deadline.passed()).await);
         assert!(seen.elapsed() < TTL / 2, "{:?}", seen.elapsed());
+    }
+
+    #[actix_rt::test]
+    async fn a_lease_the_store_cannot_answer_for_is_kept_until_its_deadline_and_no_longer() {
+        let s = setup();
+        let (silent, acquired_at) = acquire(&s, "lock:booking:8").await;
+        let (answered, _) = acquire(&s, "lock:booking:9").await;
+
+        s.store
+            .unanswered
+            .lock()
+            .unwrap()
+            .insert(silent.key.clone());
+
+        // The unanswered lease goes when its deadline comes within a heartbeat, not at once and
+        // not later; the answered one is renewed all along.
+        assert!(until(|| !s.lost.lock().unwrap().is_empty()).await);
+        let (key, told_at) = s.lost.lock().unwrap()[0].clone();
+        assert_eq!(key, silent.key);
+        let told_after = told_at - acquired_at;
+        assert!(told_after < TTL, "told {told_after:?} after acquiring");
+        assert!(
+            told_after >= TTL - DRIFT - RENEW_EVERY * 2,
+            "told {told_after:?}: too early"
+        );
+        assert!(silent.deadline.passed());
+        assert!(!answered.deadline.passed(), "the answered lease is kept");
+        assert!(s.store.renewals_of(&answered.key) > 10);
     }
 }

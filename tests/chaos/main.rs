@@ -123,6 +123,8 @@ struct Chaos {
     client: Client,
     stop: Arc<AtomicBool>,
     riders: Vec<tokio::task::JoinHandle<()>>,
+    /// The traffic's riders: every booking of theirs was created by a lifecycle.
+    rider_ids: Vec<i64>,
     watch: DriverWatch,
     started: Instant,
     /// Figures the scenario adds to its report line.
@@ -152,9 +154,10 @@ impl Chaos {
             client.driver(i).await;
         }
         let stop = Arc::new(AtomicBool::new(false));
-        let mut riders = Vec::new();
+        let (mut riders, mut rider_ids) = (Vec::new(), Vec::new());
         for _ in 0..RIDERS {
             let rider = client.rider().await;
+            rider_ids.push(rider);
             let (client, stop) = (client.clone(), stop.clone());
             riders.push(tokio::spawn(
                 async move { client.lifecycles(rider, stop).await },
@@ -168,6 +171,7 @@ impl Chaos {
             client,
             stop,
             riders,
+            rider_ids,
             watch,
             started: Instant::now(),
             figures: Mutex::new(Vec::new()),
@@ -271,12 +275,29 @@ impl Chaos {
                 "acknowledged but not in PostgreSQL: {ack:?}"
             );
         }
+        // Retries never double-applied: one booking per acknowledged create (and, with nothing
+        // abandoned, every create was acknowledged once, however often it was sent).
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let created: Count = diesel_async::RunQueryDsl::get_result(
+            diesel::sql_query("SELECT count(*) AS n FROM bookings WHERE rider_id = ANY($1)")
+                .bind::<diesel::sql_types::Array<BigInt>, _>(&self.rider_ids),
+            &mut self.cluster.db().await,
+        )
+        .await
+        .unwrap();
+        let acked_creates = acks.iter().filter(|a| a.status == "pending").count();
+        assert_eq!(created.n as usize, acked_creates, "bookings created twice");
         let c = &self.client.counts;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
         let odd = self.client.seen.odd.lock().unwrap().clone();
         let mut line = format!(
             "chaos scenario={} seconds={:.1} requests={} 2xx={} 409={} 503={} no_answer={} \
-             other={} abandoned={} acked_transitions={} slowest_503_ms={} polls={polls} \
+             other={} abandoned={} ok_after_no_answer={} acked_transitions={} slowest_503_ms={} \
+             polls={polls} \
              polls_db_down={polls_down}",
             self.name,
             self.started.elapsed().as_secs_f64(),
@@ -287,6 +308,7 @@ impl Chaos {
             load(&c.no_answer),
             load(&c.other),
             load(&c.abandoned),
+            load(&c.ok_after_no_answer),
             acks.len(),
             load(&c.slowest_503_ms),
         );

@@ -33,6 +33,9 @@ pub struct Counts {
     pub abandoned: AtomicU64,
     /// Longest wait for a 503, in ms: how fast a failure is told.
     pub slowest_503_ms: AtomicU64,
+    /// Steps answered 2xx after an attempt that got no answer (its node died or hung
+    /// mid-request, and the retry with the same key went elsewhere).
+    pub ok_after_no_answer: AtomicU64,
 }
 
 /// A 2xx the client saw: the booking, and its status according to the answer.
@@ -98,6 +101,7 @@ impl Client {
     ) -> Outcome {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(25);
+        let mut unanswered = false;
         loop {
             let node = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
             let mut request = self
@@ -126,6 +130,9 @@ impl Client {
                     c.slowest_503_ms.fetch_max(ms, Ordering::Relaxed);
                 }
                 Ok((status, body)) => {
+                    if unanswered && (200..300).contains(&status) {
+                        c.ok_after_no_answer.fetch_add(1, Ordering::Relaxed);
+                    }
                     let counter = match status {
                         200..=299 => &c.ok,
                         409 => {
@@ -147,6 +154,7 @@ impl Client {
                 }
                 Err(_) => {
                     c.no_answer.fetch_add(1, Ordering::Relaxed);
+                    unanswered = true;
                 }
             }
             if started.elapsed() >= GIVE_UP {
