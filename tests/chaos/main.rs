@@ -296,8 +296,8 @@ impl Chaos {
         let odd = self.client.seen.odd.lock().unwrap().clone();
         let mut line = format!(
             "chaos scenario={} seconds={:.1} requests={} 2xx={} 409={} 503={} no_answer={} \
-             other={} abandoned={} ok_after_no_answer={} acked_transitions={} slowest_503_ms={} \
-             polls={polls} \
+             other={} abandoned={} ok_after_no_answer={} acked_transitions={} slowest_2xx_ms={} \
+             slowest_503_ms={} polls={polls} \
              polls_db_down={polls_down}",
             self.name,
             self.started.elapsed().as_secs_f64(),
@@ -310,6 +310,7 @@ impl Chaos {
             load(&c.abandoned),
             load(&c.ok_after_no_answer),
             acks.len(),
+            load(&c.slowest_2xx_ms),
             load(&c.slowest_503_ms),
         );
         for (code, n) in self.client.seen.conflicts.lock().unwrap().iter() {

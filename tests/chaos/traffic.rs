@@ -33,6 +33,8 @@ pub struct Counts {
     pub abandoned: AtomicU64,
     /// Longest wait for a 503, in ms: how fast a failure is told.
     pub slowest_503_ms: AtomicU64,
+    /// Longest wait for a 2xx, in ms: how much slower a fault makes a request that succeeds.
+    pub slowest_2xx_ms: AtomicU64,
     /// Steps answered 2xx after an attempt that got no answer (its node died or hung
     /// mid-request, and the retry with the same key went elsewhere).
     pub ok_after_no_answer: AtomicU64,
@@ -130,8 +132,12 @@ impl Client {
                     c.slowest_503_ms.fetch_max(ms, Ordering::Relaxed);
                 }
                 Ok((status, body)) => {
-                    if unanswered && (200..300).contains(&status) {
-                        c.ok_after_no_answer.fetch_add(1, Ordering::Relaxed);
+                    if (200..300).contains(&status) {
+                        let ms = sent.elapsed().as_millis() as u64;
+                        c.slowest_2xx_ms.fetch_max(ms, Ordering::Relaxed);
+                        if unanswered {
+                            c.ok_after_no_answer.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                     let counter = match status {
                         200..=299 => &c.ok,
