@@ -19,7 +19,7 @@ use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
 use crate::lease::{booking_key, LeaseError, LeaseOwner};
 use crate::storage::bookings::{
-    self as store, AssignError, Audit, ChangeDetails, Claim, ReleasedDriver,
+    self as store, Activation, AssignError, Audit, ChangeDetails, Claim, ReleasedDriver,
 };
 use crate::storage::idempotency::{self, IdempotencyKey};
 use crate::storage::models::{Booking, Driver};
@@ -372,7 +372,9 @@ async fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
 /// Acquires the lease (one attempt: when another holder has it, the caller routes the request
 /// to that holder's node or waits the lease out), then bumps the fencing token and loads the row.
 /// A terminal booking is loaded without a bump and its lease given back at once: it can never
-/// change again, so refusing commands for it needs no owner and writes nothing.
+/// change again, so refusing commands for it needs no owner and writes nothing. A booking whose
+/// lease another node holds in PostgreSQL is not bumped either: the Redis lease goes back and
+/// the request goes to that node.
 async fn activate(
     deps: SharedDeps,
     id: BookingId,
@@ -388,31 +390,27 @@ async fn activate(
     };
     let row = async {
         let mut conn = pool::conn(&deps.pool).await.map_err(|e| e.to_string())?;
-        store::activate(&mut conn, id)
+        store::activate(&mut conn, id, &grant.key, &grant.value)
             .await
             .map_err(|e| e.to_string())
     }
     .await;
-    let release = |grant: Grant| Release {
-        key: grant.key,
-        value: grant.value,
+    let outcome = match row {
+        Ok(Activation::Owned(booking)) => return Ok((booking, Some(grant))),
+        Ok(Activation::Terminal(terminal)) => Ok((terminal, None)),
+        Ok(Activation::NotFound) => Err(Failure::NotFound),
+        Ok(Activation::LeasedElsewhere(owner)) => Err(Failure::Elsewhere(owner)),
+        Err(why) => Err(Failure::DatabaseDown(why)),
     };
-    match row {
-        Ok(Some((booking, true))) => Ok((booking, Some(grant))),
-        Ok(Some((terminal, false))) => {
-            // Waited for, so the key is gone before anyone could ask for it again.
-            let _ = deps.leases.send(release(grant)).await;
-            Ok((terminal, None))
-        }
-        Ok(None) => {
-            let _ = deps.leases.send(release(grant)).await;
-            Err(Failure::NotFound)
-        }
-        Err(why) => {
-            let _ = deps.leases.send(release(grant)).await;
-            Err(Failure::DatabaseDown(why))
-        }
-    }
+    // Waited for, so the key is gone before anyone could ask for it again.
+    let _ = deps
+        .leases
+        .send(Release {
+            key: grant.key,
+            value: grant.value,
+        })
+        .await;
+    outcome
 }
 
 impl Actor for BookingActor {

@@ -11,9 +11,11 @@
 //!   silent, when every Redis lease anyone held has expired; until then acquisitions answer
 //!   [`LeaseError::NotYet`] and the request waits (or gets 503 with `Retry-After`).
 //!
-//! A node that reaches Redis still defers to PostgreSQL leases: after every Redis grant it
-//! checks the table, and if another node holds the booking there (it was cut off from Redis, or
-//! has not seen Redis return yet) it gives the key back and answers [`LeaseError::Held`]. Leases
+//! A node that reaches Redis still defers to PostgreSQL leases: the activation that follows every
+//! grant checks the table in the statement that bumps the fencing token
+//! ([`crate::storage::bookings::activate`]), and if another node holds the booking there (it was
+//! cut off from Redis, or has not seen Redis return yet) the actor gives the key back and the
+//! request goes to that node. Leases
 //! taken in PostgreSQL stay there until released, also after Redis returns. Either way every
 //! activation bumps the booking's fencing token, so whatever a switch gets wrong costs a
 //! refused write, never a second writer.
@@ -254,23 +256,11 @@ impl Inner {
         let granted = self.redis.acquire(&key, &value, ttl).await;
         self.health.observe_lease(&granted);
         match granted {
-            Ok(()) => {}
-            Err(LeaseError::Unavailable(_)) if self.health.is_silent() => {
-                return Err(LeaseError::NotYet(
-                    self.health.grants_in().unwrap_or_default(),
-                ));
-            }
-            Err(error) => return Err(error),
+            Err(LeaseError::Unavailable(_)) if self.health.is_silent() => Err(LeaseError::NotYet(
+                self.health.grants_in().unwrap_or_default(),
+            )),
+            other => other,
         }
-        // A node cut off from Redis may hold the booking in PostgreSQL: it wins, and the key
-        // goes back. If PostgreSQL cannot say, the booking cannot be activated anyway.
-        let other = match self.pg.holder(&key).await {
-            Ok(Some(owner)) if owner.value != value => Err(LeaseError::Held(owner)),
-            Ok(_) => return Ok(()),
-            Err(error) => Err(error),
-        };
-        let _ = self.redis.release(&key, &value).await;
-        other
     }
 
     async fn renew_all(

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use diesel::sql_types::{Array, BigInt, Text};
 use diesel::QueryableByName;
-use diesel_async::RunQueryDsl;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::redis::LeaseRecord;
 use super::{LeaseError, LeaseOwner};
@@ -66,6 +66,26 @@ impl Live {
     fn remaining(&self) -> Duration {
         Duration::from_millis(self.remaining_ms.max(0).unsigned_abs())
     }
+}
+
+/// Who holds `key` in the table now, if anyone, on a connection the caller has.
+pub async fn holder_on(
+    conn: &mut AsyncPgConnection,
+    key: &str,
+) -> diesel::QueryResult<Option<LeaseOwner>> {
+    let rows: Vec<Live> = diesel::sql_query(format!(
+        "{LIVE} WHERE key = $1 AND expires_at > clock_timestamp()"
+    ))
+    .bind::<Text, _>(key)
+    .load(conn)
+    .await?;
+    Ok(rows.into_iter().next().map(|row| {
+        let remaining = row.remaining();
+        LeaseOwner {
+            address: Some(row.owner_address),
+            ..LeaseOwner::from_value(row.value, remaining)
+        }
+    }))
 }
 
 /// The parameters after `$1` (keys) and `$2` (values).
@@ -181,20 +201,9 @@ impl PgLeases {
         let mut conn = pool::conn(&self.pool)
             .await
             .map_err(LeaseError::unavailable)?;
-        let rows: Vec<Live> = diesel::sql_query(format!(
-            "{LIVE} WHERE key = $1 AND expires_at > clock_timestamp()"
-        ))
-        .bind::<Text, _>(key)
-        .load(&mut conn)
-        .await
-        .map_err(LeaseError::unavailable)?;
-        Ok(rows.into_iter().next().map(|row| {
-            let remaining = row.remaining();
-            LeaseOwner {
-                address: Some(row.owner_address),
-                ..LeaseOwner::from_value(row.value, remaining)
-            }
-        }))
+        holder_on(&mut conn, key)
+            .await
+            .map_err(LeaseError::unavailable)
     }
 
     /// Every live lease under `prefix`.

@@ -16,7 +16,8 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use super::models::{fare_to_decimal, Booking, BookingDetail, BookingEvent, Driver};
 use super::pool::is_unique_violation;
 use super::prepared::prepared;
-use super::schema::{booking_events, bookings};
+use super::schema::{booking_events, bookings, leases};
+use crate::lease::LeaseOwner;
 use crate::domain::booking::{BookingStatus, Transition};
 use crate::domain::ids::{BookingId, DriverId, RiderId};
 use crate::domain::values::{Fare, GeoPoint};
@@ -140,28 +141,63 @@ pub async fn find_detail(
     ))
 }
 
-/// Takes ownership of a booking for a new actor activation: bumps its fencing token and returns
-/// the row with the new token, `(row, true)`. Every later write of that actor is conditional on
-/// this token. A terminal booking is returned untouched, `(row, false)`: it can never change.
+/// What an activation found.
+pub enum Activation {
+    /// The booking, with its fencing token bumped for the new owner.
+    Owned(Booking),
+    /// A completed or cancelled booking, untouched: it can never change.
+    Terminal(Booking),
+    NotFound,
+    /// Another node holds the booking's lease in PostgreSQL (it could not reach Redis when it
+    /// took it): that node is the owner, whatever Redis said.
+    LeasedElsewhere(LeaseOwner),
+}
+
+/// Takes ownership of a booking for a new actor activation holding the lease `key` with
+/// `value`: bumps its fencing token, unless another holder has the booking's lease in
+/// PostgreSQL's `leases` table. That check is part of the same statement, so a node that got
+/// the lease from Redis pays nothing for deferring to one that got it from PostgreSQL. Every
+/// later write of the actor is conditional on the new token.
 pub async fn activate(
     conn: &mut AsyncPgConnection,
     id: BookingId,
-) -> QueryResult<Option<(Booking, bool)>> {
+    key: &str,
+    value: &str,
+) -> QueryResult<Activation> {
+    let leased_elsewhere = leases::table
+        .filter(leases::key.eq(key))
+        .filter(leases::value.ne(value))
+        .filter(leases::expires_at.gt(diesel::dsl::now));
     let bumped = prepared(
-        diesel::update(bookings::table.find(id.0).filter(bookings::status.ne_all([
-            BookingStatus::Completed.as_str(),
-            BookingStatus::Cancelled.as_str(),
-        ])))
+        diesel::update(
+            bookings::table
+                .find(id.0)
+                .filter(bookings::status.ne_all([
+                    BookingStatus::Completed.as_str(),
+                    BookingStatus::Cancelled.as_str(),
+                ]))
+                .filter(diesel::dsl::not(diesel::dsl::exists(leased_elsewhere))),
+        )
         .set(bookings::fencing_token.eq(bookings::fencing_token + 1))
         .returning(Booking::as_returning()),
     )
     .get_result(conn)
     .await
     .optional()?;
-    match bumped {
-        Some(row) => Ok(Some((row, true))),
-        None => Ok(find(conn, id).await?.map(|row| (row, false))),
+    if let Some(row) = bumped {
+        return Ok(Activation::Owned(row));
     }
+    let Some(row) = find(conn, id).await? else {
+        return Ok(Activation::NotFound);
+    };
+    if row.status().map_or(true, |status| status.is_terminal()) {
+        return Ok(Activation::Terminal(row));
+    }
+    // Gone since the update looked: an empty holder, and the caller tries again.
+    let owner = crate::lease::postgres::holder_on(conn, key)
+        .await?
+        .unwrap_or_else(|| LeaseOwner::from_value(String::new(), std::time::Duration::ZERO));
+    Ok(Activation::LeasedElsewhere(owner))
 }
 
 /// Claims the first free candidate and assigns the booking to it, with the event, in one
