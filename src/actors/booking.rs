@@ -252,9 +252,12 @@ impl BookingActor {
     /// Answers a message that [`Self::plan`] turned down. A state-machine refusal is judged on
     /// this actor's copy of the row, which is the truth only while its activation is the latest:
     /// a node cut off from Redis may have activated the booking from a PostgreSQL lease while
-    /// this node's Redis lease still ran. So before a refusal goes out, the token is checked in
-    /// PostgreSQL; a newer one means this actor is stale: it answers `Fenced` (the request is
-    /// routed again) and steps down. Fencing thus covers refusals as well as writes.
+    /// this node's Redis lease still ran. So while any node may hold leases in PostgreSQL
+    /// ([`RedisHealth::postgres_leases_seen`](crate::lease::failover::RedisHealth)), the token
+    /// is checked in PostgreSQL before a refusal goes out; a newer one means this actor is
+    /// stale: it answers `Fenced` (the request is routed again) and steps down. Fencing thus
+    /// covers refusals as well as writes. Otherwise (Redis answering everyone, the normal case)
+    /// the refusal costs no round trip.
     fn refuse<T: 'static>(
         &mut self,
         msg_name: &'static str,
@@ -263,7 +266,9 @@ impl BookingActor {
         error: BookingError,
     ) -> AtomicResponse<Self, Result<T, BookingError>> {
         let verdict: futures::future::BoxFuture<'static, BookingError> = match error {
-            BookingError::Refused { error, booking } => {
+            BookingError::Refused { error, booking }
+                if self.deps.failover.postgres_leases_seen() =>
+            {
                 let deps = self.deps.clone();
                 Box::pin(async move {
                     let current = match pool::conn(&deps.pool).await {

@@ -32,13 +32,20 @@ use super::redis::{LeaseRecord, RedisLeases};
 use super::store::LeaseStore;
 use super::{LeaseError, LeaseOwner};
 
-/// This node's view of whether Redis answers. Shared by the lease store, the geo index and the
-/// node's heartbeat, which probes Redis while it is silent.
+/// This node's view of whether Redis answers, and of whether any node holds leases in
+/// PostgreSQL. Shared by the lease store, the geo index, the booking actors and the node's
+/// heartbeat, which probes Redis while it is silent and looks at the `leases` table.
 #[derive(Debug)]
 pub struct RedisHealth {
     node_id: String,
     ttl: Duration,
     silent_since: Mutex<Option<Instant>>,
+    /// Woken when Redis goes silent, so the heartbeat announces the fallback at once.
+    switched: tokio::sync::Notify,
+    /// Whether the heartbeat last saw any live row in `leases` (a node in fallback announces
+    /// itself there the moment it switches). While false, no node can have taken a booking
+    /// from PostgreSQL, so an actor holding a Redis lease may answer from its own copy.
+    postgres_leases_seen: std::sync::atomic::AtomicBool,
 }
 
 /// True for the errors that mean Redis could not be reached or did not answer in time, as
@@ -56,7 +63,26 @@ impl RedisHealth {
             node_id: node_id.to_owned(),
             ttl,
             silent_since: Mutex::new(None),
+            switched: tokio::sync::Notify::new(),
+            // Until the heartbeat has looked: assume the worst.
+            postgres_leases_seen: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    /// True unless the heartbeat's last look found the `leases` table empty (of live rows).
+    pub fn postgres_leases_seen(&self) -> bool {
+        self.postgres_leases_seen
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    pub fn set_postgres_leases_seen(&self, seen: bool) {
+        self.postgres_leases_seen
+            .store(seen, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Resolves when Redis next goes silent.
+    pub async fn switched(&self) {
+        self.switched.notified().await;
     }
 
     fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
@@ -118,6 +144,7 @@ impl RedisHealth {
         let mut since = self.since();
         if since.is_none() {
             *since = Some(Instant::now());
+            self.switched.notify_one();
             log::warn!(
                 "lease backend switched node={} backend=postgres grants_in_ms={} error={error}",
                 self.node_id,

@@ -17,10 +17,10 @@ use super::models::{fare_to_decimal, Booking, BookingDetail, BookingEvent, Drive
 use super::pool::is_unique_violation;
 use super::prepared::prepared;
 use super::schema::{booking_events, bookings, leases};
-use crate::lease::LeaseOwner;
 use crate::domain::booking::{BookingStatus, Transition};
 use crate::domain::ids::{BookingId, DriverId, RiderId};
 use crate::domain::values::{Fare, GeoPoint};
+use crate::lease::LeaseOwner;
 
 /// A validated booking request.
 #[derive(Debug, Clone)]

@@ -313,6 +313,10 @@ impl Chaos {
             load(&c.slowest_2xx_ms),
             load(&c.slowest_503_ms),
         );
+        let slowest_503 = self.client.seen.slowest_503.lock().unwrap().clone();
+        if !slowest_503.is_empty() {
+            line.push_str(&format!(" slowest_503={slowest_503}"));
+        }
         for (code, n) in self.client.seen.conflicts.lock().unwrap().iter() {
             line.push_str(&format!(" 409_{code}={n}"));
         }

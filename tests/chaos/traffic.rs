@@ -55,6 +55,8 @@ pub struct Seen {
     pub odd: Mutex<Vec<String>>,
     /// 409s by `error` code.
     pub conflicts: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// The slowest 503: what was asked, of which node, and the `error` code.
+    pub slowest_503: Mutex<String>,
 }
 
 #[derive(Clone)]
@@ -126,10 +128,13 @@ impl Client {
                 Err(error) => Err(error),
             };
             match reply {
-                Ok((503, _)) => {
+                Ok((503, body)) => {
                     c.unavailable.fetch_add(1, Ordering::Relaxed);
                     let ms = sent.elapsed().as_millis() as u64;
-                    c.slowest_503_ms.fetch_max(ms, Ordering::Relaxed);
+                    if c.slowest_503_ms.fetch_max(ms, Ordering::Relaxed) < ms {
+                        *self.seen.slowest_503.lock().unwrap() =
+                            format!("{method}:{path}@n{}:{}", node + 1, body["error"]);
+                    }
                 }
                 Ok((status, body)) => {
                     if (200..300).contains(&status) {
