@@ -44,11 +44,20 @@ impl DriverIndex {
         }
     }
 
-    /// Runs `cmd` and tells the health tracker what happened.
+    /// An answer means Redis answers. A failure is not taken to mean it is silent: a wide search
+    /// or a big rebuild can outlast the response timeout on a busy Redis, and that alone must
+    /// not move every lease to PostgreSQL. The lease protocol and the heartbeat decide that.
+    fn answered<T>(&self, outcome: &Result<T, RedisError>) {
+        if outcome.is_ok() {
+            self.health.observe(outcome);
+        }
+    }
+
+    /// Runs `cmd`; see [`Self::answered`].
     async fn query<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Result<T, RedisError> {
         let mut conn = self.conn()?;
         let outcome = cmd.query_async(&mut conn).await;
-        self.health.observe(&outcome);
+        self.answered(&outcome);
         outcome
     }
 
@@ -122,7 +131,7 @@ impl DriverIndex {
         }
         let mut conn = self.conn()?;
         let outcome = pipe.query_async::<()>(&mut conn).await;
-        self.health.observe(&outcome);
+        self.answered(&outcome);
         outcome.map(|()| indexed)
     }
 }

@@ -108,73 +108,47 @@ struct Heartbeat {
     index: DriverIndex,
     leases: Leases,
     db: PgPool,
-    prefix: String,
-    ttl: Duration,
     every: Duration,
 }
 
 /// While Redis is silent, how often the heartbeat asks whether it is back.
 const PROBE_EVERY: Duration = Duration::from_millis(200);
 
-/// Runs until shutdown, once per lease renewal period, and at once when Redis goes silent:
-/// - while Redis is silent, keeps this node's fallback marker in the `leases` table (and deletes
-///   it when Redis is back), then looks whether the table has any live row, which tells this
-///   node's actors whether another node could have taken a booking from PostgreSQL (see
-///   [`RedisHealth::postgres_leases_seen`]). A node's marker is there from its switch on, a
-///   full TTL before it may grant itself any lease from PostgreSQL, and every node looks at
-///   least every renewal period (at most a third of the TTL);
-/// - refreshes this node's membership key, which doubles as the probe that tells
-///   [`RedisHealth`] whether Redis answers (every [`PROBE_EVERY`] while it is silent);
-/// - rebuilds the geo index when Redis came back without it, and sweeps long-expired
-///   PostgreSQL leases while they are in use.
+/// Runs until shutdown, once per lease renewal period: refreshes this node's membership key,
+/// which doubles as the probe that tells [`RedisHealth`] whether Redis answers (every
+/// [`PROBE_EVERY`] while it is silent); while Redis is silent, sweeps long-expired PostgreSQL
+/// leases; and rebuilds the geo index when Redis answers again (drivers moved meanwhile were not
+/// indexed) or has come back without it.
 async fn heartbeat(mut beat: Heartbeat) {
     let node = NodeId(beat.info.id.clone());
-    let marker = vec![(
-        format!("{}fallback:{node}", beat.prefix),
-        crate::lease::lease_value(&node.0),
-    )];
-    let mut marked = false;
     loop {
         let health = beat.leases.health().clone();
-        let pause = if health.is_silent() {
-            PROBE_EVERY
-        } else {
-            beat.every
-        };
-        tokio::select! {
-            () = tokio::time::sleep(pause) => {}
-            () = health.switched() => {}
-        }
-        let silent = health.is_silent();
-        let pg = beat.leases.postgres();
-        if silent {
-            match pg.take(&marker, beat.ttl).await {
-                Ok(_) => marked = true,
-                Err(error) => log::warn!("fallback marker not written node={node} error={error}"),
+        let was_silent = health.is_silent();
+        tokio::time::sleep(if was_silent { PROBE_EVERY } else { beat.every }).await;
+        if health.is_silent() {
+            if let Err(error) = beat.leases.postgres().sweep().await {
+                log::warn!("lease sweep failed node={node} error={error}");
             }
-        } else if marked && pg.release_all(&marker).await.is_ok() {
-            marked = false;
         }
-        health.set_postgres_leases_seen(pg.any_live(&beat.prefix).await.unwrap_or(true));
         beat.info.active_actors = beat.registry.len();
         beat.info.held_leases = beat.metrics.snapshot().held;
         beat.info.seen_at = chrono::Utc::now();
         let announced = beat.membership.announce(&beat.info).await;
         health.observe(&announced);
         if let Err(error) = &announced {
-            if !silent {
+            if !was_silent {
                 log::warn!("membership refresh failed node={node} error={error}");
             }
             continue;
         }
-        if let Ok(false) = beat.index.is_built().await {
-            if let Err(error) = rebuild_index(&beat.index, &beat.db, &node, "index_missing").await {
+        let why = match beat.index.is_built().await {
+            Ok(false) => Some("index_missing"),
+            _ if was_silent => Some("redis_back"),
+            _ => None,
+        };
+        if let Some(why) = why {
+            if let Err(error) = rebuild_index(&beat.index, &beat.db, &node, why).await {
                 log::warn!("driver geo index rebuild failed node={node} error={error}");
-            }
-        }
-        if silent {
-            if let Err(error) = pg.sweep().await {
-                log::warn!("lease sweep failed node={node} error={error}");
             }
         }
     }
@@ -229,7 +203,6 @@ impl Application {
         if cleared > 0 {
             log::warn!("cleared leases from a previous run node={node_id} count={cleared}");
         }
-        health.set_postgres_leases_seen(leases.postgres().any_live(&prefix).await?);
         let index = DriverIndex::new(redis.clone(), &prefix, health.clone());
         rebuild_index(&index, &db, &node_id, "start")
             .await
@@ -252,7 +225,6 @@ impl Application {
             pool: db.clone(),
             drivers: index.clone(),
             leases: manager.clone(),
-            failover: health.clone(),
             key_prefix: prefix,
             lease: settings.lease.clone(),
             booking: settings.booking.clone(),
@@ -324,8 +296,6 @@ impl Application {
             index,
             leases,
             db,
-            prefix: settings.redis.key_prefix.clone(),
-            ttl: settings.lease.ttl(),
             every: settings.lease.renew_every(),
         }));
         Ok(Self {

@@ -133,6 +133,10 @@ pub struct BookingActor {
     phase: Phase,
     /// Pending idle stop; re-armed by every message.
     idle: Option<SpawnHandle>,
+    /// A moment at which this actor's copy of the booking was known to be the one in
+    /// PostgreSQL: when its activation began (the token bump happened after), when its last
+    /// successful write began, or when its last token check was sent. See [`Self::refuse`].
+    confirmed_at: Option<Instant>,
 }
 
 impl BookingActor {
@@ -149,6 +153,7 @@ impl BookingActor {
             generation,
             phase: Phase::Activating,
             idle: None,
+            confirmed_at: None,
         }
     }
 
@@ -252,12 +257,13 @@ impl BookingActor {
     /// Answers a message that [`Self::plan`] turned down. A state-machine refusal is judged on
     /// this actor's copy of the row, which is the truth only while its activation is the latest:
     /// a node cut off from Redis may have activated the booking from a PostgreSQL lease while
-    /// this node's Redis lease still ran. So while any node may hold leases in PostgreSQL
-    /// ([`RedisHealth::postgres_leases_seen`](crate::lease::failover::RedisHealth)), the token
-    /// is checked in PostgreSQL before a refusal goes out; a newer one means this actor is
-    /// stale: it answers `Fenced` (the request is routed again) and steps down. Fencing thus
-    /// covers refusals as well as writes. Otherwise (Redis answering everyone, the normal case)
-    /// the refusal costs no round trip.
+    /// this node's Redis lease still ran. So a refusal goes out only if the copy was confirmed
+    /// current at some moment after the message was sent ([`Self::confirmed_at`]): the refusal
+    /// is then correct as of that moment, inside the request's lifetime. Otherwise the token is
+    /// read from PostgreSQL first; a newer one means this actor is stale: it answers `Fenced`
+    /// (the request is routed again) and steps down. Fencing thus covers refusals as well as
+    /// writes. A burst of refusals (49 losers of a contended assign, sent before the winner's
+    /// write began) costs no read at all; a lone late refusal costs one.
     fn refuse<T: 'static>(
         &mut self,
         msg_name: &'static str,
@@ -265,31 +271,37 @@ impl BookingActor {
         started: Instant,
         error: BookingError,
     ) -> AtomicResponse<Self, Result<T, BookingError>> {
-        let verdict: futures::future::BoxFuture<'static, BookingError> = match error {
-            BookingError::Refused { error, booking }
-                if self.deps.failover.postgres_leases_seen() =>
-            {
-                let deps = self.deps.clone();
-                Box::pin(async move {
-                    let current = match pool::conn(&deps.pool).await {
-                        Ok(mut conn) => store::fencing_token(&mut conn, BookingId(booking.id))
-                            .await
-                            .map_err(BookingError::from),
-                        Err(error) => Err(error.into()),
-                    };
-                    match current {
-                        Ok(Some(token)) if token == booking.fencing_token => {
-                            BookingError::Refused { error, booking }
+        let confirmed = self.confirmed_at.is_some_and(|at| at >= meta.sent_at);
+        let verdict: futures::future::BoxFuture<'static, (BookingError, Option<Instant>)> =
+            match error {
+                BookingError::Refused { error, booking }
+                    if !confirmed && !booking.status().is_ok_and(|s| s.is_terminal()) =>
+                {
+                    let deps = self.deps.clone();
+                    Box::pin(async move {
+                        let asked = Instant::now();
+                        let current = match pool::conn(&deps.pool).await {
+                            Ok(mut conn) => store::fencing_token(&mut conn, BookingId(booking.id))
+                                .await
+                                .map_err(BookingError::from),
+                            Err(error) => Err(error.into()),
+                        };
+                        match current {
+                            Ok(Some(token)) if token == booking.fencing_token => {
+                                (BookingError::Refused { error, booking }, Some(asked))
+                            }
+                            Ok(_) => (BookingError::Fenced, None),
+                            Err(error) => (error, None),
                         }
-                        Ok(_) => BookingError::Fenced,
-                        Err(error) => error,
-                    }
-                })
-            }
-            other => Box::pin(futures::future::ready(other)),
-        };
+                    })
+                }
+                other => Box::pin(futures::future::ready((other, None))),
+            };
         AtomicResponse::new(Box::pin(verdict.into_actor(self).map(
-            move |error, act, ctx| {
+            move |(error, confirmed), act, ctx| {
+                if confirmed.is_some() {
+                    act.confirmed_at = confirmed;
+                }
                 act.settle(None, matches!(error, BookingError::Fenced), ctx);
                 act.log(msg_name, &meta, started, Err(&error));
                 Err(error)
@@ -348,6 +360,9 @@ impl BookingActor {
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(
             move |result, act, ctx| {
+                if result.is_ok() {
+                    act.confirmed_at = Some(started);
+                }
                 act.settle(
                     result.as_ref().ok(),
                     matches!(result, Err(BookingError::Fenced)),
@@ -423,14 +438,16 @@ impl Actor for BookingActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.deps.booking.mailbox_capacity);
+        let began = Instant::now();
         let activation = activate(self.deps.clone(), self.id, ctx.address().recipient());
         // `wait` holds the mailbox: no message is handled before the lease and token are in place.
         ctx.wait(
             activation
                 .into_actor(self)
-                .map(|result, act, ctx| match result {
+                .map(move |result, act, ctx| match result {
                     Ok((booking, lease)) => {
                         let owned = lease.is_some();
+                        act.confirmed_at = Some(began);
                         act.phase = Phase::Ready {
                             booking: Box::new(booking),
                             lease,
@@ -510,6 +527,9 @@ impl Handler<Assign> for BookingActor {
             async move { assign_nearest(&deps, booking, token, &req, idempotency.as_ref()).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |result, act, ctx| {
+                if result.is_ok() {
+                    act.confirmed_at = Some(started);
+                }
                 let fenced = matches!(result, Err(BookingError::Fenced));
                 act.settle(result.as_ref().ok().map(|(b, _)| b), fenced, ctx);
                 act.log("Assign", &msg.meta, started, result.as_ref().map(drop));

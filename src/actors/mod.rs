@@ -14,7 +14,6 @@ use crate::config::{AssignSettings, BookingSettings, LeaseSettings};
 use crate::domain::booking::TransitionError;
 use crate::domain::ids::{BookingId, NodeId};
 use crate::geo::DriverIndex;
-use crate::lease::failover::RedisHealth;
 use crate::lease::manager::LeaseManager;
 use crate::lease::{LeaseError, LeaseOwner};
 use crate::storage::models::Booking;
@@ -26,8 +25,6 @@ pub struct BookingDeps {
     pub pool: PgPool,
     pub drivers: DriverIndex,
     pub leases: Addr<LeaseManager>,
-    /// Whether Redis answers, and whether any node holds leases in PostgreSQL.
-    pub failover: Arc<RedisHealth>,
     pub key_prefix: String,
     pub lease: LeaseSettings,
     pub booking: BookingSettings,

@@ -1,24 +1,26 @@
 //! Leases from Redis while it answers, from PostgreSQL while it is silent.
 //!
-//! [`RedisHealth`] is this node's view of Redis: silent from the first command that could not
-//! reach it, answering again from the first that did. While Redis is silent:
+//! [`RedisHealth`] is this node's view of Redis: silent from the first lease command (or
+//! heartbeat probe) that could not reach it or timed out, answering again from the first that
+//! got an answer. While Redis is silent:
 //!
-//! - a lease this node already holds is carried over to PostgreSQL on the next heartbeat (its
-//!   Redis key cannot outlive its last renewal by more than a TTL, and no other node grants
-//!   itself a PostgreSQL lease sooner than a TTL after *it* found Redis silent, so the carried
-//!   lease is in the table before anyone else could take it);
-//! - a new lease is granted from PostgreSQL only once a full TTL has passed since Redis went
-//!   silent, when every Redis lease anyone held has expired; until then acquisitions answer
-//!   [`LeaseError::NotYet`] and the request waits (or gets 503 with `Retry-After`).
+//! - a lease this node already holds is carried over to PostgreSQL on the next heartbeat, by the
+//!   same conditional upsert that grants leases (so it fails if anyone holds the key there); a
+//!   carry-over confirmed only after the lease's local deadline loses the lease instead;
+//! - a new lease is granted from PostgreSQL only once a full TTL has passed since this node
+//!   found Redis silent; until then acquisitions answer [`LeaseError::NotYet`] and the request
+//!   waits (or gets 503 with `Retry-After`).
 //!
-//! A node that reaches Redis still defers to PostgreSQL leases: the activation that follows every
-//! grant checks the table in the statement that bumps the fencing token
-//! ([`crate::storage::bookings::activate`]), and if another node holds the booking there (it was
-//! cut off from Redis, or has not seen Redis return yet) the actor gives the key back and the
-//! request goes to that node. Leases
-//! taken in PostgreSQL stay there until released, also after Redis returns. Either way every
-//! activation bumps the booking's fencing token, so whatever a switch gets wrong costs a
-//! refused write, never a second writer.
+//! When Redis is down for every node, a TTL after the switch every Redis lease anyone held has
+//! expired, so the two stores never cover one booking at once. When only this node is cut off,
+//! the others' Redis leases live on, and this node may take a booking another node still holds
+//! in Redis. That is why the other direction is covered too: a node that reaches Redis defers to
+//! PostgreSQL leases in the activation that follows every grant (the statement that bumps the
+//! fencing token checks the table, [`crate::storage::bookings::activate`]), and an actor whose
+//! booking was taken over that way finds out from the token before its next write or refusal
+//! ([`crate::actors::booking`]). Leases taken in PostgreSQL stay there until released, also
+//! after Redis returns. Whatever a switch gets wrong costs a reroute, never a second writer or
+//! an answer from a stale copy.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -32,20 +34,13 @@ use super::redis::{LeaseRecord, RedisLeases};
 use super::store::LeaseStore;
 use super::{LeaseError, LeaseOwner};
 
-/// This node's view of whether Redis answers, and of whether any node holds leases in
-/// PostgreSQL. Shared by the lease store, the geo index, the booking actors and the node's
-/// heartbeat, which probes Redis while it is silent and looks at the `leases` table.
+/// This node's view of whether Redis answers. Shared by the lease store, the geo index and the
+/// node's heartbeat, which probes Redis while it is silent.
 #[derive(Debug)]
 pub struct RedisHealth {
     node_id: String,
     ttl: Duration,
     silent_since: Mutex<Option<Instant>>,
-    /// Woken when Redis goes silent, so the heartbeat announces the fallback at once.
-    switched: tokio::sync::Notify,
-    /// Whether the heartbeat last saw any live row in `leases` (a node in fallback announces
-    /// itself there the moment it switches). While false, no node can have taken a booking
-    /// from PostgreSQL, so an actor holding a Redis lease may answer from its own copy.
-    postgres_leases_seen: std::sync::atomic::AtomicBool,
 }
 
 /// True for the errors that mean Redis could not be reached or did not answer in time, as
@@ -63,26 +58,7 @@ impl RedisHealth {
             node_id: node_id.to_owned(),
             ttl,
             silent_since: Mutex::new(None),
-            switched: tokio::sync::Notify::new(),
-            // Until the heartbeat has looked: assume the worst.
-            postgres_leases_seen: std::sync::atomic::AtomicBool::new(true),
         })
-    }
-
-    /// True unless the heartbeat's last look found the `leases` table empty (of live rows).
-    pub fn postgres_leases_seen(&self) -> bool {
-        self.postgres_leases_seen
-            .load(std::sync::atomic::Ordering::Acquire)
-    }
-
-    pub fn set_postgres_leases_seen(&self, seen: bool) {
-        self.postgres_leases_seen
-            .store(seen, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Resolves when Redis next goes silent.
-    pub async fn switched(&self) {
-        self.switched.notified().await;
     }
 
     fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
@@ -144,7 +120,6 @@ impl RedisHealth {
         let mut since = self.since();
         if since.is_none() {
             *since = Some(Instant::now());
-            self.switched.notify_one();
             log::warn!(
                 "lease backend switched node={} backend=postgres grants_in_ms={} error={error}",
                 self.node_id,

@@ -344,11 +344,22 @@ impl LeaseManager {
                 Ok(flags) => {
                     let (mut renewed, mut unanswered) = (0, 0);
                     for ((key, value), outcome) in batch.into_iter().zip(flags) {
-                        // Released meanwhile, or re-acquired with a new value: not this renewal's business.
+                        // Released or lost meanwhile (or re-acquired with a new value). A renewal
+                        // that carried the lease over to PostgreSQL may have written it back just
+                        // now: delete it again (check-and-delete: only this value goes).
                         let Some(held) = act.held.get(&key).filter(|h| h.value == value) else {
+                            if outcome == Some(true) {
+                                ctx.spawn(act.delete(key, value).into_actor(act).map(|_, _, _| ()));
+                            }
                             continue;
                         };
                         match outcome {
+                            // Confirmed only after the deadline passed: the lease may have been
+                            // free for a moment, and taken. It is lost, not extended.
+                            Some(true) if held.valid_until.passed() => {
+                                bump(&act.metrics.renewal_failures, 1);
+                                act.lose(&key, true, ctx);
+                            }
                             Some(true) => {
                                 renewed += 1;
                                 held.valid_until.set(act.deadline(sent_at));
@@ -445,7 +456,8 @@ impl Handler<Acquire> for LeaseManager {
                     act.publish_held();
                 }
                 Err(LeaseError::Held(_)) => bump(&act.metrics.contested, 1),
-                // Nothing was sent: the store is waiting out a switch to PostgreSQL.
+                // Redis went silent (on this very SET, maybe, whose reply then never came: if
+                // it landed, the key expires by TTL, since Redis cannot be asked to delete it).
                 Err(LeaseError::NotYet(_)) => {}
                 Err(_) => {
                     bump(&act.metrics.timeouts, 1);
@@ -534,6 +546,7 @@ mod tests {
         unreachable: AtomicBool,
         /// Keys a renewal cannot say anything about (their half of the store is silent).
         unanswered: Mutex<std::collections::HashSet<String>>,
+
         /// Every key a renewal extended, in order.
         renewals: Mutex<Vec<String>>,
     }

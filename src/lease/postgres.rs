@@ -228,28 +228,6 @@ impl PgLeases {
             .collect())
     }
 
-    /// Whether any row under `prefix` is live: a lease taken or carried over while Redis was
-    /// silent, or the marker of a node in fallback.
-    pub async fn any_live(&self, prefix: &str) -> Result<bool, LeaseError> {
-        #[derive(QueryableByName)]
-        struct Found {
-            #[diesel(sql_type = diesel::sql_types::Bool)]
-            found: bool,
-        }
-        let mut conn = pool::conn(&self.pool)
-            .await
-            .map_err(LeaseError::unavailable)?;
-        let row: Found = diesel::sql_query(
-            "SELECT EXISTS (SELECT 1 FROM leases WHERE starts_with(key, $1) \
-             AND expires_at > clock_timestamp()) AS found",
-        )
-        .bind::<Text, _>(prefix)
-        .get_result(&mut conn)
-        .await
-        .map_err(LeaseError::unavailable)?;
-        Ok(row.found)
-    }
-
     /// Deletes rows expired for a minute (left by holders that crashed); how many.
     pub async fn sweep(&self) -> Result<usize, LeaseError> {
         let mut conn = pool::conn(&self.pool)
