@@ -18,12 +18,19 @@ const TTL: Duration = Duration::from_millis(2000);
 /// A node whose Redis connection goes through a proxy; the test keeps the real Redis URL. Its
 /// actors do not stop when idle, so a booking stays held until the test says otherwise.
 async fn node_behind_proxy() -> (TestApp, Proxy, String) {
+    node_behind_proxy_with(|_| {}).await
+}
+
+async fn node_behind_proxy_with(
+    customize: impl FnOnce(&mut ridelock::config::Settings),
+) -> (TestApp, Proxy, String) {
     let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let proxy = Proxy::start(&host_port(&redis_url)).await;
     let through = proxy.redis_url();
     let mut app = spawn_app_with(|s| {
         s.redis.url = ridelock::config::Secret::new(&through);
         s.booking.idle_stop_ms = 60_000;
+        customize(s);
     })
     .await;
     // Clean-up reaches Redis directly, after the proxy is gone.
@@ -190,4 +197,39 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
     .await
     .unwrap();
     assert_eq!(writers.n, 1, "one writer");
+}
+
+#[actix_web::test]
+async fn a_request_that_cannot_wait_out_the_switch_gets_503_with_retry_after_and_changes_nothing() {
+    // Arrange: a request timeout shorter than the TTL the switch waits; a pending booking.
+    let (app, proxy, _) = node_behind_proxy_with(|s| s.server.request_timeout_ms = 500).await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    proxy.cut();
+
+    // Act
+    let assigned = app
+        .post(format!("/api/bookings/{booking}/assign"), json!({}))
+        .await;
+
+    // Assert: told when to come back, and nothing was written.
+    assigned.expect(503, Some("lease_unavailable"));
+    let retry_after: u64 = app
+        .client
+        .post(format!("{}/api/bookings/{booking}/assign", app.address))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=2).contains(&retry_after), "Retry-After: {retry_after}");
+    let now = app.get(format!("/api/bookings/{booking}")).await;
+    assert_eq!(now.data()["status"], json!("pending"));
+    assert_eq!(now.data()["fencing_token"], json!(0));
+    assert!(pg_leases(&app).await.is_empty());
 }
