@@ -35,6 +35,8 @@ pub struct Reply {
     pub request_id: Option<String>,
     /// The node whose booking actor handled a booking action (`X-RideLock-Served-By`).
     pub served_by: Option<String>,
+    /// `Retry-After`, on a 503.
+    pub retry_after: Option<String>,
 }
 
 impl Reply {
@@ -209,6 +211,7 @@ impl TestApp {
                 .map(str::to_owned)
         };
         let (request_id, served_by) = (header("x-request-id"), header("x-ridelock-served-by"));
+        let retry_after = header("retry-after");
         let text = response.text().await.expect("response body");
         let body = serde_json::from_str(&text)
             .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
@@ -217,6 +220,7 @@ impl TestApp {
             body,
             request_id,
             served_by,
+            retry_after,
         }
     }
 

@@ -59,6 +59,7 @@ async fn a_stolen_lease_stops_the_actor_and_nobody_writes_until_it_is_free() {
     // Assert: the actor stopped, the request was refused with 503 + Retry-After, nothing written.
     assert!(stopped, "the actor should stop when its lease is lost");
     refused.expect(503, Some("lease_unavailable"));
+    assert!(refused.retry_after.is_some(), "Retry-After missing");
     assert_eq!(app.fingerprint().await, before);
     let stats = app.get("/api/locks/stats").await;
     assert!(

@@ -352,6 +352,17 @@ fn assert_state_machine(events: &[harness::Event]) {
     }
 }
 
+/// One keyed assign of `booking` (retried on 503 like any client step): its final status, or 0
+/// if it was never answered.
+async fn assign_status(client: &Client, booking: i64) -> u16 {
+    let key = Uuid::new_v4().to_string();
+    let path = format!("/api/bookings/{booking}/assign");
+    match client.post(&path, &json!({}), &key).await {
+        Outcome::Answered(status, _) => status,
+        Outcome::GaveUp => 0,
+    }
+}
+
 /// Lets the traffic run.
 async fn traffic_for(d: Duration) {
     tokio::time::sleep(d).await;
@@ -580,32 +591,10 @@ async fn contention_storm() {
     // 50 assigns of one booking, round-robin over the nodes, all at once; and 40 bookings
     // assigned at once against the drivers the traffic leaves free.
     let one = bookings[0];
-    let storm = (0..50).map(|_| {
-        let client = chaos.client.clone();
-        async move {
-            let key = Uuid::new_v4().to_string();
-            match client
-                .post(&format!("/api/bookings/{one}/assign"), &json!({}), &key)
-                .await
-            {
-                Outcome::Answered(status, _) => status,
-                Outcome::GaveUp => 0,
-            }
-        }
-    });
-    let race = bookings[1..].iter().map(|&booking| {
-        let client = chaos.client.clone();
-        async move {
-            let key = Uuid::new_v4().to_string();
-            match client
-                .post(&format!("/api/bookings/{booking}/assign"), &json!({}), &key)
-                .await
-            {
-                Outcome::Answered(status, _) => status,
-                Outcome::GaveUp => 0,
-            }
-        }
-    });
+    let storm = (0..50).map(|_| assign_status(&chaos.client, one));
+    let race = bookings[1..]
+        .iter()
+        .map(|&booking| assign_status(&chaos.client, booking));
     let (storm, race) = tokio::join!(join_all(storm), join_all(race));
     traffic_for(Duration::from_secs(1)).await;
 
