@@ -14,10 +14,7 @@ async fn assignment_and_nearby_fall_back_to_sql_when_the_geo_index_fails() {
     let far = app.online_driver(PICKUP.0 + 0.01, PICKUP.1).await;
     let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
     let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
-    let mut redis = redis::Client::open(app.redis_url.clone())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut redis = app.redis();
     let index = format!("{}drivers:available", app.redis_prefix);
     let _: () = redis::cmd("SET")
         .arg(&index)
@@ -58,10 +55,7 @@ async fn a_free_driver_missing_from_a_lagging_index_is_still_assigned() {
     let rider = app.rider().await;
     let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
     let far = app.online_driver(PICKUP.0 + 0.01, PICKUP.1).await;
-    let mut redis = redis::Client::open(app.redis_url.clone())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut redis = app.redis();
     let index = format!("{}drivers:available", app.redis_prefix);
     let _: i64 = redis::cmd("ZREM")
         .arg(&index)
@@ -93,10 +87,7 @@ async fn the_index_is_rebuilt_from_postgresql_when_redis_comes_back_empty() {
     let app = spawn_app().await;
     let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
     let far = app.online_driver(PICKUP.0 + 0.01, PICKUP.1).await;
-    let mut redis = redis::Client::open(app.redis_url.clone())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let mut redis = app.redis();
     let index = format!("{}drivers:available", app.redis_prefix);
     let marker = format!("{}drivers:indexed", app.redis_prefix);
     let _: i64 = redis::cmd("DEL")

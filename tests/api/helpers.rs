@@ -243,6 +243,21 @@ impl TestApp {
             .await
     }
 
+    /// A connection to the Redis this app's keys live in (directly, never through a test proxy).
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.redis_url.clone())
+            .and_then(|client| client.get_connection())
+            .expect("redis connection")
+    }
+
+    /// The value of a booking's lease key in Redis, if it exists.
+    pub fn lease_in_redis(&self, booking: i64) -> Option<String> {
+        redis::cmd("GET")
+            .arg(format!("{}lock:booking:{booking}", self.redis_prefix))
+            .query(&mut self.redis())
+            .expect("GET the lease key")
+    }
+
     /// A second node, "n2", on this app's database and key prefix.
     pub async fn second_node(&self) -> TestApp {
         spawn_node(

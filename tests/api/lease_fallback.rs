@@ -17,13 +17,13 @@ const TTL: Duration = Duration::from_millis(2000);
 
 /// A node whose Redis connection goes through a proxy; the test keeps the real Redis URL. Its
 /// actors do not stop when idle, so a booking stays held until the test says otherwise.
-async fn node_behind_proxy() -> (TestApp, Proxy, String) {
+async fn node_behind_proxy() -> (TestApp, Proxy) {
     node_behind_proxy_with(|_| {}).await
 }
 
 async fn node_behind_proxy_with(
     customize: impl FnOnce(&mut ridelock::config::Settings),
-) -> (TestApp, Proxy, String) {
+) -> (TestApp, Proxy) {
     let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let proxy = Proxy::start(&host_port(&redis_url)).await;
     let through = proxy.redis_url();
@@ -34,8 +34,8 @@ async fn node_behind_proxy_with(
     })
     .await;
     // Clean-up reaches Redis directly, after the proxy is gone.
-    app.redis_url = redis_url.clone();
-    (app, proxy, redis_url)
+    app.redis_url = redis_url;
+    (app, proxy)
 }
 
 #[derive(QueryableByName, Debug)]
@@ -57,15 +57,10 @@ async fn pg_leases(app: &TestApp) -> Vec<LeaseRow> {
     .unwrap()
 }
 
-fn redis_get(url: &str, key: &str) -> Option<String> {
-    let mut redis = redis::Client::open(url).unwrap().get_connection().unwrap();
-    redis::cmd("GET").arg(key).query(&mut redis).unwrap()
-}
-
 #[actix_web::test]
 async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_to_redis() {
     // Arrange: booking A is held (in Redis) before the cut; B and C are pending.
-    let (app, proxy, redis_url) = node_behind_proxy().await;
+    let (app, proxy) = node_behind_proxy().await;
     let rider = app.rider().await;
     let driver_a = app.online_driver(PICKUP.0, PICKUP.1).await;
     let a = app.booking(rider, PICKUP.0, PICKUP.1).await;
@@ -144,8 +139,7 @@ async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_
     app.post(format!("/api/bookings/{c}/assign"), json!({}))
         .await
         .expect(200, None);
-    let key_c = format!("{}lock:booking:{c}", app.redis_prefix);
-    let in_redis = redis_get(&redis_url, &key_c);
+    let in_redis = app.lease_in_redis(c);
     assert!(in_redis.is_some_and(|v| v.starts_with("n1:")));
     assert!(pg_leases(&app)
         .await
@@ -156,7 +150,7 @@ async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_
 #[actix_web::test]
 async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
     // Arrange: n1 is cut off from Redis and holds the booking in PostgreSQL; n2 reaches Redis.
-    let (n1, proxy, _) = node_behind_proxy().await;
+    let (n1, proxy) = node_behind_proxy().await;
     let n2 = spawn_node(&n1.db_name, &n1.db_url, &n1.redis_prefix, "n2", |_| {}).await;
     let rider = n1.rider().await;
     let driver = n1.online_driver(PICKUP.0, PICKUP.1).await;
@@ -181,9 +175,7 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
     accepted.expect(200, None);
     assert_eq!(accepted.served_by.as_deref(), Some("n1"));
     assert_eq!(accepted.data()["fencing_token"], json!(1));
-    let key = format!("{}lock:booking:{booking}", n1.redis_prefix);
-    let redis_url = std::env::var("REDIS_URL").unwrap();
-    assert_eq!(redis_get(&redis_url, &key), None);
+    assert_eq!(n1.lease_in_redis(booking), None);
     #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
@@ -202,7 +194,7 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
 #[actix_web::test]
 async fn a_request_that_cannot_wait_out_the_switch_gets_503_with_retry_after_and_changes_nothing() {
     // Arrange: a request timeout shorter than the TTL the switch waits; a pending booking.
-    let (app, proxy, _) = node_behind_proxy_with(|s| s.server.request_timeout_ms = 500).await;
+    let (app, proxy) = node_behind_proxy_with(|s| s.server.request_timeout_ms = 500).await;
     let rider = app.rider().await;
     app.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;

@@ -9,13 +9,6 @@ use serde_json::json;
 
 use crate::helpers::{spawn_app, spawn_app_with, spawn_node, TestApp, PICKUP};
 
-fn redis(app: &TestApp) -> redis::Connection {
-    redis::Client::open(app.redis_url.clone())
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
-
 fn lease_key(app: &TestApp, booking: i64) -> String {
     format!("{}lock:booking:{booking}", app.redis_prefix)
 }
@@ -41,7 +34,7 @@ async fn a_stolen_lease_stops_the_actor_and_nobody_writes_until_it_is_free() {
         .arg("intruder:1")
         .arg("PX")
         .arg(60_000)
-        .query(&mut redis(&app))
+        .query(&mut app.redis())
         .unwrap();
     let stopped = app
         .eventually(Duration::from_secs(5), || async {
@@ -67,14 +60,14 @@ async fn a_stolen_lease_stops_the_actor_and_nobody_writes_until_it_is_free() {
         "{:#}",
         stats.body
     );
-    let intruder: String = redis::cmd("GET").arg(&key).query(&mut redis(&app)).unwrap();
+    let intruder: String = redis::cmd("GET").arg(&key).query(&mut app.redis()).unwrap();
     assert_eq!(
         intruder, "intruder:1",
         "the intruder's lease must not be deleted by us"
     );
 
     // Once the key is free, the booking is served again under a higher fencing token.
-    let _: () = redis::cmd("DEL").arg(&key).query(&mut redis(&app)).unwrap();
+    let _: () = redis::cmd("DEL").arg(&key).query(&mut app.redis()).unwrap();
     let accepted = app
         .post(
             format!("/api/bookings/{booking}/accept"),
@@ -157,7 +150,7 @@ async fn a_restarted_node_clears_the_leases_its_previous_run_left_behind() {
         .arg("n1:crashed")
         .arg("PX")
         .arg(60_000)
-        .query(&mut redis(&first))
+        .query(&mut first.redis())
         .unwrap();
 
     // Act: n1 starts again on the same database and prefix.
@@ -177,7 +170,7 @@ async fn a_restarted_node_clears_the_leases_its_previous_run_left_behind() {
     assigned.expect(200, None);
     let holder: String = redis::cmd("GET")
         .arg(&key)
-        .query(&mut redis(&first))
+        .query(&mut first.redis())
         .unwrap();
     assert!(
         holder.starts_with("n1:") && holder != "n1:crashed",
@@ -198,7 +191,7 @@ async fn a_live_actor_keeps_its_lease_past_the_ttl_through_heartbeat_renewals() 
     app.online_driver(PICKUP.0, PICKUP.1).await;
     let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
     let key = lease_key(&app, booking);
-    let granted: String = redis::cmd("GET").arg(&key).query(&mut redis(&app)).unwrap();
+    let granted: String = redis::cmd("GET").arg(&key).query(&mut app.redis()).unwrap();
 
     // Act: wait until more than a TTL's worth of heartbeats has renewed the lease.
     let renewed_past_ttl = app
@@ -210,7 +203,7 @@ async fn a_live_actor_keeps_its_lease_past_the_ttl_through_heartbeat_renewals() 
 
     // Assert: same lease value, same fencing token, nothing lost.
     assert!(renewed_past_ttl, "the heartbeat should renew held leases");
-    let holder: Option<String> = redis::cmd("GET").arg(&key).query(&mut redis(&app)).unwrap();
+    let holder: Option<String> = redis::cmd("GET").arg(&key).query(&mut app.redis()).unwrap();
     assert_eq!(holder.as_deref(), Some(granted.as_str()));
     let stats = app.get("/api/locks/stats").await;
     assert_eq!(stats.data()["counters"]["lost"], json!(0));
@@ -257,7 +250,7 @@ async fn refusing_a_command_on_a_finished_booking_touches_neither_token_nor_leas
     );
     let key: Option<String> = redis::cmd("GET")
         .arg(lease_key(&app, booking))
-        .query(&mut redis(&app))
+        .query(&mut app.redis())
         .unwrap();
     assert_eq!(key, None);
 }
@@ -283,7 +276,7 @@ async fn a_graceful_stop_gives_back_every_lease_without_waiting_for_the_ttl() {
     }
     let held: usize = redis::cmd("EXISTS")
         .arg(&keys)
-        .query(&mut redis(&app))
+        .query(&mut app.redis())
         .unwrap();
     assert_eq!(held, 3);
 
@@ -295,7 +288,7 @@ async fn a_graceful_stop_gives_back_every_lease_without_waiting_for_the_ttl() {
         .eventually(Duration::from_secs(5), || async {
             let left: usize = redis::cmd("EXISTS")
                 .arg(&keys)
-                .query(&mut redis(&app))
+                .query(&mut app.redis())
                 .unwrap();
             left == 0
         })

@@ -20,18 +20,6 @@ async fn send_with_request_id(
         .await
 }
 
-/// The value of the booking's lease key in Redis, if it exists.
-fn lease_key_value(app: &TestApp, booking: i64) -> Option<String> {
-    let key = format!("{}lock:booking:{booking}", app.redis_prefix);
-    let mut conn = redis::Client::open(app.redis_url.clone())
-        .and_then(|client| client.get_connection())
-        .expect("redis connection");
-    redis::cmd("GET")
-        .arg(&key)
-        .query(&mut conn)
-        .expect("GET the lease key")
-}
-
 /// The lock-stats entry for the booking, if listed.
 async fn listed_lock(app: &TestApp, booking: i64) -> Option<Value> {
     let stats = app.get("/api/locks/stats").await;
@@ -162,7 +150,7 @@ async fn lock_stats_list_the_lease_of_a_booking_just_assigned() {
 
     // Act
     let stats = app.get("/api/locks/stats").await;
-    let key_value = lease_key_value(&app, booking);
+    let key_value = app.lease_in_redis(booking);
 
     // Assert
     stats.expect(200, None);
@@ -231,7 +219,7 @@ async fn an_idle_booking_actor_releases_its_lease() {
     let app_ref = &app;
     let key_gone = app
         .eventually(Duration::from_secs(5), move || async move {
-            lease_key_value(app_ref, booking).is_none()
+            app_ref.lease_in_redis(booking).is_none()
         })
         .await;
 
