@@ -11,7 +11,10 @@ use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
 use diesel_async::AsyncPgConnection;
+use jsonwebtoken::Algorithm;
 use serde::Deserialize;
+
+pub use crate::auth::AuthMode;
 
 /// A value that must not appear in logs (URLs may carry passwords).
 #[derive(Clone, Deserialize)]
@@ -44,6 +47,7 @@ pub struct Settings {
     pub lease: LeaseSettings,
     pub booking: BookingSettings,
     pub assign: AssignSettings,
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -100,6 +104,61 @@ pub struct AssignSettings {
     pub max_candidates: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuthSettings {
+    pub mode: AuthMode,
+    /// `HS256` (with `secret`) or `RS256` (with `public_key_path`).
+    pub algorithm: String,
+    pub secret: Secret,
+    pub public_key_path: String,
+    /// RS256 only, and only for `ridelock token`: the server never needs it.
+    pub private_key_path: String,
+    pub issuer: String,
+    pub audience: String,
+    pub leeway_secs: u64,
+    /// Lifetime of a token minted by `ridelock token`.
+    pub token_ttl_secs: u64,
+}
+
+impl AuthSettings {
+    pub fn algorithm(&self) -> anyhow::Result<Algorithm> {
+        match self.algorithm.as_str() {
+            "HS256" => Ok(Algorithm::HS256),
+            "RS256" => Ok(Algorithm::RS256),
+            other => bail!("auth.algorithm must be HS256 or RS256, not {other:?}"),
+        }
+    }
+
+    fn validate(&self, profile: &str) -> anyhow::Result<()> {
+        if self.mode == AuthMode::Off {
+            if profile != "local" {
+                bail!("auth.mode = \"off\" is accepted only in the local profile, not {profile}");
+            }
+            return Ok(());
+        }
+        if self.issuer.is_empty() || self.audience.is_empty() {
+            bail!("auth.issuer and auth.audience must be set");
+        }
+        match self.algorithm()? {
+            Algorithm::HS256 => {
+                let secret = self.secret.expose();
+                if secret.is_empty() {
+                    bail!("auth.secret must be set for HS256 (RIDELOCK_AUTH__SECRET)");
+                }
+                if profile == "production" && (secret.len() < 32 || secret.starts_with("dev-")) {
+                    bail!("auth.secret must be a private value of at least 32 characters in production");
+                }
+            }
+            _ => {
+                if self.public_key_path.is_empty() {
+                    bail!("auth.public_key_path must be set for RS256 (RIDELOCK_AUTH__PUBLIC_KEY_PATH)");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The profile named by `RIDELOCK_ENV` (default `local`).
 pub fn profile() -> String {
     std::env::var("RIDELOCK_ENV").unwrap_or_else(|_| "local".to_owned())
@@ -108,9 +167,13 @@ pub fn profile() -> String {
 /// Reads the layered configuration from `config/` under the current directory
 /// (or `RIDELOCK_CONFIG_DIR`).
 pub fn load() -> anyhow::Result<Settings> {
+    load_profile(&profile())
+}
+
+/// [`load`] for a named profile, whatever `RIDELOCK_ENV` says.
+pub fn load_profile(profile: &str) -> anyhow::Result<Settings> {
     let dir = std::env::var("RIDELOCK_CONFIG_DIR")
         .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned());
-    let profile = profile();
     let mut builder = config::Config::builder()
         .add_source(config::File::with_name(&format!("{dir}/base")).required(true))
         .add_source(config::File::with_name(&format!("{dir}/{profile}")).required(false))
@@ -132,7 +195,7 @@ pub fn load() -> anyhow::Result<Settings> {
     if settings.node.id.is_empty() && profile != "production" {
         settings.node.id = default_node_id(settings.server.port);
     }
-    settings.validate(&profile)?;
+    settings.validate(profile)?;
     Ok(settings)
 }
 
@@ -193,7 +256,7 @@ impl Settings {
         if self.assign.max_candidates == 0 {
             bail!("assign.max_candidates must be positive");
         }
-        Ok(())
+        self.auth.validate(profile)
     }
 }
 

@@ -131,6 +131,9 @@ impl ResponseError for ApiError {
             body["data"] = data;
         }
         let mut response = HttpResponse::build(status);
+        if matches!(self, Self::Unauthorized { .. }) {
+            response.insert_header(("WWW-Authenticate", "Bearer realm=\"ridelock\""));
+        }
         if let Some(after) = self.retry_after() {
             response.insert_header(("Retry-After", after.as_secs().max(1).to_string()));
         }

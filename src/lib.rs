@@ -13,6 +13,7 @@
 //! - [`config`], [`telemetry`], [`error`], [`startup`], [`seed`]: wiring.
 
 pub mod actors;
+pub mod auth;
 pub mod cluster;
 pub mod config;
 pub mod domain;

@@ -29,9 +29,30 @@ enum Command {
     Seed,
     /// Serve the API (start-week3); runs pending migrations first.
     Serve,
+    /// Print a bearer token for `rider <id>`, `driver <id>` or `ops <name>`, signed with the
+    /// configured auth secret (or RS256 private key): for development and tests.
+    Token(TokenArgs),
     /// Fire a scenario of concurrent requests at one or more servers, check its invariants and
     /// report latencies (test-concurrent-week3, for real). Exits non-zero when an invariant broke.
     Loadtest(LoadArgs),
+}
+
+#[derive(clap::Args)]
+struct TokenArgs {
+    #[arg(value_enum)]
+    kind: TokenKind,
+    /// The rider's or driver's id, or the operator's name.
+    who: String,
+    /// Lifetime in seconds (default: auth.token_ttl_secs).
+    #[arg(long)]
+    ttl_secs: Option<u64>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum TokenKind {
+    Rider,
+    Driver,
+    Ops,
 }
 
 #[derive(clap::Args)]
@@ -66,6 +87,10 @@ struct LoadArgs {
     /// Per-request timeout, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Bearer token sent with every request: an ops token, e.g. `$(ridelock token ops loadtest)`.
+    /// Not needed against `make run` (auth off).
+    #[arg(long, env = "RIDELOCK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
@@ -115,6 +140,28 @@ fn run(command: Command, settings: config::Settings) -> anyhow::Result<()> {
             app.run_until_stopped().await?;
             Ok(())
         }),
+        Command::Token(args) => {
+            let kind = match args.kind {
+                TokenKind::Rider => "rider",
+                TokenKind::Driver => "driver",
+                TokenKind::Ops => "ops",
+            };
+            let subject = ridelock::auth::Principal::from_subject(&format!("{kind}:{}", args.who))
+                .with_context(|| {
+                    format!(
+                        "{kind} {:?}: ids are positive integers, names 1-64 of [A-Za-z0-9._-]",
+                        args.who
+                    )
+                })?;
+            let ttl = args.ttl_secs.unwrap_or(settings.auth.token_ttl_secs);
+            let token = ridelock::auth::mint(
+                &settings.auth,
+                &subject,
+                std::time::Duration::from_secs(ttl),
+            )?;
+            println!("{token}");
+            Ok(())
+        }
         Command::Loadtest(args) => loadtest(args),
     }
 }
@@ -131,6 +178,7 @@ fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
         lifecycles: args.lifecycles,
         rate: args.rate,
         request_timeout: std::time::Duration::from_millis(args.timeout_ms),
+        token: args.token,
         progress: if args.quiet {
             Progress::Off
         } else if std::io::stderr().is_terminal() {

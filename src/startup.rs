@@ -15,6 +15,7 @@ use anyhow::Context as _;
 
 use crate::actors::registry::BookingRegistry;
 use crate::actors::BookingDeps;
+use crate::auth::{AuthMode, Authenticator};
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Membership, NodeInfo};
 use crate::config::Settings;
@@ -175,6 +176,13 @@ impl Application {
         if applied > 0 {
             log::info!("migrations applied node={node_id} count={applied}");
         }
+        let authenticator = web::Data::new(Authenticator::from_settings(&settings.auth)?);
+        if authenticator.mode() == AuthMode::Off {
+            log::warn!(
+                "authentication is OFF node={node_id}: every caller is trusted as an operator; \
+                 never expose this node (auth.mode = \"off\" is for the local profile only)"
+            );
+        }
         let db = settings.database.pool()?;
         let redis = settings.redis.connect().await?;
         let prefix = settings.redis.key_prefix.clone();
@@ -257,6 +265,7 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
+                .app_data(authenticator.clone())
                 .wrap(middleware::from_fn(http::drain::guard))
                 .wrap(middleware::from_fn(http::metrics::record))
                 .wrap(middleware::from_fn(request_id::assign))

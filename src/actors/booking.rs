@@ -14,7 +14,7 @@ use actix::prelude::*;
 use super::registry::BookingRegistry;
 use super::{BookingError, SharedDeps};
 use crate::domain::booking::{apply, Command, Party, Transition};
-use crate::domain::ids::{BookingId, DriverId, RequestId};
+use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
 use crate::lease::{booking_key, LeaseError, LeaseOwner};
@@ -45,6 +45,8 @@ pub struct RequestMeta {
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(Booking, Driver), BookingError>")]
 pub struct Assign {
+    /// The rider asking, or `None` for an operator.
+    pub by: Option<RiderId>,
     pub meta: RequestMeta,
 }
 
@@ -516,7 +518,7 @@ impl Handler<Assign> for BookingActor {
     fn handle(&mut self, msg: Assign, ctx: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
         self.arm_idle_stop(ctx);
-        let (booking, token) = match self.plan(Command::Assign, &msg.meta) {
+        let (booking, token) = match self.plan(Command::Assign { by: msg.by }, &msg.meta) {
             Ok((booking, token, _)) => (booking, token),
             Err(error) => return self.refuse("Assign", msg.meta, started, error),
         };

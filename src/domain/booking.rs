@@ -85,10 +85,19 @@ pub struct BookingState {
 /// A request to move a booking along an arrow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command {
-    Assign,
-    Accept { driver_id: DriverId },
-    Cancel { by: Party },
-    Complete { driver_id: DriverId },
+    /// `by`: the rider who asks, or `None` when an operator does.
+    Assign {
+        by: Option<RiderId>,
+    },
+    Accept {
+        driver_id: DriverId,
+    },
+    Cancel {
+        by: Party,
+    },
+    Complete {
+        driver_id: DriverId,
+    },
 }
 
 /// A legal move; `release_driver` names the driver that goes back online.
@@ -146,10 +155,15 @@ pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, Transition
         release_driver: None,
     };
     match cmd {
-        Command::Assign => match state.status {
-            Pending => Ok(to(Assigned)),
-            other => Err(TransitionError::NotPending(other)),
-        },
+        Command::Assign { by } => {
+            if by.is_some_and(|rider| rider != state.rider_id) {
+                return Err(TransitionError::NotAParty);
+            }
+            match state.status {
+                Pending => Ok(to(Assigned)),
+                other => Err(TransitionError::NotPending(other)),
+            }
+        }
         Command::Accept { driver_id } => {
             check_driver(state, driver_id, TransitionError::NotAssigned)?;
             match state.status {
@@ -217,7 +231,7 @@ mod tests {
     #[test]
     fn the_happy_path_follows_the_arrows() {
         assert_eq!(
-            apply(state(Pending), Command::Assign).map(|t| t.to),
+            apply(state(Pending), Command::Assign { by: None }).map(|t| t.to),
             Ok(Assigned)
         );
         let accept = Command::Accept { driver_id: DRIVER };
@@ -233,8 +247,23 @@ mod tests {
     fn assign_is_refused_unless_pending() {
         for status in [Assigned, Accepted, Completed, Cancelled] {
             assert_eq!(
-                apply(state(status), Command::Assign),
+                apply(state(status), Command::Assign { by: None }),
                 Err(TransitionError::NotPending(status))
+            );
+        }
+    }
+
+    #[test]
+    fn only_the_bookings_rider_or_an_operator_asks_for_assignment() {
+        let mine = Command::Assign { by: Some(RIDER) };
+        assert_eq!(apply(state(Pending), mine).map(|t| t.to), Ok(Assigned));
+        let theirs = Command::Assign {
+            by: Some(RiderId(2)),
+        };
+        for status in BookingStatus::ALL {
+            assert_eq!(
+                apply(state(status), theirs),
+                Err(TransitionError::NotAParty)
             );
         }
     }

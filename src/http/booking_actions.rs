@@ -9,6 +9,7 @@ use super::bookings::booking_id;
 use super::extract::{self, Idempotency, Keyed};
 use super::routing::{self, BookingOp, ForwardedCall};
 use super::State;
+use crate::auth::{rules, Principal};
 use crate::domain::booking::Party;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError};
@@ -35,29 +36,33 @@ pub struct CompleteBody {
 
 pub async fn assign(
     state: State,
+    caller: Principal,
     path: web::Path<String>,
     request_id: RequestId,
     key: Idempotency,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
-    run(&state, id, BookingOp::Assign, key.0, request_id).await
+    let by = rules::assigner(&caller)?;
+    run(&state, id, BookingOp::Assign { by }, key.0, request_id).await
 }
 
 pub async fn accept(
     state: State,
+    caller: Principal,
     path: web::Path<String>,
     request_id: RequestId,
     request: Keyed<AcceptBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
-    let op = BookingOp::Accept {
-        driver_id: DriverId(extract::body_id(request.body.driver_id, "driver_id")?),
-    };
+    let driver_id = DriverId(extract::body_id(request.body.driver_id, "driver_id")?);
+    rules::is_driver(&caller, driver_id)?;
+    let op = BookingOp::Accept { driver_id };
     run(&state, id, op, request.key, request_id).await
 }
 
 pub async fn cancel(
     state: State,
+    caller: Principal,
     path: web::Path<String>,
     request_id: RequestId,
     request: Keyed<CancelBody>,
@@ -70,6 +75,7 @@ pub async fn cancel(
         "driver" => Party::Driver(DriverId(user_id)),
         _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
     };
+    rules::is_party(&caller, by)?;
     let reason = body
         .reason
         .as_deref()
@@ -88,16 +94,19 @@ pub async fn cancel(
 
 pub async fn complete(
     state: State,
+    caller: Principal,
     path: web::Path<String>,
     request_id: RequestId,
     request: Keyed<CompleteBody>,
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
     let body = request.body;
+    let driver_id = DriverId(extract::body_id(body.driver_id, "driver_id")?);
     let op = BookingOp::Complete {
-        driver_id: DriverId(extract::body_id(body.driver_id, "driver_id")?),
+        driver_id,
         actual_fare_cents: Fare::from_amount(body.actual_fare, "actual_fare")?.cents(),
     };
+    rules::is_driver(&caller, driver_id)?;
     run(&state, id, op, request.key, request_id).await
 }
 

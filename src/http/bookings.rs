@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::extract::{self, Keyed};
 use super::idempotent;
 use super::{respond, respond_list, State};
+use crate::auth::{rules, Principal};
 use crate::domain::booking::BookingStatus;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError, GeoPoint};
@@ -65,11 +66,13 @@ pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
 
 pub async fn create(
     state: State,
+    caller: Principal,
     request_id: RequestId,
     request: Keyed<CreateBooking>,
 ) -> Result<HttpResponse, ApiError> {
     const CREATED: &str = "Booking request created successfully";
     let new = NewBooking::try_from(request.body)?;
+    rules::is_rider(&caller, new.rider_id)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let audit = Audit {
         node_id: &state.deps.node_id.0,
@@ -113,12 +116,22 @@ fn rider_not_found(new: &NewBooking) -> ApiError {
     ApiError::not_found("rider_not_found", "Rider", new.rider_id)
 }
 
-pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: State,
+    caller: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let detail = bookings::find_detail(&mut conn, id)
         .await?
         .ok_or_else(|| ApiError::not_found("booking_not_found", "Booking", id))?;
+    let booking = &detail.booking;
+    rules::reads_booking(
+        &caller,
+        RiderId(booking.rider_id),
+        booking.driver_id.map(DriverId),
+    )?;
     Ok(respond(
         StatusCode::OK,
         "Booking retrieved successfully",
@@ -126,9 +139,21 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
     ))
 }
 
-pub async fn events(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn events(
+    state: State,
+    caller: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
+    let booking = bookings::find(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("booking_not_found", "Booking", id))?;
+    rules::reads_booking(
+        &caller,
+        RiderId(booking.rider_id),
+        booking.driver_id.map(DriverId),
+    )?;
     let trail = bookings::events(&mut conn, id).await?;
     // Every booking has its creation event, so an empty trail means an unknown booking.
     if trail.is_empty() {
@@ -142,6 +167,7 @@ pub async fn events(state: State, path: web::Path<String>) -> Result<HttpRespons
 
 pub async fn list_for_user(
     state: State,
+    caller: Principal,
     path: web::Path<String>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
@@ -152,6 +178,10 @@ pub async fn list_for_user(
         "driver" => UserRef::Driver(DriverId(user_id)),
         _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
     };
+    match user {
+        UserRef::Rider(rider) => rules::is_rider(&caller, rider)?,
+        UserRef::Driver(driver) => rules::is_driver(&caller, driver)?,
+    }
     let status = query
         .status
         .as_deref()

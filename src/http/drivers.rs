@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::extract::{self, Body, Keyed};
 use super::idempotent;
 use super::{respond, respond_list, State};
+use crate::auth::{rules, Principal};
 use crate::domain::ids::DriverId;
 use crate::domain::values::{self, FieldError, GeoPoint};
 use crate::error::ApiError;
@@ -75,8 +76,13 @@ fn not_found(id: DriverId) -> ApiError {
     ApiError::not_found("driver_not_found", "Driver", id)
 }
 
-pub async fn create(state: State, request: Keyed<CreateDriver>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: State,
+    caller: Principal,
+    request: Keyed<CreateDriver>,
+) -> Result<HttpResponse, ApiError> {
     const CREATED: &str = "Driver created successfully";
+    rules::ops_only(&caller)?;
     let new = NewDriver::try_from(request.body)?;
     let key = request.key.as_ref();
     let mut conn = pool::conn(&state.deps.pool).await?;
@@ -100,14 +106,20 @@ pub async fn create(state: State, request: Keyed<CreateDriver>) -> Result<HttpRe
     }
 }
 
-pub async fn list(state: State) -> Result<HttpResponse, ApiError> {
+pub async fn list(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
+    rules::ops_only(&caller)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let all = drivers::list(&mut conn).await?;
     Ok(respond_list("Drivers retrieved successfully", &all))
 }
 
-pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: State,
+    caller: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = driver_id(&path)?;
+    rules::is_driver(&caller, id)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let driver = drivers::find(&mut conn, id)
         .await?
@@ -121,11 +133,13 @@ pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, 
 
 pub async fn update_location(
     state: State,
+    caller: Principal,
     path: web::Path<String>,
     request: Keyed<Location>,
 ) -> Result<HttpResponse, ApiError> {
     const UPDATED: &str = "Location updated successfully";
     let id = driver_id(&path)?;
+    rules::is_driver(&caller, id)?;
     let at = GeoPoint::new(request.body.lat, request.body.lng, "lat", "lng")?;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let Some(key) = request.key.as_ref() else {
@@ -166,10 +180,12 @@ pub async fn update_location(
 
 pub async fn update_status(
     state: State,
+    caller: Principal,
     path: web::Path<String>,
     body: Body<StatusChange>,
 ) -> Result<HttpResponse, ApiError> {
     let id = driver_id(&path)?;
+    rules::is_driver(&caller, id)?;
     let to = match body.0.status.as_str() {
         "online" => Availability::Online,
         "offline" => Availability::Offline,
@@ -232,6 +248,7 @@ fn number(raw: Option<&str>, field: &str) -> Result<Option<f64>, FieldError> {
 
 pub async fn nearby(
     state: State,
+    _caller: Principal,
     query: web::Query<NearbyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let lat = number(query.lat.as_deref(), "lat")?

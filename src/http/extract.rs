@@ -8,6 +8,7 @@ use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
 
+use crate::auth;
 use crate::domain::values::FieldError;
 use crate::error::ApiError;
 use crate::storage::idempotency::IdempotencyKey;
@@ -115,10 +116,11 @@ fn idempotency_key(req: &HttpRequest, body: &[u8]) -> Result<Option<IdempotencyK
     let Some(value) = req.headers().get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
+    let scope = auth::caller(req)?.to_string();
     value
         .to_str()
         .ok()
-        .and_then(|key| IdempotencyKey::new(key, req.method().as_str(), req.path(), body))
+        .and_then(|key| IdempotencyKey::new(&scope, key, req.method().as_str(), req.path(), body))
         .map(Some)
         .ok_or_else(|| {
             FieldError::new(

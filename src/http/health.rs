@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use serde_json::json;
 
 use super::{respond, State};
+use crate::auth::{rules, AuthMode, Authenticator, Principal};
 use crate::error::ApiError;
 use crate::storage::bookings;
 use crate::storage::pool;
@@ -15,7 +16,7 @@ use crate::storage::pool;
 /// How long a health probe waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-pub async fn health(state: State) -> HttpResponse {
+pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpResponse {
     let postgres = async {
         let mut conn = pool::conn(&state.deps.pool).await.ok()?;
         diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
@@ -43,12 +44,20 @@ pub async fn health(state: State) -> HttpResponse {
         (true, false) => "Service is degraded: Redis is down, leases and search use PostgreSQL",
         (false, _) => "Service is unavailable: PostgreSQL is down",
     };
+    let auth = auth.mode();
+    let message = match auth {
+        AuthMode::Jwt => message.to_owned(),
+        AuthMode::Off => {
+            format!("{message}; WARNING: authentication is off, every caller is trusted")
+        }
+    };
     let body = json!({
         "success": healthy,
         "message": message,
         "timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "version": env!("CARGO_PKG_VERSION"),
         "node_id": state.deps.node_id,
+        "auth": auth.as_str(),
         "services": {
             "postgres": up(pg_ok),
             "redis": up(redis_ok),
@@ -75,7 +84,8 @@ struct LockView {
     fencing_token: Option<i64>,
 }
 
-pub async fn lock_stats(state: State) -> Result<HttpResponse, ApiError> {
+pub async fn lock_stats(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
+    rules::ops_only(&caller)?;
     let prefix = &state.deps.key_prefix;
     let records = state
         .leases
@@ -174,7 +184,8 @@ struct Counters {
 
 /// `GET /api/cluster/nodes`: the nodes whose membership key is alive, with their address, start,
 /// active actors and held leases as of their last announcement.
-pub async fn cluster_nodes(state: State) -> Result<HttpResponse, ApiError> {
+pub async fn cluster_nodes(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
+    rules::ops_only(&caller)?;
     let nodes = crate::cluster::live_nodes(&state.redis, &state.deps.key_prefix)
         .await
         .map_err(ApiError::Unavailable)?;

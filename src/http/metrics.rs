@@ -14,6 +14,8 @@ use actix_web::middleware::Next;
 use actix_web::{Error, HttpResponse};
 
 use super::State;
+use crate::auth::{rules, Principal};
+use crate::error::ApiError;
 
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 12] = [
@@ -136,7 +138,8 @@ pub async fn record(
 }
 
 /// `GET /metrics`.
-pub async fn render(state: State) -> HttpResponse {
+pub async fn render(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
+    rules::ops_only(&caller)?;
     let node = label(&state.deps.node_id.0);
     let m = state.lease_metrics.snapshot();
     let mut out = String::with_capacity(8192);
@@ -238,9 +241,9 @@ pub async fn render(state: State) -> HttpResponse {
             ms / 1000.0
         );
     }
-    HttpResponse::Ok()
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(out)
+        .body(out))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use super::extract::{self, Keyed};
 use super::idempotent;
 use super::{respond, State};
+use crate::auth::{rules, Principal};
 use crate::domain::ids::RiderId;
 use crate::domain::values::{self, FieldError};
 use crate::error::ApiError;
@@ -30,8 +31,13 @@ impl TryFrom<CreateRider> for NewRider {
     }
 }
 
-pub async fn create(state: State, request: Keyed<CreateRider>) -> Result<HttpResponse, ApiError> {
+pub async fn create(
+    state: State,
+    caller: Principal,
+    request: Keyed<CreateRider>,
+) -> Result<HttpResponse, ApiError> {
     const CREATED: &str = "Rider created successfully";
+    rules::ops_only(&caller)?;
     let new = NewRider::try_from(request.body)?;
     let key = request.key.as_ref();
     let mut conn = pool::conn(&state.deps.pool).await?;
@@ -55,8 +61,13 @@ pub async fn create(state: State, request: Keyed<CreateRider>) -> Result<HttpRes
     }
 }
 
-pub async fn get(state: State, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+pub async fn get(
+    state: State,
+    caller: Principal,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let id = RiderId(extract::id(&path, "id")?);
+    rules::is_rider(&caller, id)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let rider = riders::find(&mut conn, id)
         .await?

@@ -26,7 +26,7 @@ use crate::actors::booking::{Accept, Assign, Cancel, Complete, RequestMeta};
 use crate::actors::BookingError;
 use crate::cluster::forward::{ForwardError, Relayed, SERVED_BY_HEADER};
 use crate::domain::booking::Party;
-use crate::domain::ids::{BookingId, DriverId, RequestId};
+use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::Fare;
 use crate::error::ApiError;
 use crate::lease::failover::Leases;
@@ -40,7 +40,10 @@ use crate::storage::{bookings, drivers, pool};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
 pub enum BookingOp {
-    Assign,
+    /// `by`: the rider asking, or `None` for an operator.
+    Assign {
+        by: Option<RiderId>,
+    },
     Accept {
         driver_id: DriverId,
     },
@@ -58,7 +61,7 @@ impl BookingOp {
     /// The status this action moves a booking to, and the message of its success answer.
     fn outcome(&self) -> (&'static str, &'static str) {
         match self {
-            Self::Assign => ("assigned", "Driver assigned successfully"),
+            Self::Assign { .. } => ("assigned", "Driver assigned successfully"),
             Self::Accept { .. } => ("accepted", "Booking accepted successfully"),
             Self::Cancel { .. } => ("cancelled", "Booking cancelled successfully"),
             Self::Complete { .. } => ("completed", "Ride completed successfully"),
@@ -241,7 +244,7 @@ async fn applied_earlier(
         .into_iter()
         .find(|(status, _)| status == target)?;
     let mut response = match op {
-        BookingOp::Assign => {
+        BookingOp::Assign { .. } => {
             let driver = drivers::find(&mut conn, DriverId(booking.driver_id?))
                 .await
                 .ok()??;
@@ -275,8 +278,8 @@ async fn perform(
         idempotency: key.map(|key| (key.clone(), message)),
     };
     let mut response = match op.clone() {
-        BookingOp::Assign => {
-            let (booking, driver) = registry.send(id, Assign { meta }, deadline).await?;
+        BookingOp::Assign { by } => {
+            let (booking, driver) = registry.send(id, Assign { by, meta }, deadline).await?;
             respond(
                 StatusCode::OK,
                 message,

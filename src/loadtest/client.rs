@@ -105,9 +105,19 @@ pub struct LoadClient {
 }
 
 impl LoadClient {
-    pub fn new(urls: Vec<String>, timeout: Duration) -> anyhow::Result<Self> {
+    /// `token`: a bearer token sent with every request (an ops token, which may act for every
+    /// rider and driver the scenarios create); `None` against a server with auth off.
+    pub fn new(urls: Vec<String>, timeout: Duration, token: Option<&str>) -> anyhow::Result<Self> {
         anyhow::ensure!(!urls.is_empty(), "at least one --url is needed");
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(token) = token {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| anyhow::anyhow!("--token is not a valid header value"))?;
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(timeout)
             .pool_max_idle_per_host(1024)
             .build()?;

@@ -51,6 +51,9 @@ pub struct LoadConfig {
     /// Open-loop arrivals for `lifecycle`: lifecycles started per second.
     pub rate: Option<f64>,
     pub request_timeout: Duration,
+    /// Bearer token for every request: an ops token (`ridelock token ops loadtest`), or `None`
+    /// against a server with auth off.
+    pub token: Option<String>,
     /// Live progress on stderr while the run goes on.
     pub progress: Progress,
 }
@@ -96,7 +99,11 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         );
     }
     anyhow::ensure!(cfg.riders > 0, "--riders must be positive");
-    let c = Arc::new(LoadClient::new(cfg.urls.clone(), cfg.request_timeout)?);
+    let c = Arc::new(LoadClient::new(
+        cfg.urls.clone(),
+        cfg.request_timeout,
+        cfg.token.as_deref(),
+    )?);
     let before = lock_counters(&c).await;
     let goal = match (cfg.scenario, cfg.lifecycles) {
         (Scenario::Lifecycle, Some(n)) => Goal::Lifecycles(n),

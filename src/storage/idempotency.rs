@@ -12,9 +12,11 @@ use sha2::{Digest, Sha256};
 
 use super::prepared::prepared;
 
-/// A client's key with the fingerprint of the request that carried it.
+/// A client's key, scoped to the caller, with the fingerprint of the request that carried it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IdempotencyKey {
+    /// The caller's token subject (`rider:12`): keys of different callers never meet.
+    pub scope: String,
     pub key: String,
     /// Hex SHA-256 of the method, path and body.
     pub fingerprint: String,
@@ -25,7 +27,7 @@ impl IdempotencyKey {
     pub const MAX_LEN: usize = 255;
 
     /// `None` when `key` is empty, too long or not printable ASCII.
-    pub fn new(key: &str, method: &str, path: &str, body: &[u8]) -> Option<Self> {
+    pub fn new(scope: &str, key: &str, method: &str, path: &str, body: &[u8]) -> Option<Self> {
         let valid = !key.is_empty()
             && key.len() <= Self::MAX_LEN
             && key.bytes().all(|b| b.is_ascii_graphic());
@@ -40,6 +42,7 @@ impl IdempotencyKey {
         hash.update(body);
         let fingerprint = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
         Some(Self {
+            scope: scope.to_owned(),
             key: key.to_owned(),
             fingerprint,
         })
@@ -69,8 +72,11 @@ pub enum Seen {
 
 pub async fn lookup(conn: &mut AsyncPgConnection, key: &IdempotencyKey) -> QueryResult<Seen> {
     let stored: Option<Stored> = prepared(
-        diesel::sql_query("SELECT fingerprint, status, body FROM idempotency_keys WHERE key = $1")
-            .bind::<Text, _>(&key.key),
+        diesel::sql_query(
+            "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind::<Text, _>(&key.scope)
+        .bind::<Text, _>(&key.key),
     )
     .get_result(conn)
     .await
@@ -93,9 +99,10 @@ pub async fn store(
 ) -> QueryResult<bool> {
     let inserted = prepared(
         diesel::sql_query(
-            "INSERT INTO idempotency_keys (key, fingerprint, status, body) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (scope, key) DO NOTHING",
         )
+        .bind::<Text, _>(&key.scope)
         .bind::<Text, _>(&key.key)
         .bind::<Text, _>(&key.fingerprint)
         .bind::<SmallInt, _>(i16::try_from(status).unwrap_or(200))

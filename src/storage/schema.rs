@@ -56,12 +56,13 @@ diesel::table! {
 }
 
 diesel::table! {
-    idempotency_keys (key) {
+    idempotency_keys (scope, key) {
         key -> Text,
         fingerprint -> Text,
         status -> Int2,
         body -> Text,
         created_at -> Timestamptz,
+        scope -> Text,
     }
 }
 

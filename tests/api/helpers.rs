@@ -165,6 +165,7 @@ pub async fn spawn_node(
         redis_prefix: prefix.to_owned(),
         node_id: node_id.to_owned(),
         client: reqwest::Client::builder()
+            .default_headers(crate::auth::ops())
             .pool_max_idle_per_host(64)
             .build()
             .expect("http client"),

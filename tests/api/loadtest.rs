@@ -21,6 +21,7 @@ fn config(url: String, scenario: Scenario) -> LoadConfig {
         lifecycles: Some(20),
         rate: None,
         request_timeout: Duration::from_secs(10),
+        token: Some(crate::auth::token("ops:loadtest")),
         progress: Progress::Off,
     }
 }

@@ -1,6 +1,8 @@
 //! The integration suite: one binary, real PostgreSQL and Redis, many real HTTP requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/auth.rs"]
+mod auth;
 #[path = "../support/database.rs"]
 mod database;
 #[path = "../support/metrics.rs"]

@@ -9,6 +9,8 @@
 //! after another, at random, for that long.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/auth.rs"]
+mod auth;
 #[path = "../support/database.rs"]
 mod database;
 #[path = "../cluster/harness.rs"]

@@ -77,6 +77,7 @@ impl Client {
     pub fn new(nodes: Vec<String>) -> Self {
         Self {
             http: reqwest::Client::builder()
+                .default_headers(crate::auth::ops())
                 .pool_max_idle_per_host(32)
                 .timeout(ATTEMPT_TIMEOUT)
                 .connect_timeout(Duration::from_secs(1))

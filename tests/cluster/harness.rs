@@ -181,6 +181,7 @@ impl Cluster {
             redis_url,
             prefix,
             client: reqwest::Client::builder()
+                .default_headers(crate::auth::ops())
                 .pool_max_idle_per_host(64)
                 .timeout(Duration::from_secs(15))
                 .build()

@@ -4,6 +4,8 @@
 //! in two active bookings, every acknowledged write present.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/auth.rs"]
+mod auth;
 #[path = "../support/database.rs"]
 mod database;
 mod harness;
@@ -524,6 +526,7 @@ async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
         lifecycles: None,
         rate: None,
         request_timeout: Duration::from_secs(10),
+        token: Some(crate::auth::token("ops:loadtest")),
         progress: ridelock::loadtest::progress::Progress::Off,
     };
 

@@ -1,0 +1,189 @@
+//! Who is calling. Every API request except health and the OpenAPI document carries a bearer JWT
+//! (HS256 under a shared secret, or RS256 under a public key) whose subject names the caller:
+//! `rider:<id>`, `driver:<id>` or `ops:<name>`. The service verifies tokens; it issues none
+//! except through `ridelock token`, for development and tests. [`rules`] says what each caller
+//! may do.
+//!
+//! `auth.mode = "off"` (the local profile only) trusts every caller as an operator, so the
+//! tutorial's curl commands work unchanged on `make run`.
+
+pub mod rules;
+mod token;
+
+use std::fmt;
+use std::future::{ready, Ready};
+
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{FromRequest, HttpMessage, HttpRequest};
+use serde::{Deserialize, Serialize};
+
+pub use token::{mint, Authenticator};
+
+use crate::domain::ids::{DriverId, RiderId};
+use crate::error::ApiError;
+
+/// The caller a verified token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Rider(RiderId),
+    Driver(DriverId),
+    /// Operations staff, and every caller when authentication is off.
+    Ops(String),
+}
+
+impl Principal {
+    /// Parses a token subject: `rider:<id>`, `driver:<id>` (positive integers) or `ops:<name>`.
+    pub fn from_subject(subject: &str) -> Option<Self> {
+        let (kind, rest) = subject.split_once(':')?;
+        let id = || rest.parse::<i64>().ok().filter(|id| *id > 0);
+        match kind {
+            "rider" => id().map(|id| Self::Rider(RiderId(id))),
+            "driver" => id().map(|id| Self::Driver(DriverId(id))),
+            "ops" if valid_ops_name(rest) => Some(Self::Ops(rest.to_owned())),
+            _ => None,
+        }
+    }
+
+    pub fn is_ops(&self) -> bool {
+        matches!(self, Self::Ops(_))
+    }
+}
+
+fn valid_ops_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The subject as written in a token; also the scope of the caller's idempotency keys.
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Rider(id) => write!(f, "rider:{id}"),
+            Self::Driver(id) => write!(f, "driver:{id}"),
+            Self::Ops(name) => write!(f, "ops:{name}"),
+        }
+    }
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Jwt,
+    Off,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "jwt",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// Why a request could not be authenticated; every one is a 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("An Authorization: Bearer token is required")]
+    Missing,
+    #[error("The Authorization header is not a bearer JWT")]
+    Malformed,
+    #[error("The token has expired")]
+    Expired,
+    #[error("The token is not valid: bad signature, issuer, audience, subject or claims")]
+    Invalid,
+}
+
+impl AuthError {
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Missing => "missing_token",
+            Self::Malformed => "malformed_token",
+            Self::Expired => "expired_token",
+            Self::Invalid => "invalid_token",
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        Self::Unauthorized {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+/// The authenticated caller of a request: 401 before the handler runs otherwise.
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(caller(req))
+    }
+}
+
+/// The request's caller, verified once per request and then remembered with it (the handler
+/// and the idempotency key both ask).
+pub fn caller(req: &HttpRequest) -> Result<Principal, ApiError> {
+    if let Some(known) = req.extensions().get::<Principal>() {
+        return Ok(known.clone());
+    }
+    let Some(auth) = req.app_data::<actix_web::web::Data<Authenticator>>() else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "no authenticator registered"
+        )));
+    };
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.to_str().map_err(|_| AuthError::Malformed));
+    let principal = match header {
+        None => auth.authenticate(None),
+        Some(Ok(text)) => auth.authenticate(Some(text)),
+        Some(Err(error)) => Err(error),
+    }?;
+    req.extensions_mut().insert(principal.clone());
+    Ok(principal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects_name_one_caller() {
+        assert_eq!(
+            Principal::from_subject("rider:12"),
+            Some(Principal::Rider(RiderId(12)))
+        );
+        assert_eq!(
+            Principal::from_subject("driver:3"),
+            Some(Principal::Driver(DriverId(3)))
+        );
+        assert_eq!(
+            Principal::from_subject("ops:alice"),
+            Some(Principal::Ops("alice".into()))
+        );
+        for bad in [
+            "rider:0",
+            "rider:-1",
+            "rider:1.5",
+            "rider:",
+            "driver:x",
+            "ops:",
+            "ops:a b",
+            "admin:1",
+            "rider",
+            "",
+        ] {
+            assert_eq!(Principal::from_subject(bad), None, "{bad}");
+        }
+        assert_eq!(Principal::Rider(RiderId(12)).to_string(), "rider:12");
+    }
+}

@@ -1,0 +1,257 @@
+//! Verifying and minting the bearer JWTs of [`super`]. Keys and validation rules are built once,
+//! at start-up, so a bad key file stops the server instead of failing every request.
+
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, AuthMode, Principal};
+use crate::config::AuthSettings;
+
+/// The claims RideLock reads: all of them are required.
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    iss: String,
+    aud: String,
+    exp: u64,
+    iat: u64,
+}
+
+/// Turns an `Authorization` header into a [`Principal`].
+pub enum Authenticator {
+    Jwt {
+        key: DecodingKey,
+        validation: Box<Validation>,
+    },
+    /// Every caller is trusted as an operator.
+    Off,
+}
+
+/// Longest token accepted; real ones are a few hundred bytes.
+const MAX_TOKEN_LEN: usize = 4096;
+
+impl Authenticator {
+    pub fn from_settings(settings: &AuthSettings) -> anyhow::Result<Self> {
+        if settings.mode == AuthMode::Off {
+            return Ok(Self::Off);
+        }
+        let algorithm = settings.algorithm()?;
+        let key = match algorithm {
+            Algorithm::HS256 => DecodingKey::from_secret(settings.secret.expose().as_bytes()),
+            _ => {
+                let pem = std::fs::read(&settings.public_key_path).with_context(|| {
+                    format!("reading auth.public_key_path {}", settings.public_key_path)
+                })?;
+                DecodingKey::from_rsa_pem(&pem).context("auth.public_key_path is not an RSA PEM")?
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.set_issuer(&[&settings.issuer]);
+        validation.set_audience(&[&settings.audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.leeway = settings.leeway_secs;
+        Ok(Self::Jwt {
+            key,
+            validation: Box::new(validation),
+        })
+    }
+
+    pub fn mode(&self) -> AuthMode {
+        match self {
+            Self::Jwt { .. } => AuthMode::Jwt,
+            Self::Off => AuthMode::Off,
+        }
+    }
+
+    /// The caller named by `header` (the `Authorization` value, if any).
+    pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+        let (key, validation) = match self {
+            Self::Off => return Ok(Principal::Ops("anonymous".to_owned())),
+            Self::Jwt { key, validation } => (key, validation),
+        };
+        let header = header.ok_or(AuthError::Missing)?;
+        let token = bearer(header).ok_or(AuthError::Malformed)?;
+        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|error| match error.kind() {
+                ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::InvalidToken
+                | ErrorKind::Base64(_)
+                | ErrorKind::Json(_)
+                | ErrorKind::Utf8(_) => AuthError::Malformed,
+                _ => AuthError::Invalid,
+            })?
+            .claims;
+        Principal::from_subject(&claims.sub).ok_or(AuthError::Invalid)
+    }
+}
+
+/// The token of `Bearer <token>` (the scheme is case-insensitive), if it has a JWT's three parts.
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    let shaped = token.len() <= MAX_TOKEN_LEN
+        && token.split('.').count() == 3
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (scheme.eq_ignore_ascii_case("bearer") && shaped).then_some(token)
+}
+
+/// A token for `subject` valid for `ttl`, signed with the configured secret (HS256) or private
+/// key (RS256, `auth.private_key_path`): `ridelock token` and the tests.
+pub fn mint(settings: &AuthSettings, subject: &Principal, ttl: Duration) -> anyhow::Result<String> {
+    let algorithm = settings.algorithm()?;
+    let key = match algorithm {
+        Algorithm::HS256 => {
+            if settings.secret.expose().is_empty() {
+                bail!("auth.secret is empty: nothing to sign with");
+            }
+            EncodingKey::from_secret(settings.secret.expose().as_bytes())
+        }
+        _ => {
+            if settings.private_key_path.is_empty() {
+                bail!("RS256 tokens are minted with auth.private_key_path, which is not set");
+            }
+            let pem = std::fs::read(&settings.private_key_path).with_context(|| {
+                format!(
+                    "reading auth.private_key_path {}",
+                    settings.private_key_path
+                )
+            })?;
+            EncodingKey::from_rsa_pem(&pem).context("auth.private_key_path is not an RSA PEM")?
+        }
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = Claims {
+        sub: subject.to_string(),
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+        exp: now + ttl.as_secs(),
+        iat: now,
+    };
+    jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).context("signing the token")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use crate::domain::ids::RiderId;
+
+    fn settings(secret: &str) -> AuthSettings {
+        AuthSettings {
+            mode: AuthMode::Jwt,
+            algorithm: "HS256".into(),
+            secret: Secret::new(secret),
+            public_key_path: String::new(),
+            private_key_path: String::new(),
+            issuer: "ridelock".into(),
+            audience: "ridelock-api".into(),
+            leeway_secs: 0,
+            token_ttl_secs: 3600,
+        }
+    }
+
+    fn verify(settings: &AuthSettings, header: &str) -> Result<Principal, AuthError> {
+        Authenticator::from_settings(settings)
+            .map_err(|_| AuthError::Invalid)?
+            .authenticate(Some(header))
+    }
+
+    #[test]
+    fn a_minted_token_names_its_subject() -> anyhow::Result<()> {
+        let s = settings("a-secret-of-thirty-two-characters!!");
+        let rider = Principal::Rider(RiderId(7));
+        let token = mint(&s, &rider, Duration::from_secs(60))?;
+        assert_eq!(verify(&s, &format!("Bearer {token}")), Ok(rider.clone()));
+        assert_eq!(verify(&s, &format!("bearer  {token} ")), Ok(rider));
+        Ok(())
+    }
+
+    #[test]
+    fn every_bad_token_is_refused_with_its_reason() -> anyhow::Result<()> {
+        let s = settings("a-secret-of-thirty-two-characters!!");
+        let rider = Principal::Rider(RiderId(7));
+        let good = mint(&s, &rider, Duration::from_secs(60))?;
+        let other_key = mint(
+            &settings("another-secret-entirely-32-chars!!"),
+            &rider,
+            Duration::from_secs(60),
+        )?;
+        let mut other_issuer = settings("a-secret-of-thirty-two-characters!!");
+        other_issuer.issuer = "someone-else".into();
+        let foreign = mint(&other_issuer, &rider, Duration::from_secs(60))?;
+        let mut other_audience = settings("a-secret-of-thirty-two-characters!!");
+        other_audience.audience = "another-api".into();
+        let elsewhere = mint(&other_audience, &rider, Duration::from_secs(60))?;
+        let expired = {
+            let now = jsonwebtoken::get_current_timestamp();
+            let claims = Claims {
+                sub: "rider:7".into(),
+                iss: s.issuer.clone(),
+                aud: s.audience.clone(),
+                exp: now - 10,
+                iat: now - 70,
+            };
+            jsonwebtoken::encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(s.secret.expose().as_bytes()),
+            )?
+        };
+        let cases = [
+            (format!("Basic {good}"), AuthError::Malformed),
+            (good.clone(), AuthError::Malformed),
+            ("Bearer not-a-jwt".to_owned(), AuthError::Malformed),
+            ("Bearer a.b.c".to_owned(), AuthError::Malformed),
+            (format!("Bearer {other_key}"), AuthError::Invalid),
+            (format!("Bearer {foreign}"), AuthError::Invalid),
+            (format!("Bearer {elsewhere}"), AuthError::Invalid),
+            (format!("Bearer {expired}"), AuthError::Expired),
+        ];
+        for (header, reason) in cases {
+            assert_eq!(verify(&s, &header), Err(reason), "{header}");
+        }
+        let authenticator = Authenticator::from_settings(&s)?;
+        assert_eq!(authenticator.authenticate(None), Err(AuthError::Missing));
+        Ok(())
+    }
+
+    #[test]
+    fn an_unknown_subject_is_invalid() -> anyhow::Result<()> {
+        let s = settings("a-secret-of-thirty-two-characters!!");
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = Claims {
+            sub: "admin:root".into(),
+            iss: s.issuer.clone(),
+            aud: s.audience.clone(),
+            exp: now + 60,
+            iat: now,
+        };
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(s.secret.expose().as_bytes()),
+        )?;
+        assert_eq!(
+            verify(&s, &format!("Bearer {token}")),
+            Err(AuthError::Invalid)
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn off_trusts_everyone_as_an_operator() {
+        let mut s = settings("");
+        s.mode = AuthMode::Off;
+        let auth = Authenticator::from_settings(&s).map_err(|_| ()).ok();
+        assert_eq!(
+            auth.and_then(|a| a.authenticate(None).ok()),
+            Some(Principal::Ops("anonymous".into()))
+        );
+    }
+}
