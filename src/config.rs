@@ -324,3 +324,55 @@ impl RedisSettings {
         Duration::from_millis(self.response_timeout_ms)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(mode: AuthMode, secret: &str) -> AuthSettings {
+        AuthSettings {
+            mode,
+            algorithm: "HS256".into(),
+            secret: Secret::new(secret),
+            public_key_path: String::new(),
+            private_key_path: String::new(),
+            issuer: "ridelock".into(),
+            audience: "ridelock-api".into(),
+            leeway_secs: 30,
+            token_ttl_secs: 3600,
+        }
+    }
+
+    #[test]
+    fn auth_off_is_accepted_in_the_local_profile_only() {
+        let off = auth(AuthMode::Off, "");
+        assert!(off.validate("local").is_ok());
+        for profile in ["test", "production", "staging"] {
+            assert!(off.validate(profile).is_err(), "{profile}");
+        }
+    }
+
+    #[test]
+    fn production_needs_a_private_auth_secret() {
+        assert!(auth(AuthMode::Jwt, "").validate("test").is_err());
+        assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
+            .validate("test")
+            .is_ok());
+        assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
+            .validate("production")
+            .is_err());
+        assert!(auth(AuthMode::Jwt, "short").validate("production").is_err());
+        let private = "k7Qw9zX2mN4pR8tV1yB6cF3hJ5lS0dGa";
+        assert!(auth(AuthMode::Jwt, private).validate("production").is_ok());
+        let mut rs = auth(AuthMode::Jwt, "");
+        rs.algorithm = "RS256".into();
+        assert!(
+            rs.validate("production").is_err(),
+            "RS256 needs a public key"
+        );
+        rs.public_key_path = "/etc/ridelock/issuer.pem".into();
+        assert!(rs.validate("production").is_ok());
+        rs.algorithm = "none".into();
+        assert!(rs.validate("test").is_err());
+    }
+}

@@ -78,10 +78,11 @@ impl Authenticator {
         let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::InvalidToken
-                | ErrorKind::Base64(_)
-                | ErrorKind::Json(_)
-                | ErrorKind::Utf8(_) => AuthError::Malformed,
+                // Not three base64url parts at all; a token whose claims do not fit (`Json`)
+                // is well formed but invalid.
+                ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
+                    AuthError::Malformed
+                }
                 _ => AuthError::Invalid,
             })?
             .claims;

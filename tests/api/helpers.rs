@@ -37,6 +37,32 @@ pub struct Reply {
     pub served_by: Option<String>,
     /// `Retry-After`, on a 503.
     pub retry_after: Option<String>,
+    /// `WWW-Authenticate`, on a 401.
+    pub challenge: Option<String>,
+}
+
+async fn read_reply(response: reqwest::Response) -> Reply {
+    let status = response.status();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let (request_id, served_by) = (header("x-request-id"), header("x-ridelock-served-by"));
+    let (retry_after, challenge) = (header("retry-after"), header("www-authenticate"));
+    let text = response.text().await.expect("response body");
+    let body =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
+    Reply {
+        status,
+        body,
+        request_id,
+        served_by,
+        retry_after,
+        challenge,
+    }
 }
 
 impl Reply {
@@ -202,27 +228,39 @@ impl TestApp {
                 .header("Content-Type", "application/json")
                 .body(body.to_owned());
         }
-        let response = request.send().await.expect("request sent");
-        let status = response.status();
-        let header = |name: &str| {
-            response
-                .headers()
-                .get(name)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let (request_id, served_by) = (header("x-request-id"), header("x-ridelock-served-by"));
-        let retry_after = header("retry-after");
-        let text = response.text().await.expect("response body");
-        let body = serde_json::from_str(&text)
-            .unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
-        Reply {
-            status,
-            body,
-            request_id,
-            served_by,
-            retry_after,
+        read_reply(request.send().await.expect("request sent")).await
+    }
+
+    /// Sends a request with exactly this `Authorization` header (`None`: no header at all)
+    /// instead of the operator token every other request carries.
+    pub async fn as_caller(
+        &self,
+        authorization: Option<&str>,
+        method: reqwest::Method,
+        path: impl AsRef<str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut request =
+            reqwest::Client::new().request(method, format!("{}{}", self.address, path.as_ref()));
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
         }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read_reply(request.send().await.expect("request sent")).await
+    }
+
+    /// [`TestApp::as_caller`] with a fresh token for `subject` (`rider:3`, `driver:4`, `ops:x`).
+    pub async fn as_subject(
+        &self,
+        subject: &str,
+        method: reqwest::Method,
+        path: impl AsRef<str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let bearer = format!("Bearer {}", crate::auth::token(subject));
+        self.as_caller(Some(&bearer), method, path, body).await
     }
 
     pub async fn get(&self, path: impl AsRef<str>) -> Reply {

@@ -10,6 +10,7 @@ mod metrics;
 #[path = "../support/proxy.rs"]
 mod proxy;
 
+mod authorization;
 mod booking_actions;
 mod concurrency;
 mod create_booking;

@@ -1,0 +1,644 @@
+//! Who may do what (README, "Authorization"): every rule of the table is broken once here, by a
+//! real token against a real server, and every refusal writes nothing. 401 for every kind of bad
+//! token; 403 naming the rule for a good token asking for what it may not do.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use ridelock::auth::{mint, AuthMode, Principal};
+use serde_json::{json, Value};
+
+use crate::helpers::{booking_body, spawn_app, spawn_app_with, TestApp, PICKUP};
+
+/// Two riders, two online drivers, and rider A's booking assigned to driver 1.
+struct World {
+    app: TestApp,
+    rider_a: i64,
+    rider_b: i64,
+    driver_1: i64,
+    driver_2: i64,
+    booking: i64,
+}
+
+async fn world() -> World {
+    let app = spawn_app().await;
+    let (rider_a, rider_b) = (app.rider().await, app.rider().await);
+    let driver_1 = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let driver_2 = app.online_driver(PICKUP.0 + 0.02, PICKUP.1).await;
+    let booking = app.booking(rider_a, PICKUP.0, PICKUP.1).await;
+    app.post(format!("/api/bookings/{booking}/assign"), json!(null))
+        .await
+        .expect(200, None);
+    World {
+        app,
+        rider_a,
+        rider_b,
+        driver_1,
+        driver_2,
+        booking,
+    }
+}
+
+/// One request by `subject` that must be refused with 403 `code`.
+struct Refusal {
+    subject: String,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    code: &'static str,
+}
+
+fn refused(
+    subject: String,
+    method: Method,
+    path: String,
+    body: Option<Value>,
+    code: &'static str,
+) -> Refusal {
+    Refusal {
+        subject,
+        method,
+        path,
+        body,
+        code,
+    }
+}
+
+/// Sends every refusal and checks its 403, its code, and that nothing was written.
+async fn assert_refused(app: &TestApp, cases: Vec<Refusal>) {
+    let before = app.fingerprint().await;
+    for case in cases {
+        let reply = app
+            .as_subject(&case.subject, case.method.clone(), &case.path, case.body)
+            .await;
+        assert_eq!(
+            (reply.status.as_u16(), reply.error()),
+            (403, case.code),
+            "{} {} {}: {:#}",
+            case.subject,
+            case.method,
+            case.path,
+            reply.body
+        );
+        assert!(reply.body["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    assert_eq!(app.fingerprint().await, before, "a refusal wrote something");
+}
+
+#[actix_web::test]
+async fn riders_and_drivers_may_not_use_what_needs_an_ops_token() {
+    // Arrange
+    let w = world().await;
+    let mut cases = Vec::new();
+    for subject in [
+        format!("rider:{}", w.rider_a),
+        format!("driver:{}", w.driver_1),
+    ] {
+        let new = json!({ "name": "Someone", "phone": "+1 555 0100" });
+        cases.push(refused(
+            subject.clone(),
+            Method::POST,
+            "/api/riders".into(),
+            Some(new.clone()),
+            "ops_required",
+        ));
+        cases.push(refused(
+            subject.clone(),
+            Method::POST,
+            "/api/drivers".into(),
+            Some(new),
+            "ops_required",
+        ));
+        for path in [
+            "/api/drivers",
+            "/api/locks/stats",
+            "/api/cluster/nodes",
+            "/metrics",
+        ] {
+            cases.push(refused(
+                subject.clone(),
+                Method::GET,
+                path.into(),
+                None,
+                "ops_required",
+            ));
+        }
+    }
+
+    // Act + Assert
+    assert_refused(&w.app, cases).await;
+    for path in ["/api/drivers", "/api/locks/stats", "/api/cluster/nodes"] {
+        let reply = w
+            .app
+            .as_subject("ops:support", Method::GET, path, None)
+            .await;
+        reply.expect(200, None);
+    }
+}
+
+#[actix_web::test]
+async fn a_rider_acts_only_for_itself_and_reads_only_its_own() {
+    // Arrange
+    let w = world().await;
+    let (a, b, booking) = (w.rider_a, w.rider_b, w.booking);
+    let stranger = format!("rider:{b}");
+    let cases = vec![
+        // Body ids must match the token.
+        refused(
+            stranger.clone(),
+            Method::POST,
+            "/api/bookings".into(),
+            Some(booking_body(a, PICKUP.0, PICKUP.1)),
+            "subject_mismatch",
+        ),
+        refused(
+            stranger.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/cancel"),
+            Some(json!({ "reason": "x", "user_id": a, "user_type": "rider" })),
+            "subject_mismatch",
+        ),
+        refused(
+            stranger.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/cancel"),
+            Some(json!({ "reason": "x", "user_id": w.driver_1, "user_type": "driver" })),
+            "subject_mismatch",
+        ),
+        // A body naming itself is checked against the booking's parties.
+        refused(
+            stranger.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/cancel"),
+            Some(json!({ "reason": "x", "user_id": b, "user_type": "rider" })),
+            "not_booking_party",
+        ),
+        refused(
+            stranger.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/assign"),
+            None,
+            "not_booking_party",
+        ),
+        // Reads.
+        refused(
+            stranger.clone(),
+            Method::GET,
+            format!("/api/bookings/{booking}"),
+            None,
+            "not_booking_party",
+        ),
+        refused(
+            stranger.clone(),
+            Method::GET,
+            format!("/api/bookings/{booking}/events"),
+            None,
+            "not_booking_party",
+        ),
+        refused(
+            stranger.clone(),
+            Method::GET,
+            format!("/api/users/{a}/bookings"),
+            None,
+            "subject_mismatch",
+        ),
+        refused(
+            stranger.clone(),
+            Method::GET,
+            format!("/api/users/{b}/bookings?user_type=driver"),
+            None,
+            "subject_mismatch",
+        ),
+        refused(
+            stranger.clone(),
+            Method::GET,
+            format!("/api/riders/{a}"),
+            None,
+            "subject_mismatch",
+        ),
+        // Riders are not drivers.
+        refused(
+            stranger.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/accept"),
+            Some(json!({ "driver_id": w.driver_1 })),
+            "subject_mismatch",
+        ),
+        refused(
+            stranger.clone(),
+            Method::GET,
+            format!("/api/drivers/{}", w.driver_1),
+            None,
+            "subject_mismatch",
+        ),
+        refused(
+            stranger,
+            Method::PATCH,
+            format!("/api/drivers/{}/status", w.driver_1),
+            Some(json!({ "status": "offline" })),
+            "subject_mismatch",
+        ),
+    ];
+
+    // Act + Assert: every refusal, then the owner may do the same things.
+    assert_refused(&w.app, cases).await;
+    let owner = format!("rider:{a}");
+    for path in [
+        format!("/api/bookings/{booking}"),
+        format!("/api/bookings/{booking}/events"),
+        format!("/api/users/{a}/bookings"),
+        format!("/api/riders/{a}"),
+    ] {
+        w.app
+            .as_subject(&owner, Method::GET, &path, None)
+            .await
+            .expect(200, None);
+    }
+    let mine = w
+        .app
+        .as_subject(
+            &owner,
+            Method::POST,
+            "/api/bookings",
+            Some(booking_body(a, PICKUP.0, PICKUP.1)),
+        )
+        .await;
+    mine.expect(201, None);
+    let mine = mine.data()["id"].as_i64().unwrap();
+    w.app
+        .as_subject(
+            &owner,
+            Method::POST,
+            format!("/api/bookings/{mine}/assign"),
+            None,
+        )
+        .await
+        .expect(200, None);
+    let cancel = json!({ "reason": "changed plans", "user_id": a, "user_type": "rider" });
+    w.app
+        .as_subject(
+            &owner,
+            Method::POST,
+            format!("/api/bookings/{booking}/cancel"),
+            Some(cancel),
+        )
+        .await
+        .expect(200, None);
+}
+
+#[actix_web::test]
+async fn a_driver_acts_only_on_itself_and_its_assigned_bookings() {
+    // Arrange
+    let w = world().await;
+    let (d1, d2, booking) = (w.driver_1, w.driver_2, w.booking);
+    let other = format!("driver:{d2}");
+    let cases = vec![
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/drivers/{d1}/location"),
+            Some(json!({ "lat": 40.7, "lng": -74.0 })),
+            "subject_mismatch",
+        ),
+        refused(
+            other.clone(),
+            Method::PATCH,
+            format!("/api/drivers/{d1}/status"),
+            Some(json!({ "status": "offline" })),
+            "subject_mismatch",
+        ),
+        refused(
+            other.clone(),
+            Method::GET,
+            format!("/api/drivers/{d1}"),
+            None,
+            "subject_mismatch",
+        ),
+        // Body ids must match the token ...
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/accept"),
+            Some(json!({ "driver_id": d1 })),
+            "subject_mismatch",
+        ),
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/complete"),
+            Some(json!({ "driver_id": d1, "actual_fare": 10.0 })),
+            "subject_mismatch",
+        ),
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/cancel"),
+            Some(json!({ "reason": "x", "user_id": d1, "user_type": "driver" })),
+            "subject_mismatch",
+        ),
+        // ... and then only the assigned driver may act.
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/accept"),
+            Some(json!({ "driver_id": d2 })),
+            "not_assigned_driver",
+        ),
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/bookings/{booking}/cancel"),
+            Some(json!({ "reason": "x", "user_id": d2, "user_type": "driver" })),
+            "not_booking_party",
+        ),
+        // Drivers do not assign, and read only the bookings assigned to them.
+        refused(
+            format!("driver:{d1}"),
+            Method::POST,
+            format!("/api/bookings/{booking}/assign"),
+            None,
+            "not_booking_party",
+        ),
+        refused(
+            other.clone(),
+            Method::GET,
+            format!("/api/bookings/{booking}"),
+            None,
+            "not_booking_party",
+        ),
+        refused(
+            other.clone(),
+            Method::GET,
+            format!("/api/bookings/{booking}/events"),
+            None,
+            "not_booking_party",
+        ),
+        refused(
+            other.clone(),
+            Method::GET,
+            format!("/api/users/{d1}/bookings?user_type=driver"),
+            None,
+            "subject_mismatch",
+        ),
+        refused(
+            other,
+            Method::POST,
+            "/api/bookings".into(),
+            Some(booking_body(w.rider_a, PICKUP.0, PICKUP.1)),
+            "subject_mismatch",
+        ),
+    ];
+
+    // Act + Assert
+    assert_refused(&w.app, cases).await;
+    let me = format!("driver:{d1}");
+    for path in [
+        format!("/api/bookings/{booking}"),
+        format!("/api/users/{d1}/bookings?user_type=driver"),
+        format!("/api/drivers/{d1}"),
+    ] {
+        w.app
+            .as_subject(&me, Method::GET, &path, None)
+            .await
+            .expect(200, None);
+    }
+    w.app
+        .as_subject(
+            &me,
+            Method::POST,
+            format!("/api/bookings/{booking}/accept"),
+            Some(json!({ "driver_id": d1 })),
+        )
+        .await
+        .expect(200, None);
+    w.app
+        .as_subject(
+            &me,
+            Method::POST,
+            format!("/api/bookings/{booking}/complete"),
+            Some(json!({ "driver_id": d1, "actual_fare": 12.0 })),
+        )
+        .await
+        .expect(200, None);
+    w.app
+        .as_subject(
+            &me,
+            Method::POST,
+            format!("/api/drivers/{d1}/location"),
+            Some(json!({ "lat": 40.71, "lng": -74.0 })),
+        )
+        .await
+        .expect(200, None);
+}
+
+/// A token with these claims, signed with `secret`.
+fn signed(claims: Value, secret: &str) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[actix_web::test]
+async fn missing_malformed_expired_and_wrongly_signed_tokens_are_401() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let auth = app.settings().auth;
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = |sub: &str, iss: &str, aud: &str, exp: u64| json!({ "sub": sub, "iss": iss, "aud": aud, "exp": exp, "iat": now });
+    let (iss, aud, secret) = (
+        auth.issuer.as_str(),
+        auth.audience.as_str(),
+        auth.secret.expose(),
+    );
+    let me = format!("rider:{rider}");
+    let bearer = |token: String| Some(format!("Bearer {token}"));
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no header", None, "missing_token"),
+        (
+            "basic auth",
+            Some("Basic cmlkZXI6MQ==".into()),
+            "malformed_token",
+        ),
+        ("not a JWT", Some("Bearer hello".into()), "malformed_token"),
+        (
+            "garbage JWT",
+            Some("Bearer a.b.c".into()),
+            "malformed_token",
+        ),
+        (
+            "expired",
+            bearer(signed(claims(&me, iss, aud, now - 120), secret)),
+            "expired_token",
+        ),
+        (
+            "wrong key",
+            bearer(signed(claims(&me, iss, aud, now + 600), "not-the-secret")),
+            "invalid_token",
+        ),
+        (
+            "wrong issuer",
+            bearer(signed(claims(&me, "evil", aud, now + 600), secret)),
+            "invalid_token",
+        ),
+        (
+            "wrong audience",
+            bearer(signed(claims(&me, iss, "other-api", now + 600), secret)),
+            "invalid_token",
+        ),
+        (
+            "unknown subject",
+            bearer(signed(claims("admin:1", iss, aud, now + 600), secret)),
+            "invalid_token",
+        ),
+        (
+            "no subject",
+            bearer(signed(
+                json!({ "iss": iss, "aud": aud, "exp": now + 600 }),
+                secret,
+            )),
+            "invalid_token",
+        ),
+    ];
+    let before = app.fingerprint().await;
+
+    // Act + Assert: a read and a write, for every bad token.
+    for (case, header, code) in cases {
+        for (method, path, body) in [
+            (Method::GET, format!("/api/riders/{rider}"), None),
+            (
+                Method::POST,
+                "/api/bookings".to_owned(),
+                Some(booking_body(rider, PICKUP.0, PICKUP.1)),
+            ),
+        ] {
+            let reply = app.as_caller(header.as_deref(), method, &path, body).await;
+            assert_eq!(
+                (reply.status.as_u16(), reply.error()),
+                (401, code),
+                "{case}: {:#}",
+                reply.body
+            );
+            assert_eq!(
+                reply.challenge.as_deref(),
+                Some("Bearer realm=\"ridelock\""),
+                "{case}"
+            );
+        }
+    }
+    assert_eq!(app.fingerprint().await, before);
+    // The same rider with a good token.
+    app.as_subject(&me, Method::GET, format!("/api/riders/{rider}"), None)
+        .await
+        .expect(200, None);
+}
+
+#[actix_web::test]
+async fn health_and_the_openapi_document_need_no_token() {
+    let app = spawn_app().await;
+    let health = app.as_caller(None, Method::GET, "/api/health", None).await;
+    health.expect(200, None);
+    assert_eq!(health.body["auth"], json!("jwt"));
+}
+
+#[actix_web::test]
+async fn rs256_tokens_are_verified_with_the_public_key_and_hs256_ones_refused() {
+    // Arrange
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let app = spawn_app_with(|s| {
+        s.auth.algorithm = "RS256".into();
+        s.auth.public_key_path = format!("{fixtures}/rs256-public.pem");
+        s.auth.private_key_path = format!("{fixtures}/rs256-private.pem");
+    })
+    .await;
+    let mut rs256 = app.settings().auth;
+    rs256.algorithm = "RS256".into();
+    rs256.private_key_path = format!("{fixtures}/rs256-private.pem");
+    let ops = Principal::Ops("support".into());
+    let good = mint(&rs256, &ops, Duration::from_secs(60)).unwrap();
+    let hs256 = crate::auth::token("ops:support");
+
+    // Act
+    let accepted = app
+        .as_caller(
+            Some(&format!("Bearer {good}")),
+            Method::GET,
+            "/api/drivers",
+            None,
+        )
+        .await;
+    let refused = app
+        .as_caller(
+            Some(&format!("Bearer {hs256}")),
+            Method::GET,
+            "/api/drivers",
+            None,
+        )
+        .await;
+
+    // Assert
+    accepted.expect(200, None);
+    refused.expect(401, Some("invalid_token"));
+}
+
+#[actix_web::test]
+async fn with_auth_off_every_caller_is_an_operator_and_health_says_so() {
+    // Arrange: what the local profile does.
+    let app = spawn_app_with(|s| s.auth.mode = AuthMode::Off).await;
+
+    // Act
+    let created = app
+        .as_caller(
+            None,
+            Method::POST,
+            "/api/riders",
+            Some(json!({ "name": "Tutorial", "phone": "+1 555 0199" })),
+        )
+        .await;
+    let health = app.as_caller(None, Method::GET, "/api/health", None).await;
+
+    // Assert
+    created.expect(201, None);
+    assert_eq!(health.body["auth"], json!("off"));
+    assert!(health.body["message"]
+        .as_str()
+        .unwrap()
+        .contains("authentication is off"));
+}
+
+#[actix_web::test]
+async fn the_same_idempotency_key_from_two_riders_makes_two_bookings() {
+    // Arrange
+    let app = spawn_app().await;
+    let (a, b) = (app.rider().await, app.rider().await);
+    let send = |rider: i64| {
+        let token = crate::auth::token(&format!("rider:{rider}"));
+        let app = &app;
+        async move {
+            let reply = app
+                .client
+                .post(format!("{}/api/bookings", app.address))
+                .bearer_auth(token)
+                .header("Idempotency-Key", "shared-key-1")
+                .json(&booking_body(rider, PICKUP.0, PICKUP.1))
+                .send()
+                .await
+                .unwrap();
+            let status = reply.status().as_u16();
+            let body: Value = reply.json().await.unwrap();
+            (status, body["data"]["rider_id"].as_i64())
+        }
+    };
+
+    // Act
+    let (first, second) = (send(a).await, send(b).await);
+
+    // Assert: each rider got its own booking, not the other's stored answer.
+    assert_eq!(first, (201, Some(a)));
+    assert_eq!(second, (201, Some(b)));
+}
