@@ -32,7 +32,8 @@ run:
 cluster:
 	bash scripts/cluster.sh
 
-# What CI runs (.ci/run): format check, lints, then every test target.
+# What CI runs (.ci/run): format check, lints, every test target, then schemathesis against
+# real servers in both auth modes (scripts/fuzz.sh; FUZZ_EXAMPLES=200 for a deeper run).
 test:
 	$(SERVICES) up test
 	. var/test/env
@@ -40,6 +41,7 @@ test:
 	$(FMT_CHECK)
 	$(CLIPPY)
 	cargo test --all-targets
+	bash scripts/fuzz.sh target/debug/ridelock
 
 # Every loadtest scenario against a running server (`make run` in another terminal).
 # LOADTEST_ARGS adds options, e.g. LOADTEST_ARGS="--url http://127.0.0.1:3001 --riders 32".

@@ -38,6 +38,16 @@ pub enum ApiError {
     /// different request).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
+    /// 413 `payload_too_large`: the body is over the limit; nothing of it was parsed.
+    #[error("The request body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    /// 405 `method_not_allowed` + Allow: the path exists, the method does not.
+    #[error("Method not allowed on this path; allowed: {allow}")]
+    MethodNotAllowed { allow: &'static str },
+    /// 503 `deadline_exceeded` + Retry-After: the request ran out of its time; anything it was
+    /// doing was abandoned (a booking action's write either committed whole or not at all).
+    #[error("The request did not finish within its deadline")]
+    DeadlineExceeded,
     /// 503 `lease_unavailable` + Retry-After: the booking's owner cannot serve it right now.
     #[error("Booking is busy elsewhere, retry shortly")]
     LeaseUnavailable { retry_after: Duration },
@@ -77,6 +87,9 @@ impl ApiError {
             | Self::Forbidden { code, .. }
             | Self::NotFound { code, .. }
             | Self::Conflict { code, .. } => code,
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::DeadlineExceeded => "deadline_exceeded",
             Self::LeaseUnavailable { .. } => "lease_unavailable",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
@@ -86,7 +99,7 @@ impl ApiError {
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::LeaseUnavailable { retry_after } => Some(*retry_after),
-            Self::Unavailable(_) => Some(Duration::from_secs(1)),
+            Self::Unavailable(_) | Self::DeadlineExceeded => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -109,6 +122,9 @@ impl ResponseError for ApiError {
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             Self::LeaseUnavailable { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -133,6 +149,9 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if matches!(self, Self::Unauthorized { .. }) {
             response.insert_header(("WWW-Authenticate", "Bearer realm=\"ridelock\""));
+        }
+        if let Self::MethodNotAllowed { allow } = self {
+            response.insert_header(("Allow", *allow));
         }
         if let Some(after) = self.retry_after() {
             response.insert_header(("Retry-After", after.as_secs().max(1).to_string()));

@@ -183,6 +183,9 @@ impl Application {
                  never expose this node (auth.mode = \"off\" is for the local profile only)"
             );
         }
+        let deadline = web::Data::new(http::deadline::RequestDeadline::after(
+            settings.server.request_timeout(),
+        ));
         let db = settings.database.pool()?;
         let redis = settings.redis.connect().await?;
         let prefix = settings.redis.key_prefix.clone();
@@ -266,6 +269,7 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(authenticator.clone())
+                .app_data(deadline.clone())
                 .wrap(middleware::from_fn(http::drain::guard))
                 .wrap(middleware::from_fn(http::metrics::record))
                 .wrap(middleware::from_fn(request_id::assign))

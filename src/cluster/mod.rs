@@ -17,7 +17,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
 /// One live node, as it last announced itself.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeInfo {
     pub id: String,
     /// Where other nodes reach this one (`node.advertise_url`).

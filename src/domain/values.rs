@@ -48,16 +48,16 @@ impl Fare {
     /// The largest fare we accept (guards against unit mix-ups such as cents sent as dollars).
     pub const MAX_CENTS: i64 = 10_000_000;
 
-    /// Accepts a positive amount with at most two decimals' worth of precision.
+    /// Smallest and largest amounts accepted, as the OpenAPI document states them.
+    pub const MIN_AMOUNT: f64 = 0.01;
+    pub const MAX_AMOUNT: f64 = Self::MAX_CENTS as f64 / 100.0;
+
+    /// Accepts an amount from 0.01 to 100000, rounded to whole cents.
     pub fn from_amount(amount: f64, field: &str) -> Result<Self, FieldError> {
-        if !amount.is_finite() || amount <= 0.0 {
-            return Err(FieldError::new(field, "must be a positive amount"));
-        }
-        let cents = (amount * 100.0).round();
-        if cents < 1.0 || cents > Self::MAX_CENTS as f64 {
+        if !(amount.is_finite() && (Self::MIN_AMOUNT..=Self::MAX_AMOUNT).contains(&amount)) {
             return Err(FieldError::new(field, "must be between 0.01 and 100000.00"));
         }
-        Ok(Self(cents as i64))
+        Ok(Self((amount * 100.0).round() as i64))
     }
 
     pub fn from_cents(cents: i64) -> Self {
@@ -79,26 +79,41 @@ impl fmt::Display for Fare {
     }
 }
 
-/// Trims `value` and checks its length in characters.
+/// Free text: at most `max_chars` characters as sent, no control characters, not only
+/// whitespace; stored trimmed. (The limits apply to the text as sent, so they are exactly what the
+/// OpenAPI document says: `maxLength` and [`TEXT_PATTERN`].)
 pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldError> {
-    let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(FieldError::new(field, "must not be empty"));
-    }
-    if trimmed.chars().count() > max_chars {
+    if value.chars().count() > max_chars {
         return Err(FieldError::new(
             field,
             format!("must be at most {max_chars} characters"),
         ));
     }
-    if trimmed.chars().any(char::is_control) {
+    if value.chars().any(char::is_control) {
         return Err(FieldError::new(
             field,
             "must not contain control characters",
         ));
     }
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
     Ok(trimmed.to_owned())
 }
+
+/// [`text`] as a regular expression: no control characters, and at least one that is not
+/// whitespace.
+pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+
+/// [`phone`] as a regular expression (its length limit is `maxLength` 32).
+pub const PHONE_PATTERN: &str = r"^[+ ().-]*([0-9][+ ().-]*){3,}$";
+
+/// [`email`] as a regular expression (its length limit is `maxLength` 320).
+pub const EMAIL_PATTERN: &str = r"^[^@\s\u0000-\u001f\u007f-\u009f]+@[^.\s\u0000-\u001f\u007f-\u009f][^\s\u0000-\u001f\u007f-\u009f]*\.[^\s\u0000-\u001f\u007f-\u009f]*$";
+
+/// [`vehicle_type`] as a regular expression.
+pub const VEHICLE_TYPE_PATTERN: &str = r"^[a-z0-9_-]{1,32}$";
 
 /// A person's contact details, validated: name, phone and optional email.
 pub fn contact(
@@ -115,32 +130,30 @@ pub fn contact(
 
 /// A phone number: digits with optional `+`, spaces, dashes, dots and parentheses; 3 to 32 chars.
 pub fn phone(value: &str, field: &str) -> Result<String, FieldError> {
-    let trimmed = value.trim();
-    let digits = trimmed.chars().filter(char::is_ascii_digit).count();
-    let allowed = trimmed
+    let digits = value.chars().filter(char::is_ascii_digit).count();
+    let allowed = value
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '+' | ' ' | '-' | '.' | '(' | ')'));
-    if !allowed || digits < 3 || trimmed.len() > 32 {
+    if !allowed || digits < 3 || value.len() > 32 {
         return Err(FieldError::new(
             field,
             "must be a phone number (3 to 32 digits and + - . ( ) spaces)",
         ));
     }
-    Ok(trimmed.to_owned())
+    Ok(value.trim().to_owned())
 }
 
 /// A minimal shape check; real verification is a confirmation mail, not a regex.
 pub fn email(value: &str, field: &str) -> Result<String, FieldError> {
-    let trimmed = value.trim();
-    let well_formed = trimmed.len() <= 320
-        && trimmed.split_once('@').is_some_and(|(user, host)| {
+    let well_formed = value.chars().count() <= 320
+        && value.split_once('@').is_some_and(|(user, host)| {
             !user.is_empty() && host.contains('.') && !host.starts_with('.')
         })
-        && !trimmed.contains(|c: char| c.is_whitespace() || c.is_control());
+        && !value.contains(|c: char| c.is_whitespace() || c.is_control());
     if !well_formed {
         return Err(FieldError::new(field, "must be an email address"));
     }
-    Ok(trimmed.to_owned())
+    Ok(value.to_owned())
 }
 
 /// A vehicle class such as `standard`, `premium` or `xl`: lowercase letters, digits, `_`, `-`.

@@ -4,6 +4,7 @@
 
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::bookings::booking_id;
 use super::extract::{self, Idempotency, Keyed};
@@ -14,26 +15,58 @@ use crate::domain::booking::Party;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError};
 use crate::error::ApiError;
+use crate::http::openapi::{Assignment, Envelope, ErrorEnvelope};
 use crate::storage::idempotency::IdempotencyKey;
+use crate::storage::models::Booking;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AcceptBody {
+    /// The token's driver (unless ops), and the booking's assigned driver.
+    #[serde(deserialize_with = "extract::whole_number")]
+    #[schema(minimum = 1)]
     driver_id: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CancelBody {
+    /// Blank counts as none.
+    #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     reason: Option<String>,
+    /// With `user_type`: the token's subject (unless ops), and a party to the booking.
+    #[serde(deserialize_with = "extract::whole_number")]
+    #[schema(minimum = 1)]
     user_id: i64,
+    #[schema(pattern = "^(rider|driver)$")]
     user_type: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CompleteBody {
+    /// The token's driver (unless ops), and the booking's driver.
+    #[serde(deserialize_with = "extract::whole_number")]
+    #[schema(minimum = 1)]
     driver_id: i64,
+    /// Rounded to cents.
+    #[schema(minimum = 0.01, maximum = 100000)]
     actual_fare: f64,
 }
 
+/// Assigns the nearest online driver to a pending booking (its rider, or ops).
+#[utoipa::path(
+    post,
+    operation_id = "booking_actions_assign",
+    path = "/api/bookings/{id}/assign",
+    tag = "bookings",
+    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses(
+        (status = 200, description = "Assigned", body = Envelope<Assignment>),
+        (status = 409, description = "`booking_not_pending` or `no_drivers_available`; `data.booking` is its state", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn assign(
     state: State,
     caller: Principal,
@@ -46,6 +79,20 @@ pub async fn assign(
     run(&state, id, BookingOp::Assign { by }, key.0, request_id).await
 }
 
+/// The assigned driver accepts.
+#[utoipa::path(
+    post,
+    operation_id = "booking_actions_accept",
+    path = "/api/bookings/{id}/accept",
+    tag = "bookings",
+    request_body = AcceptBody,
+    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses(
+        (status = 200, description = "Accepted", body = Envelope<Booking>),
+        (status = 409, description = "`booking_not_assigned`; `data.booking` is its state", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn accept(
     state: State,
     caller: Principal,
@@ -60,6 +107,20 @@ pub async fn accept(
     run(&state, id, op, request.key, request_id).await
 }
 
+/// The rider or the assigned driver cancels; a held driver goes back online.
+#[utoipa::path(
+    post,
+    operation_id = "booking_actions_cancel",
+    path = "/api/bookings/{id}/cancel",
+    tag = "bookings",
+    request_body = CancelBody,
+    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses(
+        (status = 200, description = "Cancelled", body = Envelope<Booking>),
+        (status = 409, description = "`booking_already_terminal`; `data.booking` is its state", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn cancel(
     state: State,
     caller: Principal,
@@ -92,6 +153,20 @@ pub async fn cancel(
     .await
 }
 
+/// The driver completes an accepted ride and goes back online.
+#[utoipa::path(
+    post,
+    operation_id = "booking_actions_complete",
+    path = "/api/bookings/{id}/complete",
+    tag = "bookings",
+    request_body = CompleteBody,
+    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses(
+        (status = 200, description = "Completed", body = Envelope<Booking>),
+        (status = 409, description = "`booking_not_accepted`; `data.booking` is its state", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn complete(
     state: State,
     caller: Principal,

@@ -5,6 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::extract::{self, Keyed};
 use super::idempotent;
@@ -14,18 +15,31 @@ use crate::domain::booking::BookingStatus;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError, GeoPoint};
 use crate::error::ApiError;
+use crate::http::openapi::{Envelope, ListEnvelope};
 use crate::storage::bookings::{self, Audit, NewBooking, UserRef};
+use crate::storage::models::{Booking, BookingDetail, BookingEvent};
 use crate::storage::pool;
 use diesel_async::AsyncConnection;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBooking {
+    /// The token's rider (unless ops).
+    #[serde(deserialize_with = "extract::whole_number")]
+    #[schema(minimum = 1)]
     rider_id: i64,
+    #[schema(minimum = -90, maximum = 90)]
     pickup_lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     pickup_lng: f64,
+    #[schema(minimum = -90, maximum = 90)]
     dropoff_lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     dropoff_lng: f64,
+    /// Rounded to cents.
+    #[schema(minimum = 0.01, maximum = 100000)]
     estimated_fare: f64,
+    #[schema(pattern = r"^[a-z0-9_-]{1,32}$")]
     vehicle_type: Option<String>,
 }
 
@@ -64,6 +78,17 @@ pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
     Ok(BookingId(extract::id(path, "id")?))
 }
 
+/// A pending booking for the token's rider.
+#[utoipa::path(
+    post,
+    operation_id = "bookings_create",
+    path = "/api/bookings",
+    tag = "bookings",
+    request_body = CreateBooking,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses((status = 201, description = "Created, `pending`", body = Envelope<Booking>)),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     state: State,
     caller: Principal,
@@ -116,6 +141,16 @@ fn rider_not_found(new: &NewBooking) -> ApiError {
     ApiError::not_found("rider_not_found", "Rider", new.rider_id)
 }
 
+/// One booking with its parties' names and phones (its rider, its driver, or ops).
+#[utoipa::path(
+    get,
+    operation_id = "bookings_get",
+    path = "/api/bookings/{id}",
+    tag = "bookings",
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The booking", body = Envelope<BookingDetail>)),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     state: State,
     caller: Principal,
@@ -139,6 +174,16 @@ pub async fn get(
     ))
 }
 
+/// The booking's audit trail: every transition with time, node, fencing token, request id.
+#[utoipa::path(
+    get,
+    operation_id = "bookings_events",
+    path = "/api/bookings/{id}/events",
+    tag = "bookings",
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The trail, oldest first", body = ListEnvelope<BookingEvent>)),
+    security(("bearer" = [])),
+)]
 pub async fn events(
     state: State,
     caller: Principal,
@@ -165,6 +210,22 @@ pub async fn events(
     ))
 }
 
+/// A rider's or driver's bookings, newest first (that rider or driver, or ops).
+#[utoipa::path(
+    get,
+    operation_id = "bookings_list_for_user",
+    path = "/api/users/{user_id}/bookings",
+    tag = "bookings",
+    params(
+        ("user_id" = i64, Path, minimum = 1),
+        ("user_type" = Option<String>, Query, pattern = "^(rider|driver)$", description = "default rider"),
+        ("status" = Option<String>, Query, pattern = "^(pending|assigned|accepted|completed|cancelled)$"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "default 20"),
+        ("before" = Option<i64>, Query, minimum = 1, description = "only bookings with a smaller id"),
+    ),
+    responses((status = 200, description = "The bookings", body = ListEnvelope<Booking>)),
+    security(("bearer" = [])),
+)]
 pub async fn list_for_user(
     state: State,
     caller: Principal,
@@ -185,7 +246,6 @@ pub async fn list_for_user(
     let status = query
         .status
         .as_deref()
-        .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<BookingStatus>()
                 .map_err(|_| FieldError::new("status", "must be a booking status"))

@@ -5,6 +5,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::extract::{self, Body, Keyed};
 use super::idempotent;
@@ -13,16 +14,30 @@ use crate::auth::{rules, Principal};
 use crate::domain::ids::DriverId;
 use crate::domain::values::{self, FieldError, GeoPoint};
 use crate::error::ApiError;
+use crate::http::openapi::{Envelope, ErrorEnvelope, ListEnvelope};
 use crate::storage::drivers::{self, Availability, NewDriver, StatusRefusal};
 use crate::storage::models::Driver;
 use crate::storage::pool::{self, is_unique_violation};
 use diesel_async::AsyncConnection;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateDriver {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
+    #[schema(max_length = 32, pattern = r"^[+ ().-]*([0-9][+ ().-]*){3,}$")]
     phone: String,
+    #[schema(
+        max_length = 320,
+        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f]+@[^.\s\u0000-\u001f\u007f-\u009f][^\s\u0000-\u001f\u007f-\u009f]*\.[^\s\u0000-\u001f\u007f-\u009f]*$"
+    )]
     email: Option<String>,
+    /// Default `standard`.
+    #[schema(pattern = r"^[a-z0-9_-]{1,32}$")]
     vehicle_type: Option<String>,
 }
 
@@ -43,14 +58,20 @@ impl TryFrom<CreateDriver> for NewDriver {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct Location {
+    #[schema(minimum = -90, maximum = 90)]
     lat: f64,
+    #[schema(minimum = -180, maximum = 180)]
     lng: f64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StatusChange {
+    /// `busy` is set by the system only.
+    #[schema(pattern = "^(online|offline)$")]
     status: String,
 }
 
@@ -61,8 +82,8 @@ pub struct NearbyQuery {
     radius: Option<String>,
 }
 
-#[derive(Serialize)]
-struct NearbyDriver {
+#[derive(Serialize, ToSchema)]
+pub struct NearbyDriver {
     #[serde(flatten)]
     driver: Driver,
     distance: f64,
@@ -76,6 +97,20 @@ fn not_found(id: DriverId) -> ApiError {
     ApiError::not_found("driver_not_found", "Driver", id)
 }
 
+/// Registers a driver, offline (ops).
+#[utoipa::path(
+    post,
+    operation_id = "drivers_create",
+    path = "/api/drivers",
+    tag = "drivers",
+    request_body = CreateDriver,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses(
+        (status = 201, description = "Created", body = Envelope<Driver>),
+        (status = 409, description = "`duplicate_phone`", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     state: State,
     caller: Principal,
@@ -106,6 +141,15 @@ pub async fn create(
     }
 }
 
+/// Every driver (ops).
+#[utoipa::path(
+    get,
+    operation_id = "drivers_list",
+    path = "/api/drivers",
+    tag = "drivers",
+    responses((status = 200, description = "All drivers", body = ListEnvelope<Driver>)),
+    security(("bearer" = [])),
+)]
 pub async fn list(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
     rules::ops_only(&caller)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
@@ -113,6 +157,16 @@ pub async fn list(state: State, caller: Principal) -> Result<HttpResponse, ApiEr
     Ok(respond_list("Drivers retrieved successfully", &all))
 }
 
+/// One driver (the driver itself, or ops).
+#[utoipa::path(
+    get,
+    operation_id = "drivers_get",
+    path = "/api/drivers/{id}",
+    tag = "drivers",
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The driver", body = Envelope<Driver>)),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     state: State,
     caller: Principal,
@@ -131,6 +185,17 @@ pub async fn get(
     ))
 }
 
+/// The driver's position; the geo index follows while online (the driver itself, or ops).
+#[utoipa::path(
+    post,
+    operation_id = "drivers_update_location",
+    path = "/api/drivers/{id}/location",
+    tag = "drivers",
+    request_body = Location,
+    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses((status = 200, description = "The driver", body = Envelope<Driver>)),
+    security(("bearer" = [])),
+)]
 pub async fn update_location(
     state: State,
     caller: Principal,
@@ -178,6 +243,20 @@ pub async fn update_location(
     }
 }
 
+/// Online or offline (the driver itself, or ops).
+#[utoipa::path(
+    patch,
+    operation_id = "drivers_update_status",
+    path = "/api/drivers/{id}/status",
+    tag = "drivers",
+    request_body = StatusChange,
+    params(("id" = i64, Path, minimum = 1)),
+    responses(
+        (status = 200, description = "The driver", body = Envelope<Driver>),
+        (status = 409, description = "`driver_busy` (an active booking) or `driver_location_unknown`", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn update_status(
     state: State,
     caller: Principal,
@@ -246,6 +325,20 @@ fn number(raw: Option<&str>, field: &str) -> Result<Option<f64>, FieldError> {
     .transpose()
 }
 
+/// Online drivers within `radius` km, nearest first (any caller).
+#[utoipa::path(
+    get,
+    operation_id = "drivers_nearby",
+    path = "/api/drivers/nearby",
+    tag = "drivers",
+    params(
+        ("lat" = f64, Query, minimum = -90, maximum = 90),
+        ("lng" = f64, Query, minimum = -180, maximum = 180),
+        ("radius" = Option<f64>, Query, exclusive_minimum = 0, maximum = 100, description = "km, default 5"),
+    ),
+    responses((status = 200, description = "Nearby online drivers", body = ListEnvelope<NearbyDriver>)),
+    security(("bearer" = [])),
+)]
 pub async fn nearby(
     state: State,
     _caller: Principal,

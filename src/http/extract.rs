@@ -13,8 +13,12 @@ use crate::domain::values::FieldError;
 use crate::error::ApiError;
 use crate::storage::idempotency::IdempotencyKey;
 
-/// Largest JSON body accepted.
-const BODY_LIMIT: usize = 64 * 1024;
+/// Largest JSON body accepted; a larger one is refused with 413 before it is read to the end.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Deepest nesting of arrays and objects accepted in a body. Every body of API.md is one flat
+/// object; the limit keeps a hostile body from costing more than its size.
+const MAX_DEPTH: usize = 4;
 
 /// A JSON body deserialized with the path of the first bad field kept for the error message.
 /// The content type is not checked, so the tutorial's scripts work with or without the header.
@@ -37,11 +41,18 @@ fn read(
 ) -> impl Future<Output = Result<web::Bytes, ApiError>> + 'static {
     let bytes = web::Bytes::from_request(req, payload);
     async move {
-        let bytes = bytes
-            .await
-            .map_err(|e| FieldError::new("body", format!("could not be read: {e}")))?;
+        let too_large = || ApiError::PayloadTooLarge { limit: BODY_LIMIT };
+        let bytes = bytes.await.map_err(|e| {
+            if matches!(
+                e.as_error::<actix_web::error::PayloadError>(),
+                Some(actix_web::error::PayloadError::Overflow)
+            ) {
+                return too_large();
+            }
+            FieldError::new("body", format!("could not be read: {e}")).into()
+        })?;
         if bytes.len() > BODY_LIMIT {
-            return Err(FieldError::new("body", "is larger than 64 KiB").into());
+            return Err(too_large());
         }
         Ok(bytes)
     }
@@ -77,8 +88,41 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
     if text.first() != Some(&b'{') {
         return Err(FieldError::new("body", "must be a JSON object"));
     }
+    if nesting(text) > MAX_DEPTH {
+        return Err(FieldError::new(
+            "body",
+            format!("nests arrays or objects deeper than {MAX_DEPTH} levels"),
+        ));
+    }
     let mut de = serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(&mut de).map_err(|e| body_error(&e))
+}
+
+/// The deepest nesting of `[` and `{` outside strings (an upper bound for malformed JSON, which
+/// the parser then refuses anyway).
+fn nesting(json: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
@@ -90,6 +134,15 @@ fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldErr
         .and_then(|rest| rest.split('`').next())
     {
         return FieldError::new(field, "is required");
+    }
+    if let Some(field) = problem
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        return FieldError::new(field, "is not a field of this request");
+    }
+    if problem.starts_with("number out of range") {
+        return FieldError::new(error.path().to_string(), "is out of range");
     }
     if inner.is_syntax() || inner.is_eof() {
         return FieldError::new("body", format!("is not valid JSON: {problem}"));
@@ -144,6 +197,38 @@ pub fn body_id(value: i64, field: &str) -> Result<i64, FieldError> {
     (value > 0)
         .then_some(value)
         .ok_or_else(|| FieldError::new(field, "must be a positive integer"))
+}
+
+/// Deserializes an integer field written as `7` or `7.0`: JSON (and JSON Schema) does not tell
+/// the two apart, so neither does the API. Fractions and values beyond i64 are refused.
+pub fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+    struct Whole;
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("integer out of range"))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // 2^63 is exactly representable; every whole f64 below it converts exactly.
+            let in_range = v.fract() == 0.0 && v >= -(2f64.powi(63)) && v < 2f64.powi(63);
+            if in_range {
+                Ok(v as i64)
+            } else {
+                Err(E::custom("expected an integer"))
+            }
+        }
+    }
+    de.deserialize_any(Whole)
 }
 
 #[cfg(test)]

@@ -6,16 +6,31 @@ use actix_web::{web, HttpResponse};
 use diesel_async::RunQueryDsl;
 use serde::Serialize;
 use serde_json::json;
+use utoipa::ToSchema;
 
 use super::{respond, State};
 use crate::auth::{rules, AuthMode, Authenticator, Principal};
+use crate::cluster::NodeInfo;
 use crate::error::ApiError;
+use crate::http::openapi::{Envelope, ListEnvelope};
 use crate::storage::bookings;
 use crate::storage::pool;
 
 /// How long a health probe waits for each dependency.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Whether this node can serve; no token needed. 200 while PostgreSQL answers (Redis down is
+/// "degraded": leases and search move to PostgreSQL), 503 otherwise.
+#[utoipa::path(
+    get,
+    operation_id = "health_health",
+    path = "/api/health",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Serving", body = HealthReport),
+        (status = 503, description = "PostgreSQL is down", body = HealthReport),
+    ),
+)]
 pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpResponse {
     let postgres = async {
         let mut conn = pool::conn(&state.deps.pool).await.ok()?;
@@ -73,8 +88,32 @@ pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpRespons
     }
 }
 
-#[derive(Serialize)]
-struct LockView {
+/// What `/api/health` answers (the envelope without `data`).
+#[derive(Serialize, ToSchema)]
+pub struct HealthReport {
+    success: bool,
+    message: String,
+    timestamp: chrono::DateTime<chrono::Utc>,
+    version: String,
+    node_id: String,
+    /// `jwt`, or `off` (local profile only: every caller is trusted).
+    #[schema(pattern = "^(jwt|off)$")]
+    auth: String,
+    services: Services,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Services {
+    #[schema(pattern = "^(up|down)$")]
+    postgres: String,
+    #[schema(pattern = "^(up|down)$")]
+    redis: String,
+    #[schema(pattern = "^(redis|postgres)$")]
+    lease_backend: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LockView {
     resource: String,
     #[serde(rename = "lockId")]
     lock_id: String,
@@ -84,6 +123,15 @@ struct LockView {
     fencing_token: Option<i64>,
 }
 
+/// Leases and lease counters of this node (ops).
+#[utoipa::path(
+    get,
+    operation_id = "health_lock_stats",
+    path = "/api/locks/stats",
+    tag = "locks",
+    responses((status = 200, description = "Lock statistics", body = Envelope<LockStats>)),
+    security(("bearer" = [])),
+)]
 pub async fn lock_stats(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
     rules::ops_only(&caller)?;
     let prefix = &state.deps.key_prefix;
@@ -157,21 +205,22 @@ pub async fn lock_stats(state: State, caller: Principal) -> Result<HttpResponse,
 }
 
 /// `data` of `/api/locks/stats`, in the shape of API.md.
-#[derive(Serialize)]
-struct LockStats<'a> {
+#[derive(Serialize, ToSchema)]
+pub struct LockStats<'a> {
     #[serde(rename = "totalLocks")]
     total_locks: usize,
     locks: Vec<LockView>,
     counters: Counters,
     acquisition_ms: crate::lease::manager::Percentiles,
     timeout_rate: f64,
+    #[schema(pattern = "^(redis|postgres)$")]
     backend: &'static str,
     node_id: &'a str,
     active_actors: usize,
     held_leases: u64,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Counters {
     acquired: u64,
     released: u64,
@@ -184,6 +233,15 @@ struct Counters {
 
 /// `GET /api/cluster/nodes`: the nodes whose membership key is alive, with their address, start,
 /// active actors and held leases as of their last announcement.
+/// Live server instances (ops).
+#[utoipa::path(
+    get,
+    operation_id = "health_cluster_nodes",
+    path = "/api/cluster/nodes",
+    tag = "locks",
+    responses((status = 200, description = "Live nodes", body = ListEnvelope<NodeInfo>)),
+    security(("bearer" = [])),
+)]
 pub async fn cluster_nodes(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
     rules::ops_only(&caller)?;
     let nodes = crate::cluster::live_nodes(&state.redis, &state.deps.key_prefix)

@@ -138,6 +138,15 @@ pub async fn record(
 }
 
 /// `GET /metrics`.
+/// Prometheus text format (ops).
+#[utoipa::path(
+    get,
+    operation_id = "metrics_render",
+    path = "/metrics",
+    tag = "meta",
+    responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")),
+    security(("bearer" = [])),
+)]
 pub async fn render(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
     rules::ops_only(&caller)?;
     let node = label(&state.deps.node_id.0);

@@ -4,6 +4,7 @@
 
 mod booking_actions;
 mod bookings;
+pub mod deadline;
 pub mod drain;
 mod drivers;
 mod extract;
@@ -11,6 +12,7 @@ mod health;
 mod idempotent;
 mod internal;
 pub mod metrics;
+pub mod openapi;
 pub mod request_id;
 mod riders;
 mod routing;
@@ -25,6 +27,7 @@ use crate::actors::registry::BookingRegistry;
 use crate::actors::SharedDeps;
 use crate::cluster::forward::Forwarder;
 use crate::config::Secret;
+use crate::domain::values::FieldError;
 use crate::error::ApiError;
 use crate::lease::failover::Leases;
 use crate::lease::manager::LeaseMetrics;
@@ -48,52 +51,140 @@ pub struct AppState {
 pub type State = web::Data<AppState>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(
-        web::scope("/api")
-            .route("/riders", web::post().to(riders::create))
-            .route("/riders/{id}", web::get().to(riders::get))
-            .route("/drivers", web::get().to(drivers::list))
-            .route("/drivers", web::post().to(drivers::create))
-            .route("/drivers/nearby", web::get().to(drivers::nearby))
-            .route("/drivers/{id}", web::get().to(drivers::get))
-            .route(
-                "/drivers/{id}/location",
-                web::post().to(drivers::update_location),
-            )
-            .route(
-                "/drivers/{id}/status",
-                web::patch().to(drivers::update_status),
-            )
-            .route("/bookings", web::post().to(bookings::create))
-            .route("/bookings/{id}", web::get().to(bookings::get))
-            .route("/bookings/{id}/events", web::get().to(bookings::events))
-            .route(
-                "/bookings/{id}/assign",
-                web::post().to(booking_actions::assign),
-            )
-            .route(
-                "/bookings/{id}/accept",
-                web::post().to(booking_actions::accept),
-            )
-            .route(
-                "/bookings/{id}/cancel",
-                web::post().to(booking_actions::cancel),
-            )
-            .route(
-                "/bookings/{id}/complete",
-                web::post().to(booking_actions::complete),
-            )
-            .route(
-                "/users/{user_id}/bookings",
-                web::get().to(bookings::list_for_user),
-            )
-            .route("/locks/stats", web::get().to(health::lock_stats))
-            .route("/cluster/nodes", web::get().to(health::cluster_nodes))
-            .route("/health", web::get().to(health::health)),
-    )
-    .route("/internal/bookings/{id}", web::post().to(internal::booking))
-    .route("/metrics", web::get().to(metrics::render))
-    .default_service(web::to(not_found));
+    cfg.app_data(web::PayloadConfig::new(extract::BODY_LIMIT))
+        .app_data(web::QueryConfig::default().error_handler(|error, _| {
+            ApiError::from(FieldError::new("query", error.to_string())).into()
+        }))
+        .service(
+            web::scope("/api")
+                .service(resource(
+                    "/riders",
+                    "POST",
+                    vec![web::post().to(riders::create)],
+                ))
+                .service(resource(
+                    "/riders/{id}",
+                    "GET",
+                    vec![web::get().to(riders::get)],
+                ))
+                .service(resource(
+                    "/drivers",
+                    "GET, POST",
+                    vec![
+                        web::get().to(drivers::list),
+                        web::post().to(drivers::create),
+                    ],
+                ))
+                .service(resource(
+                    "/drivers/nearby",
+                    "GET",
+                    vec![web::get().to(drivers::nearby)],
+                ))
+                .service(resource(
+                    "/drivers/{id}",
+                    "GET",
+                    vec![web::get().to(drivers::get)],
+                ))
+                .service(resource(
+                    "/drivers/{id}/location",
+                    "POST",
+                    vec![web::post().to(drivers::update_location)],
+                ))
+                .service(resource(
+                    "/drivers/{id}/status",
+                    "PATCH",
+                    vec![web::patch().to(drivers::update_status)],
+                ))
+                .service(resource(
+                    "/bookings",
+                    "POST",
+                    vec![web::post().to(bookings::create)],
+                ))
+                .service(resource(
+                    "/bookings/{id}",
+                    "GET",
+                    vec![web::get().to(bookings::get)],
+                ))
+                .service(resource(
+                    "/bookings/{id}/events",
+                    "GET",
+                    vec![web::get().to(bookings::events)],
+                ))
+                .service(resource(
+                    "/bookings/{id}/assign",
+                    "POST",
+                    vec![web::post().to(booking_actions::assign)],
+                ))
+                .service(resource(
+                    "/bookings/{id}/accept",
+                    "POST",
+                    vec![web::post().to(booking_actions::accept)],
+                ))
+                .service(resource(
+                    "/bookings/{id}/cancel",
+                    "POST",
+                    vec![web::post().to(booking_actions::cancel)],
+                ))
+                .service(resource(
+                    "/bookings/{id}/complete",
+                    "POST",
+                    vec![web::post().to(booking_actions::complete)],
+                ))
+                .service(resource(
+                    "/users/{user_id}/bookings",
+                    "GET",
+                    vec![web::get().to(bookings::list_for_user)],
+                ))
+                .service(resource(
+                    "/locks/stats",
+                    "GET",
+                    vec![web::get().to(health::lock_stats)],
+                ))
+                .service(resource(
+                    "/cluster/nodes",
+                    "GET",
+                    vec![web::get().to(health::cluster_nodes)],
+                ))
+                .service(resource(
+                    "/health",
+                    "GET",
+                    vec![web::get().to(health::health)],
+                ))
+                .service(resource(
+                    "/openapi.json",
+                    "GET",
+                    vec![web::get().to(openapi::document)],
+                )),
+        )
+        .service(resource(
+            "/internal/bookings/{id}",
+            "POST",
+            vec![web::post().to(internal::booking)],
+        ))
+        .service(resource(
+            "/metrics",
+            "GET",
+            vec![web::get().to(metrics::render)],
+        ))
+        .default_service(web::to(not_found));
+}
+
+/// A path served by `routes`, within the request deadline (`deadline`); its other methods are
+/// answered 405 with `Allow` (and the JSON envelope).
+fn resource(
+    path: &str,
+    allow: &'static str,
+    routes: Vec<actix_web::Route>,
+) -> impl actix_web::dev::HttpServiceFactory {
+    routes
+        .into_iter()
+        .fold(web::resource(path), actix_web::Resource::route)
+        .default_service(web::to(move || async move {
+            Err::<HttpResponse, _>(ApiError::MethodNotAllowed { allow })
+        }))
+        // Here, not around the whole app: the deadline keeps the request to answer with, and a
+        // request may only be kept once routing has matched it.
+        .wrap(actix_web::middleware::from_fn(deadline::limit))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {

@@ -3,6 +3,7 @@
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::extract::{self, Keyed};
 use super::idempotent;
@@ -11,14 +12,27 @@ use crate::auth::{rules, Principal};
 use crate::domain::ids::RiderId;
 use crate::domain::values::{self, FieldError};
 use crate::error::ApiError;
+use crate::http::openapi::{Envelope, ErrorEnvelope};
+use crate::storage::models::Rider;
 use crate::storage::pool::{self, is_unique_violation};
 use crate::storage::riders::{self, NewRider};
 use diesel_async::AsyncConnection;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateRider {
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+    )]
     name: String,
+    #[schema(max_length = 32, pattern = r"^[+ ().-]*([0-9][+ ().-]*){3,}$")]
     phone: String,
+    #[schema(
+        max_length = 320,
+        pattern = r"^[^@\s\u0000-\u001f\u007f-\u009f]+@[^.\s\u0000-\u001f\u007f-\u009f][^\s\u0000-\u001f\u007f-\u009f]*\.[^\s\u0000-\u001f\u007f-\u009f]*$"
+    )]
     email: Option<String>,
 }
 
@@ -31,6 +45,20 @@ impl TryFrom<CreateRider> for NewRider {
     }
 }
 
+/// Registers a rider (ops).
+#[utoipa::path(
+    post,
+    operation_id = "riders_create",
+    path = "/api/riders",
+    tag = "riders",
+    request_body = CreateRider,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    responses(
+        (status = 201, description = "Created", body = Envelope<Rider>),
+        (status = 409, description = "`duplicate_phone`", body = ErrorEnvelope),
+    ),
+    security(("bearer" = [])),
+)]
 pub async fn create(
     state: State,
     caller: Principal,
@@ -61,6 +89,16 @@ pub async fn create(
     }
 }
 
+/// One rider (the rider itself, or ops).
+#[utoipa::path(
+    get,
+    operation_id = "riders_get",
+    path = "/api/riders/{id}",
+    tag = "riders",
+    params(("id" = i64, Path, minimum = 1)),
+    responses((status = 200, description = "The rider", body = Envelope<Rider>)),
+    security(("bearer" = [])),
+)]
 pub async fn get(
     state: State,
     caller: Principal,

@@ -127,7 +127,7 @@ pub struct MetricsSnapshot {
     pub acquisition_ms: Percentiles,
 }
 
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct Percentiles {
     pub p50: f64,
     pub p99: f64,

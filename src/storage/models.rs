@@ -6,13 +6,14 @@ use bigdecimal::{BigDecimal, ToPrimitive};
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 use serde::{Serialize, Serializer};
+use utoipa::ToSchema;
 
 use super::schema::{booking_events, bookings, drivers, riders};
 use crate::domain::booking::{BookingState, BookingStatus};
 use crate::domain::ids::{DriverId, RiderId};
 use crate::domain::values::{Fare, GeoPoint};
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, ToSchema)]
 #[diesel(table_name = riders, check_for_backend(diesel::pg::Pg))]
 pub struct Rider {
     pub id: i64,
@@ -22,7 +23,7 @@ pub struct Rider {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, ToSchema)]
 #[diesel(table_name = drivers, check_for_backend(diesel::pg::Pg))]
 pub struct Driver {
     pub id: i64,
@@ -34,6 +35,7 @@ pub struct Driver {
     pub status: String,
     pub vehicle_type: String,
     #[serde(serialize_with = "decimal_number")]
+    #[schema(value_type = f64)]
     pub rating: BigDecimal,
     pub current_booking_id: Option<i64>,
     pub created_at: DateTime<Utc>,
@@ -49,7 +51,7 @@ impl Driver {
     }
 }
 
-#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, QueryableByName, Selectable, Serialize, ToSchema)]
 #[diesel(table_name = bookings, check_for_backend(diesel::pg::Pg))]
 pub struct Booking {
     pub id: i64,
@@ -60,8 +62,10 @@ pub struct Booking {
     pub dropoff_lat: f64,
     pub dropoff_lng: f64,
     #[serde(serialize_with = "decimal_number")]
+    #[schema(value_type = f64)]
     pub estimated_fare: BigDecimal,
     #[serde(serialize_with = "optional_decimal_number")]
+    #[schema(value_type = Option<f64>)]
     pub actual_fare: Option<BigDecimal>,
     pub vehicle_type: Option<String>,
     pub status: String,
@@ -102,7 +106,7 @@ impl Booking {
 }
 
 /// A booking with the names and phones of its parties, for `GET /api/bookings/:id`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BookingDetail {
     #[serde(flatten)]
     pub booking: Booking,
@@ -112,7 +116,7 @@ pub struct BookingDetail {
     pub driver_phone: Option<String>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize)]
+#[derive(Debug, Clone, Queryable, Selectable, Serialize, ToSchema)]
 #[diesel(table_name = booking_events, check_for_backend(diesel::pg::Pg))]
 pub struct BookingEvent {
     pub id: i64,

@@ -17,6 +17,7 @@ mod create_booking;
 mod drivers;
 mod forwarding;
 mod geo_fallback;
+mod hardening;
 mod helpers;
 mod idempotency;
 mod lease_fallback;

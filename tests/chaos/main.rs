@@ -149,6 +149,7 @@ impl Chaos {
             database_server: services.pg_url.clone(),
             redis: services.redis_url.clone(),
             node_redis: proxies.iter().map(Proxy::redis_url).collect(),
+            log_filter: "info".to_owned(),
         })
         .await;
         let client = Client::new(cluster.nodes.iter().map(|n| n.address.clone()).collect());

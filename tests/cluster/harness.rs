@@ -92,6 +92,8 @@ pub struct Setup {
     pub redis: String,
     /// Redis as each node reaches it (through a proxy, say); empty: every node uses `redis`.
     pub node_redis: Vec<String>,
+    /// The nodes' `RUST_LOG`.
+    pub log_filter: String,
 }
 
 impl Setup {
@@ -103,6 +105,7 @@ impl Setup {
                 .expect("DATABASE_URL (run through `make test`, which starts the services)"),
             redis: std::env::var("REDIS_URL").expect("REDIS_URL"),
             node_redis: Vec::new(),
+            log_filter: "info".to_owned(),
         }
     }
 }
@@ -144,7 +147,7 @@ impl Cluster {
                     // Actors stay for the whole test, so who owns a booking is decided by the
                     // faults under test, not by an idle stop.
                     .env("RIDELOCK_BOOKING__IDLE_STOP_MS", "60000")
-                    .env("RUST_LOG", "info")
+                    .env("RUST_LOG", &setup.log_filter)
                     .stdout(Stdio::from(out.try_clone().unwrap()))
                     .stderr(Stdio::from(out))
                     .spawn()

@@ -11,6 +11,7 @@ mod database;
 mod harness;
 #[path = "../support/metrics.rs"]
 mod metrics;
+mod privacy;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

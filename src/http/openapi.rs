@@ -1,0 +1,241 @@
+//! The OpenAPI 3.1 document of API.md, generated from the handlers' `#[utoipa::path]` attributes
+//! and the wire types' `ToSchema` derives, served at `GET /api/openapi.json`. Limits in the
+//! schemas are the validators' own (`domain::values`), so a request the document allows is one
+//! the server accepts, and the reverse: schemathesis (`scripts/fuzz.sh`) checks both.
+//!
+//! The error responses every operation shares are added by [`CommonResponses`] rather than
+//! repeated on each handler: 400, 404, 500 and 503 everywhere; 401 and 403 wherever a token is
+//! needed; 413 wherever there is a body; 422 wherever an `Idempotency-Key` is accepted.
+
+use actix_web::HttpResponse;
+use serde::Serialize;
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, RefOr, Response, ResponseBuilder};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::storage::models::{Booking, Driver};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "RideLock",
+        description = "Booking coordination for ride-hailing: one writer per booking, no driver booked twice. See API.md.",
+    ),
+    paths(
+        super::riders::create,
+        super::riders::get,
+        super::drivers::list,
+        super::drivers::create,
+        super::drivers::nearby,
+        super::drivers::get,
+        super::drivers::update_location,
+        super::drivers::update_status,
+        super::bookings::create,
+        super::bookings::get,
+        super::bookings::events,
+        super::bookings::list_for_user,
+        super::booking_actions::assign,
+        super::booking_actions::accept,
+        super::booking_actions::cancel,
+        super::booking_actions::complete,
+        super::health::lock_stats,
+        super::health::cluster_nodes,
+        super::health::health,
+        super::metrics::render,
+        document,
+    ),
+    components(schemas(ErrorEnvelope)),
+    modifiers(&CommonResponses),
+)]
+pub struct ApiDoc;
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(
+    get,
+    operation_id = "openapi_document",
+    path = "/api/openapi.json",
+    tag = "meta",
+    responses((status = 200, description = "This document", content_type = "application/json")),
+)]
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+/// Every error: `success: false`, a sentence, a stable code, and for 400 the field
+/// (`data.field`), for 409 the current state.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    /// Always false.
+    pub success: bool,
+    pub message: String,
+    /// Stable snake_case code, e.g. `invalid_request`, `booking_not_pending`.
+    pub error: String,
+    #[schema(value_type = Option<Object>)]
+    pub data: Option<serde_json::Value>,
+}
+
+/// A success: `data` is the resource.
+#[derive(Serialize, ToSchema)]
+pub struct Envelope<T: ToSchema> {
+    /// Always true.
+    pub success: bool,
+    pub message: String,
+    pub data: T,
+}
+
+/// A list: `data` is the array, `count` its length.
+#[derive(Serialize, ToSchema)]
+pub struct ListEnvelope<T: ToSchema> {
+    pub success: bool,
+    pub message: String,
+    pub data: Vec<T>,
+    pub count: usize,
+}
+
+/// `data` of a successful assign.
+#[derive(Serialize, ToSchema)]
+pub struct Assignment {
+    pub booking: Booking,
+    pub driver: Driver,
+}
+
+/// The `Idempotency-Key` header, where a request accepts one.
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT whose `sub` is rider:<id>, driver:<id> or ops:<name> (README, Authentication)",
+                    ))
+                    .build(),
+            ),
+        );
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add_common(operation);
+            }
+        }
+    }
+}
+
+fn add_common(operation: &mut Operation) {
+    let secured = operation
+        .security
+        .as_ref()
+        .is_some_and(|list| !list.is_empty());
+    let keyed = operation.parameters.iter().flatten().any(|p| {
+        matches!(p, RefOr::T(p) if p.name == IDEMPOTENCY_KEY && matches!(p.parameter_in, ParameterIn::Header))
+    });
+    let mut common = vec![
+        ("400", "Invalid input: `data.field` names the field"),
+        ("404", "Unknown id"),
+        ("500", "A bug; never on purpose"),
+        (
+            "503",
+            "PostgreSQL, Redis, the booking's lease or the request's deadline ran out; retry after `Retry-After` seconds",
+        ),
+    ];
+    if secured {
+        common.push(("401", "Missing, malformed, expired or wrongly signed token"));
+        common.push((
+            "403",
+            "The token's subject may not do this (README, Authorization)",
+        ));
+    }
+    if operation.request_body.is_some() {
+        common.push(("413", "Body larger than 64 KiB"));
+    }
+    if keyed {
+        common.push((
+            "422",
+            "Idempotency-Key already used for a different request",
+        ));
+    }
+    for (status, description) in common {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| error_response(description));
+    }
+}
+
+fn error_response(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "ErrorEnvelope",
+                )))),
+            )
+            .build(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::values;
+
+    fn document() -> serde_json::Value {
+        serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+    }
+
+    #[test]
+    fn every_operation_documents_its_errors_and_secured_ones_their_token() {
+        let doc = document();
+        let paths = doc["paths"].as_object().cloned().unwrap_or_default();
+        assert!(paths.len() >= 17, "{}", paths.len());
+        for (path, item) in paths {
+            for (method, op) in item.as_object().cloned().unwrap_or_default() {
+                let responses = &op["responses"];
+                for status in ["400", "404", "500", "503"] {
+                    assert!(
+                        responses.get(status).is_some(),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+                let public = path == "/api/health" || path == "/api/openapi.json";
+                assert_eq!(op.get("security").is_none(), public, "{method} {path}");
+                if !public {
+                    assert!(responses.get("401").is_some(), "{method} {path} lacks 401");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_documented_patterns_are_the_validators() {
+        let text = document().to_string();
+        for pattern in [
+            values::TEXT_PATTERN,
+            values::PHONE_PATTERN,
+            values::EMAIL_PATTERN,
+            values::VEHICLE_TYPE_PATTERN,
+        ] {
+            let quoted = serde_json::to_string(pattern).unwrap_or_default();
+            assert!(text.contains(&quoted), "{pattern} is not in the document");
+        }
+    }
+}
