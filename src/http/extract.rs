@@ -82,7 +82,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Keyed<T> {
 }
 
 /// Deserializes a JSON object body; an empty body counts as `{}` so missing fields are named.
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
     let text = bytes.trim_ascii();
     let text = if text.is_empty() { &b"{}"[..] } else { text };
     if text.first() != Some(&b'{') {

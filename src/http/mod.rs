@@ -7,6 +7,8 @@ mod bookings;
 pub mod deadline;
 pub mod drain;
 mod drivers;
+#[cfg(test)]
+mod dto_properties;
 mod extract;
 mod health;
 mod idempotent;

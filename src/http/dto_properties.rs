@@ -1,0 +1,1 @@
+//! Property tests of request parsing (placeholder replaced by the DTO property suite).
