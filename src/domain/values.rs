@@ -83,6 +83,16 @@ impl fmt::Display for Fare {
 /// whitespace; stored trimmed. (The limits apply to the text as sent, so they are exactly what the
 /// OpenAPI document says: `maxLength` and [`TEXT_PATTERN`].)
 pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldError> {
+    optional_text(value, field, max_chars)?
+        .ok_or_else(|| FieldError::new(field, "must not be empty"))
+}
+
+/// [`text`] where blank means "none": the same limits on what is sent, `None` if only whitespace.
+pub fn optional_text(
+    value: &str,
+    field: &str,
+    max_chars: usize,
+) -> Result<Option<String>, FieldError> {
     if value.chars().count() > max_chars {
         return Err(FieldError::new(
             field,
@@ -96,10 +106,7 @@ pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldE
         ));
     }
     let trimmed = value.trim();
-    if trimmed.is_empty() {
-        return Err(FieldError::new(field, "must not be empty"));
-    }
-    Ok(trimmed.to_owned())
+    Ok((!trimmed.is_empty()).then(|| trimmed.to_owned()))
 }
 
 /// [`text`] as a regular expression: no control characters, and at least one that is not

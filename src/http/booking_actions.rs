@@ -136,13 +136,13 @@ pub async fn cancel(
         "driver" => Party::Driver(DriverId(user_id)),
         _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
     };
-    rules::is_party(&caller, by)?;
     let reason = body
         .reason
         .as_deref()
-        .filter(|text| !text.trim().is_empty())
-        .map(|text| values::text(text, "reason", 500))
-        .transpose()?;
+        .map(|text| values::optional_text(text, "reason", 500))
+        .transpose()?
+        .flatten();
+    rules::is_party(&caller, by)?;
     run(
         &state,
         id,

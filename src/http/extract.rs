@@ -95,7 +95,15 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> 
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(text);
-    serde_path_to_error::deserialize(&mut de).map_err(|e| body_error(&e))
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| body_error(&e))?;
+    de.end()
+        .map_err(|_| FieldError::new("body", "has more after the JSON object"))?;
+    Ok(value)
+}
+
+/// `name` from a serde message `<prefix>name\``, for the names of our own fields (no backticks).
+fn quoted_after<'a>(problem: &'a str, prefix: &str) -> Option<&'a str> {
+    problem.strip_prefix(prefix)?.strip_suffix('`')
 }
 
 /// The deepest nesting of `[` and `{` outside strings (an upper bound for malformed JSON, which
@@ -128,19 +136,27 @@ fn nesting(json: &[u8]) -> usize {
 fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldError {
     let inner = error.inner();
     let text = inner.to_string();
-    let problem = text.split(" at line ").next().unwrap_or(&text).to_owned();
-    if let Some(field) = problem
-        .strip_prefix("missing field `")
-        .and_then(|rest| rest.split('`').next())
-    {
+    // serde_json appends " at line L column C"; the key named in the message may hold anything.
+    let problem = text
+        .rsplit_once(" at line ")
+        .map_or(&*text, |(head, _)| head);
+    if let Some(field) = quoted_after(problem, "missing field `") {
         return FieldError::new(field, "is required");
     }
     if let Some(field) = problem
         .strip_prefix("unknown field `")
-        .and_then(|rest| rest.split('`').next())
+        .and_then(|rest| {
+            rest.rsplit_once("`, expected")
+                .or_else(|| rest.rsplit_once("`, there are no fields"))
+        })
+        .map(|(key, _)| key)
     {
         return FieldError::new(field, "is not a field of this request");
     }
+    if let Some(field) = quoted_after(problem, "duplicate field `") {
+        return FieldError::new(field, "is given twice");
+    }
+    let problem = problem.to_owned();
     if problem.starts_with("number out of range") {
         return FieldError::new(error.path().to_string(), "is out of range");
     }
@@ -219,10 +235,14 @@ pub fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::E
         }
 
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
-            // 2^63 is exactly representable; every whole f64 below it converts exactly.
-            let in_range = v.fract() == 0.0 && v >= -(2f64.powi(63)) && v < 2f64.powi(63);
-            if in_range {
+            // From 2^53 up, the JSON parser has already rounded the number it read (`…993.0`
+            // arrives as `…992`), so a whole float is taken only below 2^53, where every one is
+            // read exactly; larger ids must be written as integers.
+            const EXACT: f64 = 9_007_199_254_740_992.0;
+            if v.fract() == 0.0 && v.abs() < EXACT {
                 Ok(v as i64)
+            } else if v.fract() == 0.0 && v.is_finite() {
+                Err(E::custom("must be written as an integer above 2^53"))
             } else {
                 Err(E::custom("expected an integer"))
             }

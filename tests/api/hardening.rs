@@ -84,6 +84,25 @@ async fn bodies_with_unknown_fields_deep_nesting_or_edge_numbers_are_refused_nam
             with(rider, "vehicle_type", "\"XL\""),
             "vehicle_type",
         ),
+        (
+            "text after the object",
+            format!("{} {{}}", booking_body(rider, PICKUP.0, PICKUP.1)),
+            "body",
+        ),
+        (
+            "a field given twice",
+            with(
+                rider,
+                "rider_id",
+                &format!("{rider}, \"rider_id\": {rider}"),
+            ),
+            "rider_id",
+        ),
+        (
+            "a whole-float id at 2^53",
+            with(rider, "rider_id", "9007199254740993.0"),
+            "rider_id",
+        ),
     ];
 
     // Act + Assert
