@@ -10,7 +10,7 @@ use diesel_async::pooled_connection::deadpool::Pool;
 use diesel_async::pooled_connection::{
     AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
 };
-use diesel_async::AsyncPgConnection;
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 
@@ -76,6 +76,8 @@ pub struct DatabaseSettings {
     pub url: Secret,
     pub pool_size: usize,
     pub acquire_timeout_ms: u64,
+    /// PostgreSQL ends a session whose transaction sat idle this long, releasing its locks.
+    pub idle_transaction_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -129,10 +131,14 @@ impl AuthSettings {
         }
     }
 
-    fn validate(&self, profile: &str) -> anyhow::Result<()> {
+    /// `loopback`: the server listens on loopback only, so nobody else can reach it.
+    fn validate(&self, profile: &str, loopback: bool) -> anyhow::Result<()> {
         if self.mode == AuthMode::Off {
             if profile != "local" {
                 bail!("auth.mode = \"off\" is accepted only in the local profile, not {profile}");
+            }
+            if !loopback {
+                bail!("auth.mode = \"off\" is accepted only on a loopback server.host");
             }
             return Ok(());
         }
@@ -147,6 +153,13 @@ impl AuthSettings {
                 }
                 if profile == "production" && (secret.len() < 32 || secret.starts_with("dev-")) {
                     bail!("auth.secret must be a private value of at least 32 characters in production");
+                }
+                // The development secrets are in this repository: anyone could mint ops tokens.
+                if secret.starts_with("dev-") && !loopback {
+                    bail!(
+                        "auth.secret is a development value; set a private one \
+                         (RIDELOCK_AUTH__SECRET) to listen on a non-loopback address"
+                    );
                 }
             }
             _ => {
@@ -247,6 +260,12 @@ impl Settings {
         if self.server.request_timeout_ms == 0 {
             bail!("server.request_timeout_ms must be positive");
         }
+        if self.database.idle_transaction_timeout_ms <= self.server.request_timeout_ms + 1000 {
+            bail!(
+                "database.idle_transaction_timeout_ms must be above server.request_timeout_ms + 1000 \
+                 (a live request's transaction must never be ended under it)"
+            );
+        }
         if self.database.pool_size == 0 || self.booking.mailbox_capacity == 0 {
             bail!("database.pool_size and booking.mailbox_capacity must be positive");
         }
@@ -256,7 +275,7 @@ impl Settings {
         if self.assign.max_candidates == 0 {
             bail!("assign.max_candidates must be positive");
         }
-        self.auth.validate(profile)
+        self.auth.validate(profile, loopback)
     }
 }
 
@@ -287,6 +306,21 @@ impl DatabaseSettings {
     pub fn pool(&self) -> anyhow::Result<Pool<AsyncPgConnection>> {
         let mut config = ManagerConfig::default();
         config.recycling_method = RecyclingMethod::Fast;
+        // A request dropped at its deadline inside a transaction returns its connection to the
+        // pool still in that transaction; the pool discards it only at its next checkout. Until
+        // then PostgreSQL would keep the transaction's locks (an idempotency key's row among
+        // them, which a retry waits on): this bounds how long.
+        let idle = self.idle_transaction_timeout_ms;
+        config.custom_setup = Box::new(move |url| {
+            Box::pin(async move {
+                let mut conn = AsyncPgConnection::establish(url).await?;
+                diesel::sql_query(format!("SET idle_in_transaction_session_timeout = {idle}"))
+                    .execute(&mut conn)
+                    .await
+                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                Ok(conn)
+            })
+        });
         let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
             self.url.expose(),
             config,
@@ -346,33 +380,44 @@ mod tests {
     #[test]
     fn auth_off_is_accepted_in_the_local_profile_only() {
         let off = auth(AuthMode::Off, "");
-        assert!(off.validate("local").is_ok());
+        assert!(off.validate("local", true).is_ok());
+        assert!(
+            off.validate("local", false).is_err(),
+            "off on a public address"
+        );
+        assert!(auth(AuthMode::Jwt, "dev-local-auth-secret")
+            .validate("local", false)
+            .is_err());
         for profile in ["test", "production", "staging"] {
-            assert!(off.validate(profile).is_err(), "{profile}");
+            assert!(off.validate(profile, true).is_err(), "{profile}");
         }
     }
 
     #[test]
     fn production_needs_a_private_auth_secret() {
-        assert!(auth(AuthMode::Jwt, "").validate("test").is_err());
+        assert!(auth(AuthMode::Jwt, "").validate("test", true).is_err());
         assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
-            .validate("test")
+            .validate("test", true)
             .is_ok());
         assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
-            .validate("production")
+            .validate("production", true)
             .is_err());
-        assert!(auth(AuthMode::Jwt, "short").validate("production").is_err());
+        assert!(auth(AuthMode::Jwt, "short")
+            .validate("production", true)
+            .is_err());
         let private = "k7Qw9zX2mN4pR8tV1yB6cF3hJ5lS0dGa";
-        assert!(auth(AuthMode::Jwt, private).validate("production").is_ok());
+        assert!(auth(AuthMode::Jwt, private)
+            .validate("production", true)
+            .is_ok());
         let mut rs = auth(AuthMode::Jwt, "");
         rs.algorithm = "RS256".into();
         assert!(
-            rs.validate("production").is_err(),
+            rs.validate("production", true).is_err(),
             "RS256 needs a public key"
         );
         rs.public_key_path = "/etc/ridelock/issuer.pem".into();
-        assert!(rs.validate("production").is_ok());
+        assert!(rs.validate("production", true).is_ok());
         rs.algorithm = "none".into();
-        assert!(rs.validate("test").is_err());
+        assert!(rs.validate("test", true).is_err());
     }
 }

@@ -44,8 +44,8 @@ pub enum ApiError {
     /// 405 `method_not_allowed` + Allow: the path exists, the method does not.
     #[error("Method not allowed on this path; allowed: {allow}")]
     MethodNotAllowed { allow: &'static str },
-    /// 503 `deadline_exceeded` + Retry-After: the request ran out of its time; anything it was
-    /// doing was abandoned (a booking action's write either committed whole or not at all).
+    /// 503 `deadline_exceeded` + Retry-After: the request ran out of its time and was abandoned;
+    /// whatever it was writing either committed whole or not at all (see `http::deadline`).
     #[error("The request did not finish within its deadline")]
     DeadlineExceeded,
     /// 503 `lease_unavailable` + Retry-After: the booking's owner cannot serve it right now.

@@ -55,6 +55,8 @@ pub struct Assign {
 #[rtype(result = "Result<Booking, BookingError>")]
 pub struct Accept {
     pub driver_id: DriverId,
+    /// An operator acting for the driver.
+    pub operator: bool,
     pub meta: RequestMeta,
 }
 
@@ -72,6 +74,8 @@ pub struct Cancel {
 #[rtype(result = "Result<Booking, BookingError>")]
 pub struct Complete {
     pub driver_id: DriverId,
+    /// An operator acting for the driver.
+    pub operator: bool,
     pub actual_fare: Fare,
     pub meta: RequestMeta,
 }
@@ -717,6 +721,7 @@ impl Handler<Accept> for BookingActor {
     fn handle(&mut self, msg: Accept, ctx: &mut Self::Context) -> Self::Result {
         let cmd = Command::Accept {
             driver_id: msg.driver_id,
+            operator: msg.operator,
         };
         self.write_transition("Accept", cmd, ChangeDetails::default(), msg.meta, ctx)
     }
@@ -746,6 +751,7 @@ impl Handler<Complete> for BookingActor {
     fn handle(&mut self, msg: Complete, ctx: &mut Self::Context) -> Self::Result {
         let cmd = Command::Complete {
             driver_id: msg.driver_id,
+            operator: msg.operator,
         };
         let details = ChangeDetails {
             actual_fare: Some(msg.actual_fare),

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::{AuthError, AuthMode, Principal};
 use crate::config::AuthSettings;
 
-/// The claims RideLock reads: all of them are required.
+/// The claims `ridelock token` writes.
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: String,
@@ -19,6 +19,13 @@ struct Claims {
     aud: String,
     exp: u64,
     iat: u64,
+}
+
+/// What the server reads of a verified token. `iss`, `aud` and `exp` are checked by
+/// [`Validation`] itself (which also takes `aud` as an array, as identity providers send it).
+#[derive(Debug, Deserialize)]
+struct Subject {
+    sub: String,
 }
 
 /// Turns an `Authorization` header into a [`Principal`].
@@ -41,7 +48,13 @@ impl Authenticator {
         }
         let algorithm = settings.algorithm()?;
         let key = match algorithm {
-            Algorithm::HS256 => DecodingKey::from_secret(settings.secret.expose().as_bytes()),
+            Algorithm::HS256 => {
+                // An empty key would verify tokens signed with an empty key.
+                if settings.secret.expose().is_empty() {
+                    bail!("auth.secret is empty: set it (RIDELOCK_AUTH__SECRET) or use RS256");
+                }
+                DecodingKey::from_secret(settings.secret.expose().as_bytes())
+            }
             _ => {
                 let pem = std::fs::read(&settings.public_key_path).with_context(|| {
                     format!("reading auth.public_key_path {}", settings.public_key_path)
@@ -75,7 +88,7 @@ impl Authenticator {
         };
         let header = header.ok_or(AuthError::Missing)?;
         let token = bearer(header).ok_or(AuthError::Malformed)?;
-        let claims = jsonwebtoken::decode::<Claims>(token, key, validation)
+        let claims = jsonwebtoken::decode::<Subject>(token, key, validation)
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
                 // Not three base64url parts at all; a token whose claims do not fit (`Json`)
@@ -131,7 +144,7 @@ pub fn mint(settings: &AuthSettings, subject: &Principal, ttl: Duration) -> anyh
         sub: subject.to_string(),
         iss: settings.issuer.clone(),
         aud: settings.audience.clone(),
-        exp: now + ttl.as_secs(),
+        exp: now.saturating_add(ttl.as_secs()),
         iat: now,
     };
     jsonwebtoken::encode(&Header::new(algorithm), &claims, &key).context("signing the token")
@@ -219,6 +232,29 @@ mod tests {
         }
         let authenticator = Authenticator::from_settings(&s)?;
         assert_eq!(authenticator.authenticate(None), Err(AuthError::Missing));
+        Ok(())
+    }
+
+    #[test]
+    fn an_audience_list_and_a_missing_iat_are_fine_an_empty_secret_is_not() -> anyhow::Result<()> {
+        let s = settings("a-secret-of-thirty-two-characters!!");
+        let now = jsonwebtoken::get_current_timestamp();
+        let claims = serde_json::json!({
+            "sub": "driver:3",
+            "iss": s.issuer,
+            "aud": ["another-api", s.audience],
+            "exp": now + 60,
+        });
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(s.secret.expose().as_bytes()),
+        )?;
+        assert_eq!(
+            verify(&s, &format!("Bearer {token}")),
+            Ok(Principal::Driver(crate::domain::ids::DriverId(3)))
+        );
+        assert!(Authenticator::from_settings(&settings("")).is_err());
         Ok(())
     }
 

@@ -89,14 +89,18 @@ pub enum Command {
     Assign {
         by: Option<RiderId>,
     },
+    /// `operator`: an operator acting for the driver, who may learn the booking's state; a
+    /// driver acting for itself is refused as a stranger by a booking that has no driver.
     Accept {
         driver_id: DriverId,
+        operator: bool,
     },
     Cancel {
         by: Party,
     },
     Complete {
         driver_id: DriverId,
+        operator: bool,
     },
 }
 
@@ -145,8 +149,9 @@ impl TransitionError {
 }
 
 /// Decides whether `cmd` is legal in `state`. Identity is checked before state, so a stranger
-/// learns nothing about a booking's progress; a booking without a driver has no "right driver",
-/// so accepting or completing it is a state conflict.
+/// learns nothing about a booking's progress. A booking without a driver has no "right driver":
+/// an operator accepting or completing it gets the state conflict, a driver the identity refusal
+/// (which carries no state).
 pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, TransitionError> {
     use BookingStatus::*;
     let to = |to| Transition {
@@ -164,15 +169,21 @@ pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, Transition
                 other => Err(TransitionError::NotPending(other)),
             }
         }
-        Command::Accept { driver_id } => {
-            check_driver(state, driver_id, TransitionError::NotAssigned)?;
+        Command::Accept {
+            driver_id,
+            operator,
+        } => {
+            check_driver(state, driver_id, operator, TransitionError::NotAssigned)?;
             match state.status {
                 Assigned => Ok(to(Accepted)),
                 other => Err(TransitionError::NotAssigned(other)),
             }
         }
-        Command::Complete { driver_id } => {
-            check_driver(state, driver_id, TransitionError::NotAccepted)?;
+        Command::Complete {
+            driver_id,
+            operator,
+        } => {
+            check_driver(state, driver_id, operator, TransitionError::NotAccepted)?;
             match state.status {
                 Accepted => Ok(Transition {
                     release_driver: state.driver_id,
@@ -203,10 +214,12 @@ pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, Transition
 fn check_driver(
     state: BookingState,
     driver_id: DriverId,
+    operator: bool,
     no_driver: fn(BookingStatus) -> TransitionError,
 ) -> Result<(), TransitionError> {
     match state.driver_id {
-        None => Err(no_driver(state.status)),
+        None if operator => Err(no_driver(state.status)),
+        None => Err(TransitionError::NotAssignedDriver),
         Some(assigned) if assigned != driver_id => Err(TransitionError::NotAssignedDriver),
         Some(_) => Ok(()),
     }
@@ -234,9 +247,18 @@ mod tests {
             apply(state(Pending), Command::Assign { by: None }).map(|t| t.to),
             Ok(Assigned)
         );
-        let accept = Command::Accept { driver_id: DRIVER };
+        let accept = Command::Accept {
+            driver_id: DRIVER,
+            operator: true,
+        };
         assert_eq!(apply(state(Assigned), accept).map(|t| t.to), Ok(Accepted));
-        let complete = apply(state(Accepted), Command::Complete { driver_id: DRIVER });
+        let complete = apply(
+            state(Accepted),
+            Command::Complete {
+                driver_id: DRIVER,
+                operator: true,
+            },
+        );
         assert_eq!(
             complete.map(|t| (t.to, t.release_driver)),
             Ok((Completed, Some(DRIVER)))
@@ -250,6 +272,33 @@ mod tests {
                 apply(state(status), Command::Assign { by: None }),
                 Err(TransitionError::NotPending(status))
             );
+        }
+    }
+
+    #[test]
+    fn a_driver_acting_on_a_booking_without_driver_is_a_stranger_an_operator_a_conflict() {
+        for operator in [false, true] {
+            let accept = Command::Accept {
+                driver_id: DRIVER,
+                operator,
+            };
+            let complete = Command::Complete {
+                driver_id: DRIVER,
+                operator,
+            };
+            let (accepted, completed) = if operator {
+                (
+                    TransitionError::NotAssigned(Pending),
+                    TransitionError::NotAccepted(Pending),
+                )
+            } else {
+                (
+                    TransitionError::NotAssignedDriver,
+                    TransitionError::NotAssignedDriver,
+                )
+            };
+            assert_eq!(apply(state(Pending), accept), Err(accepted));
+            assert_eq!(apply(state(Pending), complete), Err(completed));
         }
     }
 
@@ -272,6 +321,7 @@ mod tests {
     fn the_wrong_driver_is_forbidden_before_state_is_checked() {
         let other = Command::Accept {
             driver_id: DriverId(8),
+            operator: true,
         };
         for status in [Assigned, Accepted, Completed] {
             assert_eq!(
@@ -281,6 +331,7 @@ mod tests {
         }
         let complete = Command::Complete {
             driver_id: DriverId(8),
+            operator: true,
         };
         assert_eq!(
             apply(state(Accepted), complete),
@@ -290,12 +341,18 @@ mod tests {
 
     #[test]
     fn accepting_or_completing_without_a_driver_is_a_state_conflict() {
-        let accept = Command::Accept { driver_id: DRIVER };
+        let accept = Command::Accept {
+            driver_id: DRIVER,
+            operator: true,
+        };
         assert_eq!(
             apply(state(Pending), accept),
             Err(TransitionError::NotAssigned(Pending))
         );
-        let complete = Command::Complete { driver_id: DRIVER };
+        let complete = Command::Complete {
+            driver_id: DRIVER,
+            operator: true,
+        };
         assert_eq!(
             apply(state(Assigned), complete),
             Err(TransitionError::NotAccepted(Assigned))

@@ -63,7 +63,8 @@ const ARROWS: [(Verb, BookingStatus, BookingStatus, bool); 6] = [
 enum Standing {
     Allowed,
     Forbidden,
-    /// Accept or complete of a booking without a driver: nobody can be the right driver.
+    /// An operator's accept or complete of a booking without a driver: nobody can be the right
+    /// driver, and an operator may learn the state. (A driver asking is simply Forbidden.)
     NoDriverYet,
 }
 
@@ -75,15 +76,22 @@ fn standing(state: BookingState, cmd: Command) -> (Verb, Standing) {
             Standing::Forbidden
         }
     };
-    let driver = |verb, driver_id| match state.driver_id {
-        None => (verb, Standing::NoDriverYet),
+    let driver = |verb, driver_id, operator: bool| match state.driver_id {
+        None if operator => (verb, Standing::NoDriverYet),
+        None => (verb, Standing::Forbidden),
         Some(assigned) => (verb, allowed_if(assigned == driver_id)),
     };
     match cmd {
         Command::Assign { by: None } => (Verb::Assign, Standing::Allowed),
         Command::Assign { by: Some(rider) } => (Verb::Assign, allowed_if(rider == state.rider_id)),
-        Command::Accept { driver_id } => driver(Verb::Accept, driver_id),
-        Command::Complete { driver_id } => driver(Verb::Complete, driver_id),
+        Command::Accept {
+            driver_id,
+            operator,
+        } => driver(Verb::Accept, driver_id, operator),
+        Command::Complete {
+            driver_id,
+            operator,
+        } => driver(Verb::Complete, driver_id, operator),
         Command::Cancel {
             by: Party::Rider(rider),
         } => (Verb::Cancel, allowed_if(rider == state.rider_id)),
@@ -166,16 +174,18 @@ fn state() -> impl Strategy<Value = BookingState> {
 /// A kind and an id, decoded by hand: a union of mapped strategies is several times slower to
 /// generate in debug builds, and the simulation draws thousands of commands.
 fn command() -> impl Strategy<Value = Command> {
-    (0..6u8, 1..=3i64).prop_map(|(kind, id)| match kind {
+    (0..6u8, 1..=3i64, any::<bool>()).prop_map(|(kind, id, operator)| match kind {
         0 => Command::Assign { by: None },
         1 => Command::Assign {
             by: Some(RiderId(id)),
         },
         2 => Command::Accept {
             driver_id: DriverId(id),
+            operator,
         },
         3 => Command::Complete {
             driver_id: DriverId(id),
+            operator,
         },
         4 => Command::Cancel {
             by: Party::Rider(RiderId(id)),

@@ -24,7 +24,7 @@ use crate::storage::models::Booking;
 pub struct AcceptBody {
     /// The token's driver (unless ops), and the booking's assigned driver.
     #[serde(deserialize_with = "extract::whole_number")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     driver_id: i64,
 }
 
@@ -36,7 +36,7 @@ pub struct CancelBody {
     reason: Option<String>,
     /// With `user_type`: the token's subject (unless ops), and a party to the booking.
     #[serde(deserialize_with = "extract::whole_number")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     user_id: i64,
     #[schema(pattern = "^(rider|driver)$")]
     user_type: String,
@@ -47,7 +47,7 @@ pub struct CancelBody {
 pub struct CompleteBody {
     /// The token's driver (unless ops), and the booking's driver.
     #[serde(deserialize_with = "extract::whole_number")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     driver_id: i64,
     /// Rounded to cents.
     #[schema(minimum = 0.01, maximum = 100000)]
@@ -60,7 +60,7 @@ pub struct CompleteBody {
     operation_id = "booking_actions_assign",
     path = "/api/bookings/{id}/assign",
     tag = "bookings",
-    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
     responses(
         (status = 200, description = "Assigned", body = Envelope<Assignment>),
         (status = 409, description = "`booking_not_pending` or `no_drivers_available`; `data.booking` is its state", body = ErrorEnvelope),
@@ -86,7 +86,7 @@ pub async fn assign(
     path = "/api/bookings/{id}/accept",
     tag = "bookings",
     request_body = AcceptBody,
-    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
     responses(
         (status = 200, description = "Accepted", body = Envelope<Booking>),
         (status = 409, description = "`booking_not_assigned`; `data.booking` is its state", body = ErrorEnvelope),
@@ -103,7 +103,10 @@ pub async fn accept(
     let id = booking_id(&path)?;
     let driver_id = DriverId(extract::body_id(request.body.driver_id, "driver_id")?);
     rules::is_driver(&caller, driver_id)?;
-    let op = BookingOp::Accept { driver_id };
+    let op = BookingOp::Accept {
+        driver_id,
+        operator: caller.is_ops(),
+    };
     run(&state, id, op, request.key, request_id).await
 }
 
@@ -114,7 +117,7 @@ pub async fn accept(
     path = "/api/bookings/{id}/cancel",
     tag = "bookings",
     request_body = CancelBody,
-    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
     responses(
         (status = 200, description = "Cancelled", body = Envelope<Booking>),
         (status = 409, description = "`booking_already_terminal`; `data.booking` is its state", body = ErrorEnvelope),
@@ -160,7 +163,7 @@ pub async fn cancel(
     path = "/api/bookings/{id}/complete",
     tag = "bookings",
     request_body = CompleteBody,
-    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
     responses(
         (status = 200, description = "Completed", body = Envelope<Booking>),
         (status = 409, description = "`booking_not_accepted`; `data.booking` is its state", body = ErrorEnvelope),
@@ -179,6 +182,7 @@ pub async fn complete(
     let driver_id = DriverId(extract::body_id(body.driver_id, "driver_id")?);
     let op = BookingOp::Complete {
         driver_id,
+        operator: caller.is_ops(),
         actual_fare_cents: Fare::from_amount(body.actual_fare, "actual_fare")?.cents(),
     };
     rules::is_driver(&caller, driver_id)?;

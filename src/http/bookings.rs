@@ -26,7 +26,7 @@ use diesel_async::AsyncConnection;
 pub struct CreateBooking {
     /// The token's rider (unless ops).
     #[serde(deserialize_with = "extract::whole_number")]
-    #[schema(minimum = 1)]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
     rider_id: i64,
     #[schema(minimum = -90, maximum = 90)]
     pickup_lat: f64,
@@ -147,7 +147,7 @@ fn rider_not_found(new: &NewBooking) -> ApiError {
     operation_id = "bookings_get",
     path = "/api/bookings/{id}",
     tag = "bookings",
-    params(("id" = i64, Path, minimum = 1)),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
     responses((status = 200, description = "The booking", body = Envelope<BookingDetail>)),
     security(("bearer" = [])),
 )]
@@ -180,7 +180,7 @@ pub async fn get(
     operation_id = "bookings_events",
     path = "/api/bookings/{id}/events",
     tag = "bookings",
-    params(("id" = i64, Path, minimum = 1)),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
     responses((status = 200, description = "The trail, oldest first", body = ListEnvelope<BookingEvent>)),
     security(("bearer" = [])),
 )]
@@ -217,7 +217,7 @@ pub async fn events(
     path = "/api/users/{user_id}/bookings",
     tag = "bookings",
     params(
-        ("user_id" = i64, Path, minimum = 1),
+        ("user_id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64),
         ("user_type" = Option<String>, Query, pattern = "^(rider|driver)$", description = "default rider"),
         ("status" = Option<String>, Query, pattern = "^(pending|assigned|accepted|completed|cancelled)$"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "default 20"),

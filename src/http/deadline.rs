@@ -2,9 +2,12 @@
 //! on something (an actor's reply, a lease, a forwarded call, a pooled connection) already give
 //! up within `request_timeout_ms` and answer for themselves; this is the backstop for whatever
 //! hangs without failing (a PostgreSQL that stopped answering without closing its connections).
-//! The handler is dropped and the client gets 503 `deadline_exceeded` with `Retry-After`. A
-//! dropped transaction is rolled back by PostgreSQL and its connection is not reused. A booking
-//! action already handed to its actor may still commit there: retrying with the same
+//! The handler is dropped and the client gets 503 `deadline_exceeded` with `Retry-After`. As with
+//! any 503 on a mutation, the outcome is unknown: a booking action already handed to its actor,
+//! or a statement already sent, may still commit. A transaction cut off in the middle is never
+//! committed: its connection goes back to the pool still inside it, the pool discards it at its
+//! next checkout, and PostgreSQL ends it (releasing its locks) after
+//! `database.idle_transaction_timeout_ms` at the latest. Retrying with the same
 //! `Idempotency-Key` is safe.
 
 use std::time::Duration;

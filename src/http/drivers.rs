@@ -4,6 +4,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use bigdecimal::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -82,11 +83,58 @@ pub struct NearbyQuery {
     radius: Option<String>,
 }
 
+/// One driver found by `nearby`. Riders and drivers see the car, not the person: name, phone,
+/// email and current booking are for operators only.
 #[derive(Serialize, ToSchema)]
 pub struct NearbyDriver {
-    #[serde(flatten)]
-    driver: Driver,
+    id: i64,
+    lat: Option<f64>,
+    lng: Option<f64>,
+    status: String,
+    vehicle_type: String,
+    rating: f64,
+    /// Kilometres from the point asked about.
     distance: f64,
+    /// Operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    /// Operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    phone: Option<String>,
+    /// Operators only, when the driver has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    email: Option<String>,
+    /// Operators only, when the driver has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    current_booking_id: Option<i64>,
+}
+
+impl NearbyDriver {
+    fn new(driver: Driver, distance: f64, operator: bool) -> Self {
+        let (name, phone, email, current_booking_id) = if operator {
+            (
+                Some(driver.name),
+                Some(driver.phone),
+                driver.email,
+                driver.current_booking_id,
+            )
+        } else {
+            (None, None, None, None)
+        };
+        Self {
+            id: driver.id,
+            lat: driver.lat,
+            lng: driver.lng,
+            status: driver.status,
+            vehicle_type: driver.vehicle_type,
+            rating: driver.rating.to_f64().unwrap_or_default(),
+            distance,
+            name,
+            phone,
+            email,
+            current_booking_id,
+        }
+    }
 }
 
 fn driver_id(path: &str) -> Result<DriverId, ApiError> {
@@ -163,7 +211,7 @@ pub async fn list(state: State, caller: Principal) -> Result<HttpResponse, ApiEr
     operation_id = "drivers_get",
     path = "/api/drivers/{id}",
     tag = "drivers",
-    params(("id" = i64, Path, minimum = 1)),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
     responses((status = 200, description = "The driver", body = Envelope<Driver>)),
     security(("bearer" = [])),
 )]
@@ -192,7 +240,7 @@ pub async fn get(
     path = "/api/drivers/{id}/location",
     tag = "drivers",
     request_body = Location,
-    params(("id" = i64, Path, minimum = 1), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
     responses((status = 200, description = "The driver", body = Envelope<Driver>)),
     security(("bearer" = [])),
 )]
@@ -250,7 +298,7 @@ pub async fn update_location(
     path = "/api/drivers/{id}/status",
     tag = "drivers",
     request_body = StatusChange,
-    params(("id" = i64, Path, minimum = 1)),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
     responses(
         (status = 200, description = "The driver", body = Envelope<Driver>),
         (status = 409, description = "`driver_busy` (an active booking) or `driver_location_unknown`", body = ErrorEnvelope),
@@ -341,7 +389,7 @@ fn number(raw: Option<&str>, field: &str) -> Result<Option<f64>, FieldError> {
 )]
 pub async fn nearby(
     state: State,
-    _caller: Principal,
+    caller: Principal,
     query: web::Query<NearbyQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let lat = number(query.lat.as_deref(), "lat")?
@@ -375,10 +423,9 @@ pub async fn nearby(
         .filter_map(|(id, distance)| {
             let at = found.iter().position(|d| d.id == id.0)?;
             let driver = found.swap_remove(at);
-            (driver.status == Availability::Online.as_str()).then_some(NearbyDriver {
-                driver,
-                distance: (distance * 1000.0).round() / 1000.0,
-            })
+            let distance = (distance * 1000.0).round() / 1000.0;
+            (driver.status == Availability::Online.as_str())
+                .then(|| NearbyDriver::new(driver, distance, caller.is_ops()))
         })
         .collect();
     Ok(respond_list(

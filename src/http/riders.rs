@@ -95,7 +95,7 @@ pub async fn create(
     operation_id = "riders_get",
     path = "/api/riders/{id}",
     tag = "riders",
-    params(("id" = i64, Path, minimum = 1)),
+    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
     responses((status = 200, description = "The rider", body = Envelope<Rider>)),
     security(("bearer" = [])),
 )]

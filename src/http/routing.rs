@@ -44,8 +44,10 @@ pub enum BookingOp {
     Assign {
         by: Option<RiderId>,
     },
+    /// `operator`: an operator acting for the driver.
     Accept {
         driver_id: DriverId,
+        operator: bool,
     },
     Cancel {
         by: Party,
@@ -53,6 +55,7 @@ pub enum BookingOp {
     },
     Complete {
         driver_id: DriverId,
+        operator: bool,
         actual_fare_cents: i64,
     },
 }
@@ -149,7 +152,11 @@ pub async fn route(
                 reroutes += 1;
                 continue;
             }
-            Err(BookingError::Refused { error, booking }) if maybe_applied => {
+            // Only a state conflict can be our own earlier copy's doing; an identity refusal is
+            // answered as it is.
+            Err(BookingError::Refused { error, booking })
+                if maybe_applied && !error.is_forbidden() =>
+            {
                 // The refusal may be our own earlier copy's doing: if the trail shows this
                 // request made the change, answer as the first copy would have.
                 if let Some(done) = applied_earlier(state, id, &op, &request_id, &booking).await {
@@ -286,8 +293,15 @@ async fn perform(
                 json!({ "booking": booking, "driver": driver }),
             )
         }
-        BookingOp::Accept { driver_id } => {
-            let msg = Accept { driver_id, meta };
+        BookingOp::Accept {
+            driver_id,
+            operator,
+        } => {
+            let msg = Accept {
+                driver_id,
+                operator,
+                meta,
+            };
             let booking = registry.send(id, msg, deadline).await?;
             respond(StatusCode::OK, message, booking)
         }
@@ -298,10 +312,12 @@ async fn perform(
         }
         BookingOp::Complete {
             driver_id,
+            operator,
             actual_fare_cents,
         } => {
             let msg = Complete {
                 driver_id,
+                operator,
                 actual_fare: Fare::from_cents(actual_fare_cents),
                 meta,
             };

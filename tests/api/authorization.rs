@@ -17,7 +17,10 @@ struct World {
     rider_b: i64,
     driver_1: i64,
     driver_2: i64,
+    /// Rider A's, assigned to driver 1.
     booking: i64,
+    /// Rider A's, pending: no driver yet.
+    pending: i64,
 }
 
 async fn world() -> World {
@@ -29,6 +32,7 @@ async fn world() -> World {
     app.post(format!("/api/bookings/{booking}/assign"), json!(null))
         .await
         .expect(200, None);
+    let pending = app.booking(rider_a, PICKUP.0 + 0.5, PICKUP.1).await;
     World {
         app,
         rider_a,
@@ -36,6 +40,7 @@ async fn world() -> World {
         driver_1,
         driver_2,
         booking,
+        pending,
     }
 }
 
@@ -83,6 +88,11 @@ async fn assert_refused(app: &TestApp, cases: Vec<Refusal>) {
         assert!(reply.body["message"]
             .as_str()
             .is_some_and(|m| !m.is_empty()));
+        assert!(
+            reply.body.get("data").is_none(),
+            "a 403 tells nothing about the booking: {:#}",
+            reply.body
+        );
     }
     assert_eq!(app.fingerprint().await, before, "a refusal wrote something");
 }
@@ -344,6 +354,21 @@ async fn a_driver_acts_only_on_itself_and_its_assigned_bookings() {
             Method::POST,
             format!("/api/bookings/{booking}/accept"),
             Some(json!({ "driver_id": d2 })),
+            "not_assigned_driver",
+        ),
+        // A booking with no driver yet is not theirs either, and tells them nothing.
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/bookings/{}/accept", w.pending),
+            Some(json!({ "driver_id": d2 })),
+            "not_assigned_driver",
+        ),
+        refused(
+            other.clone(),
+            Method::POST,
+            format!("/api/bookings/{}/complete", w.pending),
+            Some(json!({ "driver_id": d2, "actual_fare": 10.0 })),
             "not_assigned_driver",
         ),
         refused(
@@ -641,4 +666,32 @@ async fn the_same_idempotency_key_from_two_riders_makes_two_bookings() {
     // Assert: each rider got its own booking, not the other's stored answer.
     assert_eq!(first, (201, Some(a)));
     assert_eq!(second, (201, Some(b)));
+}
+
+#[actix_web::test]
+async fn nearby_shows_riders_and_drivers_the_car_not_the_person() {
+    // Arrange: driver 1 is busy with the booking, driver 2 is online nearby.
+    let w = world().await;
+    let path = format!(
+        "/api/drivers/nearby?lat={}&lng={}&radius=5",
+        PICKUP.0, PICKUP.1
+    );
+
+    // Act
+    let rider = w
+        .app
+        .as_subject(&format!("rider:{}", w.rider_b), Method::GET, &path, None)
+        .await;
+    let ops = w.app.get(&path).await;
+
+    // Assert
+    rider.expect(200, None);
+    let car = &rider.data()[0];
+    assert_eq!(car["id"], json!(w.driver_2));
+    assert!(car["distance"].is_number() && car["lat"].is_number());
+    for personal in ["name", "phone", "email", "current_booking_id"] {
+        assert!(car.get(personal).is_none(), "{personal} shown: {car:#}");
+    }
+    ops.expect(200, None);
+    assert!(ops.data()[0]["name"].is_string() && ops.data()[0]["phone"].is_string());
 }
