@@ -156,7 +156,6 @@ fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldErr
     if let Some(field) = quoted_after(problem, "duplicate field `") {
         return FieldError::new(field, "is given twice");
     }
-    let problem = problem.to_owned();
     if problem.starts_with("number out of range") {
         return FieldError::new(error.path().to_string(), "is out of range");
     }
