@@ -48,18 +48,10 @@ impl Authenticator {
         }
         let algorithm = settings.algorithm()?;
         let key = match algorithm {
-            Algorithm::HS256 => {
-                // An empty key would verify tokens signed with an empty key.
-                if settings.secret.expose().is_empty() {
-                    bail!("auth.secret is empty: set it (RIDELOCK_AUTH__SECRET) or use RS256");
-                }
-                DecodingKey::from_secret(settings.secret.expose().as_bytes())
-            }
+            Algorithm::HS256 => DecodingKey::from_secret(secret(settings)?),
             _ => {
-                let pem = std::fs::read(&settings.public_key_path).with_context(|| {
-                    format!("reading auth.public_key_path {}", settings.public_key_path)
-                })?;
-                DecodingKey::from_rsa_pem(&pem).context("auth.public_key_path is not an RSA PEM")?
+                DecodingKey::from_rsa_pem(&pem("auth.public_key_path", &settings.public_key_path)?)
+                    .context("auth.public_key_path is not an RSA PEM")?
             }
         };
         let mut validation = Validation::new(algorithm);
@@ -115,29 +107,31 @@ fn bearer(header: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && shaped).then_some(token)
 }
 
+/// The HS256 key. Never empty: an empty key would sign and verify anyone's tokens.
+fn secret(settings: &AuthSettings) -> anyhow::Result<&[u8]> {
+    let secret = settings.secret.expose();
+    if secret.is_empty() {
+        bail!("auth.secret is empty: set it (RIDELOCK_AUTH__SECRET) or use RS256");
+    }
+    Ok(secret.as_bytes())
+}
+
+/// The PEM file the setting `name` points at.
+fn pem(name: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    if path.is_empty() {
+        bail!("{name} is not set, and RS256 needs it");
+    }
+    std::fs::read(path).with_context(|| format!("reading {name} {path}"))
+}
+
 /// A token for `subject` valid for `ttl`, signed with the configured secret (HS256) or private
 /// key (RS256, `auth.private_key_path`): `ridelock token` and the tests.
 pub fn mint(settings: &AuthSettings, subject: &Principal, ttl: Duration) -> anyhow::Result<String> {
     let algorithm = settings.algorithm()?;
     let key = match algorithm {
-        Algorithm::HS256 => {
-            if settings.secret.expose().is_empty() {
-                bail!("auth.secret is empty: nothing to sign with");
-            }
-            EncodingKey::from_secret(settings.secret.expose().as_bytes())
-        }
-        _ => {
-            if settings.private_key_path.is_empty() {
-                bail!("RS256 tokens are minted with auth.private_key_path, which is not set");
-            }
-            let pem = std::fs::read(&settings.private_key_path).with_context(|| {
-                format!(
-                    "reading auth.private_key_path {}",
-                    settings.private_key_path
-                )
-            })?;
-            EncodingKey::from_rsa_pem(&pem).context("auth.private_key_path is not an RSA PEM")?
-        }
+        Algorithm::HS256 => EncodingKey::from_secret(secret(settings)?),
+        _ => EncodingKey::from_rsa_pem(&pem("auth.private_key_path", &settings.private_key_path)?)
+            .context("auth.private_key_path is not an RSA PEM")?,
     };
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {

@@ -15,7 +15,7 @@ use crate::domain::booking::Party;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError};
 use crate::error::ApiError;
-use crate::http::openapi::{Assignment, Envelope, ErrorEnvelope};
+use crate::http::openapi::{Assignment, Envelope, ErrorEnvelope, IdPath, IdempotencyHeader};
 use crate::storage::idempotency::IdempotencyKey;
 use crate::storage::models::Booking;
 
@@ -60,7 +60,7 @@ pub struct CompleteBody {
     operation_id = "booking_actions_assign",
     path = "/api/bookings/{id}/assign",
     tag = "bookings",
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdPath, IdempotencyHeader),
     responses(
         (status = 200, description = "Assigned", body = Envelope<Assignment>),
         (status = 409, description = "`booking_not_pending` or `no_drivers_available`; `data.booking` is its state", body = ErrorEnvelope),
@@ -86,7 +86,7 @@ pub async fn assign(
     path = "/api/bookings/{id}/accept",
     tag = "bookings",
     request_body = AcceptBody,
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdPath, IdempotencyHeader),
     responses(
         (status = 200, description = "Accepted", body = Envelope<Booking>),
         (status = 409, description = "`booking_not_assigned`; `data.booking` is its state", body = ErrorEnvelope),
@@ -117,7 +117,7 @@ pub async fn accept(
     path = "/api/bookings/{id}/cancel",
     tag = "bookings",
     request_body = CancelBody,
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdPath, IdempotencyHeader),
     responses(
         (status = 200, description = "Cancelled", body = Envelope<Booking>),
         (status = 409, description = "`booking_already_terminal`; `data.booking` is its state", body = ErrorEnvelope),
@@ -163,7 +163,7 @@ pub async fn cancel(
     path = "/api/bookings/{id}/complete",
     tag = "bookings",
     request_body = CompleteBody,
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdPath, IdempotencyHeader),
     responses(
         (status = 200, description = "Completed", body = Envelope<Booking>),
         (status = 409, description = "`booking_not_accepted`; `data.booking` is its state", body = ErrorEnvelope),

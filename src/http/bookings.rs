@@ -15,7 +15,7 @@ use crate::domain::booking::BookingStatus;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError, GeoPoint};
 use crate::error::ApiError;
-use crate::http::openapi::{Envelope, ListEnvelope};
+use crate::http::openapi::{Envelope, IdPath, IdempotencyHeader, ListEnvelope};
 use crate::storage::bookings::{self, Audit, NewBooking, UserRef};
 use crate::storage::models::{Booking, BookingDetail, BookingEvent};
 use crate::storage::pool;
@@ -85,7 +85,7 @@ pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
     path = "/api/bookings",
     tag = "bookings",
     request_body = CreateBooking,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdempotencyHeader),
     responses((status = 201, description = "Created, `pending`", body = Envelope<Booking>)),
     security(("bearer" = [])),
 )]
@@ -147,7 +147,7 @@ fn rider_not_found(new: &NewBooking) -> ApiError {
     operation_id = "bookings_get",
     path = "/api/bookings/{id}",
     tag = "bookings",
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(IdPath),
     responses((status = 200, description = "The booking", body = Envelope<BookingDetail>)),
     security(("bearer" = [])),
 )]
@@ -180,7 +180,7 @@ pub async fn get(
     operation_id = "bookings_events",
     path = "/api/bookings/{id}/events",
     tag = "bookings",
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(IdPath),
     responses((status = 200, description = "The trail, oldest first", body = ListEnvelope<BookingEvent>)),
     security(("bearer" = [])),
 )]

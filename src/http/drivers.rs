@@ -15,7 +15,7 @@ use crate::auth::{rules, Principal};
 use crate::domain::ids::DriverId;
 use crate::domain::values::{self, FieldError, GeoPoint};
 use crate::error::ApiError;
-use crate::http::openapi::{Envelope, ErrorEnvelope, ListEnvelope};
+use crate::http::openapi::{Envelope, ErrorEnvelope, IdPath, IdempotencyHeader, ListEnvelope};
 use crate::storage::drivers::{self, Availability, NewDriver, StatusRefusal};
 use crate::storage::models::Driver;
 use crate::storage::pool::{self, is_unique_violation};
@@ -152,7 +152,7 @@ fn not_found(id: DriverId) -> ApiError {
     path = "/api/drivers",
     tag = "drivers",
     request_body = CreateDriver,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "Created", body = Envelope<Driver>),
         (status = 409, description = "`duplicate_phone`", body = ErrorEnvelope),
@@ -211,7 +211,7 @@ pub async fn list(state: State, caller: Principal) -> Result<HttpResponse, ApiEr
     operation_id = "drivers_get",
     path = "/api/drivers/{id}",
     tag = "drivers",
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(IdPath),
     responses((status = 200, description = "The driver", body = Envelope<Driver>)),
     security(("bearer" = [])),
 )]
@@ -240,7 +240,7 @@ pub async fn get(
     path = "/api/drivers/{id}/location",
     tag = "drivers",
     request_body = Location,
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64), ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdPath, IdempotencyHeader),
     responses((status = 200, description = "The driver", body = Envelope<Driver>)),
     security(("bearer" = [])),
 )]
@@ -298,7 +298,7 @@ pub async fn update_location(
     path = "/api/drivers/{id}/status",
     tag = "drivers",
     request_body = StatusChange,
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(IdPath),
     responses(
         (status = 200, description = "The driver", body = Envelope<Driver>),
         (status = 409, description = "`driver_busy` (an active booking) or `driver_location_unknown`", body = ErrorEnvelope),

@@ -12,7 +12,7 @@ use serde::Serialize;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr, Response, ResponseBuilder};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use crate::storage::models::{Booking, Driver};
 
@@ -102,6 +102,25 @@ pub struct Assignment {
 
 /// The `Idempotency-Key` header, where a request accepts one.
 pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
+/// The `{id}` of a rider, driver or booking path: `params(IdPath)`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[expect(dead_code, reason = "describes a parameter; never built")]
+pub struct IdPath {
+    #[param(minimum = 1, maximum = 9223372036854775807_i64)]
+    id: i64,
+}
+
+/// The optional `Idempotency-Key` header: `params(IdempotencyHeader)`.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[expect(dead_code, reason = "describes a parameter; never built")]
+pub struct IdempotencyHeader {
+    /// Makes a retry safe: a repeat gets the first answer back
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+    key: Option<String>,
+}
 
 struct CommonResponses;
 

@@ -12,7 +12,7 @@ use crate::auth::{rules, Principal};
 use crate::domain::ids::RiderId;
 use crate::domain::values::{self, FieldError};
 use crate::error::ApiError;
-use crate::http::openapi::{Envelope, ErrorEnvelope};
+use crate::http::openapi::{Envelope, ErrorEnvelope, IdPath, IdempotencyHeader};
 use crate::storage::models::Rider;
 use crate::storage::pool::{self, is_unique_violation};
 use crate::storage::riders::{self, NewRider};
@@ -52,7 +52,7 @@ impl TryFrom<CreateRider> for NewRider {
     path = "/api/riders",
     tag = "riders",
     request_body = CreateRider,
-    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "Makes a retry safe: a repeat gets the first answer back")),
+    params(IdempotencyHeader),
     responses(
         (status = 201, description = "Created", body = Envelope<Rider>),
         (status = 409, description = "`duplicate_phone`", body = ErrorEnvelope),
@@ -95,7 +95,7 @@ pub async fn create(
     operation_id = "riders_get",
     path = "/api/riders/{id}",
     tag = "riders",
-    params(("id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64)),
+    params(IdPath),
     responses((status = 200, description = "The rider", body = Envelope<Rider>)),
     security(("bearer" = [])),
 )]

@@ -314,3 +314,63 @@ async fn cancel_racing_complete_on_fifty_bookings_has_one_winner_each() {
     }
     assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
 }
+
+#[actix_web::test]
+async fn thirty_concurrent_accepts_by_three_drivers_let_only_the_assigned_one_through_once() {
+    // Arrange: a booking assigned to the nearest of two drivers; a third driver id has no row.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let nearest = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let other = app.online_driver(PICKUP.0 + 0.02, PICKUP.1).await;
+    let (booking, assigned) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    assert_eq!(assigned, nearest);
+    let stranger = other + 1000;
+    let path = format!("/api/bookings/{booking}/accept");
+    let attempts = [assigned, other, stranger].into_iter().flat_map(|driver| {
+        std::iter::repeat_n(driver, 10).map(|driver| {
+            let path = &path;
+            let app = &app;
+            async move {
+                let subject = format!("driver:{driver}");
+                let body = json!({ "driver_id": driver });
+                let reply = app
+                    .as_subject(&subject, reqwest::Method::POST, path, Some(body))
+                    .await;
+                (driver, reply.status.as_u16(), reply.error().to_owned())
+            }
+        })
+    });
+
+    // Act: all thirty at once, each with its own driver token.
+    let replies = join_all(attempts).await;
+
+    // Assert: one acceptance, by the assigned driver; the others were refused as strangers or as
+    // too late, and PostgreSQL holds exactly one accepted step, by that driver.
+    let won: Vec<_> = replies
+        .iter()
+        .filter(|(_, status, _)| *status == 200)
+        .collect();
+    assert_eq!(won.len(), 1, "{replies:?}");
+    assert_eq!(won[0].0, assigned);
+    for (driver, status, error) in &replies {
+        match (*driver == assigned, *status) {
+            (true, 200) => {}
+            (true, _) => assert_eq!((*status, error.as_str()), (409, "booking_not_assigned")),
+            (false, _) => assert_eq!((*status, error.as_str()), (403, "not_assigned_driver")),
+        }
+    }
+    let mut conn = app.db().await;
+    assert_eq!(
+        legal_trail(&mut conn, booking).await,
+        ["∅→pending", "pending→assigned", "assigned→accepted"]
+    );
+    let holder = count(
+        &mut conn,
+        &format!(
+            "SELECT driver_id AS n FROM bookings WHERE id = {booking} AND status = 'accepted'"
+        ),
+    )
+    .await;
+    assert_eq!(holder, assigned);
+    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+}
