@@ -65,6 +65,7 @@ services-down:
 clean-services:
 	$(SERVICES) down dev
 	$(SERVICES) down test
+	$(SERVICES) down chaos
 	rm -rf var/
 
 fmt:

@@ -11,7 +11,7 @@ use ridelock::lease::redis::RedisLeases;
 const TTL: Duration = Duration::from_secs(10);
 
 fn leases(c: &mut Criterion) {
-    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:56379/".into());
+    let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:26379/".into());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -8,10 +8,22 @@
 #                                        one server only (the chaos tests' faults)
 #
 #   profile   PostgreSQL        Redis            env file
-#   dev       127.0.0.1:55432   127.0.0.1:56379  var/dev/env
-#   test      127.0.0.1:55433   127.0.0.1:56380  var/test/env
-#   chaos     127.0.0.1:55434   127.0.0.1:56381  var/chaos/env   (tests/chaos stops and
+#   dev       127.0.0.1:25432   127.0.0.1:26379  var/dev/env
+#   test      127.0.0.1:25433   127.0.0.1:26380  var/test/env
+#   chaos     127.0.0.1:25434   127.0.0.1:26381  var/chaos/env   (tests/chaos stops and
 #             restarts these under running nodes; nothing else uses them)
+#
+# Those are the preferred ports. They lie below the kernel's ephemeral range
+# (net.ipv4.ip_local_port_range, 32768-60999 on Debian) on purpose: a port in
+# that range can be the local end of any client connection, even one in
+# TIME_WAIT for a minute after it closed, and while it is nothing can listen
+# on it. (CI failed that way once: after the api suite's ~2,000 connections,
+# the chaos PostgreSQL could not bind its port.) If a preferred port is taken
+# by something else, or lies in the ephemeral range of this machine, `up`
+# picks a free port outside that range instead and keeps it in
+# var/<profile>/ports, so later starts and the env file agree. The chaos
+# tests' start-postgres / start-redis never move a server: the nodes already
+# hold its URL.
 #
 # `up` writes `export DATABASE_URL=...` and `export REDIS_URL=...` to the env
 # file and prints them on stdout, so `eval "$(scripts/services.sh up test)"`
@@ -23,8 +35,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=/usr/lib/postgresql/15/bin
-declare -A PG_PORTS=([dev]=55432 [test]=55433 [chaos]=55434)
-declare -A REDIS_PORTS=([dev]=56379 [test]=56380 [chaos]=56381)
+declare -A PG_PORTS=([dev]=25432 [test]=25433 [chaos]=25434)
+declare -A REDIS_PORTS=([dev]=26379 [test]=26380 [chaos]=26381)
 
 log() { echo "services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -48,18 +60,69 @@ wait_for() {
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-die_port_taken() {
-  die "127.0.0.1:$1 is in use by something other than this checkout's $PROFILE $2;" \
-    "not touching it. See what it is with: ss -ltnp 'sport = :$1'"
+# --- ports -----------------------------------------------------------------
+
+read -r EPHEMERAL_LOW EPHEMERAL_HIGH </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null ||
+  { EPHEMERAL_LOW=32768 EPHEMERAL_HIGH=60999; }
+
+# usable_port PORT: outside the ephemeral range and nothing listening on it.
+usable_port() { (($1 < EPHEMERAL_LOW || $1 > EPHEMERAL_HIGH)) && ! port_in_use "$1"; }
+
+# free_port: a port that is usable now, between 10000 and the ephemeral range
+# (or above it, on a machine whose range starts low).
+free_port() {
+  local low=10000 high=$((EPHEMERAL_LOW - 1)) port _
+  if ((high - low < 1000)); then low=$((EPHEMERAL_HIGH + 1)) high=65535; fi
+  for _ in {1..200}; do
+    port=$((low + (RANDOM * 32768 + RANDOM) % (high - low + 1)))
+    usable_port "$port" && echo "$port" && return 0
+  done
+  die "found no free port between $low and $high"
 }
 
-pg_url() { echo "postgres://postgres@127.0.0.1:${PG_PORTS[$1]}/ridelock"; }
-redis_url() { echo "redis://127.0.0.1:${REDIS_PORTS[$1]}/"; }
+# port_of PROFILE SERVER: the port recorded in var/PROFILE/ports for SERVER
+# (postgres or redis), else the preferred one.
+port_of() {
+  local recorded
+  recorded=$(sed -n "s/^$2 \([0-9]\{1,5\}\)$/\1/p" "$ROOT/var/$1/ports" 2>/dev/null | tail -n 1)
+  if [[ -n $recorded ]]; then
+    echo "$recorded"
+  elif [[ $2 == postgres ]]; then
+    echo "${PG_PORTS[$1]}"
+  else
+    echo "${REDIS_PORTS[$1]}"
+  fi
+}
 
+# record_ports: keep this profile's current ports for the next start.
+record_ports() {
+  printf 'postgres %s\nredis %s\n' "$PG_PORT" "$REDIS_PORT" >"$VAR_DIR/ports"
+}
+
+# move_if_unusable SERVER VAR: in `up`, give VAR (PG_PORT or REDIS_PORT) a
+# free port if its current one cannot be listened on; elsewhere refuse.
+move_if_unusable() {
+  local port=${!2}
+  usable_port "$port" && return 0
+  ((MAY_MOVE)) || die "127.0.0.1:$port, where $PROFILE's $1 must listen, is taken" \
+    "(see: ss -tanp 'sport = :$port'); not moving it, since the running nodes hold its URL"
+  local new
+  new=$(free_port) || exit 1
+  printf -v "$2" %s "$new"
+  log "127.0.0.1:$port is taken or inside the ephemeral range $EPHEMERAL_LOW-$EPHEMERAL_HIGH;" \
+    "$PROFILE's $1 uses 127.0.0.1:${!2} instead (kept in $VAR_DIR/ports)"
+}
+
+pg_url() { echo "postgres://postgres@127.0.0.1:$(port_of "$1" postgres)/ridelock"; }
+redis_url() { echo "redis://127.0.0.1:$(port_of "$1" redis)/"; }
+
+# A URL this script hands out (preferred or recorded port, any profile).
 is_project_url() {
   local p
   for p in dev test chaos; do
     [[ $1 == "$(pg_url "$p")" || $1 == "$(redis_url "$p")" ]] && return 0
+    [[ $1 == "postgres://postgres@127.0.0.1:${PG_PORTS[$p]}/ridelock" ]] && return 0
+    [[ $1 == "redis://127.0.0.1:${REDIS_PORTS[$p]}/" ]] && return 0
   done
   return 1
 }
@@ -133,22 +196,41 @@ init_pg() {
   as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 "${locale[@]}" --no-instructions >&2
 }
 
+# bind_refused LOG FROM_LINE: whether the log, after line FROM_LINE, says the
+# server could not listen because its address was in use.
+bind_refused() { tail -n "+$(($2 + 1))" "$1" 2>/dev/null | grep -q 'Address already in use'; }
+
+lines_in() { wc -l <"$1" 2>/dev/null || echo 0; }
+
 start_pg() {
   if pg_running; then
+    # The port it runs on, whatever was recorded (postmaster.pid's line 4).
+    PG_PORT=$(as_pg sed -n 4p "$PG_DATA/postmaster.pid")
     log "PostgreSQL ($PROFILE) already running on 127.0.0.1:$PG_PORT"
   else
-    port_in_use "$PG_PORT" && die_port_taken "$PG_PORT" PostgreSQL
     prepare_pg_files
     [[ -f $PG_DATA/PG_VERSION ]] || init_pg
-    log "starting PostgreSQL ($PROFILE) on 127.0.0.1:$PG_PORT"
-    # Settings go on the command line rather than into postgresql.conf, so
-    # an existing cluster picks up changes to this script on its next start.
-    as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 30 -o "-p $PG_PORT \
-      -c listen_addresses=127.0.0.1 -c unix_socket_directories='$PG_DATA' \
-      -c max_connections=400 -c shared_buffers=128MB \
-      -c shared_preload_libraries=pg_stat_statements" >&2 ||
-      die_with_log "$PG_LOG" "PostgreSQL did not start"
+    local attempt mark
+    for attempt in 1 2 3 4 5; do
+      move_if_unusable PostgreSQL PG_PORT
+      log "starting PostgreSQL ($PROFILE) on 127.0.0.1:$PG_PORT"
+      mark=$(lines_in "$PG_LOG")
+      # Settings go on the command line rather than into postgresql.conf, so
+      # an existing cluster picks up changes to this script on its next start.
+      as_pg "$PG_BIN/pg_ctl" start -D "$PG_DATA" -l "$PG_LOG" -w -t 30 -o "-p $PG_PORT \
+        -c listen_addresses=127.0.0.1 -c unix_socket_directories='$PG_DATA' \
+        -c max_connections=400 -c shared_buffers=128MB \
+        -c shared_preload_libraries=pg_stat_statements" >&2 && break
+      # Taken between the check and the bind (a client socket can take it):
+      # `up` tries another port; a fault-restart must not move.
+      if ! { ((MAY_MOVE && attempt < 5)) && bind_refused "$PG_LOG" "$mark"; }; then
+        die_with_log "$PG_LOG" "PostgreSQL did not start"
+      fi
+      log "127.0.0.1:$PG_PORT was taken before PostgreSQL could listen on it"
+      PG_PORT=$(free_port) || exit 1
+    done
   fi
+  record_ports
   # Also covers a server that is running but still recovering.
   wait_for 30 pg_ready || die_with_log "$PG_LOG" "PostgreSQL is not accepting connections"
   [[ $(pg_psql -c "select 1 from pg_database where datname = 'ridelock'") == 1 ]] ||
@@ -166,29 +248,47 @@ stop_pg() {
 
 # --- Redis -----------------------------------------------------------------
 
-# PID from our pidfile, only if that process is a redis-server on our port
-# (the PID may have been reused since the pidfile was written).
+# PID from our pidfile, only if that process is a redis-server working in our
+# directory (the PID may have been reused since the pidfile was written).
 our_redis_pid() {
   local pid
   pid=$(cat "$REDIS_PIDFILE" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 1
   [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q ":$REDIS_PORT\b" && echo "$pid"
+  [[ $(readlink "/proc/$pid/cwd") == "$VAR_DIR" ]] && echo "$pid"
 }
+
+# The port our running Redis listens on (its title reads "redis-server 127.0.0.1:PORT").
+running_redis_port() { tr '\0' ' ' <"/proc/$1/cmdline" | sed -n 's/.*:\([0-9]\{1,5\}\).*/\1/p'; }
 
 redis_ready() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
 redis_reachable() { [[ $(timeout 5 redis-cli -u "$1" ping 2>/dev/null) == PONG ]]; }
 
+# redis_up_or_refused FROM_LINE: ready, or its log says it could not bind.
+redis_up_or_refused() { redis_ready || bind_refused "$REDIS_LOG" "$1"; }
+
 start_redis() {
-  if our_redis_pid >/dev/null; then
+  local pid
+  if pid=$(our_redis_pid); then
+    REDIS_PORT=$(running_redis_port "$pid")
     log "Redis ($PROFILE) already running on 127.0.0.1:$REDIS_PORT"
   else
-    port_in_use "$REDIS_PORT" && die_port_taken "$REDIS_PORT" Redis
-    log "starting Redis ($PROFILE) on 127.0.0.1:$REDIS_PORT"
-    redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
-      --pidfile "$REDIS_PIDFILE" --dir "$VAR_DIR" --logfile "$REDIS_LOG" \
-      --save '' --appendonly no
+    local attempt mark
+    for attempt in 1 2 3 4 5; do
+      move_if_unusable Redis REDIS_PORT
+      log "starting Redis ($PROFILE) on 127.0.0.1:$REDIS_PORT"
+      mark=$(lines_in "$REDIS_LOG")
+      redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+        --pidfile "$REDIS_PIDFILE" --dir "$VAR_DIR" --logfile "$REDIS_LOG" \
+        --save '' --appendonly no
+      # Daemonized, it reports a failed bind only in its log.
+      wait_for 15 redis_up_or_refused "$mark" || die_with_log "$REDIS_LOG" "Redis is not answering PING"
+      redis_ready && break
+      ((MAY_MOVE && attempt < 5)) || die_with_log "$REDIS_LOG" "Redis could not listen on 127.0.0.1:$REDIS_PORT"
+      log "127.0.0.1:$REDIS_PORT was taken before Redis could listen on it"
+      REDIS_PORT=$(free_port) || exit 1
+    done
   fi
-  wait_for 15 redis_ready || die_with_log "$REDIS_LOG" "Redis is not answering PING"
+  record_ports
 }
 
 stop_redis() {
@@ -212,14 +312,14 @@ cmd_up() {
   else
     [[ -z $db ]] || is_project_url "$db" || log "DATABASE_URL from the environment does not answer; ignoring it"
     start_pg
-    db=$(pg_url "$PROFILE")
+    db="postgres://postgres@127.0.0.1:$PG_PORT/ridelock"
   fi
   if [[ -n $redis ]] && ! is_project_url "$redis" && redis_reachable "$redis"; then
     log "using REDIS_URL from the environment"
   else
     [[ -z $redis ]] || is_project_url "$redis" || log "REDIS_URL from the environment does not answer; ignoring it"
     start_redis
-    redis=$(redis_url "$PROFILE")
+    redis="redis://127.0.0.1:$REDIS_PORT/"
   fi
   printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$db" "$redis" >"$ENV_FILE"
   log "wrote $ENV_FILE"
@@ -236,13 +336,13 @@ cmd_down() {
 cmd_status() {
   local ok=0 pid
   if pg_running; then
-    echo "postgres: running, pid $(head -n1 "$PG_DATA/postmaster.pid"), 127.0.0.1:$PG_PORT, data $PG_DATA"
+    echo "postgres: running, pid $(as_pg sed -n 1p "$PG_DATA/postmaster.pid"), 127.0.0.1:$(as_pg sed -n 4p "$PG_DATA/postmaster.pid"), data $PG_DATA"
   else
     echo "postgres: not running (port $PG_PORT, data $PG_DATA)"
     ok=1
   fi
   if pid=$(our_redis_pid); then
-    echo "redis: running, pid $pid, 127.0.0.1:$REDIS_PORT"
+    echo "redis: running, pid $pid, 127.0.0.1:$(running_redis_port "$pid")"
   else
     echo "redis: not running (port $REDIS_PORT)"
     ok=1
@@ -263,8 +363,11 @@ main() {
   [[ $# -eq 2 ]] || usage
   case $2 in dev | test | chaos) ;; *) usage ;; esac
   PROFILE=$2
-  PG_PORT=${PG_PORTS[$PROFILE]}
-  REDIS_PORT=${REDIS_PORTS[$PROFILE]}
+  PG_PORT=$(port_of "$PROFILE" postgres)
+  REDIS_PORT=$(port_of "$PROFILE" redis)
+  # Only `up` may move a server to another port (see the top of this file).
+  MAY_MOVE=0
+  [[ $1 != up ]] || MAY_MOVE=1
   VAR_DIR=$ROOT/var/$PROFILE
   ENV_FILE=$VAR_DIR/env
   REDIS_PIDFILE=$VAR_DIR/redis.pid

@@ -1,5 +1,6 @@
-//! The chaos profile's PostgreSQL and Redis (scripts/services.sh, ports 55434 and 56381): started
-//! once per run, then stopped and started again by the scenarios that need them down.
+//! The chaos profile's PostgreSQL and Redis (scripts/services.sh; ports 25434 and 26381 unless
+//! `var/chaos/ports` says otherwise): started once per run, then stopped and started again, on the
+//! same ports, by the scenarios that need them down.
 
 use std::path::PathBuf;
 use std::process::Command;
