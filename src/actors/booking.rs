@@ -31,6 +31,8 @@ use diesel_async::AsyncConnection;
 #[derive(Debug, Clone)]
 pub struct RequestMeta {
     pub request_id: RequestId,
+    /// The caller's token subject, for the audit trail.
+    pub actor: String,
     /// When the message was sent, for the log line's `waited_us`.
     pub sent_at: Instant,
     /// After this, the caller has given up: the actor refuses the message without writing, so a
@@ -332,6 +334,7 @@ impl BookingActor {
         };
         let deps = self.deps.clone();
         let req = meta.request_id.clone();
+        let actor = meta.actor.clone();
         let idempotency = meta.idempotency.clone();
         let write = async move {
             let mut conn = pool::conn(&deps.pool).await?;
@@ -339,6 +342,7 @@ impl BookingActor {
                 node_id: &deps.node_id.0,
                 request_id: req.as_str(),
                 fencing_token: token,
+                actor: &actor,
             };
             let written = match idempotency {
                 None => store::transition(&mut conn, &booking, transition, details, audit).await?,
@@ -527,10 +531,8 @@ impl Handler<Assign> for BookingActor {
             Err(error) => return self.refuse("Assign", msg.meta, started, error),
         };
         let deps = self.deps.clone();
-        let req = msg.meta.request_id.clone();
-        let idempotency = msg.meta.idempotency.clone();
-        let work =
-            async move { assign_nearest(&deps, booking, token, &req, idempotency.as_ref()).await };
+        let meta = msg.meta.clone();
+        let work = async move { assign_nearest(&deps, booking, token, &meta).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |result, act, ctx| {
                 if result.is_ok() {
@@ -556,14 +558,15 @@ async fn assign_nearest(
     deps: &SharedDeps,
     booking: Booking,
     token: i64,
-    request_id: &RequestId,
-    idempotency: Option<&(IdempotencyKey, &'static str)>,
+    meta: &RequestMeta,
 ) -> Result<(Booking, Driver), BookingError> {
+    let idempotency = meta.idempotency.as_ref();
     let mut conn = pool::conn(&deps.pool).await?;
     let audit = Audit {
         node_id: &deps.node_id.0,
-        request_id: request_id.as_str(),
+        request_id: meta.request_id.as_str(),
         fencing_token: token,
+        actor: &meta.actor,
     };
     let skip = Claim::SkipLocked;
     if let Some(indexed) = indexed_candidates(deps, &booking).await {

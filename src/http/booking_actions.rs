@@ -76,7 +76,15 @@ pub async fn assign(
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
     let by = rules::assigner(&caller)?;
-    run(&state, id, BookingOp::Assign { by }, key.0, request_id).await
+    run(
+        &state,
+        &caller,
+        id,
+        BookingOp::Assign { by },
+        key.0,
+        request_id,
+    )
+    .await
 }
 
 /// The assigned driver accepts.
@@ -107,7 +115,7 @@ pub async fn accept(
         driver_id,
         operator: caller.is_ops(),
     };
-    run(&state, id, op, request.key, request_id).await
+    run(&state, &caller, id, op, request.key, request_id).await
 }
 
 /// The rider or the assigned driver cancels; a held driver goes back online.
@@ -148,6 +156,7 @@ pub async fn cancel(
     rules::is_party(&caller, by)?;
     run(
         &state,
+        &caller,
         id,
         BookingOp::Cancel { by, reason },
         request.key,
@@ -186,12 +195,13 @@ pub async fn complete(
         actual_fare_cents: Fare::from_amount(body.actual_fare, "actual_fare")?.cents(),
     };
     rules::is_driver(&caller, driver_id)?;
-    run(&state, id, op, request.key, request_id).await
+    run(&state, &caller, id, op, request.key, request_id).await
 }
 
 /// A request from outside: the whole request deadline, no hops yet.
 async fn run(
     state: &State,
+    caller: &Principal,
     id: BookingId,
     action: BookingOp,
     idempotency: Option<IdempotencyKey>,
@@ -200,6 +210,7 @@ async fn run(
     let call = ForwardedCall {
         action,
         idempotency,
+        actor: caller.to_string(),
     };
     routing::route(state, id, call, request_id, 0, state.deps.request_timeout).await
 }

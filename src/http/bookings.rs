@@ -99,10 +99,12 @@ pub async fn create(
     let new = NewBooking::try_from(request.body)?;
     rules::is_rider(&caller, new.rider_id)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
+    let actor = caller.to_string();
     let audit = Audit {
         node_id: &state.deps.node_id.0,
         request_id: request_id.as_str(),
         fencing_token: 0,
+        actor: &actor,
     };
     let rider_missing = |e: &diesel::result::Error| {
         matches!(

@@ -72,12 +72,15 @@ impl BookingOp {
     }
 }
 
-/// What travels to the owner node: the action, and the request's Idempotency-Key if it had one.
+/// What travels to the owner node: the action, the request's Idempotency-Key if it had one, and
+/// the caller's token subject for the audit trail (the owner trusts it as it trusts the action:
+/// the call is signed by a node that verified the token).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardedCall {
     pub action: BookingOp,
     pub idempotency: Option<IdempotencyKey>,
+    pub actor: String,
 }
 
 /// How many times one request may be passed from node to node. One forward is the normal case;
@@ -102,14 +105,12 @@ pub async fn route(
     hops: u8,
     budget: Duration,
 ) -> Result<HttpResponse, ApiError> {
-    let ForwardedCall {
-        action: op,
-        idempotency: idem,
-    } = call;
+    let op = &call.action;
+    let idem = call.idempotency.as_ref();
     if idem.is_some() {
         // Answered before (on any node): the stored answer, without routing anything.
         let mut conn = pool::conn(&state.deps.pool).await?;
-        if let Some(answer) = super::idempotent::replay(&mut conn, idem.as_ref()).await? {
+        if let Some(answer) = super::idempotent::replay(&mut conn, idem).await? {
             return Ok(answer);
         }
     }
@@ -123,7 +124,7 @@ pub async fn route(
         if Instant::now() >= deadline {
             return Err(ApiError::Unavailable(BookingError::DeadlinePassed.into()));
         }
-        let owner = match perform(state, id, &op, idem.as_ref(), &request_id, deadline).await {
+        let owner = match perform(state, id, &call, &request_id, deadline).await {
             Ok(response) => return Ok(response),
             // A copy of this request with the same key was answered meanwhile (its change is
             // why this one was refused, or it committed first): send its answer.
@@ -131,7 +132,7 @@ pub async fn route(
                 if idem.is_some() =>
             {
                 let mut conn = pool::conn(&state.deps.pool).await?;
-                if let Some(answer) = super::idempotent::replay(&mut conn, idem.as_ref()).await? {
+                if let Some(answer) = super::idempotent::replay(&mut conn, idem).await? {
                     return Ok(answer);
                 }
                 return Ok(refusal(state, error));
@@ -159,7 +160,7 @@ pub async fn route(
             {
                 // The refusal may be our own earlier copy's doing: if the trail shows this
                 // request made the change, answer as the first copy would have.
-                if let Some(done) = applied_earlier(state, id, &op, &request_id, &booking).await {
+                if let Some(done) = applied_earlier(state, id, op, &request_id, &booking).await {
                     return Ok(done);
                 }
                 return Ok(refusal(state, BookingError::Refused { error, booking }));
@@ -185,8 +186,7 @@ pub async fn route(
             state,
             Forward {
                 id,
-                op: &op,
-                idempotency: idem.as_ref(),
+                call: &call,
                 request_id: &request_id,
                 hops: hops + 1,
                 key: &key,
@@ -267,24 +267,25 @@ async fn applied_earlier(
     Some(response)
 }
 
-/// Offers `op` to this node's actor for the booking, to be answered before `deadline`.
+/// Offers the call's action to this node's actor for the booking, to be answered before
+/// `deadline`.
 async fn perform(
     state: &AppState,
     id: BookingId,
-    op: &BookingOp,
-    key: Option<&IdempotencyKey>,
+    call: &ForwardedCall,
     request_id: &RequestId,
     deadline: Instant,
 ) -> Result<HttpResponse, BookingError> {
     let registry = &state.registry;
-    let (_, message) = op.outcome();
+    let (_, message) = call.action.outcome();
     let meta = RequestMeta {
         request_id: request_id.clone(),
+        actor: call.actor.clone(),
         sent_at: Instant::now(),
         deadline,
-        idempotency: key.map(|key| (key.clone(), message)),
+        idempotency: call.idempotency.clone().map(|key| (key, message)),
     };
-    let mut response = match op.clone() {
+    let mut response = match call.action.clone() {
         BookingOp::Assign { by } => {
             let (booking, driver) = registry.send(id, Assign { by, meta }, deadline).await?;
             respond(
@@ -354,8 +355,7 @@ fn relay(relayed: Relayed) -> HttpResponse {
 
 struct Forward<'a> {
     id: BookingId,
-    op: &'a BookingOp,
-    idempotency: Option<&'a IdempotencyKey>,
+    call: &'a ForwardedCall,
     request_id: &'a RequestId,
     /// Hops the forwarded call will carry.
     hops: u8,
@@ -390,11 +390,7 @@ async fn forward_or_wait(state: &AppState, call: Forward<'_>) -> Waited {
             .as_deref()
             .ok_or_else(|| ForwardError::NoAddress(call.owner.node.clone()))?;
         // Serializing plain ids and strings cannot fail; an empty body would be refused.
-        let body = serde_json::to_vec(&ForwardedCall {
-            action: call.op.clone(),
-            idempotency: call.idempotency.cloned(),
-        })
-        .unwrap_or_default();
+        let body = serde_json::to_vec(call.call).unwrap_or_default();
         forwarder
             .send(
                 &call.owner.node,

@@ -32,12 +32,14 @@ pub struct NewBooking {
     pub vehicle_type: Option<String>,
 }
 
-/// Who wrote a change, for the audit trail.
+/// Who wrote a change, and for whom, for the audit trail.
 #[derive(Debug, Clone, Copy)]
 pub struct Audit<'a> {
     pub node_id: &'a str,
     pub request_id: &'a str,
     pub fencing_token: i64,
+    /// The caller's token subject (`rider:12`, `ops:alice`), or `system:seed`.
+    pub actor: &'a str,
 }
 
 /// Details a transition carries besides its target state.
@@ -74,8 +76,8 @@ WITH b AS (
     RETURNING *
 ), e AS (
     INSERT INTO booking_events
-        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
-    SELECT id, NULL, status, driver_id, $8, $9, $10 FROM b
+        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
+    SELECT id, NULL, status, driver_id, $8, $9, $10, $11 FROM b
 )
 SELECT * FROM b";
 
@@ -96,7 +98,8 @@ pub async fn create(
             .bind::<Nullable<Text>, _>(new.vehicle_type.as_deref())
             .bind::<Text, _>(audit.node_id)
             .bind::<BigInt, _>(audit.fencing_token)
-            .bind::<Text, _>(audit.request_id),
+            .bind::<Text, _>(audit.request_id)
+            .bind::<Text, _>(audit.actor),
     )
     .get_result(conn)
     .await
@@ -229,8 +232,8 @@ WITH c AS (
     RETURNING *
 ), e AS (
     INSERT INTO booking_events
-        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
-    SELECT id, 'pending', status, driver_id, $6, $2, $7 FROM b
+        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
+    SELECT id, 'pending', status, driver_id, $6, $2, $7, $8 FROM b
 )
 SELECT b.*, c.id AS claimed_id FROM b JOIN c ON true"
         )
@@ -292,7 +295,8 @@ pub async fn assign(
                     .bind::<Nullable<Text>, _>(booking.vehicle_type.as_deref())
                     .bind::<Timestamptz, _>(Utc::now())
                     .bind::<Text, _>(audit.node_id)
-                    .bind::<Text, _>(audit.request_id),
+                    .bind::<Text, _>(audit.request_id)
+                    .bind::<Text, _>(audit.actor),
             )
             .get_result(conn)
             .await
@@ -369,8 +373,8 @@ WITH b AS (
     RETURNING id, lat, lng
 ), e AS (
     INSERT INTO booking_events
-        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
-    SELECT id, $10, status, driver_id, $12, $9, $13 FROM b
+        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
+    SELECT id, $10, status, driver_id, $12, $9, $13, $14 FROM b
 )
 SELECT b.*, d.id AS released_id, d.lat AS released_lat, d.lng AS released_lng
 FROM b LEFT JOIN d ON true";
@@ -401,7 +405,8 @@ pub async fn transition(
             .bind::<Text, _>(transition.from.as_str())
             .bind::<Nullable<BigInt>, _>(transition.release_driver.map(|d| d.0))
             .bind::<Text, _>(audit.node_id)
-            .bind::<Text, _>(audit.request_id),
+            .bind::<Text, _>(audit.request_id)
+            .bind::<Text, _>(audit.actor),
     )
     .get_result(conn)
     .await

@@ -128,6 +128,10 @@ pub struct BookingEvent {
     pub fencing_token: i64,
     pub request_id: String,
     pub created_at: DateTime<Utc>,
+    /// Who asked for the change: a token subject (`rider:12`, `driver:7`, `ops:alice`), or
+    /// `system:seed`; `null` on events written before this was recorded.
+    #[schema(examples("rider:12"))]
+    pub actor: Option<String>,
 }
 
 pub fn fare_to_decimal(fare: Fare) -> BigDecimal {

@@ -11,6 +11,7 @@ diesel::table! {
         fencing_token -> Int8,
         request_id -> Text,
         created_at -> Timestamptz,
+        actor -> Nullable<Text>,
     }
 }
 

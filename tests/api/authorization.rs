@@ -695,3 +695,118 @@ async fn nearby_shows_riders_and_drivers_the_car_not_the_person() {
     ops.expect(200, None);
     assert!(ops.data()[0]["name"].is_string() && ops.data()[0]["phone"].is_string());
 }
+
+#[derive(diesel::QueryableByName, Debug, PartialEq)]
+struct TrailRow {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    to_status: String,
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    node_id: String,
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+    actor: Option<String>,
+}
+
+/// The booking's trail as PostgreSQL holds it: (status moved to, node that wrote it, actor).
+async fn trail(app: &TestApp, booking: i64) -> Vec<(String, String, Option<String>)> {
+    use diesel_async::RunQueryDsl;
+    let rows: Vec<TrailRow> = diesel::sql_query(
+        "SELECT to_status, node_id, actor FROM booking_events WHERE booking_id = $1 ORDER BY id",
+    )
+    .bind::<diesel::sql_types::BigInt, _>(booking)
+    .load(&mut app.db().await)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|row| (row.to_status, row.node_id, row.actor))
+        .collect()
+}
+
+#[actix_web::test]
+async fn the_audit_trail_names_who_asked_for_each_change_on_whichever_node_wrote_it() {
+    // Arrange: two nodes; the rider's booking is assigned on n1, so n1's actor owns it and
+    // what reaches n2 is forwarded there.
+    let n1 = spawn_app().await;
+    let n2 = n1.second_node().await;
+    let rider = n1.rider().await;
+    let driver = n1.online_driver(PICKUP.0, PICKUP.1).await;
+    let (rider_sub, driver_sub) = (format!("rider:{rider}"), format!("driver:{driver}"));
+    let created = n1
+        .as_subject(
+            &rider_sub,
+            Method::POST,
+            "/api/bookings",
+            Some(booking_body(rider, PICKUP.0, PICKUP.1)),
+        )
+        .await;
+    created.expect(201, None);
+    let booking = created.data()["id"].as_i64().unwrap();
+
+    // Act: each step by a different caller, the later ones through n2.
+    let assign = format!("/api/bookings/{booking}/assign");
+    n1.as_subject(&rider_sub, Method::POST, &assign, None)
+        .await
+        .expect(200, None);
+    let accept = format!("/api/bookings/{booking}/accept");
+    let accepted = n2
+        .as_subject(
+            &driver_sub,
+            Method::POST,
+            &accept,
+            Some(json!({ "driver_id": driver })),
+        )
+        .await;
+    accepted.expect(200, None);
+    let complete = format!("/api/bookings/{booking}/complete");
+    let completed = n2
+        .as_subject(
+            "ops:support-7",
+            Method::POST,
+            &complete,
+            Some(json!({ "driver_id": driver, "actual_fare": 21.5 })),
+        )
+        .await;
+    completed.expect(200, None);
+    let other = n1.booking(rider, PICKUP.0 + 0.5, PICKUP.1).await;
+    n2.as_subject(
+        &rider_sub,
+        Method::POST,
+        format!("/api/bookings/{other}/cancel"),
+        Some(json!({ "user_id": rider, "user_type": "rider" })),
+    )
+    .await
+    .expect(200, None);
+
+    // Assert: in PostgreSQL, every change names its caller; the forwarded ones were written
+    // by n1 and still name the caller who reached n2.
+    assert_eq!(accepted.served_by.as_deref(), Some("n1"));
+    assert_eq!(completed.served_by.as_deref(), Some("n1"));
+    let named = |status: &str, node: &str, actor: &str| {
+        (status.to_owned(), node.to_owned(), Some(actor.to_owned()))
+    };
+    assert_eq!(
+        trail(&n1, booking).await,
+        [
+            named("pending", "n1", &rider_sub),
+            named("assigned", "n1", &rider_sub),
+            named("accepted", "n1", &driver_sub),
+            named("completed", "n1", "ops:support-7"),
+        ]
+    );
+    let other_trail = trail(&n1, other).await;
+    assert_eq!(other_trail[0].2.as_deref(), Some("ops:tests"));
+    assert_eq!(other_trail[1].0, "cancelled");
+    assert_eq!(other_trail[1].2.as_deref(), Some(rider_sub.as_str()));
+    // The events endpoint shows the same.
+    let events = n2.get(format!("/api/bookings/{booking}/events")).await;
+    let actors: Vec<&str> = events
+        .data()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actors,
+        [&rider_sub, &rider_sub, &driver_sub, "ops:support-7"]
+    );
+}

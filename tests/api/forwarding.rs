@@ -119,7 +119,7 @@ struct InternalCall {
 
 impl InternalCall {
     fn signed(secret: &str, to: &str, booking: i64, hops: u8, timestamp_ms: u64) -> Self {
-        let body = br#"{"action":{"op":"assign"}}"#.to_vec();
+        let body = br#"{"action":{"op":"assign"},"actor":"ops:test"}"#.to_vec();
         let path = format!("/internal/bookings/{booking}");
         let request_id = format!("forged-{}", uuid::Uuid::new_v4().simple());
         let signature = Signed {
@@ -190,7 +190,7 @@ async fn internal_calls_without_a_valid_signature_are_refused_and_change_nothing
             "no headers",
             InternalCall {
                 headers: vec![],
-                body: br#"{"action":{"op":"assign"}}"#.to_vec(),
+                body: br#"{"action":{"op":"assign"},"actor":"ops:test"}"#.to_vec(),
             },
         ),
         (

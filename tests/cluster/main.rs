@@ -495,7 +495,7 @@ async fn a_forged_internal_call_is_refused_and_writes_nothing() {
             ridelock::cluster::auth::now_ms().to_string(),
         )
         .header("x-ridelock-signature", "00".repeat(32))
-        .body(r#"{"action":{"op":"assign"}}"#)
+        .body(r#"{"action":{"op":"assign"},"actor":"ops:test"}"#)
         .send()
         .await
         .unwrap();
