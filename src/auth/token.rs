@@ -196,7 +196,7 @@ mod tests {
         let mut other_audience = settings("a-secret-of-thirty-two-characters!!");
         other_audience.audience = "another-api".into();
         let elsewhere = mint(&other_audience, &rider, Duration::from_secs(60))?;
-        let expired = {
+        let expired_under = |secret: &str| {
             let now = jsonwebtoken::get_current_timestamp();
             let claims = Claims {
                 sub: "rider:7".into(),
@@ -208,9 +208,12 @@ mod tests {
             jsonwebtoken::encode(
                 &Header::default(),
                 &claims,
-                &EncodingKey::from_secret(s.secret.expose().as_bytes()),
-            )?
+                &EncodingKey::from_secret(secret.as_bytes()),
+            )
         };
+        let expired = expired_under(s.secret.expose())?;
+        // The signature is checked before the claims: a forgery learns nothing from `exp`.
+        let forged_and_expired = expired_under("another-secret-entirely-32-chars!!")?;
         let cases = [
             (format!("Basic {good}"), AuthError::Malformed),
             (good.clone(), AuthError::Malformed),
@@ -220,6 +223,7 @@ mod tests {
             (format!("Bearer {foreign}"), AuthError::Invalid),
             (format!("Bearer {elsewhere}"), AuthError::Invalid),
             (format!("Bearer {expired}"), AuthError::Expired),
+            (format!("Bearer {forged_and_expired}"), AuthError::Invalid),
         ];
         for (header, reason) in cases {
             assert_eq!(verify(&s, &header), Err(reason), "{header}");
