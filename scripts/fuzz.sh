@@ -154,10 +154,21 @@ stop_server() {
   log "$RUN: server pid $pid stopped, exit status $status"
 }
 
+# What the run drove bookings through, from the audit trail (a line like
+# `assigned=6 accepted=2 cancelled=3 completed=1`): how deep into the lifecycle the generated
+# requests got, which the fuzzer's own figures do not show. Written before the database goes.
+record_moves() {
+  [[ -n ${DB_NAME:-} && -d $OUT/$RUN ]] || return 0
+  "$(psql_bin)" "$DB_URL" -Atqc "SELECT to_status || '=' || count(*) FROM booking_events
+    WHERE from_status IS NOT NULL GROUP BY to_status ORDER BY to_status" 2>/dev/null |
+    paste -sd ' ' >"$OUT/$RUN/moves"
+}
+
 # Runs on the subshell's exit, whatever ended it.
 cleanup() {
   set +e
   stop_server
+  record_moves
   [[ -z ${DB_NAME:-} ]] || admin_sql "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null ||
     log "$RUN: could not drop database $DB_NAME"
   redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX*" 2>/dev/null |
@@ -266,7 +277,9 @@ print("cases=%d failures=%d errors=%d" % (t["generated"], t["unique_failures"], 
     124 | 137) verdict="FAILED (timed out after ${RUN_TIMEOUT_S}s)" ;;
     *) verdict="FAILED (exit $2)" ;;
   esac
-  printf 'fuzz: %-9s %s %s seconds=%s\n' "$1" "$counts" "$verdict" "$3"
+  local moves
+  moves=$(cat "$OUT/$1/moves" 2>/dev/null)
+  printf 'fuzz: %-9s %s %s seconds=%s moved: %s\n' "$1" "$counts" "$verdict" "$3" "${moves:-none}"
 }
 
 main() {

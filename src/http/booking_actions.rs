@@ -62,7 +62,13 @@ pub struct CompleteBody {
     tag = "bookings",
     params(IdPath, IdempotencyHeader),
     responses(
-        (status = 200, description = "Assigned", body = Envelope<Assignment>),
+        (status = 200, description = "Assigned", body = Envelope<Assignment>, links(
+            ("accept" = (
+                operation_id = "booking_actions_accept",
+                parameters(("id" = "$response.body#/data/booking/id")),
+                request_body = json!({ "driver_id": "$response.body#/data/driver/id" }),
+            )),
+        )),
         (status = 409, description = "`booking_not_pending` or `no_drivers_available`; `data.booking` is its state", body = ErrorEnvelope),
     ),
     security(("bearer" = [])),
@@ -96,7 +102,15 @@ pub async fn assign(
     request_body = AcceptBody,
     params(IdPath, IdempotencyHeader),
     responses(
-        (status = 200, description = "Accepted", body = Envelope<Booking>),
+        (status = 200, description = "Accepted", body = Envelope<Booking>, links(
+            ("complete" = (
+                operation_id = "booking_actions_complete",
+                parameters(("id" = "$response.body#/data/id")),
+                request_body = json!({
+                    "driver_id": "$response.body#/data/driver_id", "actual_fare": 25.5
+                }),
+            )),
+        )),
         (status = 409, description = "`booking_not_assigned`; `data.booking` is its state", body = ErrorEnvelope),
     ),
     security(("bearer" = [])),

@@ -21,8 +21,14 @@ use crate::storage::models::{Booking, BookingDetail, BookingEvent};
 use crate::storage::pool;
 use diesel_async::AsyncConnection;
 
+/// The example is the tutorial's request: a seeded rider at City Hall, where the seeded drivers
+/// wait, so on `make run` it can be assigned.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "rider_id": 1, "pickup_lat": 40.7128, "pickup_lng": -74.006,
+    "dropoff_lat": 40.7589, "dropoff_lng": -73.9851, "estimated_fare": 25.5
+}))]
 pub struct CreateBooking {
     /// The token's rider (unless ops).
     #[serde(deserialize_with = "extract::whole_number")]
@@ -86,7 +92,22 @@ pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
     tag = "bookings",
     request_body = CreateBooking,
     params(IdempotencyHeader),
-    responses((status = 201, description = "Created, `pending`", body = Envelope<Booking>)),
+    responses((
+        status = 201, description = "Created, `pending`", body = Envelope<Booking>,
+        links(
+            ("assign" = (
+                operation_id = "booking_actions_assign",
+                parameters(("id" = "$response.body#/data/id")),
+            )),
+            ("cancel" = (
+                operation_id = "booking_actions_cancel",
+                parameters(("id" = "$response.body#/data/id")),
+                request_body = json!({
+                    "user_id": "$response.body#/data/rider_id", "user_type": "rider"
+                }),
+            )),
+        ),
+    )),
     security(("bearer" = [])),
 )]
 pub async fn create(

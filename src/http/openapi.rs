@@ -244,6 +244,64 @@ mod tests {
         }
     }
 
+    /// The links (create -> assign -> accept -> complete, and cancel) name operations by id in
+    /// strings: each must name a real operation, only its parameters, and only properties of its
+    /// request body, or a rename would leave the fuzzer's stateful phase following nothing.
+    #[test]
+    fn every_link_leads_to_a_real_operation_with_real_inputs() {
+        let doc = document();
+        let mut operations = std::collections::HashMap::new();
+        let mut links = Vec::new();
+        for item in doc["paths"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default()
+            .values()
+        {
+            for op in item.as_object().cloned().unwrap_or_default().into_values() {
+                if let Some(id) = op["operationId"].as_str() {
+                    operations.insert(id.to_owned(), op.clone());
+                }
+                for response in op["responses"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default()
+                    .values()
+                {
+                    for (name, link) in response["links"].as_object().cloned().unwrap_or_default() {
+                        links.push((name, link));
+                    }
+                }
+            }
+        }
+        assert!(links.len() >= 4, "{links:?}");
+        for (name, link) in links {
+            let target = link["operationId"].as_str().unwrap_or_default();
+            let op = &operations[target];
+            let params: Vec<&str> = op["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p["name"].as_str())
+                .collect();
+            for param in link["parameters"].as_object().into_iter().flatten() {
+                assert!(params.contains(&param.0.as_str()), "{name}: {param:?}");
+            }
+            let schema_ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+                .as_str()
+                .unwrap_or_default();
+            let schema = &doc["components"]["schemas"][schema_ref.rsplit('/').next().unwrap_or("")];
+            for key in link["requestBody"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|e| e.0)
+            {
+                assert!(schema["properties"].get(key).is_some(), "{name}: {key}");
+            }
+        }
+    }
+
     /// Every `pattern` string anywhere in `value`.
     fn patterns(value: &serde_json::Value, found: &mut Vec<String>) {
         match value {
