@@ -33,7 +33,8 @@
 # eval'ed the dev env must not make the test profile share dev's data).
 set -euo pipefail
 
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# Physical path (-P): /proc/PID/cwd, which identifies our Redis, never shows symlinks.
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 PG_BIN=/usr/lib/postgresql/15/bin
 declare -A PG_PORTS=([dev]=25432 [test]=25433 [chaos]=25434)
 declare -A REDIS_PORTS=([dev]=26379 [test]=26380 [chaos]=26381)
@@ -68,14 +69,27 @@ read -r EPHEMERAL_LOW EPHEMERAL_HIGH </proc/sys/net/ipv4/ip_local_port_range 2>/
 # usable_port PORT: outside the ephemeral range and nothing listening on it.
 usable_port() { (($1 < EPHEMERAL_LOW || $1 > EPHEMERAL_HIGH)) && ! port_in_use "$1"; }
 
-# free_port: a port that is usable now, between 10000 and the ephemeral range
-# (or above it, on a machine whose range starts low).
+# claimed_port PORT: preferred or recorded by a profile (a server that is down
+# now will want it back).
+claimed_port() {
+  local p
+  for p in dev test chaos; do
+    [[ $1 == "${PG_PORTS[$p]}" || $1 == "${REDIS_PORTS[$p]}" ]] && return 0
+    [[ $1 == "$(port_of "$p" postgres)" || $1 == "$(port_of "$p" redis)" ]] && return 0
+  done
+  return 1
+}
+
+# free_port: a usable port between 10000 and the ephemeral range (or above it,
+# on a machine whose range starts low) that no profile claims.
 free_port() {
   local low=10000 high=$((EPHEMERAL_LOW - 1)) port _
   if ((high - low < 1000)); then low=$((EPHEMERAL_HIGH + 1)) high=65535; fi
+  ((high - low >= 1000)) ||
+    die "the ephemeral port range $EPHEMERAL_LOW-$EPHEMERAL_HIGH leaves no room for servers; narrow net.ipv4.ip_local_port_range"
   for _ in {1..200}; do
     port=$((low + (RANDOM * 32768 + RANDOM) % (high - low + 1)))
-    usable_port "$port" && echo "$port" && return 0
+    usable_port "$port" && ! claimed_port "$port" && echo "$port" && return 0
   done
   die "found no free port between $low and $high"
 }
@@ -96,6 +110,7 @@ port_of() {
 
 # record_ports: keep this profile's current ports for the next start.
 record_ports() {
+  mkdir -p "$VAR_DIR"
   printf 'postgres %s\nredis %s\n' "$PG_PORT" "$REDIS_PORT" >"$VAR_DIR/ports"
 }
 
@@ -106,8 +121,12 @@ move_if_unusable() {
   usable_port "$port" && return 0
   ((MAY_MOVE)) || die "127.0.0.1:$port, where $PROFILE's $1 must listen, is taken" \
     "(see: ss -tanp 'sport = :$port'); not moving it, since the running nodes hold its URL"
-  local new
-  new=$(free_port) || exit 1
+  # The preferred port first (a checkout upgraded from the old ports, say).
+  local new=${PG_PORTS[$PROFILE]}
+  [[ $1 == PostgreSQL ]] || new=${REDIS_PORTS[$PROFILE]}
+  if ! usable_port "$new"; then
+    new=$(free_port) || exit 1
+  fi
   printf -v "$2" %s "$new"
   log "127.0.0.1:$port is taken or inside the ephemeral range $EPHEMERAL_LOW-$EPHEMERAL_HIGH;" \
     "$PROFILE's $1 uses 127.0.0.1:${!2} instead (kept in $VAR_DIR/ports)"
@@ -200,7 +219,7 @@ init_pg() {
 # server could not listen because its address was in use.
 bind_refused() { tail -n "+$(($2 + 1))" "$1" 2>/dev/null | grep -q 'Address already in use'; }
 
-lines_in() { wc -l <"$1" 2>/dev/null || echo 0; }
+lines_in() { { wc -l <"$1"; } 2>/dev/null || echo 0; }
 
 start_pg() {
   if pg_running; then
@@ -270,6 +289,7 @@ start_redis() {
   local pid
   if pid=$(our_redis_pid); then
     REDIS_PORT=$(running_redis_port "$pid")
+    [[ -n $REDIS_PORT ]] || die "cannot tell which port Redis (pid $pid) listens on; stop it (kill $pid) and retry"
     log "Redis ($PROFILE) already running on 127.0.0.1:$REDIS_PORT"
   else
     local attempt mark
@@ -288,6 +308,8 @@ start_redis() {
       REDIS_PORT=$(free_port) || exit 1
     done
   fi
+  # Also covers a server that was running but not answering yet.
+  wait_for 15 redis_ready || die_with_log "$REDIS_LOG" "Redis is not answering PING"
   record_ports
 }
 

@@ -142,7 +142,7 @@ async fn run(conn: &mut AsyncPgConnection) -> anyhow::Result<Seeded> {
                 node_id: "seed",
                 request_id: &request_id,
                 fencing_token: 0,
-                actor: "system:seed",
+                actor: Some("system:seed"),
             };
             bookings::create(conn, &new, audit).await?;
             seeded.bookings += 1;

@@ -32,7 +32,7 @@ use diesel_async::AsyncConnection;
 pub struct RequestMeta {
     pub request_id: RequestId,
     /// The caller's token subject, for the audit trail.
-    pub actor: String,
+    pub actor: Option<String>,
     /// When the message was sent, for the log line's `waited_us`.
     pub sent_at: Instant,
     /// After this, the caller has given up: the actor refuses the message without writing, so a
@@ -342,7 +342,7 @@ impl BookingActor {
                 node_id: &deps.node_id.0,
                 request_id: req.as_str(),
                 fencing_token: token,
-                actor: &actor,
+                actor: actor.as_deref(),
             };
             let written = match idempotency {
                 None => store::transition(&mut conn, &booking, transition, details, audit).await?,
@@ -566,7 +566,7 @@ async fn assign_nearest(
         node_id: &deps.node_id.0,
         request_id: meta.request_id.as_str(),
         fencing_token: token,
-        actor: &meta.actor,
+        actor: meta.actor.as_deref(),
     };
     let skip = Claim::SkipLocked;
     if let Some(indexed) = indexed_candidates(deps, &booking).await {

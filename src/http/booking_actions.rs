@@ -224,7 +224,7 @@ async fn run(
     let call = ForwardedCall {
         action,
         idempotency,
-        actor: caller.to_string(),
+        actor: Some(caller.to_string()),
     };
     routing::route(state, id, call, request_id, 0, state.deps.request_timeout).await
 }

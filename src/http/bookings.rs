@@ -125,7 +125,7 @@ pub async fn create(
         node_id: &state.deps.node_id.0,
         request_id: request_id.as_str(),
         fencing_token: 0,
-        actor: &actor,
+        actor: Some(&actor),
     };
     let rider_missing = |e: &diesel::result::Error| {
         matches!(
@@ -222,10 +222,22 @@ pub async fn events(
         RiderId(booking.rider_id),
         booking.driver_id.map(DriverId),
     )?;
-    let trail = bookings::events(&mut conn, id).await?;
+    let mut trail = bookings::events(&mut conn, id).await?;
     // Every booking has its creation event, so an empty trail means an unknown booking.
     if trail.is_empty() {
         return Err(ApiError::not_found("booking_not_found", "Booking", id));
+    }
+    // Riders and drivers learn that support acted, not who.
+    if !caller.is_ops() {
+        for event in &mut trail {
+            if event
+                .actor
+                .as_deref()
+                .is_some_and(|a| a.starts_with("ops:"))
+            {
+                event.actor = Some("ops".to_owned());
+            }
+        }
     }
     Ok(respond_list(
         "Booking events retrieved successfully",

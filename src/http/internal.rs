@@ -49,6 +49,10 @@ pub async fn booking(
     let id = booking_id(&path)?;
     let forwarded: ForwardedCall = serde_json::from_slice(&body)
         .map_err(|e| FieldError::new("body", format!("is not a booking operation: {e}")))?;
+    let subject = forwarded.actor.as_deref();
+    if subject.is_some_and(|s| crate::auth::Principal::from_subject(s).is_none()) {
+        return Err(FieldError::new("actor", "must be a token subject").into());
+    }
     let budget = call.budget.min(state.deps.request_timeout);
     routing::route(&state, id, forwarded, request_id, call.hops, budget).await
 }

@@ -251,6 +251,7 @@ mod tests {
     fn every_link_leads_to_a_real_operation_with_real_inputs() {
         let doc = document();
         let mut operations = std::collections::HashMap::new();
+        let mut link_source = std::collections::HashMap::new();
         let mut links = Vec::new();
         for item in doc["paths"]
             .as_object()
@@ -269,6 +270,8 @@ mod tests {
                     .values()
                 {
                     for (name, link) in response["links"].as_object().cloned().unwrap_or_default() {
+                        let schema = &response["content"]["application/json"]["schema"];
+                        link_source.insert(name.clone(), schema.clone());
                         links.push((name, link));
                     }
                 }
@@ -287,6 +290,29 @@ mod tests {
             for param in link["parameters"].as_object().into_iter().flatten() {
                 assert!(params.contains(&param.0.as_str()), "{name}: {param:?}");
             }
+            for expression in link["parameters"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|e| e.1)
+                .chain(
+                    link["requestBody"]
+                        .as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| e.1),
+                )
+                .filter_map(|v| v.as_str())
+                .filter(|v| v.starts_with('$'))
+            {
+                let pointer = expression
+                    .strip_prefix("$response.body#/")
+                    .unwrap_or_else(|| panic!("{name}: {expression} is not a body pointer"));
+                assert!(
+                    resolves(&doc, &link_source[&name], pointer),
+                    "{name}: {expression} names nothing in the response"
+                );
+            }
             let schema_ref = op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                 .as_str()
                 .unwrap_or_default();
@@ -299,6 +325,32 @@ mod tests {
             {
                 assert!(schema["properties"].get(key).is_some(), "{name}: {key}");
             }
+        }
+    }
+
+    /// Whether the JSON pointer `pointer` (`data/booking/id`) names a property of `schema`,
+    /// following `$ref`s and looking into every branch of `allOf`/`oneOf`/`anyOf`.
+    fn resolves(doc: &serde_json::Value, schema: &serde_json::Value, pointer: &str) -> bool {
+        if let Some(reference) = schema["$ref"].as_str() {
+            let name = reference.rsplit('/').next().unwrap_or_default();
+            return resolves(doc, &doc["components"]["schemas"][name], pointer);
+        }
+        let branches = ["allOf", "oneOf", "anyOf"]
+            .iter()
+            .filter_map(|k| schema[*k].as_array())
+            .flatten();
+        if branches
+            .clone()
+            .any(|branch| resolves(doc, branch, pointer))
+        {
+            return true;
+        }
+        match pointer.split_once('/') {
+            _ if pointer.is_empty() => true,
+            Some((head, rest)) => schema["properties"]
+                .get(head)
+                .is_some_and(|inner| resolves(doc, inner, rest)),
+            None => schema["properties"].get(pointer).is_some(),
         }
     }
 

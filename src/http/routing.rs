@@ -74,13 +74,15 @@ impl BookingOp {
 
 /// What travels to the owner node: the action, the request's Idempotency-Key if it had one, and
 /// the caller's token subject for the audit trail (the owner trusts it as it trusts the action:
-/// the call is signed by a node that verified the token).
+/// the call is signed by a node that verified the token). A call without `actor` (from a build
+/// before it was recorded) is recorded without one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ForwardedCall {
     pub action: BookingOp,
     pub idempotency: Option<IdempotencyKey>,
-    pub actor: String,
+    #[serde(default)]
+    pub actor: Option<String>,
 }
 
 /// How many times one request may be passed from node to node. One forward is the normal case;

@@ -38,8 +38,9 @@ pub struct Audit<'a> {
     pub node_id: &'a str,
     pub request_id: &'a str,
     pub fencing_token: i64,
-    /// The caller's token subject (`rider:12`, `ops:alice`), or `system:seed`.
-    pub actor: &'a str,
+    /// The caller's token subject (`rider:12`, `ops:alice`), or `system:seed`; `None` only for a
+    /// call forwarded by a node of an earlier build.
+    pub actor: Option<&'a str>,
 }
 
 /// Details a transition carries besides its target state.
@@ -99,7 +100,7 @@ pub async fn create(
             .bind::<Text, _>(audit.node_id)
             .bind::<BigInt, _>(audit.fencing_token)
             .bind::<Text, _>(audit.request_id)
-            .bind::<Text, _>(audit.actor),
+            .bind::<Nullable<Text>, _>(audit.actor),
     )
     .get_result(conn)
     .await
@@ -296,7 +297,7 @@ pub async fn assign(
                     .bind::<Timestamptz, _>(Utc::now())
                     .bind::<Text, _>(audit.node_id)
                     .bind::<Text, _>(audit.request_id)
-                    .bind::<Text, _>(audit.actor),
+                    .bind::<Nullable<Text>, _>(audit.actor),
             )
             .get_result(conn)
             .await
@@ -406,7 +407,7 @@ pub async fn transition(
             .bind::<Nullable<BigInt>, _>(transition.release_driver.map(|d| d.0))
             .bind::<Text, _>(audit.node_id)
             .bind::<Text, _>(audit.request_id)
-            .bind::<Text, _>(audit.actor),
+            .bind::<Nullable<Text>, _>(audit.actor),
     )
     .get_result(conn)
     .await

@@ -129,7 +129,8 @@ pub struct BookingEvent {
     pub request_id: String,
     pub created_at: DateTime<Utc>,
     /// Who asked for the change: a token subject (`rider:12`, `driver:7`, `ops:alice`), or
-    /// `system:seed`; `null` on events written before this was recorded.
+    /// `system:seed`; `null` on events written before this was recorded. Riders and drivers see
+    /// an operator as `ops`, without the name.
     #[schema(examples("rider:12"))]
     pub actor: Option<String>,
 }

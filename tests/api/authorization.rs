@@ -809,4 +809,16 @@ async fn the_audit_trail_names_who_asked_for_each_change_on_whichever_node_wrote
         actors,
         [&rider_sub, &rider_sub, &driver_sub, "ops:support-7"]
     );
+    // The rider learns that support acted, not who.
+    let seen_by_rider = n1
+        .as_subject(
+            &rider_sub,
+            Method::GET,
+            format!("/api/bookings/{booking}/events"),
+            None,
+        )
+        .await;
+    seen_by_rider.expect(200, None);
+    assert_eq!(seen_by_rider.data()[3]["actor"], "ops");
+    assert_eq!(seen_by_rider.data()[2]["actor"], driver_sub.as_str());
 }

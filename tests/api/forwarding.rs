@@ -119,7 +119,19 @@ struct InternalCall {
 
 impl InternalCall {
     fn signed(secret: &str, to: &str, booking: i64, hops: u8, timestamp_ms: u64) -> Self {
-        let body = br#"{"action":{"op":"assign"},"actor":"ops:test"}"#.to_vec();
+        let body = br#"{"action":{"op":"assign"},"actor":"ops:test"}"#;
+        Self::signed_body(secret, to, booking, hops, timestamp_ms, body)
+    }
+
+    fn signed_body(
+        secret: &str,
+        to: &str,
+        booking: i64,
+        hops: u8,
+        timestamp_ms: u64,
+        body: &[u8],
+    ) -> Self {
+        let body = body.to_vec();
         let path = format!("/internal/bookings/{booking}");
         let request_id = format!("forged-{}", uuid::Uuid::new_v4().simple());
         let signature = Signed {
@@ -148,6 +160,11 @@ impl InternalCall {
 
     fn valid(to: &str, booking: i64) -> Self {
         Self::signed(SECRET, to, booking, 1, auth::now_ms())
+    }
+
+    /// A valid call to n1 carrying `body`.
+    fn valid_body(booking: i64, body: &[u8]) -> Self {
+        Self::signed_body(SECRET, "n1", booking, 1, auth::now_ms(), body)
     }
 
     /// The same call with one header's value replaced after signing.
@@ -249,6 +266,37 @@ async fn a_signed_internal_call_is_served_once_and_its_replay_refused() {
     assert_eq!(reply["data"]["booking"]["status"], "assigned");
     assert_eq!(again, 401, "{replayed:#}");
     assert_eq!(replayed["error"], "cluster_auth_failed");
+}
+
+#[actix_web::test]
+async fn a_forwarded_caller_must_be_a_token_subject_or_absent() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let before = app.fingerprint().await;
+
+    // Act: a signed call whose caller is no token subject; then one from a build that sent none.
+    let odd = br#"{"action":{"op":"assign"},"actor":"nobody"}"#;
+    let (refused, refusal) = InternalCall::valid_body(booking, odd)
+        .send(&app, booking)
+        .await;
+    let unchanged = app.fingerprint().await == before;
+    let older = br#"{"action":{"op":"assign"}}"#;
+    let (served, reply) = InternalCall::valid_body(booking, older)
+        .send(&app, booking)
+        .await;
+
+    // Assert: the first is refused naming the field and writes nothing; the second is served and
+    // its event has no actor.
+    assert_eq!(refused, 400, "{refusal:#}");
+    assert_eq!(refusal["data"]["field"], "actor");
+    assert!(unchanged, "a refused call writes nothing");
+    assert_eq!(served, 200, "{reply:#}");
+    let events = app.get(format!("/api/bookings/{booking}/events")).await;
+    assert_eq!(events.data()[1]["to_status"], "assigned");
+    assert_eq!(events.data()[1]["actor"], serde_json::Value::Null);
 }
 
 #[actix_web::test]
