@@ -150,6 +150,15 @@ mod tests {
     use crate::config::Secret;
     use crate::domain::ids::RiderId;
 
+    /// `claims` signed HS256 with `secret`, as an identity provider would.
+    fn hs256(claims: &impl Serialize, secret: &str) -> jsonwebtoken::errors::Result<String> {
+        jsonwebtoken::encode(
+            &Header::default(),
+            claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+    }
+
     fn settings(secret: &str) -> AuthSettings {
         AuthSettings {
             mode: AuthMode::Jwt,
@@ -205,11 +214,7 @@ mod tests {
                 exp: now - 10,
                 iat: now - 70,
             };
-            jsonwebtoken::encode(
-                &Header::default(),
-                &claims,
-                &EncodingKey::from_secret(secret.as_bytes()),
-            )
+            hs256(&claims, secret)
         };
         let expired = expired_under(s.secret.expose())?;
         // The signature is checked before the claims: a forgery learns nothing from `exp`.
@@ -243,11 +248,7 @@ mod tests {
             "aud": ["another-api", s.audience],
             "exp": now + 60,
         });
-        let token = jsonwebtoken::encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(s.secret.expose().as_bytes()),
-        )?;
+        let token = hs256(&claims, s.secret.expose())?;
         assert_eq!(
             verify(&s, &format!("Bearer {token}")),
             Ok(Principal::Driver(crate::domain::ids::DriverId(3)))
@@ -267,11 +268,7 @@ mod tests {
             exp: now + 60,
             iat: now,
         };
-        let token = jsonwebtoken::encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(s.secret.expose().as_bytes()),
-        )?;
+        let token = hs256(&claims, s.secret.expose())?;
         assert_eq!(
             verify(&s, &format!("Bearer {token}")),
             Err(AuthError::Invalid)
