@@ -342,16 +342,15 @@ impl RedisSettings {
         redis::Client::open(self.url.expose()).context("parsing redis.url")
     }
 
-    /// A multiplexed, self-reconnecting connection with this section's timeouts.
-    pub async fn connect(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
+    /// A multiplexed, self-reconnecting connection with this section's timeouts. It connects on
+    /// first use, not here, so a node starts while Redis is down and takes it up when it answers.
+    pub fn connect(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout()))
             .set_connection_timeout(Some(self.response_timeout()))
             .set_number_of_retries(2);
-        self.client()?
-            .get_connection_manager_with_config(config)
-            .await
-            .context("connecting to Redis")
+        redis::aio::ConnectionManager::new_lazy_with_config(self.client()?, config)
+            .context("configuring the Redis connection")
     }
 
     pub fn response_timeout(&self) -> Duration {

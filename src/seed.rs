@@ -51,11 +51,15 @@ pub async fn seed(settings: &Settings) -> anyhow::Result<Seeded> {
     let mut conn = pool::conn(&db).await?;
     let seeded = run(&mut conn).await?;
     let health = RedisHealth::new("seed", settings.lease.ttl());
-    let redis = settings.redis.connect().await?;
-    let index = DriverIndex::new(redis, &settings.redis.key_prefix, health);
-    index
-        .rebuild(&driver_rows::online(&mut conn).await?)
-        .await?;
+    let index = DriverIndex::new(
+        settings.redis.connect()?,
+        &settings.redis.key_prefix,
+        health,
+    );
+    if let Err(error) = index.rebuild(&driver_rows::online(&mut conn).await?).await {
+        // Not fatal: every node rebuilds the index when it starts and when Redis answers again.
+        log::warn!("seed: driver geo index not rebuilt, Redis did not take it: {error}");
+    }
     Ok(seeded)
 }
 

@@ -1,6 +1,8 @@
 //! `Application`: all wiring lives here. `build` connects to PostgreSQL and Redis, runs pending
 //! migrations, clears this node's leases from a previous run, rebuilds the geo index, starts the
-//! lease manager, binds the HTTP server and announces the node (cluster membership);
+//! lease manager, binds the HTTP server and announces the node (cluster membership). Only
+//! PostgreSQL is needed to start: without Redis the node serves with PostgreSQL leases and SQL
+//! search, and its heartbeat takes Redis up when it answers;
 //! `run_until_stopped` serves until the handle stops it, then gives back every lease this node
 //! still holds and withdraws its membership.
 
@@ -110,6 +112,11 @@ struct Heartbeat {
     leases: Leases,
     db: PgPool,
     every: Duration,
+    /// Redis could not be asked at start-up for the leases a previous run of this node left: the
+    /// heartbeat clears them before its first successful probe (see
+    /// [`Leases::clear_stale_in_redis`]).
+    stale_in_redis: bool,
+    prefix: String,
 }
 
 /// While Redis is silent, how often the heartbeat asks whether it is back.
@@ -130,6 +137,16 @@ async fn heartbeat(mut beat: Heartbeat) {
             if let Err(error) = beat.leases.postgres().sweep().await {
                 log::warn!("lease sweep failed node={node} error={error}");
             }
+            if beat.stale_in_redis {
+                if let Ok(cleared) = beat
+                    .leases
+                    .clear_stale_in_redis(&beat.prefix, &node.0)
+                    .await
+                {
+                    beat.stale_in_redis = false;
+                    log::info!("cleared leases from a previous run node={node} count={cleared}");
+                }
+            }
         }
         beat.info.active_actors = beat.registry.len();
         beat.info.held_leases = beat.metrics.snapshot().held;
@@ -141,6 +158,10 @@ async fn heartbeat(mut beat: Heartbeat) {
                 log::warn!("membership refresh failed node={node} error={error}");
             }
             continue;
+        }
+        if std::mem::take(&mut beat.stale_in_redis) {
+            // Redis answers, so leases come from it again: too late to clear safely.
+            log::warn!("leases of a previous run left to expire by TTL node={node}");
         }
         let why = match beat.index.is_built().await {
             Ok(false) => Some("index_missing"),
@@ -187,7 +208,7 @@ impl Application {
             settings.server.request_timeout(),
         ));
         let db = settings.database.pool()?;
-        let redis = settings.redis.connect().await?;
+        let redis = settings.redis.connect()?;
         let prefix = settings.redis.key_prefix.clone();
 
         // Bound first: PostgreSQL leases carry the address other nodes reach this one at.
@@ -208,16 +229,34 @@ impl Application {
             health.clone(),
         );
         let cleared = leases
-            .clear_node(&prefix, &node_id.0)
+            .clear_stale_in_postgres(&prefix, &node_id.0)
             .await
-            .context("clearing this node's old leases")?;
+            .context("clearing this node's old leases in PostgreSQL")?;
         if cleared > 0 {
             log::warn!("cleared leases from a previous run node={node_id} count={cleared}");
         }
+        // Redis is not needed to start: if it cannot answer, this node is silent from here (new
+        // leases from PostgreSQL a TTL from now), and the heartbeat clears the old keys and
+        // rebuilds the index once Redis answers.
+        let stale_in_redis = match leases.clear_stale_in_redis(&prefix, &node_id.0).await {
+            Ok(cleared) => {
+                if cleared > 0 {
+                    log::warn!("cleared leases from a previous run node={node_id} count={cleared}");
+                }
+                false
+            }
+            Err(error) => {
+                log::warn!(
+                    "starting without Redis node={node_id} backend={} error={error}",
+                    health.backend()
+                );
+                health.is_silent()
+            }
+        };
         let index = DriverIndex::new(redis.clone(), &prefix, health.clone());
-        rebuild_index(&index, &db, &node_id, "start")
-            .await
-            .context("rebuilding the driver geo index")?;
+        if let Err(error) = rebuild_index(&index, &db, &node_id, "start").await {
+            log::warn!("driver geo index not rebuilt at start node={node_id} error={error}");
+        }
 
         let metrics = Arc::new(LeaseMetrics::default());
         let manager = {
@@ -297,10 +336,11 @@ impl Application {
             held_leases: 0,
             seen_at: chrono::Utc::now(),
         };
-        membership
-            .announce(&info)
-            .await
-            .context("announcing this node in Redis")?;
+        let announced = membership.announce(&info).await;
+        health.observe(&announced);
+        if let Err(error) = announced {
+            log::warn!("membership not announced node={node_id}, the heartbeat retries: {error}");
+        }
         let announcing = actix_web::rt::spawn(heartbeat(Heartbeat {
             membership: membership.clone(),
             info,
@@ -310,6 +350,8 @@ impl Application {
             leases,
             db,
             every: settings.lease.renew_every(),
+            stale_in_redis,
+            prefix: settings.redis.key_prefix.clone(),
         }));
         Ok(Self {
             port,

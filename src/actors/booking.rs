@@ -532,7 +532,8 @@ impl Handler<Assign> for BookingActor {
         };
         let deps = self.deps.clone();
         let meta = msg.meta.clone();
-        let work = async move { assign_nearest(&deps, booking, token, &meta).await };
+        let confirmed = self.confirmed_at.is_some_and(|at| at >= meta.sent_at);
+        let work = async move { assign_nearest(&deps, booking, token, &meta, confirmed).await };
         AtomicResponse::new(Box::pin(work.into_actor(self).map(
             move |result, act, ctx| {
                 if result.is_ok() {
@@ -554,11 +555,19 @@ const SQL_SEARCH_ROUNDS: usize = 3;
 /// Candidates come from the geo index first. The index lags claims and releases by a moment, so
 /// under load its nearest few can all be taken while free drivers stand a little further out:
 /// when none of its candidates can be claimed, PostgreSQL (the truth) is asked for the rest.
+///
+/// `no_drivers_available` is a refusal like the state machine's, so it obeys the same rule
+/// ([`BookingActor::refuse`]): it is answered only from a copy of the booking confirmed after the
+/// request was sent. `confirmed` says the actor's copy was; a claim that found every candidate
+/// taken confirmed it too (it compares the token); otherwise the token is read before answering,
+/// and a newer one means this actor is stale (`Fenced`: it steps down, the request is routed
+/// again).
 async fn assign_nearest(
     deps: &SharedDeps,
     booking: Booking,
     token: i64,
     meta: &RequestMeta,
+    mut confirmed: bool,
 ) -> Result<(Booking, Driver), BookingError> {
     let idempotency = meta.idempotency.as_ref();
     let mut conn = pool::conn(&deps.pool).await?;
@@ -570,6 +579,7 @@ async fn assign_nearest(
     };
     let skip = Claim::SkipLocked;
     if let Some(indexed) = indexed_candidates(deps, &booking).await {
+        confirmed |= !indexed.is_empty();
         if let Some(done) = claim_first(
             deps,
             &mut conn,
@@ -608,6 +618,7 @@ async fn assign_nearest(
         if online.is_empty() {
             break;
         }
+        confirmed = true;
         if let Some(done) = claim_first(
             deps,
             &mut conn,
@@ -621,6 +632,9 @@ async fn assign_nearest(
         {
             return Ok(done);
         }
+    }
+    if !confirmed && store::fencing_token(&mut conn, BookingId(booking.id)).await? != Some(token) {
+        return Err(BookingError::Fenced);
     }
     Err(BookingError::NoDriversAvailable {
         booking: Box::new(booking),
@@ -692,7 +706,7 @@ impl From<diesel::result::Error> for Claimed {
 }
 
 /// Nearest indexed drivers to the pickup, or `None` when the index cannot help: it knows
-/// positions but not vehicle classes, and it may be down.
+/// positions but not vehicle classes, it holds no drivers near the poles, and it may be down.
 async fn indexed_candidates(deps: &SharedDeps, booking: &Booking) -> Option<Vec<DriverId>> {
     if booking.vehicle_type.is_some() {
         return None;
@@ -706,7 +720,7 @@ async fn indexed_candidates(deps: &SharedDeps, booking: &Booking) -> Option<Vec<
         )
         .await;
     match search {
-        Ok(hits) => Some(hits.into_iter().map(|(id, _)| id).collect()),
+        Ok(hits) => Some(hits?.into_iter().map(|(id, _)| id).collect()),
         Err(error) => {
             log::warn!(
                 "geo search failed, using SQL node={} booking={} error={error}",

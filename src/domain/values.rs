@@ -38,6 +38,55 @@ impl GeoPoint {
         }
         Ok(Self { lat, lng })
     }
+
+    /// The latitude and longitude ranges that hold every point within `radius_km` of this one:
+    /// what a search must scan before it measures distances. Near a pole the circle covers every
+    /// longitude; across the antimeridian its longitudes come in two ranges.
+    pub fn search_box(self, radius_km: f64) -> SearchBox {
+        // A hair wider than the circle (about a millimetre), so rounding never leaves a point on
+        // its edge outside.
+        let angle = (radius_km / EARTH_RADIUS_KM) * 1.000_001 + 1e-10;
+        let span = angle.to_degrees();
+        let (lat_min, lat_max) = ((self.lat - span).max(-90.0), (self.lat + span).min(90.0));
+        let every_longitude = SearchBox {
+            lat: (lat_min, lat_max),
+            lng: [(-180.0, 180.0), EMPTY_RANGE],
+        };
+        if lat_min <= -90.0 || lat_max >= 90.0 {
+            return every_longitude;
+        }
+        let ratio = angle.sin() / self.lat.to_radians().cos();
+        if ratio >= 1.0 {
+            return every_longitude;
+        }
+        let half = ratio.asin().to_degrees();
+        let (lo, hi) = (self.lng - half, self.lng + half);
+        let lng = if lo < -180.0 {
+            [(lo + 360.0, 180.0), (-180.0, hi)]
+        } else if hi > 180.0 {
+            [(lo, 180.0), (-180.0, hi - 360.0)]
+        } else {
+            [(lo, hi), EMPTY_RANGE]
+        };
+        SearchBox {
+            lat: (lat_min, lat_max),
+            lng,
+        }
+    }
+}
+
+/// The mean Earth radius the SQL distance uses.
+pub const EARTH_RADIUS_KM: f64 = 6371.0088;
+
+/// A range no longitude falls in.
+const EMPTY_RANGE: (f64, f64) = (1.0, 0.0);
+
+/// Latitude range and up to two longitude ranges (inclusive; an unused one is empty, min > max)
+/// that together hold a search circle. See [`GeoPoint::search_box`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SearchBox {
+    pub lat: (f64, f64),
+    pub lng: [(f64, f64); 2],
 }
 
 /// A positive amount of money in whole cents.
@@ -194,6 +243,62 @@ mod tests {
             GeoPoint::new(0.0, -181.0, "lat", "lng").map_err(|e| e.field),
             Err("lng".into())
         );
+    }
+
+    /// The point `km` away from `from` along `bearing` (degrees), on the sphere the SQL uses.
+    fn travel(from: GeoPoint, km: f64, bearing: f64) -> (f64, f64) {
+        let (lat, lng, b) = (
+            from.lat.to_radians(),
+            from.lng.to_radians(),
+            bearing.to_radians(),
+        );
+        let d = km / EARTH_RADIUS_KM;
+        let lat2 = (lat.sin() * d.cos() + lat.cos() * d.sin() * b.cos()).asin();
+        let lng2 = lng + (b.sin() * d.sin() * lat.cos()).atan2(d.cos() - lat.sin() * lat2.sin());
+        let lng2 = (lng2.to_degrees() + 540.0).rem_euclid(360.0) - 180.0;
+        (lat2.to_degrees(), lng2)
+    }
+
+    fn contains(area: SearchBox, (lat, lng): (f64, f64)) -> bool {
+        let within = |(lo, hi): (f64, f64), x: f64| lo <= x && x <= hi;
+        within(area.lat, lat) && area.lng.iter().any(|range| within(*range, lng))
+    }
+
+    #[test]
+    fn search_boxes_hold_the_whole_circle_at_poles_and_across_the_antimeridian() {
+        let centres = [
+            (40.7128, -74.006),
+            (0.0, 180.0),
+            (0.0, -180.0),
+            (10.0, 179.99),
+            (-10.0, -179.99),
+            (89.0, 59.0),
+            (-89.0, 59.045722),
+            (90.0, 0.0),
+            (-90.0, 180.0),
+            (85.06, -180.0),
+            (-84.9, 179.9),
+            (60.0, 0.0),
+        ];
+        for (lat, lng) in centres {
+            let at = GeoPoint::new(lat, lng, "lat", "lng").unwrap();
+            for radius in [0.001, 1.0, 5.0, 100.0] {
+                let area = at.search_box(radius);
+                for step in 0..72 {
+                    for fraction in [0.5, 0.999, 1.0] {
+                        let point = travel(at, radius * fraction, f64::from(step) * 5.0);
+                        assert!(
+                            contains(area, point),
+                            "{point:?} at {radius} km of ({lat}, {lng}) is outside {area:?}"
+                        );
+                    }
+                }
+                let far = travel(at, radius * 3.0 + 1.0, 45.0);
+                if lat.abs() < 80.0 {
+                    assert!(!contains(area, far), "{far:?} is inside {area:?}");
+                }
+            }
+        }
     }
 
     #[test]

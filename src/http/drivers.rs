@@ -406,7 +406,9 @@ pub async fn nearby(
     let indexed = state.deps.drivers.search(at, radius, LIMIT).await;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let hits = match indexed {
-        Ok(hits) => hits,
+        Ok(Some(hits)) => hits,
+        // Near a pole: drivers there are not indexed.
+        Ok(None) => drivers::nearby_sql(&mut conn, at, radius, None, LIMIT).await?,
         Err(error) => {
             log::warn!(
                 "geo search failed, using SQL node={} error={error}",

@@ -39,7 +39,9 @@ pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpRespons
     let redis = async {
         let mut conn = state.redis.clone();
         let pong = redis::cmd("PING").query_async::<String>(&mut conn).await;
-        state.leases.health().observe(&pong);
+        if let Err(error) = &pong {
+            state.leases.health().observe_error(error);
+        }
         pong.ok()
     };
     let (postgres, redis) = futures::join!(
@@ -47,16 +49,20 @@ pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpRespons
         tokio::time::timeout(PROBE_TIMEOUT, redis)
     );
     let up = |ok: bool| if ok { "up" } else { "down" };
+    // A Redis that answers PING but refuses lease writes (a replica, out of memory) is down for
+    // this purpose: the node has switched to PostgreSQL leases.
     let (pg_ok, redis_ok) = (
         matches!(postgres, Ok(Some(_))),
-        matches!(redis, Ok(Some(_))),
+        matches!(redis, Ok(Some(_))) && !state.leases.health().is_silent(),
     );
     // Without Redis the node still serves (leases and search from PostgreSQL): degraded, but up.
     // Without PostgreSQL it can serve nothing.
     let healthy = pg_ok;
     let message = match (pg_ok, redis_ok) {
         (true, true) => "Service is healthy",
-        (true, false) => "Service is degraded: Redis is down, leases and search use PostgreSQL",
+        (true, false) => {
+            "Service is degraded: Redis is down or refuses writes, leases and search use PostgreSQL"
+        }
         (false, _) => "Service is unavailable: PostgreSQL is down",
     };
     let auth = auth.mode();

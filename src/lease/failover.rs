@@ -1,8 +1,9 @@
 //! Leases from Redis while it answers, from PostgreSQL while it is silent.
 //!
-//! [`RedisHealth`] is this node's view of Redis: silent from the first lease command (or
-//! heartbeat probe) that could not reach it or timed out, answering again from the first that
-//! got an answer. While Redis is silent:
+//! [`RedisHealth`] is this node's view of Redis: silent from the first command that could not
+//! reach it, timed out, or was refused because Redis cannot take writes now (a replica, loading,
+//! out of memory: [`means_unavailable`]), answering again from the first lease grant or heartbeat
+//! probe (both `SET`s) that succeeded. While Redis is silent:
 //!
 //! - a lease this node already holds is carried over to PostgreSQL on the next heartbeat, by the
 //!   same conditional upsert that grants leases (so it fails if anyone holds the key there); a
@@ -43,13 +44,32 @@ pub struct RedisHealth {
     silent_since: Mutex<Option<Instant>>,
 }
 
-/// True for the errors that mean Redis could not be reached or did not answer in time, as
-/// opposed to a command Redis refused (a wrong type, a script error).
-pub fn is_silence(error: &RedisError) -> bool {
-    error.is_timeout()
+/// True for the errors that mean this Redis cannot take lease writes now, which the node treats
+/// exactly as silence: it could not be reached or did not answer in time, or it refused for
+/// reasons of its own state rather than the command's: a replica after a failover (`READONLY`),
+/// still loading its data (`LOADING`), a replica cut off from its primary (`MASTERDOWN`), full
+/// under `noeviction` (`OOM`), a cluster without its slots (`CLUSTERDOWN`, `TRYAGAIN`), unable
+/// to persist (`MISCONF`) or short of replicas (`NOREPLICAS`). A refusal of the command itself
+/// (a wrong type, a script error) is not about Redis and is not counted.
+pub fn means_unavailable(error: &RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    if error.is_timeout()
         || error.is_io_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
+    {
+        return true;
+    }
+    match error.kind() {
+        ErrorKind::Server(
+            ServerErrorKind::ReadOnly
+            | ServerErrorKind::BusyLoading
+            | ServerErrorKind::MasterDown
+            | ServerErrorKind::ClusterDown
+            | ServerErrorKind::TryAgain,
+        ) => true,
+        _ => matches!(error.code(), Some("OOM" | "MISCONF" | "NOREPLICAS")),
+    }
 }
 
 impl RedisHealth {
@@ -84,24 +104,34 @@ impl RedisHealth {
             .map(|since| (since + self.ttl).saturating_duration_since(Instant::now()))
     }
 
-    /// Records what a Redis command's outcome says about Redis.
+    /// Records what the outcome of a command that writes a new key (`SET`: a lease grant, the
+    /// membership announcement, the replay check) says about Redis: only such a command tells
+    /// that Redis takes lease writes again. A replica still answers reads, and a full Redis
+    /// still deletes and extends keys.
     pub fn observe<T>(&self, outcome: &Result<T, RedisError>) {
         match outcome {
             Ok(_) => self.answered(),
-            Err(error) if is_silence(error) => self.silent(error),
-            Err(_) => {}
+            Err(error) => self.observe_error(error),
         }
     }
 
-    fn observe_lease<T>(&self, outcome: &Result<T, LeaseError>) {
+    /// Records a failed Redis command of any kind; a success of a read, renewal or release says
+    /// nothing (see [`Self::observe`]).
+    pub fn observe_error(&self, error: &RedisError) {
+        if means_unavailable(error) {
+            self.silent(error);
+        }
+    }
+
+    fn observe_lease<T>(&self, outcome: &Result<T, LeaseError>, grant: bool) {
         match outcome {
-            Ok(_) | Err(LeaseError::Held(_)) => self.answered(),
+            Ok(_) | Err(LeaseError::Held(_)) if grant => self.answered(),
             Err(LeaseError::Unavailable(error)) => {
                 if let Some(error) = error.downcast_ref::<RedisError>() {
-                    self.observe::<()>(&Err(error.clone()));
+                    self.observe_error(error);
                 }
             }
-            Err(_) => {}
+            _ => {}
         }
     }
 
@@ -174,7 +204,7 @@ impl Leases {
             return in_pg;
         }
         let in_redis = inner.redis.holder(key).await;
-        inner.health.observe_lease(&in_redis);
+        inner.health.observe_lease(&in_redis, false);
         in_redis
     }
 
@@ -187,7 +217,7 @@ impl Leases {
             Ok(Vec::new())
         } else {
             let listed = inner.redis.list(prefix).await;
-            inner.health.observe_lease(&listed);
+            inner.health.observe_lease(&listed, false);
             listed
         };
         match (in_pg, in_redis) {
@@ -207,10 +237,13 @@ impl Leases {
         }
     }
 
-    /// Deletes the leases naming `node_id` in both stores: a previous run of this node crashed
-    /// holding them. How many.
-    pub async fn clear_node(&self, prefix: &str, node_id: &str) -> Result<usize, LeaseError> {
-        let mut cleared = self.inner.redis.clear_node(prefix, node_id).await?;
+    /// Deletes the PostgreSQL leases naming `node_id`: a previous run of this node crashed
+    /// holding them. How many. Only at start-up, before this run holds any.
+    pub async fn clear_stale_in_postgres(
+        &self,
+        prefix: &str,
+        node_id: &str,
+    ) -> Result<usize, LeaseError> {
         let mine: Vec<(String, String)> = self
             .inner
             .pg
@@ -220,8 +253,20 @@ impl Leases {
             .filter(|r| super::owner_node(&r.value) == node_id)
             .map(|r| (r.key, r.value))
             .collect();
-        cleared += self.inner.pg.release_all(&mine).await?;
-        Ok(cleared)
+        self.inner.pg.release_all(&mine).await
+    }
+
+    /// Deletes the Redis leases naming `node_id`, left by a previous run of this node. How many.
+    /// Safe only while this run holds no Redis lease: at start-up, or while Redis has been
+    /// silent since then (no grant comes from Redis until the heartbeat's probe succeeds).
+    pub async fn clear_stale_in_redis(
+        &self,
+        prefix: &str,
+        node_id: &str,
+    ) -> Result<usize, LeaseError> {
+        let cleared = self.inner.redis.clear_node(prefix, node_id).await;
+        self.inner.health.observe_lease(&cleared, false);
+        cleared
     }
 }
 
@@ -256,7 +301,7 @@ impl Inner {
             return Ok(());
         }
         let granted = self.redis.acquire(&key, &value, ttl).await;
-        self.health.observe_lease(&granted);
+        self.health.observe_lease(&granted, true);
         match granted {
             Err(LeaseError::Unavailable(_)) if self.health.is_silent() => Err(LeaseError::NotYet(
                 self.health.grants_in().unwrap_or_default(),
@@ -276,7 +321,7 @@ impl Inner {
         let mut last_error = None;
         if !redis.leases.is_empty() && !self.health.is_silent() {
             let renewed = self.redis.renew_all(&redis.leases, ttl).await;
-            self.health.observe_lease(&renewed);
+            self.health.observe_lease(&renewed, false);
             match renewed {
                 Ok(flags) => {
                     redis.answer(&mut answers, flags);
@@ -328,10 +373,13 @@ impl Inner {
             }
         };
         if in_pg {
-            return self.pg.release(&key, &value).await;
+            let released = self.pg.release(&key, &value).await;
+            self.forget_in_redis(std::slice::from_ref(&(key, value)))
+                .await;
+            return released;
         }
         let released = self.redis.release(&key, &value).await;
-        self.health.observe_lease(&released);
+        self.health.observe_lease(&released, false);
         released
     }
 
@@ -347,18 +395,39 @@ impl Inner {
             true => Ok(0),
             false => self.pg.release_all(&pg.leases).await,
         };
+        self.forget_in_redis(&pg.leases).await;
         // A silent Redis is not asked: its keys expire by TTL.
         let from_redis = match redis.leases.is_empty() || self.health.is_silent() {
             true => Ok(0),
             false => {
                 let released = self.redis.release_all(&redis.leases).await;
-                self.health.observe_lease(&released);
+                self.health.observe_lease(&released, false);
                 released
             }
         };
         match (from_pg, from_redis) {
             (Err(error), Err(_)) => Err(error),
             (pg, redis) => Ok(pg.unwrap_or(0) + redis.unwrap_or(0)),
+        }
+    }
+}
+
+impl Inner {
+    /// Deletes the Redis keys that leases carried over to PostgreSQL left behind (they carry the
+    /// same value), so that this node's next activation of those bookings does not wait for its
+    /// own old key to expire. Check-and-delete, so a key someone else took since is left alone;
+    /// best effort, as a key left behind still expires by TTL.
+    async fn forget_in_redis(&self, leases: &[(String, String)]) {
+        if leases.is_empty() || self.health.is_silent() {
+            return;
+        }
+        let deleted = self.redis.release_all(leases).await;
+        self.health.observe_lease(&deleted, false);
+        if let Err(error) = deleted {
+            log::debug!(
+                "stale redis keys of carried-over leases left to expire node={} error={error}",
+                self.health.node_id
+            );
         }
     }
 }

@@ -8,7 +8,7 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use super::models::Driver;
 use super::prepared::prepared;
 use crate::domain::ids::DriverId;
-use crate::domain::values::GeoPoint;
+use crate::domain::values::{GeoPoint, EARTH_RADIUS_KM};
 
 /// A validated new driver; drivers start offline and without a location.
 #[derive(Debug, Clone, Insertable)]
@@ -162,7 +162,8 @@ struct NearbyRow {
 }
 
 /// Online drivers within `radius_km` of `at`, nearest first, computed in SQL. Used when the Redis
-/// geo index cannot answer; a bounding box on the partial location index narrows the scan.
+/// geo index cannot answer; the search box ([`GeoPoint::search_box`]) on the partial location
+/// index narrows the scan, and holds the whole circle near a pole and across the antimeridian.
 pub async fn nearby_sql(
     conn: &mut AsyncPgConnection,
     at: GeoPoint,
@@ -170,30 +171,35 @@ pub async fn nearby_sql(
     vehicle: Option<&str>,
     limit: usize,
 ) -> QueryResult<Vec<(DriverId, f64)>> {
-    let lat_span = radius_km / 111.0;
-    let lng_span = radius_km / (111.0 * at.lat.to_radians().cos().abs().max(0.01));
+    let area = at.search_box(radius_km);
+    let [east, west] = area.lng;
     let rows: Vec<NearbyRow> = prepared(
         diesel::sql_query(
             "SELECT id, distance_km FROM (
-             SELECT id, 2 * 6371.0088 * asin(sqrt(
+             SELECT id, 2 * $10 * asin(least(1.0, sqrt(
                  power(sin(radians(lat - $1) / 2), 2) +
                  cos(radians($1)) * cos(radians(lat)) * power(sin(radians(lng - $2) / 2), 2)
-             )) AS distance_km
+             ))) AS distance_km
              FROM drivers
              WHERE status = 'online'
-               AND lat BETWEEN $1 - $3 AND $1 + $3
-               AND lng BETWEEN $2 - $4 AND $2 + $4
-               AND ($6::text IS NULL OR vehicle_type = $6)
+               AND lat BETWEEN $3 AND $4
+               AND (lng BETWEEN $5 AND $6 OR lng BETWEEN $7 AND $8)
+               AND ($11::text IS NULL OR vehicle_type = $11)
          ) d
-         WHERE distance_km <= $5
+         WHERE distance_km <= $9
          ORDER BY distance_km, id
-         LIMIT $7",
+         LIMIT $12",
         )
         .bind::<Double, _>(at.lat)
         .bind::<Double, _>(at.lng)
-        .bind::<Double, _>(lat_span)
-        .bind::<Double, _>(lng_span)
+        .bind::<Double, _>(area.lat.0)
+        .bind::<Double, _>(area.lat.1)
+        .bind::<Double, _>(east.0)
+        .bind::<Double, _>(east.1)
+        .bind::<Double, _>(west.0)
+        .bind::<Double, _>(west.1)
         .bind::<Double, _>(radius_km)
+        .bind::<Double, _>(EARTH_RADIUS_KM)
         .bind::<Nullable<Text>, _>(vehicle)
         .bind::<BigInt, _>(i64::try_from(limit).unwrap_or(i64::MAX)),
     )

@@ -219,3 +219,59 @@ async fn a_request_that_cannot_wait_out_the_switch_gets_503_with_retry_after_and
     assert_eq!(now.data()["fencing_token"], json!(0), "not even activated");
     assert!(pg_leases(&app).await.is_empty());
 }
+
+#[actix_web::test]
+async fn releasing_a_lease_carried_over_during_a_blip_deletes_its_redis_key_too() {
+    // Arrange: a lease TTL long enough that the Redis key, not renewed since the cut, would
+    // outlive the whole test; the actor stops 4 s after its last message.
+    let (app, proxy) = node_behind_proxy_with(|s| {
+        s.lease.ttl_ms = 20_000;
+        s.booking.idle_stop_ms = 4_000;
+    })
+    .await;
+    let rider = app.rider().await;
+    let driver = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    app.post(format!("/api/bookings/{booking}/assign"), json!({}))
+        .await
+        .expect(200, None);
+    let key = format!("{}lock:booking:{booking}", app.redis_prefix);
+    let held = app.lease_in_redis(booking).expect("held in Redis");
+
+    // Act: a blip. The lease is carried over to PostgreSQL, Redis answers again, and the idle
+    // actor releases its lease.
+    proxy.cut();
+    let carried = app
+        .eventually(Duration::from_secs(3), || async {
+            pg_leases(&app).await.iter().any(|row| row.key == key)
+        })
+        .await;
+    assert!(carried, "the lease was not carried over");
+    proxy.heal();
+    let back = app
+        .eventually(Duration::from_secs(2), || async {
+            app.get("/api/health").await.body["services"]["lease_backend"] == json!("redis")
+        })
+        .await;
+    assert!(
+        back,
+        "the node did not return to Redis before the actor's idle stop"
+    );
+    assert_eq!(app.lease_in_redis(booking).as_deref(), Some(held.as_str()));
+    let released = app
+        .eventually(Duration::from_secs(8), || async {
+            pg_leases(&app).await.is_empty()
+        })
+        .await;
+    assert!(released, "the idle actor did not release its lease");
+
+    // Assert: the Redis key went with it, so the next activation on this node is served at once
+    // instead of waiting for its own old key to expire.
+    assert_eq!(app.lease_in_redis(booking), None);
+    app.post(
+        format!("/api/bookings/{booking}/accept"),
+        json!({ "driver_id": driver }),
+    )
+    .await
+    .expect(200, None);
+}

@@ -83,6 +83,43 @@ async fn a_stolen_lease_stops_the_actor_and_nobody_writes_until_it_is_free() {
 }
 
 #[actix_web::test]
+async fn a_stale_actor_does_not_answer_no_drivers_available_from_its_old_copy() {
+    // Arrange: a pending booking with no driver anywhere near, whose actor is live (the first
+    // assign activated it and was refused); then another activation cancels the booking behind
+    // its back, as a node that took it over from a PostgreSQL lease would.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    app.post(format!("/api/bookings/{booking}/assign"), json!(null))
+        .await
+        .expect(409, Some("no_drivers_available"));
+    let mut conn = app.db().await;
+    diesel::sql_query(
+        "UPDATE bookings SET fencing_token = fencing_token + 1, status = 'cancelled',
+                cancelled_at = now() WHERE id = $1",
+    )
+    .bind::<BigInt, _>(booking)
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // Act: the live actor still holds the pending copy and still finds no driver.
+    let assigned = app
+        .post(format!("/api/bookings/{booking}/assign"), json!(null))
+        .await;
+
+    // Assert: it checked its token before refusing, stepped down, and the request was answered
+    // from the booking as it is: cancelled, so not pending.
+    assigned.expect(409, Some("booking_not_pending"));
+    assert_eq!(
+        assigned.data()["booking"]["status"],
+        json!("cancelled"),
+        "{:#}",
+        assigned.body
+    );
+}
+
+#[actix_web::test]
 async fn a_write_under_a_stale_fencing_token_is_refused_and_the_request_routed_again() {
     // Arrange: a live actor for an assigned booking, then another activation elsewhere bumps the
     // token behind its back (as a node that took over after a pause would).

@@ -9,6 +9,8 @@ mod database;
 mod metrics;
 #[path = "../support/proxy.rs"]
 mod proxy;
+#[path = "../support/redis_server.rs"]
+mod redis_server;
 
 mod authorization;
 mod booking_actions;
@@ -16,6 +18,7 @@ mod concurrency;
 mod create_booking;
 mod drivers;
 mod forwarding;
+mod geo_edges;
 mod geo_fallback;
 mod hardening;
 mod helpers;
@@ -25,6 +28,7 @@ mod leases;
 mod listing;
 mod loadtest;
 mod observability;
+mod redis_refusals;
 mod riders;
 mod seed;
 mod tutorial_flow;
