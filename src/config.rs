@@ -177,24 +177,42 @@ pub fn profile() -> String {
     std::env::var("RIDELOCK_ENV").unwrap_or_else(|_| "local".to_owned())
 }
 
-/// Reads the layered configuration from `config/` under the current directory
-/// (or `RIDELOCK_CONFIG_DIR`).
+/// The configuration files built into the binary: `config/base.toml` and one file per profile.
+/// A binary copied anywhere runs with these; files on disk only override them.
+const BUILT_IN: &[(&str, &str)] = &[
+    ("base", include_str!("../config/base.toml")),
+    ("local", include_str!("../config/local.toml")),
+    ("test", include_str!("../config/test.toml")),
+    ("production", include_str!("../config/production.toml")),
+];
+
+/// Reads the layered configuration: the built-in `base` and profile files, then the same files
+/// from `RIDELOCK_CONFIG_DIR` (which must exist when set) or from `config/` under the current
+/// directory (when there is one), then `RIDELOCK_*` environment variables.
 pub fn load() -> anyhow::Result<Settings> {
     load_profile(&profile())
 }
 
 /// [`load`] for a named profile, whatever `RIDELOCK_ENV` says.
 pub fn load_profile(profile: &str) -> anyhow::Result<Settings> {
-    let dir = std::env::var("RIDELOCK_CONFIG_DIR")
-        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/config").to_owned());
-    let mut builder = config::Config::builder()
-        .add_source(config::File::with_name(&format!("{dir}/base")).required(true))
-        .add_source(config::File::with_name(&format!("{dir}/{profile}")).required(false))
-        .add_source(
-            config::Environment::with_prefix("RIDELOCK")
-                .prefix_separator("_")
-                .separator("__"),
-        );
+    let dir = match std::env::var("RIDELOCK_CONFIG_DIR") {
+        Ok(dir) if std::path::Path::new(&dir).is_dir() => dir,
+        Ok(dir) => bail!("RIDELOCK_CONFIG_DIR={dir} is not a directory"),
+        Err(_) => "config".to_owned(),
+    };
+    let mut builder = config::Config::builder();
+    for name in ["base", profile] {
+        if let Some((_, text)) = BUILT_IN.iter().find(|(built_in, _)| *built_in == name) {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+        }
+        builder =
+            builder.add_source(config::File::with_name(&format!("{dir}/{name}")).required(false));
+    }
+    let mut builder = builder.add_source(
+        config::Environment::with_prefix("RIDELOCK")
+            .prefix_separator("_")
+            .separator("__"),
+    );
     if let Ok(url) = std::env::var("DATABASE_URL") {
         builder = builder.set_override("database.url", url)?;
     }
@@ -243,6 +261,7 @@ impl Settings {
                 self.server.host
             );
         }
+        self.node.check_advertise_url(&self.server.host, loopback)?;
         if self.database.url.expose().is_empty() || self.redis.url.expose().is_empty() {
             bail!("database.url and redis.url must be set (DATABASE_URL, REDIS_URL)");
         }
@@ -276,6 +295,42 @@ impl Settings {
             bail!("assign.max_candidates must be positive");
         }
         self.auth.validate(profile, loopback)
+    }
+}
+
+impl NodeSettings {
+    /// Other nodes forward requests to `node.advertise_url`. Its default,
+    /// `http://127.0.0.1:<port>`, reaches this node only from its own machine: a node listening
+    /// on another address (so serving other machines) must name a URL they can reach, or every
+    /// other node would forward this node's bookings to itself.
+    fn check_advertise_url(&self, host: &str, loopback: bool) -> anyhow::Result<()> {
+        let url = self.advertise_url.trim();
+        if url.is_empty() {
+            if loopback {
+                return Ok(());
+            }
+            bail!(
+                "node.advertise_url must be set (RIDELOCK_NODE__ADVERTISE_URL) to the URL other \
+                 nodes reach this one at, e.g. http://10.0.0.5:3000: it listens on {host}, and \
+                 the default http://127.0.0.1:<port> reaches only its own machine"
+            );
+        }
+        let authority = url
+            .strip_prefix("http://")
+            .or_else(|| url.strip_prefix("https://"))
+            .map(|rest| rest.split('/').next().unwrap_or_default())
+            .unwrap_or_default();
+        let host_part = match authority.strip_prefix('[') {
+            Some(v6) => v6.split(']').next().unwrap_or_default(),
+            None => authority.split(':').next().unwrap_or_default(),
+        };
+        if host_part.is_empty() {
+            bail!("node.advertise_url must be an http:// or https:// URL with a host, not {url}");
+        }
+        if matches!(host_part, "0.0.0.0" | "::") {
+            bail!("node.advertise_url {url} names no machine: give an address other nodes reach");
+        }
+        Ok(())
     }
 }
 
@@ -389,6 +444,36 @@ mod tests {
             .is_err());
         for profile in ["test", "production", "staging"] {
             assert!(off.validate(profile, true).is_err(), "{profile}");
+        }
+    }
+
+    #[test]
+    fn a_node_serving_other_machines_must_say_where_they_reach_it() {
+        let node = |url: &str| NodeSettings {
+            id: "n1".into(),
+            advertise_url: url.into(),
+        };
+        assert!(node("").check_advertise_url("127.0.0.1", true).is_ok());
+        let refused = node("").check_advertise_url("0.0.0.0", false);
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("node.advertise_url must be set")),
+            "an empty advertise URL on 0.0.0.0"
+        );
+        for good in [
+            "http://10.0.0.5:3000",
+            "https://n1.ridelock.internal/",
+            "http://[fd00::5]:3000",
+        ] {
+            assert!(
+                node(good).check_advertise_url("0.0.0.0", false).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["10.0.0.5:3000", "http://", "http://0.0.0.0:3000", "http://[::]:3000"] {
+            assert!(
+                node(bad).check_advertise_url("0.0.0.0", false).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -31,4 +31,5 @@ mod observability;
 mod redis_refusals;
 mod riders;
 mod seed;
+mod startup;
 mod tutorial_flow;
