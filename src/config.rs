@@ -47,6 +47,7 @@ pub struct Settings {
     pub lease: LeaseSettings,
     pub booking: BookingSettings,
     pub assign: AssignSettings,
+    pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
 }
 
@@ -104,6 +105,27 @@ pub struct BookingSettings {
 pub struct AssignSettings {
     pub radius_km: f64,
     pub max_candidates: usize,
+}
+
+/// How long stored answers to `Idempotency-Key` requests are kept, and how they are purged.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IdempotencySettings {
+    /// A key is kept at least this long after its change committed.
+    pub retention_secs: u64,
+    /// How often each node purges expired keys.
+    pub purge_every_ms: u64,
+    /// Keys deleted per statement, so a purge never holds many row locks for long.
+    pub purge_batch: u32,
+}
+
+impl IdempotencySettings {
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention_secs)
+    }
+
+    pub fn purge_every(&self) -> Duration {
+        Duration::from_millis(self.purge_every_ms)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -294,6 +316,14 @@ impl Settings {
         if self.assign.max_candidates == 0 {
             bail!("assign.max_candidates must be positive");
         }
+        let idempotency = &self.idempotency;
+        // A key must outlive every retry of its request: the client's, and a forwarded copy's.
+        if idempotency.retention_secs * 1000 <= self.server.request_timeout_ms * 2 {
+            bail!("idempotency.retention_secs must be well above server.request_timeout_ms");
+        }
+        if idempotency.purge_every_ms == 0 || idempotency.purge_batch == 0 {
+            bail!("idempotency.purge_every_ms and idempotency.purge_batch must be positive");
+        }
         self.auth.validate(profile, loopback)
     }
 }
@@ -469,7 +499,12 @@ mod tests {
                 "{good}"
             );
         }
-        for bad in ["10.0.0.5:3000", "http://", "http://0.0.0.0:3000", "http://[::]:3000"] {
+        for bad in [
+            "10.0.0.5:3000",
+            "http://",
+            "http://0.0.0.0:3000",
+            "http://[::]:3000",
+        ] {
             assert!(
                 node(bad).check_advertise_url("0.0.0.0", false).is_err(),
                 "{bad}"

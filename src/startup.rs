@@ -20,7 +20,7 @@ use crate::actors::BookingDeps;
 use crate::auth::{AuthMode, Authenticator};
 use crate::cluster::forward::Forwarder;
 use crate::cluster::{Membership, NodeInfo};
-use crate::config::Settings;
+use crate::config::{IdempotencySettings, Settings};
 use crate::domain::ids::NodeId;
 use crate::geo::DriverIndex;
 use crate::http::drain::Drain;
@@ -30,7 +30,7 @@ use crate::lease::manager::{LeaseManager, LeaseMetrics, ReleaseAll};
 use crate::lease::postgres::PgLeases;
 use crate::lease::redis::RedisLeases;
 use crate::storage::PgPool;
-use crate::storage::{drivers, pool};
+use crate::storage::{drivers, idempotency, pool};
 
 /// Stops a node so that another can serve its bookings at once: see [`StopHandle::stop`].
 #[derive(Clone)]
@@ -176,6 +176,47 @@ async fn heartbeat(mut beat: Heartbeat) {
     }
 }
 
+/// Runs until shutdown: every `idempotency.purge_every_ms`, deletes the idempotency keys stored
+/// longer ago than the retention, a batch per statement until none is left. Off the request
+/// path; every node runs it, and concurrent purges skip each other's rows.
+async fn purge_idempotency_keys(db: PgPool, settings: IdempotencySettings, node: NodeId) {
+    loop {
+        tokio::time::sleep(settings.purge_every()).await;
+        let mut purged = 0;
+        loop {
+            let batch = match pool::conn(&db).await {
+                Ok(mut conn) => {
+                    idempotency::purge_expired(
+                        &mut conn,
+                        settings.retention_secs,
+                        settings.purge_batch,
+                    )
+                    .await
+                }
+                Err(error) => {
+                    log::warn!("idempotency key purge skipped node={node} error={error}");
+                    break;
+                }
+            };
+            match batch {
+                Ok(deleted) => {
+                    purged += deleted;
+                    if deleted < settings.purge_batch as usize {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    log::warn!("idempotency key purge failed node={node} error={error}");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            log::info!("idempotency keys purged node={node} count={purged}");
+        }
+    }
+}
+
 pub struct Application {
     port: u16,
     server: Server,
@@ -187,6 +228,8 @@ pub struct Application {
     membership: Membership,
     /// Refreshes this node's membership key until shutdown.
     announcing: tokio::task::JoinHandle<()>,
+    /// Deletes expired idempotency keys until shutdown.
+    purging: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -341,6 +384,11 @@ impl Application {
         if let Err(error) = announced {
             log::warn!("membership not announced node={node_id}, the heartbeat retries: {error}");
         }
+        let purging = actix_web::rt::spawn(purge_idempotency_keys(
+            db.clone(),
+            settings.idempotency.clone(),
+            node_id.clone(),
+        ));
         let announcing = actix_web::rt::spawn(heartbeat(Heartbeat {
             membership: membership.clone(),
             info,
@@ -363,6 +411,7 @@ impl Application {
             request_timeout: settings.server.request_timeout(),
             membership,
             announcing,
+            purging,
         })
     }
 
@@ -390,6 +439,7 @@ impl Application {
         self.registry.stop_all(Duration::from_secs(5)).await;
         // Last: the node leaves the member list only once it holds nothing.
         self.announcing.abort();
+        self.purging.abort();
         if let Err(error) = self.membership.withdraw().await {
             log::warn!("shutdown node={} withdraw failed: {error}", self.node_id);
         }

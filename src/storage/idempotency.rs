@@ -3,8 +3,13 @@
 //! repeat with the same key and the same request gets that answer back and changes nothing; the
 //! same key on a different request is refused. Only successful changes are stored: a refusal
 //! wrote nothing, and a repeat of it is simply decided again.
+//!
+//! Keys are kept for `idempotency.retention_secs` and then purged ([`purge_expired`], run by every
+//! node's housekeeping), so the table does not grow without bound. Until its row is purged an
+//! expired key is still recognised: a retry is answered from the store for at least the
+//! retention, and at most one purge period longer.
 
-use diesel::sql_types::{SmallInt, Text};
+use diesel::sql_types::{BigInt, Integer, SmallInt, Text};
 use diesel::{OptionalExtension, QueryResult, QueryableByName};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use serde::{Deserialize, Serialize};
@@ -111,4 +116,25 @@ pub async fn store(
     .execute(conn)
     .await?;
     Ok(inserted == 1)
+}
+
+/// Deletes up to `batch` keys stored more than `retention_secs` ago, oldest first; how many. Rows
+/// another node is deleting at the same moment are skipped, not waited for.
+pub async fn purge_expired(
+    conn: &mut AsyncPgConnection,
+    retention_secs: u64,
+    batch: u32,
+) -> QueryResult<usize> {
+    prepared(
+        diesel::sql_query(
+            "DELETE FROM idempotency_keys WHERE (scope, key) IN (
+                 SELECT scope, key FROM idempotency_keys
+                 WHERE created_at < now() - make_interval(secs => $1)
+                 ORDER BY created_at LIMIT $2 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind::<BigInt, _>(i64::try_from(retention_secs).unwrap_or(i64::MAX))
+        .bind::<Integer, _>(i32::try_from(batch).unwrap_or(i32::MAX)),
+    )
+    .execute(conn)
+    .await
 }

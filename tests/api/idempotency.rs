@@ -4,7 +4,12 @@
 use futures::future::join_all;
 use serde_json::{json, Value};
 
-use crate::helpers::{booking_body, spawn_app, TestApp, PICKUP};
+use std::time::Duration;
+
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+
+use crate::helpers::{booking_body, spawn_app, spawn_app_with, TestApp, PICKUP};
 
 /// POST with an Idempotency-Key: (status, raw body, replayed?).
 async fn post_with_key(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, String, bool) {
@@ -251,4 +256,70 @@ async fn repeated_rider_driver_and_location_posts_get_their_first_answers() {
     let again = post_with_key(&app, &path, "location-1", &to).await;
     assert_eq!(first.0, 200, "{}", first.1);
     assert_eq!((again.0, &again.1, again.2), (200, &first.1, true));
+}
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn stored_keys(app: &TestApp) -> i64 {
+    diesel::sql_query("SELECT count(*) AS n FROM idempotency_keys")
+        .get_result::<Count>(&mut app.db().await)
+        .await
+        .unwrap()
+        .n
+}
+
+#[actix_web::test]
+async fn expired_keys_are_purged_in_batches_and_a_later_retry_is_a_new_request() {
+    // Arrange: a one-hour retention, purged every 100 ms in batches of 1,000; a key stored now,
+    // one stored two hours ago by a real request, and 2,500 more that old.
+    let app = spawn_app_with(|s| {
+        s.idempotency.retention_secs = 3600;
+        s.idempotency.purge_every_ms = 100;
+        s.idempotency.purge_batch = 1000;
+    })
+    .await;
+    let rider = app.rider().await;
+    let body = booking_body(rider, PICKUP.0, PICKUP.1);
+    let old = post_with_key(&app, "/api/bookings", "old", &body).await;
+    assert_eq!(old.0, 201, "{}", old.1);
+    let mut conn = app.db().await;
+    diesel::sql_query(
+        "UPDATE idempotency_keys SET created_at = now() - interval '2 hours' WHERE key = 'old';
+         ",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    diesel::sql_query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body, created_at)
+         SELECT 'ops:test', 'bulk-' || i, repeat('0', 64), 200, '{}', now() - interval '2 hours'
+         FROM generate_series(1, 2500) i",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let fresh = post_with_key(&app, "/api/bookings", "fresh", &body).await;
+    assert_eq!(fresh.0, 201, "{}", fresh.1);
+
+    // Act: the purge runs.
+    let purged = app
+        .eventually(Duration::from_secs(5), || async {
+            stored_keys(&app).await == 1
+        })
+        .await;
+
+    // Assert: every expired key went, the fresh one stayed and is still recognised; a retry of
+    // the expired one is decided again, as a new request.
+    assert!(purged, "{} keys left", stored_keys(&app).await);
+    let again = post_with_key(&app, "/api/bookings", "fresh", &body).await;
+    assert!(again.2, "a key within its retention is still recognised");
+    let retried = post_with_key(&app, "/api/bookings", "old", &body).await;
+    assert_eq!(retried.0, 201, "{}", retried.1);
+    assert!(!retried.2, "an expired key is forgotten");
+    assert_ne!(retried.1, old.1);
+    assert_eq!(bookings_of(&app, rider).await, 3);
 }
