@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::{respond, State};
 use crate::auth::{rules, AuthMode, Authenticator, Principal};
 use crate::cluster::NodeInfo;
+use crate::domain::values::FieldError;
 use crate::error::ApiError;
 use crate::http::openapi::{Envelope, ListEnvelope};
 use crate::storage::bookings;
@@ -129,43 +130,78 @@ pub struct LockView {
     fencing_token: Option<i64>,
 }
 
+/// `/api/locks/stats`'s query: a page of the lock list.
+#[derive(serde::Deserialize)]
+pub struct StatsQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// Locks listed per page unless `limit` says otherwise, and the most it may say.
+const LOCKS_PER_PAGE: usize = 100;
+const LOCKS_PER_PAGE_MAX: usize = 1000;
+
 /// Leases and lease counters of this node (ops).
 #[utoipa::path(
     get,
     operation_id = "health_lock_stats",
     path = "/api/locks/stats",
     tag = "locks",
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "locks listed, default 100"),
+        ("after" = Option<String>, Query, max_length = 200, pattern = "^[!-~]+$", description = "the `next` of the previous page"),
+    ),
     responses((status = 200, description = "Lock statistics", body = Envelope<LockStats>)),
     security(("bearer" = [])),
 )]
-pub async fn lock_stats(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
+pub async fn lock_stats(
+    state: State,
+    caller: Principal,
+    query: web::Query<StatsQuery>,
+) -> Result<HttpResponse, ApiError> {
     rules::ops_only(&caller)?;
+    let limit = match query.limit.as_deref() {
+        None => LOCKS_PER_PAGE,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=LOCKS_PER_PAGE_MAX).contains(n))
+            .ok_or_else(|| FieldError::new("limit", "must be an integer from 1 to 1000"))?,
+    };
+    let after = match query.after.as_deref() {
+        Some(raw)
+            if raw.is_empty() || raw.len() > 200 || !raw.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            return Err(FieldError::new("after", "must be the next of a previous page").into())
+        }
+        other => other,
+    };
     let prefix = &state.deps.key_prefix;
-    let records = state
+    let after_key = after.map(|resource| format!("{prefix}lock:{resource}"));
+    let page = state
         .leases
-        .list(prefix)
+        .page(prefix, after_key.as_deref(), limit)
         .await
         .map_err(|e| ApiError::Unavailable(e.into()))?;
-    let ids: Vec<i64> = records
+    let resource_of = |key: &str| {
+        let resource = key.strip_prefix(prefix).unwrap_or(key);
+        resource
+            .strip_prefix("lock:")
+            .unwrap_or(resource)
+            .to_owned()
+    };
+    let ids: Vec<i64> = page
+        .records
         .iter()
-        .filter_map(|r| {
-            r.key
-                .strip_prefix(prefix)?
-                .strip_prefix("lock:booking:")?
-                .parse()
-                .ok()
-        })
+        .filter_map(|r| resource_of(&r.key).strip_prefix("booking:")?.parse().ok())
         .collect();
     let mut conn = pool::conn(&state.deps.pool).await?;
     let tokens = bookings::fencing_tokens(&mut conn, &ids).await?;
-    let locks: Vec<LockView> = records
+    let locks: Vec<LockView> = page
+        .records
         .into_iter()
         .map(|record| {
-            let resource = record.key.strip_prefix(prefix).unwrap_or(&record.key);
-            let resource = resource
-                .strip_prefix("lock:")
-                .unwrap_or(resource)
-                .to_owned();
+            let resource = resource_of(&record.key);
             let booking_id = resource
                 .strip_prefix("booking:")
                 .and_then(|id| id.parse::<i64>().ok());
@@ -189,8 +225,9 @@ pub async fn lock_stats(state: State, caller: Principal) -> Result<HttpResponse,
         actix_web::http::StatusCode::OK,
         "Lock statistics retrieved successfully",
         LockStats {
-            total_locks: locks.len(),
+            total_locks: page.total,
             locks,
+            next: page.next.as_deref().map(resource_of),
             counters: Counters {
                 acquired: m.acquired,
                 released: m.released,
@@ -213,9 +250,13 @@ pub async fn lock_stats(state: State, caller: Principal) -> Result<HttpResponse,
 /// `data` of `/api/locks/stats`, in the shape of API.md.
 #[derive(Serialize, ToSchema)]
 pub struct LockStats<'a> {
+    /// Live locks in all, on every page (the tutorial's field).
     #[serde(rename = "totalLocks")]
     total_locks: usize,
+    /// This page of them, ordered by key.
     locks: Vec<LockView>,
+    /// Pass as `after` for the next page; `null` on the last.
+    next: Option<String>,
     counters: Counters,
     acquisition_ms: crate::lease::manager::Percentiles,
     timeout_rate: f64,

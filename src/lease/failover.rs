@@ -159,6 +159,17 @@ impl RedisHealth {
     }
 }
 
+/// A page of live leases: see [`Leases::page`].
+#[derive(Debug)]
+pub struct LeasePage {
+    /// Live leases in all, on every page.
+    pub total: usize,
+    /// This page's, ordered by key (a lease that expired since it was counted is left out).
+    pub records: Vec<LeaseRecord>,
+    /// The key to ask for the next page after; `None` on the last page.
+    pub next: Option<String>,
+}
+
 /// The lease store the manager uses: Redis and PostgreSQL behind [`RedisHealth`]. Cheap to clone.
 #[derive(Clone)]
 pub struct Leases {
@@ -208,33 +219,66 @@ impl Leases {
         in_redis
     }
 
-    /// Every live lease under `prefix`, from both stores (a key in both is shown once, from
-    /// PostgreSQL). Fails only if neither store answers.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<LeaseRecord>, LeaseError> {
+    /// One page of the live leases under `prefix`, from both stores, ordered by key: the first
+    /// `limit` whose key sorts after `after`, and how many there are in all. Only the page's
+    /// values are read from Redis (all keys are listed by SCAN, to count them).
+    pub async fn page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<LeasePage, LeaseError> {
         let inner = &self.inner;
         let in_pg = inner.pg.list(prefix).await;
         let in_redis = if inner.health.is_silent() {
             Ok(Vec::new())
         } else {
-            let listed = inner.redis.list(prefix).await;
-            inner.health.observe_lease(&listed, false);
-            listed
+            let keys = inner.redis.keys(prefix).await;
+            inner.health.observe_lease(&keys, false);
+            keys
         };
-        match (in_pg, in_redis) {
-            (Err(error), Err(_)) => Err(error),
-            (in_pg, in_redis) => {
-                let mut records = in_pg.unwrap_or_default();
-                let known: std::collections::HashSet<String> =
-                    records.iter().map(|r| r.key.clone()).collect();
-                records.extend(
-                    in_redis
-                        .unwrap_or_default()
-                        .into_iter()
-                        .filter(|r| !known.contains(&r.key)),
-                );
-                Ok(records)
-            }
+        let (in_pg, in_redis) = match (in_pg, in_redis) {
+            (Err(error), Err(_)) => return Err(error),
+            (in_pg, in_redis) => (in_pg.unwrap_or_default(), in_redis.unwrap_or_default()),
+        };
+        let mut keys: std::collections::BTreeSet<&str> =
+            in_redis.iter().map(String::as_str).collect();
+        keys.extend(in_pg.iter().map(|r| r.key.as_str()));
+        let total = keys.len();
+        let wanted: Vec<&str> = match after {
+            Some(after) => keys
+                .range::<str, _>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                .take(limit)
+                .copied()
+                .collect(),
+            None => keys.iter().take(limit).copied().collect(),
+        };
+        let more =
+            wanted.len() == limit && keys.last().is_some_and(|last| wanted.last() != Some(last));
+        let from_redis: Vec<String> = wanted
+            .iter()
+            .filter(|key| !in_pg.iter().any(|r| r.key == **key))
+            .map(|key| (*key).to_owned())
+            .collect();
+        let mut records: Vec<LeaseRecord> = in_pg
+            .iter()
+            .filter(|r| wanted.contains(&r.key.as_str()))
+            .cloned()
+            .collect();
+        if !from_redis.is_empty() {
+            let read = inner.redis.records(from_redis).await;
+            inner.health.observe_lease(&read, false);
+            records.extend(read.unwrap_or_default());
         }
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        let next = more
+            .then(|| wanted.last().map(|key| (*key).to_owned()))
+            .flatten();
+        Ok(LeasePage {
+            total,
+            records,
+            next,
+        })
     }
 
     /// Deletes the PostgreSQL leases naming `node_id`: a previous run of this node crashed

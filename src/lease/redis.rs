@@ -167,56 +167,67 @@ impl RedisLeases {
     }
 
     /// Every lease key under `prefix`, found with SCAN (never KEYS, which blocks Redis).
-    pub async fn list(&self, prefix: &str) -> Result<Vec<LeaseRecord>, LeaseError> {
+    pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, LeaseError> {
         let mut conn = self.conn.clone();
         let pattern = format!("{prefix}lock:*");
-        let keys: Vec<String> = {
-            let mut iter = conn
-                .scan_match::<_, String>(&pattern)
-                .await
-                .map_err(LeaseError::unavailable)?;
-            let mut keys = Vec::new();
-            while let Some(key) = futures::StreamExt::next(&mut iter).await {
-                keys.push(key.map_err(LeaseError::unavailable)?);
+        let options = redis::ScanOptions::default()
+            .with_pattern(pattern)
+            .with_count(1000);
+        let mut iter = conn
+            .scan_options::<String>(options)
+            .await
+            .map_err(LeaseError::unavailable)?;
+        let mut keys = Vec::new();
+        while let Some(key) = futures::StreamExt::next(&mut iter).await {
+            keys.push(key.map_err(LeaseError::unavailable)?);
+        }
+        Ok(keys)
+    }
+
+    /// The value and remaining time of each of `keys` that still exists, pipelined in chunks of
+    /// [`RENEW_CHUNK`].
+    pub async fn records(&self, keys: Vec<String>) -> Result<Vec<LeaseRecord>, LeaseError> {
+        let mut records = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(RENEW_CHUNK) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.get(key).pttl(key);
             }
-            keys
-        };
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut pipe = redis::pipe();
-        for key in &keys {
-            pipe.get(key).pttl(key);
-        }
-        let replies: Vec<(Option<String>, i64)> = {
+            let mut conn = self.conn.clone();
             let flat: Vec<redis::Value> = pipe
                 .query_async(&mut conn)
                 .await
                 .map_err(LeaseError::unavailable)?;
-            flat.chunks(2)
-                .map(|pair| {
-                    let value = pair
-                        .first()
-                        .and_then(|v| redis::from_redis_value(v.clone()).ok());
-                    let pttl = pair
-                        .get(1)
-                        .and_then(|v| redis::from_redis_value(v.clone()).ok())
-                        .unwrap_or(-2);
-                    (value, pttl)
-                })
-                .collect()
-        };
-        Ok(keys
-            .into_iter()
-            .zip(replies)
-            .filter_map(|(key, (value, pttl))| {
-                Some(LeaseRecord {
-                    key,
-                    value: value?,
-                    remaining: Duration::from_millis(u64::try_from(pttl).ok()?),
-                })
-            })
-            .collect())
+            let replies = flat.chunks(2).map(|pair| {
+                let value: Option<String> = pair
+                    .first()
+                    .and_then(|v| redis::from_redis_value(v.clone()).ok());
+                let pttl: i64 = pair
+                    .get(1)
+                    .and_then(|v| redis::from_redis_value(v.clone()).ok())
+                    .unwrap_or(-2);
+                (value, pttl)
+            });
+            records.extend(
+                chunk
+                    .iter()
+                    .zip(replies)
+                    .filter_map(|(key, (value, pttl))| {
+                        Some(LeaseRecord {
+                            key: key.clone(),
+                            value: value?,
+                            remaining: Duration::from_millis(u64::try_from(pttl).ok()?),
+                        })
+                    }),
+            );
+        }
+        Ok(records)
+    }
+
+    /// Every lease under `prefix` with its value and remaining time.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<LeaseRecord>, LeaseError> {
+        let keys = self.keys(prefix).await?;
+        self.records(keys).await
     }
 
     /// Deletes leases under `prefix` that name `node_id`: a previous run of this node crashed
