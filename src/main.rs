@@ -32,6 +32,9 @@ enum Command {
     /// Print a bearer token for `rider <id>`, `driver <id>` or `ops <name>`, signed with the
     /// configured auth secret (or RS256 private key): for development and tests.
     Token(TokenArgs),
+    /// Print the OpenAPI 3.1 document the server serves at /api/openapi.json (docs/openapi.json
+    /// is this output).
+    Openapi,
     /// Fire a scenario of concurrent requests at one or more servers, check its invariants and
     /// report latencies (test-concurrent-week3, for real). Exits non-zero when an invariant broke.
     Loadtest(LoadArgs),
@@ -108,6 +111,10 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         // Needs no configuration: it only talks HTTP to the servers it is pointed at.
         Command::Loadtest(args) => loadtest(args),
+        Command::Openapi => {
+            println!("{}", ridelock::http::openapi::pretty_document()?);
+            Ok(())
+        }
         command => run(command, config::load()?),
     }
 }
@@ -162,7 +169,9 @@ fn run(command: Command, settings: config::Settings) -> anyhow::Result<()> {
             println!("{token}");
             Ok(())
         }
+        // Handled in main, before any configuration is read.
         Command::Loadtest(args) => loadtest(args),
+        Command::Openapi => Ok(()),
     }
 }
 

@@ -62,6 +62,11 @@ pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }
 
+/// The document as `ridelock openapi` prints it and `docs/openapi.json` holds it.
+pub fn pretty_document() -> serde_json::Result<String> {
+    serde_json::to_string_pretty(&ApiDoc::openapi())
+}
+
 /// Every error: `success: false`, a sentence, a stable code, and for 400 the field
 /// (`data.field`), for 409 the current state.
 #[derive(Serialize, ToSchema)]
@@ -219,6 +224,16 @@ mod tests {
 
     fn document() -> serde_json::Value {
         serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()
+    }
+
+    #[test]
+    fn the_committed_document_is_the_one_the_server_serves() {
+        let committed = include_str!("../../docs/openapi.json");
+        let served = pretty_document().unwrap_or_default();
+        assert!(
+            committed.trim_end() == served,
+            "docs/openapi.json is out of date: run `cargo run -- openapi > docs/openapi.json`"
+        );
     }
 
     #[test]
