@@ -79,6 +79,9 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     /// PostgreSQL ends a session whose transaction sat idle this long, releasing its locks.
     pub idle_transaction_timeout_ms: u64,
+    /// PostgreSQL cancels a statement that ran this long (a lock wait included); background work
+    /// gives up on a statement unanswered this long (a server that stopped answering).
+    pub statement_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -307,6 +310,14 @@ impl Settings {
                  (a live request's transaction must never be ended under it)"
             );
         }
+        if self.database.statement_timeout_ms == 0
+            || self.database.statement_timeout_ms > self.server.request_timeout_ms
+        {
+            bail!(
+                "database.statement_timeout_ms must be positive and at most \
+                 server.request_timeout_ms (a statement must end within its request)"
+            );
+        }
         if self.database.pool_size == 0 || self.booking.mailbox_capacity == 0 {
             bail!("database.pool_size and booking.mailbox_capacity must be positive");
         }
@@ -388,6 +399,10 @@ impl DatabaseSettings {
     /// A connection pool for this database; connections are opened lazily. Checked-out
     /// connections are not pinged first (`RecyclingMethod::Fast`): that would cost a round trip
     /// per request, and a dead connection already surfaces as a 503 on its first query.
+    pub fn statement_timeout(&self) -> Duration {
+        Duration::from_millis(self.statement_timeout_ms)
+    }
+
     pub fn pool(&self) -> anyhow::Result<Pool<AsyncPgConnection>> {
         let mut config = ManagerConfig::default();
         config.recycling_method = RecyclingMethod::Fast;
@@ -395,14 +410,21 @@ impl DatabaseSettings {
         // pool still in that transaction; the pool discards it only at its next checkout. Until
         // then PostgreSQL would keep the transaction's locks (an idempotency key's row among
         // them, which a retry waits on): this bounds how long.
-        let idle = self.idle_transaction_timeout_ms;
+        // Every statement is bounded by PostgreSQL too: one stuck on a lock is cancelled (and
+        // answered 503) instead of holding its request and connection until the deadline.
+        let (idle, statement) = (self.idle_transaction_timeout_ms, self.statement_timeout_ms);
         config.custom_setup = Box::new(move |url| {
             Box::pin(async move {
                 let mut conn = AsyncPgConnection::establish(url).await?;
-                diesel::sql_query(format!("SET idle_in_transaction_session_timeout = {idle}"))
-                    .execute(&mut conn)
-                    .await
-                    .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                for setting in [
+                    format!("SET idle_in_transaction_session_timeout = {idle}"),
+                    format!("SET statement_timeout = {statement}"),
+                ] {
+                    diesel::sql_query(setting)
+                        .execute(&mut conn)
+                        .await
+                        .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                }
                 Ok(conn)
             })
         });

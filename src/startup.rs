@@ -89,14 +89,20 @@ async fn release_all(leases: &Addr<LeaseManager>, node_id: &NodeId, always_log: 
     }
 }
 
-/// Reloads the geo index from PostgreSQL's online drivers; `why` goes in the log line.
+/// Reloads the geo index from PostgreSQL's online drivers; `why` goes in the log line. Gives up
+/// when PostgreSQL does not answer within `limit` (the heartbeat calls it, and must go on).
 async fn rebuild_index(
     index: &DriverIndex,
     db: &PgPool,
+    limit: Duration,
     node_id: &NodeId,
     why: &str,
 ) -> anyhow::Result<()> {
-    let online = drivers::online(&mut *pool::conn(db).await?).await?;
+    let online = tokio::time::timeout(limit, async {
+        anyhow::Ok(drivers::online(&mut *pool::conn(db).await?).await?)
+    })
+    .await
+    .context("PostgreSQL did not answer")??;
     let indexed = index.rebuild(&online).await?;
     log::info!("driver geo index rebuilt node={node_id} drivers={indexed} reason={why}");
     Ok(())
@@ -111,6 +117,8 @@ struct Heartbeat {
     index: DriverIndex,
     leases: Leases,
     db: PgPool,
+    /// How long a PostgreSQL statement of the heartbeat's may go unanswered.
+    limit: Duration,
     every: Duration,
     /// Redis could not be asked at start-up for the leases a previous run of this node left: the
     /// heartbeat clears them before its first successful probe (see
@@ -169,7 +177,7 @@ async fn heartbeat(mut beat: Heartbeat) {
             _ => None,
         };
         if let Some(why) = why {
-            if let Err(error) = rebuild_index(&beat.index, &beat.db, &node, why).await {
+            if let Err(error) = rebuild_index(&beat.index, &beat.db, beat.limit, &node, why).await {
                 log::warn!("driver geo index rebuild failed node={node} error={error}");
             }
         }
@@ -179,19 +187,24 @@ async fn heartbeat(mut beat: Heartbeat) {
 /// Runs until shutdown: every `idempotency.purge_every_ms`, deletes the idempotency keys stored
 /// longer ago than the retention, a batch per statement until none is left. Off the request
 /// path; every node runs it, and concurrent purges skip each other's rows.
-async fn purge_idempotency_keys(db: PgPool, settings: IdempotencySettings, node: NodeId) {
+async fn purge_idempotency_keys(
+    db: PgPool,
+    settings: IdempotencySettings,
+    statement_timeout: Duration,
+    node: NodeId,
+) {
     loop {
         tokio::time::sleep(settings.purge_every()).await;
         let mut purged = 0;
         loop {
             let batch = match pool::conn(&db).await {
                 Ok(mut conn) => {
-                    idempotency::purge_expired(
+                    let purge = idempotency::purge_expired(
                         &mut conn,
                         settings.retention_secs,
                         settings.purge_batch,
-                    )
-                    .await
+                    );
+                    tokio::time::timeout(statement_timeout, purge).await
                 }
                 Err(error) => {
                     log::warn!("idempotency key purge skipped node={node} error={error}");
@@ -199,13 +212,17 @@ async fn purge_idempotency_keys(db: PgPool, settings: IdempotencySettings, node:
                 }
             };
             match batch {
-                Ok(deleted) => {
+                Err(_) => {
+                    log::warn!("idempotency key purge unanswered, tried again later node={node}");
+                    break;
+                }
+                Ok(Ok(deleted)) => {
                     purged += deleted;
                     if deleted < settings.purge_batch as usize {
                         break;
                     }
                 }
-                Err(error) => {
+                Ok(Err(error)) => {
                     log::warn!("idempotency key purge failed node={node} error={error}");
                     break;
                 }
@@ -251,6 +268,7 @@ impl Application {
             settings.server.request_timeout(),
         ));
         let db = settings.database.pool()?;
+        let statement_timeout = settings.database.statement_timeout();
         let redis = settings.redis.connect()?;
         let prefix = settings.redis.key_prefix.clone();
 
@@ -268,7 +286,11 @@ impl Application {
         let health = RedisHealth::new(&node_id.0, settings.lease.ttl());
         let leases = Leases::new(
             RedisLeases::new(redis.clone()),
-            PgLeases::new(db.clone(), address.clone()),
+            PgLeases::new(
+                db.clone(),
+                address.clone(),
+                settings.database.statement_timeout(),
+            ),
             health.clone(),
         );
         let cleared = leases
@@ -297,7 +319,7 @@ impl Application {
             }
         };
         let index = DriverIndex::new(redis.clone(), &prefix, health.clone());
-        if let Err(error) = rebuild_index(&index, &db, &node_id, "start").await {
+        if let Err(error) = rebuild_index(&index, &db, statement_timeout, &node_id, "start").await {
             log::warn!("driver geo index not rebuilt at start node={node_id} error={error}");
         }
 
@@ -387,6 +409,7 @@ impl Application {
         let purging = actix_web::rt::spawn(purge_idempotency_keys(
             db.clone(),
             settings.idempotency.clone(),
+            settings.database.statement_timeout(),
             node_id.clone(),
         ));
         let announcing = actix_web::rt::spawn(heartbeat(Heartbeat {
@@ -397,6 +420,7 @@ impl Application {
             index,
             leases,
             db,
+            limit: statement_timeout,
             every: settings.lease.renew_every(),
             stale_in_redis,
             prefix: settings.redis.key_prefix.clone(),

@@ -149,7 +149,7 @@ const LOCKS_PER_PAGE_MAX: usize = 1000;
     tag = "locks",
     params(
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 1000, description = "locks listed, default 100"),
-        ("after" = Option<String>, Query, max_length = 200, pattern = "^[!-~]+$", description = "the `next` of the previous page"),
+        ("after" = Option<String>, Query, max_length = 255, pattern = "^[!-~]{1,255}$", description = "the `next` of the previous page"),
     ),
     responses((status = 200, description = "Lock statistics", body = Envelope<LockStats>)),
     security(("bearer" = [])),
@@ -170,7 +170,7 @@ pub async fn lock_stats(
     };
     let after = match query.after.as_deref() {
         Some(raw)
-            if raw.is_empty() || raw.len() > 200 || !raw.bytes().all(|b| b.is_ascii_graphic()) =>
+            if raw.is_empty() || raw.len() > 255 || !raw.bytes().all(|b| b.is_ascii_graphic()) =>
         {
             return Err(FieldError::new("after", "must be the next of a previous page").into())
         }

@@ -108,16 +108,47 @@ pub struct PgLeases {
     pool: PgPool,
     /// Where this node serves, written with every lease it takes.
     address: String,
+    /// An operation unanswered this long fails as `Unavailable`: PostgreSQL's own
+    /// `statement_timeout` cannot fire in a server that stopped answering, and the lease manager
+    /// and the heartbeat must not wait on one.
+    limit: Duration,
 }
 
 impl PgLeases {
-    pub fn new(pool: PgPool, address: String) -> Self {
-        Self { pool, address }
+    pub fn new(pool: PgPool, address: String, limit: Duration) -> Self {
+        Self {
+            pool,
+            address,
+            limit,
+        }
+    }
+
+    async fn bounded<T>(
+        &self,
+        work: impl std::future::Future<Output = Result<T, LeaseError>>,
+    ) -> Result<T, LeaseError> {
+        tokio::time::timeout(self.limit, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(LeaseError::unavailable(anyhow::anyhow!(
+                    "PostgreSQL did not answer within {} ms",
+                    self.limit.as_millis()
+                )))
+            })
     }
 
     /// Runs one of the statements above over `leases` (`$1` keys, `$2` values, then `extra`);
     /// answers the keys it touched.
     async fn keys(
+        &self,
+        sql: &'static str,
+        leases: &[(String, String)],
+        extra: Extra,
+    ) -> Result<HashSet<String>, LeaseError> {
+        self.bounded(self.keys_unbounded(sql, leases, extra)).await
+    }
+
+    async fn keys_unbounded(
         &self,
         sql: &'static str,
         leases: &[(String, String)],
@@ -198,26 +229,34 @@ impl PgLeases {
 
     /// Who holds `key` now, if anyone.
     pub async fn holder(&self, key: &str) -> Result<Option<LeaseOwner>, LeaseError> {
-        let mut conn = pool::conn(&self.pool)
-            .await
-            .map_err(LeaseError::unavailable)?;
-        holder_on(&mut conn, key)
-            .await
-            .map_err(LeaseError::unavailable)
+        self.bounded(async {
+            let mut conn = pool::conn(&self.pool)
+                .await
+                .map_err(LeaseError::unavailable)?;
+            holder_on(&mut conn, key)
+                .await
+                .map_err(LeaseError::unavailable)
+        })
+        .await
     }
 
     /// Every live lease under `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<LeaseRecord>, LeaseError> {
-        let mut conn = pool::conn(&self.pool)
-            .await
-            .map_err(LeaseError::unavailable)?;
-        let rows: Vec<Live> = diesel::sql_query(format!(
-            "{LIVE} WHERE starts_with(key, $1) AND expires_at > clock_timestamp() ORDER BY key"
-        ))
-        .bind::<Text, _>(format!("{prefix}lock:"))
-        .load(&mut conn)
-        .await
-        .map_err(LeaseError::unavailable)?;
+        let rows: Vec<Live> = self
+            .bounded(async {
+                let mut conn = pool::conn(&self.pool)
+                    .await
+                    .map_err(LeaseError::unavailable)?;
+                diesel::sql_query(format!(
+                    "{LIVE} WHERE starts_with(key, $1) AND expires_at > clock_timestamp() \
+                     ORDER BY key"
+                ))
+                .bind::<Text, _>(format!("{prefix}lock:"))
+                .load(&mut conn)
+                .await
+                .map_err(LeaseError::unavailable)
+            })
+            .await?;
         Ok(rows
             .into_iter()
             .map(|row| LeaseRecord {
@@ -230,14 +269,17 @@ impl PgLeases {
 
     /// Deletes rows expired for a minute (left by holders that crashed); how many.
     pub async fn sweep(&self) -> Result<usize, LeaseError> {
-        let mut conn = pool::conn(&self.pool)
+        self.bounded(async {
+            let mut conn = pool::conn(&self.pool)
+                .await
+                .map_err(LeaseError::unavailable)?;
+            diesel::sql_query(
+                "DELETE FROM leases WHERE expires_at < clock_timestamp() - interval '1 minute'",
+            )
+            .execute(&mut conn)
             .await
-            .map_err(LeaseError::unavailable)?;
-        diesel::sql_query(
-            "DELETE FROM leases WHERE expires_at < clock_timestamp() - interval '1 minute'",
-        )
-        .execute(&mut conn)
+            .map_err(LeaseError::unavailable)
+        })
         .await
-        .map_err(LeaseError::unavailable)
     }
 }

@@ -41,7 +41,9 @@ impl From<DieselError> for StoreError {
 }
 
 /// True for the server's own words when it is going away or cannot take the query: SQLSTATE
-/// classes 57P0x (shutdown, crash, starting up) and 53300 (too many connections), which
+/// classes 57P0x (shutdown, crash, starting up), 57014 for `statement_timeout` (a statement
+/// that waited too long, on a lock say, is retried later like an outage) and 53300 (too many
+/// connections), which
 /// diesel-async reports only as `Unknown` with the message. A server stopped with `pg_ctl stop`
 /// ends every session with "terminating connection due to administrator command".
 /// The texts are PostgreSQL's English ones (`lc_messages = C`, the default of `initdb
@@ -49,6 +51,7 @@ impl From<DieselError> for StoreError {
 /// turn these into 500s, logged in full.
 fn is_outage(message: &str) -> bool {
     message.starts_with("terminating connection due to")
+        || message.starts_with("canceling statement due to statement timeout")
         || message.starts_with("the database system is")
         || message.starts_with("sorry, too many clients")
 }
@@ -109,6 +112,7 @@ mod tests {
             "the database system is shutting down",
             "the database system is starting up",
             "sorry, too many clients already",
+            "canceling statement due to statement timeout",
         ] {
             assert!(
                 matches!(server_said(outage), StoreError::Unavailable(_)),

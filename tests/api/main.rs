@@ -28,6 +28,7 @@ mod leases;
 mod listing;
 mod loadtest;
 mod observability;
+mod postgres_limits;
 mod redis_refusals;
 mod riders;
 mod seed;

@@ -1,0 +1,60 @@
+//! Every statement has a time limit: one stuck on PostgreSQL (here, on a row lock another session
+//! holds) is cancelled by `database.statement_timeout_ms` and answered 503 with `Retry-After`,
+//! within the request's deadline, and nothing is written. A PostgreSQL that stops answering
+//! altogether is the chaos suite's (`freeze_postgres_for_two_ttls`).
+
+use diesel::sql_types::BigInt;
+use diesel_async::RunQueryDsl;
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, PICKUP};
+
+#[actix_web::test]
+async fn a_statement_stuck_on_a_lock_is_cancelled_and_answered_503_writing_nothing() {
+    // Arrange: a statement limit of half a second, a request deadline far beyond it; an assigned
+    // booking whose row another session holds locked.
+    let app = spawn_app_with(|s| {
+        s.database.statement_timeout_ms = 500;
+        s.server.request_timeout_ms = 20_000;
+        s.database.idle_transaction_timeout_ms = 30_000;
+    })
+    .await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let before = app.fingerprint().await;
+    let mut locker = app.db().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+    diesel::sql_query("SELECT id FROM bookings WHERE id = $1 FOR UPDATE")
+        .bind::<BigInt, _>(booking)
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    // Act
+    let accepted = app
+        .post(
+            format!("/api/bookings/{booking}/accept"),
+            json!({ "driver_id": driver }),
+        )
+        .await;
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
+
+    // Assert: refused as unavailable (not held until the deadline), told when to come back, and
+    // nothing written; once the lock is gone the same request goes through.
+    accepted.expect(503, Some("unavailable"));
+    assert_eq!(accepted.retry_after.as_deref(), Some("1"));
+    assert_eq!(app.fingerprint().await, before);
+    app.post(
+        format!("/api/bookings/{booking}/accept"),
+        json!({ "driver_id": driver }),
+    )
+    .await
+    .expect(200, None);
+}
