@@ -5,7 +5,9 @@
 #   scripts/services.sh down   PROFILE   stop what `up` started
 #   scripts/services.sh status PROFILE   show what runs
 #   scripts/services.sh start-postgres|stop-postgres|start-redis|stop-redis PROFILE
-#                                        one server only (the chaos tests' faults)
+#                                        one server only (the chaos tests' faults); a
+#                                        stop that finds nothing running fails, so a fault
+#                                        that did not happen cannot pass for one
 #
 #   profile   PostgreSQL        Redis            env file
 #   dev       127.0.0.1:25432   127.0.0.1:26379  var/dev/env
@@ -324,6 +326,23 @@ stop_redis() {
   fi
 }
 
+# --- faults ----------------------------------------------------------------
+
+# `down` stops whatever runs and is fine with nothing; a fault must have
+# stopped something, and it must be gone afterwards.
+fault_stop_pg() {
+  pg_running || die "PostgreSQL ($PROFILE) is not running: nothing to stop"
+  stop_pg
+  ! pg_running || die "PostgreSQL ($PROFILE) is still running after the stop"
+  ! pg_ready || die "PostgreSQL ($PROFILE) still accepts connections on 127.0.0.1:$PG_PORT after the stop"
+}
+
+fault_stop_redis() {
+  our_redis_pid >/dev/null || die "Redis ($PROFILE) is not running: nothing to stop"
+  stop_redis
+  ! our_redis_pid >/dev/null || die "Redis ($PROFILE) is still running after the stop"
+}
+
 # --- commands --------------------------------------------------------------
 
 cmd_up() {
@@ -404,9 +423,9 @@ main() {
     down) cmd_down ;;
     status) cmd_status ;;
     start-postgres) start_pg ;;
-    stop-postgres) stop_pg ;;
+    stop-postgres) fault_stop_pg ;;
     start-redis) mkdir -p "$VAR_DIR" && start_redis ;;
-    stop-redis) stop_redis ;;
+    stop-redis) fault_stop_redis ;;
     *) usage ;;
   esac
 }

@@ -1,4 +1,11 @@
-//! Concurrency claims, proven by many real concurrent requests and checked in PostgreSQL.
+//! Concurrency claims, proven by many real concurrent requests and checked in PostgreSQL: in the
+//! tables, and in the audit trail, where a driver given two bookings at once would show even
+//! though the unique index keeps the tables from ever holding both.
+
+#[path = "../support/audit.rs"]
+mod audit;
+
+use std::time::Duration;
 
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Nullable, Text};
@@ -20,25 +27,6 @@ async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
         .await
         .unwrap()
         .n
-}
-
-/// Drivers that are the driver of more than one active booking, or whose row disagrees with the
-/// booking that holds them. Both must always be zero.
-async fn driver_invariant_violations(conn: &mut AsyncPgConnection) -> (i64, i64) {
-    let doubled = count(
-        conn,
-        "SELECT count(*) AS n FROM (SELECT driver_id FROM bookings
-           WHERE status IN ('assigned', 'accepted') GROUP BY driver_id HAVING count(*) > 1) d",
-    )
-    .await;
-    let inconsistent = count(
-        conn,
-        "SELECT count(*) AS n FROM drivers d
-           LEFT JOIN bookings b ON b.driver_id = d.id AND b.status IN ('assigned', 'accepted')
-          WHERE (d.status = 'busy') <> (b.id IS NOT NULL) OR d.current_booking_id IS DISTINCT FROM b.id",
-    )
-    .await;
-    (doubled, inconsistent)
 }
 
 #[derive(QueryableByName, Debug)]
@@ -144,7 +132,7 @@ async fn fifty_concurrent_assigns_of_one_booking_have_exactly_one_winner() {
         legal_trail(&mut conn, booking).await,
         ["∅→pending", "pending→assigned"]
     );
-    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+    audit::assert_no_driver_booked_twice(&mut conn).await;
 }
 
 #[actix_web::test]
@@ -163,21 +151,43 @@ async fn an_assignment_waits_out_a_free_driver_locked_for_a_moment_instead_of_an
     .await
     .unwrap();
 
-    // Act: assign while the row is locked; release the lock a moment later.
+    // Act: assign while the row is locked; release the lock once the assignment is seen
+    // waiting for it.
     let assign = app.post(format!("/api/bookings/{booking}/assign"), json!(null));
     let release = async {
-        actix_web::rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        let waited = app
+            .eventually(Duration::from_secs(5), || async {
+                backend_waits_on_a_lock(&mut app.db().await, &app.db_name).await
+            })
+            .await;
         diesel_async::SimpleAsyncConnection::batch_execute(&mut locker, "ROLLBACK")
             .await
             .unwrap();
+        waited
     };
-    let (reply, ()) = futures::join!(assign, release);
+    let (reply, waited) = futures::join!(assign, release);
 
-    // Assert: the assignment got the driver, not 409 no_drivers_available.
+    // Assert: the assignment waited on the lock, then got the driver, not 409
+    // no_drivers_available.
+    assert!(waited, "no backend of the test database waited on a lock");
     reply.expect(200, None);
     assert_eq!(reply.data()["driver"]["id"].as_i64(), Some(driver));
     let mut conn = app.db().await;
-    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+    audit::assert_no_driver_booked_twice(&mut conn).await;
+}
+
+/// Whether a backend of database `db` is waiting for a lock (the assignment queued behind the
+/// test's `FOR UPDATE`).
+async fn backend_waits_on_a_lock(conn: &mut AsyncPgConnection, db: &str) -> bool {
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM pg_stat_activity
+          WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
+    )
+    .bind::<Text, _>(db)
+    .get_result::<Count>(conn)
+    .await
+    .unwrap()
+    .n > 0
 }
 
 #[actix_web::test]
@@ -228,7 +238,7 @@ async fn two_hundred_bookings_racing_for_twenty_drivers_never_double_book_one() 
         assert_eq!(loser.data()["booking"]["status"], json!("pending"));
     }
     let mut conn = app.db().await;
-    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+    audit::assert_no_driver_booked_twice(&mut conn).await;
     assert_eq!(
         count(
             &mut conn,
@@ -312,7 +322,7 @@ async fn cancel_racing_complete_on_fifty_bookings_has_one_winner_each() {
         );
         assert_eq!(trail.len(), 4, "one terminal transition only: {trail:?}");
     }
-    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+    audit::assert_no_driver_booked_twice(&mut conn).await;
 }
 
 #[actix_web::test]
@@ -372,5 +382,65 @@ async fn thirty_concurrent_accepts_by_three_drivers_let_only_the_assigned_one_th
     )
     .await;
     assert_eq!(holder, assigned);
-    assert_eq!(driver_invariant_violations(&mut conn).await, (0, 0));
+    audit::assert_no_driver_booked_twice(&mut conn).await;
+}
+
+#[actix_web::test]
+async fn a_driver_booked_twice_at_once_shows_in_the_audit_trail_though_the_tables_pass_the_index() {
+    // Arrange: the only driver assigned to a booking, through the app.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let driver = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (first, assigned) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    assert_eq!(assigned, driver);
+    let mut conn = app.db().await;
+    audit::assert_no_driver_booked_twice(&mut conn).await;
+
+    // Act: behind the app's back, a second booking given to that driver while the first is
+    // active, and cancelled since: no row breaks the unique index, which sees active ones only.
+    diesel_async::SimpleAsyncConnection::batch_execute(
+        &mut conn,
+        &format!(
+            "INSERT INTO bookings (rider_id, driver_id, pickup_lat, pickup_lng, dropoff_lat,
+                                   dropoff_lng, estimated_fare, status, cancelled_at)
+             VALUES ({rider}, {driver}, 40.7, -74.0, 40.8, -74.1, 10, 'cancelled', now());
+             INSERT INTO booking_events
+                 (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
+             VALUES (currval('bookings_id_seq'), NULL, 'pending', NULL, 'n1', 0, 'forged-1');
+             INSERT INTO booking_events
+                 (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
+             VALUES (currval('bookings_id_seq'), 'pending', 'assigned', {driver}, 'n1', 1, 'forged-2');
+             INSERT INTO booking_events
+                 (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id)
+             VALUES (currval('bookings_id_seq'), 'assigned', 'cancelled', {driver}, 'n1', 1, 'forged-3');"
+        ),
+    )
+    .await
+    .unwrap();
+    let second = count(&mut conn, "SELECT max(id) AS n FROM bookings").await;
+
+    // Assert: the tables show no driver in two active bookings; the trail shows the overlap.
+    let doubled = count(
+        &mut conn,
+        "SELECT count(*) AS n FROM (SELECT driver_id FROM bookings
+           WHERE status IN ('assigned', 'accepted') GROUP BY driver_id HAVING count(*) > 1) d",
+    )
+    .await;
+    assert_eq!(doubled, 0);
+    let overlaps = audit::overlapping_assignments(&mut conn).await.unwrap();
+    assert_eq!(overlaps.len(), 1, "{overlaps:#?}");
+    let overlap = &overlaps[0];
+    assert_eq!(
+        (
+            overlap.driver_id,
+            overlap.booking_id,
+            overlap.earlier_booking
+        ),
+        (driver, second, first),
+        "{overlap:#?}"
+    );
+    assert_eq!(
+        overlap.earlier_until_event, None,
+        "the first is still active"
+    );
 }

@@ -249,6 +249,33 @@ async fn internal_calls_without_a_valid_signature_are_refused_and_change_nothing
 }
 
 #[actix_web::test]
+async fn a_signed_internal_call_dated_beyond_the_allowed_skew_ahead_is_refused_and_changes_nothing()
+{
+    // Arrange: a pending booking and an online driver, so an accepted assign would write; a
+    // correctly signed call whose timestamp lies further ahead of this node's clock than the
+    // skew allowed, so its deadline looks whole.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let before = app.fingerprint().await;
+    let ahead = u64::try_from((auth::MAX_SKEW + Duration::from_secs(5)).as_millis()).unwrap();
+    let call = InternalCall::signed(SECRET, "n1", booking, 1, auth::now_ms() + ahead);
+
+    // Act
+    let (status, reply) = call.send(&app, booking).await;
+
+    // Assert
+    assert_eq!(status, 401, "{reply:#}");
+    assert_eq!(reply["error"], "cluster_auth_failed", "{reply:#}");
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "a refused call writes nothing"
+    );
+}
+
+#[actix_web::test]
 async fn a_signed_internal_call_is_served_once_and_its_replay_refused() {
     // Arrange
     let app = spawn_app().await;

@@ -1,14 +1,18 @@
 //! The chaos suite: three real nodes on their own PostgreSQL and Redis (the `chaos` profile of
 //! scripts/services.sh, which these tests stop and restart), each node reaching Redis through a
 //! TCP proxy the test can cut, and riders and drivers living whole booking lifecycles over the
-//! nodes round-robin while one fault at a time hits. During each fault, PostgreSQL is polled
-//! every 100 ms for a driver in two active bookings; afterwards every invariant is checked from
-//! PostgreSQL and the scenario prints its figures (`chaos scenario=...`).
+//! nodes round-robin while one fault at a time hits. During each fault, PostgreSQL's audit trail
+//! is polled every 100 ms for a driver in two bookings at once; afterwards every invariant is
+//! checked from PostgreSQL and the nodes' logs, and the scenario prints its figures
+//! (`chaos scenario=...`). Each scenario also proves its fault happened: a stopped server
+//! refuses a direct connection, a paused node's leases stay put while it sleeps.
 //!
 //! `RIDELOCK_CHAOS_SOAK_SECS=600 cargo test --test chaos -- --ignored soak` runs the faults one
 //! after another, at random, for that long.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../support/audit.rs"]
+mod audit;
 #[path = "../support/auth.rs"]
 mod auth;
 #[path = "../support/database.rs"]
@@ -46,74 +50,107 @@ const VICTIMS: usize = 5;
 /// A booking whose owner failed must be served again within this.
 const TAKEOVER_BOUND: Duration = Duration::from_millis(TTL.as_millis() as u64 + 1000);
 
-/// Every 100 ms, is any driver in two active bookings, or busy without its booking (or the
-/// reverse)? Polls that find PostgreSQL down are counted, not failed.
+/// Every 100 ms, from the audit trail: has any driver been in two bookings at once, or is any
+/// driver row out of step with its booking? A poll that fails (no connection, a query error, no
+/// answer in 2 s) fails the scenario, unless PostgreSQL was stopped on purpose at the time
+/// ([`DriverWatch::postgres_stopped`]): a broken query must not pass as an outage.
 struct DriverWatch {
     stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<(u64, u64, Vec<String>)>,
+    task: tokio::task::JoinHandle<Polls>,
+    /// When the scenario had PostgreSQL stopped: from just before the stop until it was back.
+    outages: Mutex<Vec<(Instant, Instant)>>,
 }
 
-#[derive(QueryableByName, Debug)]
-#[allow(dead_code)] // read through Debug, in the failure message
-struct Broken {
-    #[diesel(sql_type = BigInt)]
-    driver_id: i64,
-    #[diesel(sql_type = BigInt)]
-    active: i64,
+#[derive(Default)]
+struct Polls {
+    count: u64,
+    /// Failed polls: when each started and ended, and why.
+    failed: Vec<(Instant, Instant, String)>,
+    broken: Vec<String>,
 }
 
-const DOUBLE_BOOKED: &str = "\
-SELECT driver_id, count(*) AS active FROM bookings
- WHERE status IN ('assigned', 'accepted') GROUP BY driver_id HAVING count(*) > 1
-UNION ALL
-SELECT d.id AS driver_id, -1 AS active FROM drivers d
-  LEFT JOIN bookings b ON b.id = d.current_booking_id
- WHERE (d.status = 'busy') <> (b.status IS NOT NULL AND b.status IN ('assigned', 'accepted')
-                                AND b.driver_id = d.id)";
+const POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl DriverWatch {
     fn start(db_url: String) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let task = tokio::spawn(async move {
-            let (mut polls, mut failed, mut broken) = (0, 0, Vec::new());
+            let mut polls = Polls::default();
             let mut conn: Option<AsyncPgConnection> = None;
             let mut tick = tokio::time::interval(Duration::from_millis(100));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             while !flag.load(Ordering::Relaxed) {
                 tick.tick().await;
-                polls += 1;
-                if conn.is_none() {
-                    let connect = AsyncPgConnection::establish(&db_url);
-                    conn = tokio::time::timeout(Duration::from_millis(500), connect)
-                        .await
-                        .ok()
-                        .and_then(Result::ok);
-                }
-                let Some(c) = conn.as_mut() else {
-                    failed += 1;
-                    continue;
-                };
-                let query =
-                    diesel_async::RunQueryDsl::load::<Broken>(diesel::sql_query(DOUBLE_BOOKED), c);
-                match tokio::time::timeout(Duration::from_millis(500), query).await {
-                    Ok(Ok(rows)) => broken.extend(rows.iter().map(|r| format!("{r:?}"))),
-                    _ => {
-                        failed += 1;
+                polls.count += 1;
+                let started = Instant::now();
+                let poll = tokio::time::timeout(POLL_TIMEOUT, async {
+                    if conn.is_none() {
+                        let c = AsyncPgConnection::establish(&db_url).await;
+                        conn = Some(c.map_err(|e| format!("connect: {e}"))?);
+                    }
+                    let c = conn.as_mut().expect("connected above");
+                    let overlaps = audit::overlapping_assignments(c).await;
+                    let overlaps = overlaps.map_err(|e| format!("overlaps query: {e}"))?;
+                    let out_of_step = audit::drivers_out_of_step(c).await;
+                    let out_of_step = out_of_step.map_err(|e| format!("drivers query: {e}"))?;
+                    Ok::<_, String>((overlaps, out_of_step))
+                })
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer in {POLL_TIMEOUT:?}")));
+                match poll {
+                    Ok((overlaps, out_of_step)) => {
+                        polls
+                            .broken
+                            .extend(overlaps.iter().map(|o| format!("{o:?}")));
+                        polls
+                            .broken
+                            .extend(out_of_step.iter().map(|o| format!("{o:?}")));
+                    }
+                    Err(why) => {
+                        polls.failed.push((started, Instant::now(), why));
                         conn = None;
                     }
                 }
             }
-            (polls, failed, broken)
+            polls
         });
-        Self { stop, task }
+        Self {
+            stop,
+            task,
+            outages: Mutex::new(Vec::new()),
+        }
     }
 
-    /// Stops polling; `(polls, polls that found PostgreSQL down)`. Panics on any violation.
+    /// PostgreSQL was stopped on purpose from `from` until `until`: polls failing then are
+    /// expected.
+    fn postgres_stopped(&self, from: Instant, until: Instant) {
+        self.outages.lock().unwrap().push((from, until));
+    }
+
+    /// Stops polling; `(polls, polls that failed while PostgreSQL was stopped)`. Panics on any
+    /// violation, and on any poll that failed while PostgreSQL was meant to be up.
     async fn finish(self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
-        let (polls, failed, broken) = self.task.await.unwrap();
-        assert!(broken.is_empty(), "driver invariant broken: {broken:?}");
-        (polls, failed)
+        let polls = self.task.await.unwrap();
+        assert!(
+            polls.broken.is_empty(),
+            "driver invariant broken: {:?}",
+            polls.broken
+        );
+        let outages = self.outages.into_inner().unwrap();
+        let (expected, unexpected): (Vec<_>, Vec<_>) =
+            polls.failed.iter().partition(|(started, ended, _)| {
+                outages
+                    .iter()
+                    .any(|(from, until)| ended >= from && started <= until)
+            });
+        let unexpected: Vec<&String> = unexpected.iter().map(|(_, _, why)| why).collect();
+        assert!(
+            unexpected.is_empty(),
+            "driver watch polls failed while PostgreSQL was up: {unexpected:#?}"
+        );
+        (polls.count, expected.len() as u64)
     }
 }
 
@@ -227,27 +264,37 @@ impl Chaos {
                         .post(format!("{}{path}", cluster.nodes[node].address))
                         .header("Idempotency-Key", &key)
                         .json(&body)
-                        .timeout(Duration::from_secs(6))
+                        .timeout(self.client.attempt_timeout)
                         .send()
                         .await;
-                    if let Ok(response) = sent {
-                        let status = response.status().as_u16();
-                        let served_by = response
-                            .headers()
-                            .get("x-ridelock-served-by")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
-                        let body = response.json().await.unwrap_or_default();
-                        if status == 200 {
-                            let reply = harness::Reply {
-                                status,
-                                body,
-                                served_by,
-                            };
-                            return (fault.elapsed(), reply);
+                    let response = match sent {
+                        Ok(response) => response,
+                        Err(error) if error.is_timeout() && !error.is_connect() => {
+                            panic!("{path} on node {node} hung: {error}")
                         }
-                        assert_eq!(status, 503, "{path}: {body}");
+                        Err(_) => {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            continue;
+                        }
+                    };
+                    let status = response.status().as_u16();
+                    let served_by = response
+                        .headers()
+                        .get("x-ridelock-served-by")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let text = response.text().await.unwrap_or_default();
+                    let body: serde_json::Value = serde_json::from_str(&text)
+                        .unwrap_or_else(|_| panic!("{path}: {status}, not JSON: {text:?}"));
+                    if status == 200 {
+                        let reply = harness::Reply {
+                            status,
+                            body,
+                            served_by,
+                        };
+                        return (fault.elapsed(), reply);
                     }
+                    assert_eq!(status, 503, "{path}: {body}");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -257,51 +304,21 @@ impl Chaos {
         (longest, done.into_iter().map(|(_, reply)| reply).collect())
     }
 
-    /// Stops the traffic, checks every invariant from PostgreSQL and prints the figures.
+    /// Stops the traffic, prints the figures, and checks what the client saw and every invariant
+    /// from PostgreSQL and the nodes' logs.
     async fn finish(self) {
         self.stop.store(true, Ordering::Relaxed);
         for rider in self.riders {
             rider.await.unwrap();
         }
         let (polls, polls_down) = self.watch.finish().await;
-        self.cluster.assert_no_double_booking().await;
-        let events = self.cluster.assert_one_writer_per_token().await;
-        assert_state_machine(&events);
         let acks = self.client.seen.acks.lock().unwrap().clone();
-        let recorded: std::collections::HashSet<(i64, &str)> = events
-            .iter()
-            .map(|e| (e.booking_id, e.to_status.as_str()))
-            .collect();
-        for ack in &acks {
-            assert!(
-                recorded.contains(&(ack.booking, ack.status.as_str())),
-                "acknowledged but not in PostgreSQL: {ack:?}"
-            );
-        }
-        // Retries never double-applied: one booking per acknowledged create (and, with nothing
-        // abandoned, every create was acknowledged once, however often it was sent).
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let created: Count = diesel_async::RunQueryDsl::get_result(
-            diesel::sql_query("SELECT count(*) AS n FROM bookings WHERE rider_id = ANY($1)")
-                .bind::<diesel::sql_types::Array<BigInt>, _>(&self.rider_ids),
-            &mut self.cluster.db().await,
-        )
-        .await
-        .unwrap();
-        let acked_creates = acks.iter().filter(|a| a.status == "pending").count();
-        assert_eq!(created.n as usize, acked_creates, "bookings created twice");
         let c = &self.client.counts;
         let load = |n: &std::sync::atomic::AtomicU64| n.load(Ordering::Relaxed);
-        let odd = self.client.seen.odd.lock().unwrap().clone();
         let mut line = format!(
             "chaos scenario={} seconds={:.1} requests={} 2xx={} 409={} 503={} no_answer={} \
-             other={} abandoned={} ok_after_no_answer={} acked_transitions={} slowest_2xx_ms={} \
-             slowest_503_ms={} polls={polls} \
-             polls_db_down={polls_down}",
+             hung={} other={} abandoned={} ok_after_no_answer={} acked_transitions={} \
+             slowest_2xx_ms={} slowest_503_ms={} polls={polls} polls_db_down={polls_down}",
             self.name,
             self.started.elapsed().as_secs_f64(),
             load(&c.requests),
@@ -309,6 +326,7 @@ impl Chaos {
             load(&c.conflict),
             load(&c.unavailable),
             load(&c.no_answer),
+            load(&c.hung),
             load(&c.other),
             load(&c.abandoned),
             load(&c.ok_after_no_answer),
@@ -329,6 +347,10 @@ impl Chaos {
         // Straight to the process's stderr, past the test harness's capture: `make test` shows
         // every scenario's figures, not only a failing one's.
         let _ = writeln!(std::io::stderr().lock(), "{line}");
+
+        // What the client saw: no hang, no text reply, no status outside the contract, every
+        // 503 telling when to retry, no step left unanswered.
+        let odd = self.client.seen.odd.lock().unwrap().clone();
         assert!(odd.is_empty(), "unexpected answers: {odd:#?}");
         let conflicts = self.client.seen.conflicts.lock().unwrap().clone();
         let unexpected: Vec<_> = conflicts
@@ -336,8 +358,75 @@ impl Chaos {
             .filter(|(code, _)| !self.allowed_conflicts.contains(&code.as_str()))
             .collect();
         assert!(unexpected.is_empty(), "unexpected 409s: {unexpected:?}");
+        let unavailable = self.client.seen.unavailable.lock().unwrap().clone();
+        let no_retry_after: Vec<_> = unavailable
+            .iter()
+            .filter(|u| u.retry_after.is_none())
+            .collect();
+        assert!(
+            no_retry_after.is_empty(),
+            "503 without Retry-After: {no_retry_after:#?}"
+        );
         assert_eq!(load(&c.abandoned), 0, "steps never answered");
         assert!(acks.len() > 20, "too little traffic got through");
+
+        // PostgreSQL and the logs.
+        self.cluster.assert_no_driver_booked_twice().await;
+        let events = self.cluster.assert_one_writer_per_token().await;
+        assert_state_machine(&events);
+        assert_acks_stored(&acks, &events, &self.cluster.stored().await);
+        // Retries never double-applied: one booking per acknowledged create (and, with nothing
+        // abandoned, every create was acknowledged once, however often it was sent).
+        #[derive(QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = BigInt)]
+            n: i64,
+        }
+        let created: Count = diesel_async::RunQueryDsl::get_result(
+            diesel::sql_query("SELECT count(*) AS n FROM bookings WHERE rider_id = ANY($1)")
+                .bind::<diesel::sql_types::Array<BigInt>, _>(&self.rider_ids),
+            &mut self.cluster.db().await,
+        )
+        .await
+        .unwrap();
+        let acked_creates = acks.iter().filter(|a| a.status == "pending").count();
+        assert_eq!(created.n as usize, acked_creates, "bookings created twice");
+    }
+}
+
+/// Every 2xx is in PostgreSQL as it was acknowledged: the trail holds the step under the request
+/// id it was sent with, with the token (and node, when the reply named one) the reply gave; and
+/// each booking stayed where its last acknowledged step took it, under that step's token or a
+/// later one.
+fn assert_acks_stored(
+    acks: &[traffic::Ack],
+    events: &[harness::Event],
+    stored: &std::collections::HashMap<i64, harness::Stored>,
+) {
+    let by_request: std::collections::HashMap<(i64, &str), &harness::Event> = events
+        .iter()
+        .map(|e| ((e.booking_id, e.request_id.as_str()), e))
+        .collect();
+    let mut last: std::collections::HashMap<i64, &traffic::Ack> = Default::default();
+    for ack in acks {
+        let event = by_request.get(&(ack.booking, ack.request_id.as_str()));
+        let recorded = event.is_some_and(|e| {
+            e.to_status == ack.status
+                && e.fencing_token == ack.token
+                && ack.node.as_ref().is_none_or(|node| *node == e.node_id)
+        });
+        assert!(
+            recorded,
+            "acknowledged but not in the trail as acknowledged: {ack:?}, trail has {event:?}"
+        );
+        last.insert(ack.booking, ack);
+    }
+    for (booking, ack) in last {
+        let row = &stored[&booking];
+        assert!(
+            row.status == ack.status && row.fencing_token >= ack.token,
+            "booking {booking} is stored as {row:?}, but its last acknowledged step was {ack:?}"
+        );
     }
 }
 
@@ -361,7 +450,7 @@ async fn assign_status(client: &Client, booking: i64) -> u16 {
     let key = Uuid::new_v4().to_string();
     let path = format!("/api/bookings/{booking}/assign");
     match client.post(&path, &json!({}), &key).await {
-        Outcome::Answered(status, _) => status,
+        Outcome::Answered(answer) => answer.status,
         Outcome::GaveUp => 0,
     }
 }
@@ -401,7 +490,7 @@ async fn sigstop_a_node_for_two_ttls_then_sigcont() {
 
     let fault = Instant::now();
     chaos.cluster.signal(0, libc::SIGSTOP);
-    let (recovery, _) = chaos.recover(&victims, &[1, 2], fault).await;
+    let (recovery, replies) = chaos.recover(&victims, &[1, 2], fault).await;
     tokio::time::sleep((TTL * 2).saturating_sub(fault.elapsed())).await;
     chaos.cluster.signal(0, libc::SIGCONT);
     traffic_for(Duration::from_secs(3)).await;
@@ -411,6 +500,11 @@ async fn sigstop_a_node_for_two_ttls_then_sigcont() {
         recovery <= TAKEOVER_BOUND,
         "served again after {recovery:?}"
     );
+    // Taken over, not waited out: another node served each victim under a newer token.
+    for reply in &replies {
+        assert_ne!(reply.served_by.as_deref(), Some("n1"), "{:#}", reply.body);
+        assert!(reply.data()["fencing_token"].as_i64().unwrap() > 1);
+    }
     chaos.finish().await;
 }
 
@@ -422,6 +516,16 @@ async fn sigstop_a_node_for_half_a_ttl() {
 
     chaos.cluster.signal(0, libc::SIGSTOP);
     tokio::time::sleep(TTL / 2).await;
+    // Still asleep: nobody took its leases or wrote its bookings under a new token.
+    let stored = chaos.cluster.stored().await;
+    for &(booking, _) in &victims {
+        let lease = chaos.cluster.lease(booking);
+        assert!(
+            lease.as_deref().is_some_and(|v| v.starts_with("n1:")),
+            "booking {booking}'s lease during the pause: {lease:?}"
+        );
+        assert_eq!(stored[&booking].fencing_token, 1, "{:?}", stored[&booking]);
+    }
     chaos.cluster.signal(0, libc::SIGCONT);
     let woke = Instant::now();
     let (served_in, replies) = chaos.recover(&victims, &[1, 2], woke).await;
@@ -469,6 +573,7 @@ async fn restart_redis_without_persistence_while_leases_are_held() {
 
     let fault = Instant::now();
     services::stop_redis().await;
+    assert_redis_refuses(&chaos.cluster.redis_url).await;
     services::start_redis().await;
     let restarted = fault.elapsed();
     let (recovery, _) = chaos.recover(&victims, &[1, 2], fault).await;
@@ -496,7 +601,9 @@ async fn stop_redis_for_thirty_seconds() {
 
     let fault = Instant::now();
     services::stop_redis().await;
+    assert_redis_refuses(&chaos.cluster.redis_url).await;
     traffic_for(Duration::from_secs(30)).await;
+    assert_redis_refuses(&chaos.cluster.redis_url).await;
     let back = Instant::now();
     services::start_redis().await;
     traffic_for(Duration::from_secs(3)).await;
@@ -517,17 +624,30 @@ async fn stop_redis_for_thirty_seconds() {
     chaos.finish().await;
 }
 
-/// Stops PostgreSQL for `outage` under traffic: requests fail fast with 503, and the nodes'
-/// pools recover by themselves when it is back.
+/// Stops PostgreSQL for `outage` under traffic: requests fail fast with 503 and `Retry-After`,
+/// and the nodes' pools recover by themselves when it is back.
 async fn postgres_outage(name: &'static str, outage: Duration) {
     let chaos = Chaos::start(name).await;
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
     services::stop_postgres().await;
+    let stopped = Instant::now();
+    // It is down: a connection of our own is refused.
+    let direct = tokio::time::timeout(
+        Duration::from_secs(2),
+        AsyncPgConnection::establish(&chaos.cluster.db_url),
+    )
+    .await;
+    assert!(
+        matches!(direct, Ok(Err(_))),
+        "PostgreSQL still took a connection after stop-postgres"
+    );
     tokio::time::sleep(outage).await;
+    let refusals_until = Instant::now();
     services::start_postgres().await;
     let back = Instant::now();
+    chaos.watch.postgres_stopped(fault, back);
     // The first lifecycle step answered 2xx after PostgreSQL came back.
     let recovered = chaos
         .cluster
@@ -544,7 +664,15 @@ async fn postgres_outage(name: &'static str, outage: Duration) {
     traffic_for(Duration::from_secs(2)).await;
 
     assert!(recovered, "nothing succeeded after PostgreSQL came back");
+    // Clients were told: 503s (every one with Retry-After, as `finish` checks) while it was down.
+    let told = {
+        let unavailable = chaos.client.seen.unavailable.lock().unwrap();
+        let during = |u: &&traffic::Unavailable| u.at >= stopped && u.at <= refusals_until;
+        unavailable.iter().filter(during).count()
+    };
+    assert!(told > 0, "no 503 while PostgreSQL was down");
     chaos.figure("outage_ms", back.duration_since(fault).as_millis());
+    chaos.figure("503_while_down", told);
     chaos.figure("first_2xx_after_back_ms", recovery.as_millis());
     let slowest = chaos.client.counts.slowest_503_ms.load(Ordering::Relaxed);
     assert!(
@@ -552,6 +680,19 @@ async fn postgres_outage(name: &'static str, outage: Duration) {
         "a 503 took {slowest} ms: requests hung instead of failing fast"
     );
     chaos.finish().await;
+}
+
+/// Redis is down: a connection of our own is refused.
+async fn assert_redis_refuses(url: &str) {
+    let url = url.to_owned();
+    let direct = tokio::task::spawn_blocking(move || {
+        redis::Client::open(url)
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
+    })
+    .await
+    .unwrap();
+    assert!(direct.is_err(), "Redis still answered: {direct:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -643,6 +784,7 @@ async fn soak() {
                 let chaos = Chaos::start("soak_redis_restart").await;
                 traffic_for(Duration::from_secs(5)).await;
                 services::stop_redis().await;
+                assert_redis_refuses(&chaos.cluster.redis_url).await;
                 services::start_redis().await;
                 traffic_for(Duration::from_secs(10)).await;
                 chaos.finish().await;

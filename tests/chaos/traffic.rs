@@ -1,7 +1,8 @@
 //! The chaos suite's client: riders and drivers living whole booking lifecycles, round-robin over
 //! the nodes as a load balancer would send them, every POST with an `Idempotency-Key` and retried
-//! with the same key on 503, a refused connection or a timeout. It counts what it saw and keeps
-//! every 2xx, to be found in PostgreSQL afterwards.
+//! with the same key on 503, a refused or reset connection. It counts what it saw and keeps every
+//! 2xx, with the token and node that answered it, to be found in PostgreSQL afterwards. A reply
+//! that is not JSON, or none within [`Client::attempt_timeout`], is a failure, never retried.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,17 @@ use rand::Rng;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::PICKUP;
+use crate::harness::{PICKUP, TTL};
 
 /// How long one step is retried before the client gives up on it (its outcome then unknown).
 const GIVE_UP: Duration = Duration::from_secs(45);
-/// Per attempt: a little over the server's request timeout.
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// The nodes' own limit on a request: `server.request_timeout_ms` of the test profile plus the
+/// grace after which the deadline middleware answers 503 itself.
+pub fn server_deadline() -> Duration {
+    let settings = ridelock::config::load_profile("test").expect("test profile");
+    settings.server.request_timeout() + ridelock::http::deadline::GRACE
+}
 
 /// What the client saw, attempt by attempt.
 #[derive(Default)]
@@ -27,8 +33,10 @@ pub struct Counts {
     pub unavailable: AtomicU64,
     /// 4xx other than 409 (a bug in this client or the server) and 5xx other than 503 (a bug).
     pub other: AtomicU64,
-    /// No answer: refused, reset or timed out.
+    /// No answer: refused or reset (a node killed, stopped or draining).
     pub no_answer: AtomicU64,
+    /// No answer within [`Client::attempt_timeout`]: a node hung past its own deadline.
+    pub hung: AtomicU64,
     /// Steps abandoned after [`GIVE_UP`].
     pub abandoned: AtomicU64,
     /// Longest wait for a 503, in ms: how fast a failure is told.
@@ -40,21 +48,40 @@ pub struct Counts {
     pub ok_after_no_answer: AtomicU64,
 }
 
-/// A 2xx the client saw: the booking, and its status according to the answer.
+/// A 2xx the client saw: the booking, its status, token and node according to the answer, and
+/// the request id every attempt of the step carried (the audit event's `request_id`).
 #[derive(Debug, Clone)]
 pub struct Ack {
     pub booking: i64,
     pub status: String,
+    pub token: i64,
+    /// `X-RideLock-Served-By`: none on a create (no actor) and on a stored answer replayed to a
+    /// retry (the node that wrote it is in the stored body's trail, not in the replay).
+    pub node: Option<String>,
+    pub request_id: String,
     pub at: Instant,
+}
+
+/// A 503 the client saw, and its `Retry-After`.
+#[derive(Debug, Clone)]
+pub struct Unavailable {
+    pub at: Instant,
+    /// The `error` code, shown in failure messages (through Debug).
+    #[allow(dead_code)]
+    pub what: String,
+    pub retry_after: Option<String>,
 }
 
 /// The request log: 2xx answers and the other replies worth reporting.
 #[derive(Default)]
 pub struct Seen {
     pub acks: Mutex<Vec<Ack>>,
+    /// Answers that fail the scenario: unexpected statuses, bodies that are not JSON, hangs.
     pub odd: Mutex<Vec<String>>,
     /// 409s by `error` code.
     pub conflicts: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Every 503.
+    pub unavailable: Mutex<Vec<Unavailable>>,
     /// The slowest 503: what was asked, of which node, and the `error` code.
     pub slowest_503: Mutex<String>,
 }
@@ -66,20 +93,41 @@ pub struct Client {
     next: Arc<AtomicUsize>,
     pub counts: Arc<Counts>,
     pub seen: Arc<Seen>,
+    /// Per attempt: the nodes' deadline, plus the longest a scenario freezes a node (2 × TTL: a
+    /// request queued at a frozen node starts its deadline when the node wakes), plus 2 s.
+    /// Longer than any answer can legitimately take, so an attempt that outlives it hung.
+    pub attempt_timeout: Duration,
+}
+
+/// A final answer: status, JSON body (null if it was not JSON) and `X-RideLock-Served-By`.
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+    pub served_by: Option<String>,
 }
 
 pub enum Outcome {
-    Answered(u16, Value),
+    Answered(Answer),
+    /// Retried until [`GIVE_UP`] without a final answer, or hung (see [`Seen::odd`]).
     GaveUp,
+}
+
+/// What one attempt got.
+enum Attempt {
+    Json(Answer),
+    NotJson(u16, String),
+    NoAnswer,
+    Hung(Duration),
 }
 
 impl Client {
     pub fn new(nodes: Vec<String>) -> Self {
+        let attempt_timeout = server_deadline() + TTL * 2 + Duration::from_secs(2);
         Self {
             http: reqwest::Client::builder()
                 .default_headers(crate::auth::ops())
                 .pool_max_idle_per_host(32)
-                .timeout(ATTEMPT_TIMEOUT)
+                .timeout(attempt_timeout)
                 .connect_timeout(Duration::from_secs(1))
                 .build()
                 .unwrap(),
@@ -87,6 +135,7 @@ impl Client {
             next: Arc::new(AtomicUsize::new(0)),
             counts: Arc::default(),
             seen: Arc::default(),
+            attempt_timeout,
         }
     }
 
@@ -97,12 +146,73 @@ impl Client {
             .await
     }
 
+    /// One attempt; a timeout while connecting is no answer (a node frozen with a full backlog),
+    /// one after the request went out is a hang.
+    async fn attempt(&self, request: reqwest::RequestBuilder) -> Attempt {
+        let sent = Instant::now();
+        let outcome = async {
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let served_by = response
+                .headers()
+                .get("x-ridelock-served-by")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let text = response.text().await?;
+            Ok::<_, reqwest::Error>((status, served_by, retry_after, text))
+        }
+        .await;
+        match outcome {
+            Ok((status, served_by, retry_after, text)) => {
+                match serde_json::from_str::<Value>(&text) {
+                    Ok(body) => {
+                        if status == 503 {
+                            self.seen.unavailable.lock().unwrap().push(Unavailable {
+                                at: Instant::now(),
+                                what: format!("{}", body["error"]),
+                                retry_after,
+                            });
+                        }
+                        Attempt::Json(Answer {
+                            status,
+                            body,
+                            served_by,
+                        })
+                    }
+                    Err(_) => Attempt::NotJson(status, text),
+                }
+            }
+            Err(error) if error.is_timeout() && !error.is_connect() => {
+                Attempt::Hung(sent.elapsed())
+            }
+            Err(_) => Attempt::NoAnswer,
+        }
+    }
+
     pub async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
         key: Option<&str>,
+    ) -> Outcome {
+        self.send_as(method, path, body, key, &request_id()).await
+    }
+
+    /// [`Client::send`] with `request_id` as the `X-Request-ID` of every attempt, so whichever
+    /// attempt took effect, its audit event carries that id.
+    async fn send_as(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+        request_id: &str,
     ) -> Outcome {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(25);
@@ -111,7 +221,8 @@ impl Client {
             let node = self.next.fetch_add(1, Ordering::Relaxed) % self.nodes.len();
             let mut request = self
                 .http
-                .request(method.clone(), format!("{}{path}", self.nodes[node]));
+                .request(method.clone(), format!("{}{path}", self.nodes[node]))
+                .header("x-request-id", request_id);
             if let Some(body) = body {
                 request = request.json(body);
             }
@@ -121,23 +232,18 @@ impl Client {
             let c = &self.counts;
             c.requests.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
-            let reply = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    response.json::<Value>().await.map(|body| (status, body))
-                }
-                Err(error) => Err(error),
-            };
-            match reply {
-                Ok((503, body)) => {
+            let asked = format!("{method} {path} of n{} (request {request_id})", node + 1);
+            match self.attempt(request).await {
+                Attempt::Json(answer) if answer.status == 503 => {
                     c.unavailable.fetch_add(1, Ordering::Relaxed);
                     let ms = sent.elapsed().as_millis() as u64;
                     if c.slowest_503_ms.fetch_max(ms, Ordering::Relaxed) < ms {
                         *self.seen.slowest_503.lock().unwrap() =
-                            format!("{method}:{path}@n{}:{}", node + 1, body["error"]);
+                            format!("{method}:{path}@n{}:{}", node + 1, answer.body["error"]);
                     }
                 }
-                Ok((status, body)) => {
+                Attempt::Json(answer) => {
+                    let status = answer.status;
                     if (200..300).contains(&status) {
                         let ms = sent.elapsed().as_millis() as u64;
                         c.slowest_2xx_ms.fetch_max(ms, Ordering::Relaxed);
@@ -148,7 +254,7 @@ impl Client {
                     let counter = match status {
                         200..=299 => &c.ok,
                         409 => {
-                            let code = body["error"].as_str().unwrap_or("?").to_owned();
+                            let code = answer.body["error"].as_str().unwrap_or("?").to_owned();
                             *self.seen.conflicts.lock().unwrap().entry(code).or_default() += 1;
                             &c.conflict
                         }
@@ -157,14 +263,35 @@ impl Client {
                                 .odd
                                 .lock()
                                 .unwrap()
-                                .push(format!("{method} {path} -> {status} {body}"));
+                                .push(format!("{asked} -> {status} {}", answer.body));
                             &c.other
                         }
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    return Outcome::Answered(status, body);
+                    return Outcome::Answered(answer);
                 }
-                Err(_) => {
+                // A text 500 (a panic page, a proxy's error) is an answer, and a wrong one.
+                Attempt::NotJson(status, text) => {
+                    c.other.fetch_add(1, Ordering::Relaxed);
+                    self.seen
+                        .odd
+                        .lock()
+                        .unwrap()
+                        .push(format!("{asked} -> {status}, not JSON: {text:?}"));
+                    return Outcome::Answered(Answer {
+                        status,
+                        body: Value::Null,
+                        served_by: None,
+                    });
+                }
+                Attempt::Hung(waited) => {
+                    c.hung.fetch_add(1, Ordering::Relaxed);
+                    self.seen.odd.lock().unwrap().push(format!(
+                        "{asked}: no answer after {waited:?}, past the nodes' deadline"
+                    ));
+                    return Outcome::GaveUp;
+                }
+                Attempt::NoAnswer => {
                     c.no_answer.fetch_add(1, Ordering::Relaxed);
                     unanswered = true;
                 }
@@ -179,16 +306,21 @@ impl Client {
         }
     }
 
-    fn ack(&self, booking: i64, body: &Value) {
-        let data = &body["data"];
-        let status = data["status"]
-            .as_str()
-            .or_else(|| data["booking"]["status"].as_str())
-            .unwrap_or_default()
-            .to_owned();
+    fn ack(&self, booking: i64, answer: &Answer, request_id: String) {
+        let data = &answer.body["data"];
+        let booking_row = match data.get("booking") {
+            Some(row) => row,
+            None => data,
+        };
         self.seen.acks.lock().unwrap().push(Ack {
             booking,
-            status,
+            status: booking_row["status"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            token: booking_row["fencing_token"].as_i64().unwrap_or(-1),
+            node: answer.served_by.clone(),
+            request_id,
             at: Instant::now(),
         });
     }
@@ -197,10 +329,14 @@ impl Client {
     async fn step(&self, booking: i64, action: &str, body: Value) -> Option<Value> {
         let key = Uuid::new_v4().to_string();
         let path = format!("/api/bookings/{booking}/{action}");
-        match self.post(&path, &body, &key).await {
-            Outcome::Answered(200, reply) => {
-                self.ack(booking, &reply);
-                Some(reply)
+        let id = request_id();
+        match self
+            .send_as(reqwest::Method::POST, &path, Some(&body), Some(&key), &id)
+            .await
+        {
+            Outcome::Answered(answer) if answer.status == 200 => {
+                self.ack(booking, &answer, id);
+                Some(answer.body)
             }
             _ => None,
         }
@@ -217,11 +353,19 @@ impl Client {
                 "estimated_fare": 20.0,
             });
             let key = Uuid::new_v4().to_string();
-            let booking = match self.post("/api/bookings", &create, &key).await {
-                Outcome::Answered(201, reply) => reply["data"]["id"].as_i64().unwrap(),
+            let id = request_id();
+            let method = reqwest::Method::POST;
+            let booking = match self
+                .send_as(method, "/api/bookings", Some(&create), Some(&key), &id)
+                .await
+            {
+                Outcome::Answered(answer) if answer.status == 201 => {
+                    let booking = answer.body["data"]["id"].as_i64().unwrap();
+                    self.ack(booking, &answer, id);
+                    booking
+                }
                 _ => continue,
             };
-            self.ack(booking, &json!({ "data": { "status": "pending" } }));
             let rider_cancel = json!({ "user_id": rider, "user_type": "rider", "reason": "chaos" });
             let Some(assigned) = self.step(booking, "assign", json!({})).await else {
                 self.step(booking, "cancel", rider_cancel).await;
@@ -256,7 +400,7 @@ impl Client {
     pub async fn driver(&self, i: usize) -> i64 {
         let phone = format!("+1 666 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
         let key = Uuid::new_v4().to_string();
-        let Outcome::Answered(201, reply) = self
+        let Outcome::Answered(reply) = self
             .post(
                 "/api/drivers",
                 &json!({ "name": "Driver", "phone": phone }),
@@ -266,7 +410,8 @@ impl Client {
         else {
             panic!("driver not created");
         };
-        let id = reply["data"]["id"].as_i64().unwrap();
+        assert_eq!(reply.status, 201, "driver not created: {}", reply.body);
+        let id = reply.body["data"]["id"].as_i64().unwrap();
         let at = json!({ "lat": PICKUP.0 + 0.0001 * i as f64, "lng": PICKUP.1 });
         let key = Uuid::new_v4().to_string();
         self.post(&format!("/api/drivers/{id}/location"), &at, &key)
@@ -285,7 +430,7 @@ impl Client {
     pub async fn rider(&self) -> i64 {
         let phone = format!("+1 555 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
         let key = Uuid::new_v4().to_string();
-        let Outcome::Answered(201, reply) = self
+        let Outcome::Answered(reply) = self
             .post(
                 "/api/riders",
                 &json!({ "name": "Rider", "phone": phone }),
@@ -295,6 +440,12 @@ impl Client {
         else {
             panic!("rider not created");
         };
-        reply["data"]["id"].as_i64().unwrap()
+        assert_eq!(reply.status, 201, "rider not created: {}", reply.body);
+        reply.body["data"]["id"].as_i64().unwrap()
     }
+}
+
+/// A fresh `X-Request-ID`, sent with every attempt of one step.
+fn request_id() -> String {
+    format!("chaos-{}", Uuid::new_v4().simple())
 }

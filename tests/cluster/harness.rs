@@ -426,8 +426,8 @@ impl Cluster {
     /// Every audit event, oldest first.
     pub async fn events(&self) -> Vec<Event> {
         diesel::sql_query(
-            "SELECT id, booking_id, from_status, to_status, node_id, fencing_token, created_at \
-             FROM booking_events ORDER BY id",
+            "SELECT id, booking_id, from_status, to_status, node_id, fencing_token, request_id, \
+             created_at FROM booking_events ORDER BY id",
         )
         .load(&mut self.db().await)
         .await
@@ -466,58 +466,49 @@ impl Cluster {
         events
     }
 
-    /// No driver is in two active bookings, and every busy driver points at its one booking.
-    pub async fn assert_no_double_booking(&self) {
-        #[derive(QueryableByName, Debug)]
-        #[allow(dead_code)] // read through Debug, in the failure message
-        struct Row {
-            #[diesel(sql_type = BigInt)]
-            driver_id: i64,
-            #[diesel(sql_type = BigInt)]
-            active: i64,
+    /// No driver was ever in two bookings at once (from the audit trail: the unique index makes
+    /// the bookings table itself unable to show it), every driver row agrees with its active
+    /// booking, and no node logged a write that a unique index refused.
+    pub async fn assert_no_driver_booked_twice(&self) {
+        crate::audit::assert_no_driver_booked_twice(&mut self.db().await).await;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let log = self.log(i);
+            let refused = crate::audit::unique_violations(&log);
+            assert!(
+                refused.is_empty(),
+                "{} ({}) logged unique violations: {refused:#?}",
+                node.id,
+                node.log.display()
+            );
         }
-        let mut conn = self.db().await;
-        let doubled: Vec<Row> = diesel::sql_query(
-            "SELECT driver_id, count(*) AS active FROM bookings \
-             WHERE status IN ('assigned', 'accepted') GROUP BY driver_id HAVING count(*) > 1",
-        )
-        .load(&mut conn)
-        .await
-        .unwrap();
-        assert!(
-            doubled.is_empty(),
-            "drivers in two active bookings: {doubled:?}"
-        );
-        let mismatched: Vec<Row> = diesel::sql_query(
-            "SELECT d.id AS driver_id, 0::bigint AS active FROM drivers d \
-             LEFT JOIN bookings b ON b.id = d.current_booking_id \
-             WHERE (d.status = 'busy') <> (b.status IS NOT NULL AND b.status IN ('assigned', 'accepted') \
-                                            AND b.driver_id = d.id)",
-        )
-        .load(&mut conn)
-        .await
-        .unwrap();
-        assert!(
-            mismatched.is_empty(),
-            "busy flags out of step: {mismatched:?}"
-        );
     }
 
     /// Statuses of `bookings`, by id.
     pub async fn statuses(&self) -> std::collections::HashMap<i64, String> {
-        #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = BigInt)]
-            id: i64,
-            #[diesel(sql_type = Text)]
-            status: String,
-        }
-        let rows: Vec<Row> = diesel::sql_query("SELECT id, status FROM bookings")
-            .load(&mut self.db().await)
-            .await
-            .unwrap();
-        rows.into_iter().map(|r| (r.id, r.status)).collect()
+        let stored = self.stored().await;
+        stored.into_iter().map(|(id, b)| (id, b.status)).collect()
     }
+
+    /// Every booking's stored status and fencing token, by id.
+    pub async fn stored(&self) -> std::collections::HashMap<i64, Stored> {
+        let rows: Vec<Stored> =
+            diesel::sql_query("SELECT id, status::text AS status, fencing_token FROM bookings")
+                .load(&mut self.db().await)
+                .await
+                .unwrap();
+        rows.into_iter().map(|r| (r.id, r)).collect()
+    }
+}
+
+/// A booking as PostgreSQL holds it.
+#[derive(QueryableByName, Debug, Clone)]
+pub struct Stored {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = Text)]
+    pub status: String,
+    #[diesel(sql_type = BigInt)]
+    pub fencing_token: i64,
 }
 
 #[derive(QueryableByName, Debug, Clone)]
@@ -536,6 +527,8 @@ pub struct Event {
     pub node_id: String,
     #[diesel(sql_type = BigInt)]
     pub fencing_token: i64,
+    #[diesel(sql_type = Text)]
+    pub request_id: String,
     #[diesel(sql_type = Timestamptz)]
     pub created_at: DateTime<Utc>,
 }
