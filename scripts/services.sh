@@ -5,9 +5,12 @@
 #   scripts/services.sh down   PROFILE   stop what `up` started
 #   scripts/services.sh status PROFILE   show what runs
 #   scripts/services.sh start-postgres|stop-postgres|start-redis|stop-redis PROFILE
+#   scripts/services.sh freeze-postgres|thaw-postgres PROFILE
 #                                        one server only (the chaos tests' faults); a
-#                                        stop that finds nothing running fails, so a fault
-#                                        that did not happen cannot pass for one
+#                                        stop, freeze or thaw that finds nothing to act on
+#                                        fails, so a fault that did not happen cannot pass
+#                                        for one. Freeze is SIGSTOP to PostgreSQL's
+#                                        processes (a hung server), thaw SIGCONT
 #
 #   profile   PostgreSQL        Redis            env file
 #   dev       127.0.0.1:25432   127.0.0.1:26379  var/dev/env
@@ -224,6 +227,8 @@ bind_refused() { tail -n "+$(($2 + 1))" "$1" 2>/dev/null | grep -q 'Address alre
 lines_in() { { wc -l <"$1"; } 2>/dev/null || echo 0; }
 
 start_pg() {
+  # A chaos scenario that failed with PostgreSQL frozen leaves it so: wake it first.
+  thaw_pg || true
   if pg_running; then
     # The port it runs on, whatever was recorded (postmaster.pid's line 4).
     PG_PORT=$(as_pg sed -n 4p "$PG_DATA/postmaster.pid")
@@ -337,6 +342,47 @@ fault_stop_pg() {
   ! pg_ready || die "PostgreSQL ($PROFILE) still accepts connections on 127.0.0.1:$PG_PORT after the stop"
 }
 
+# SIGSTOP to the postmaster, then to every process it started: PostgreSQL
+# stops answering without closing a connection, as a hung host would. The pids
+# are recorded, so that thaw (and down) wake exactly those.
+fault_freeze_pg() {
+  pg_running || die "PostgreSQL ($PROFILE) is not running: nothing to freeze"
+  [[ ! -s $PG_FROZEN ]] || die "PostgreSQL ($PROFILE) is frozen already"
+  local postmaster pid
+  postmaster=$(as_pg sed -n 1p "$PG_DATA/postmaster.pid")
+  kill -STOP "$postmaster"
+  echo "$postmaster" >"$PG_FROZEN"
+  for pid in $(pgrep -P "$postmaster"); do
+    kill -STOP "$pid" 2>/dev/null && echo "$pid" >>"$PG_FROZEN"
+  done
+  for pid in $(cat "$PG_FROZEN"); do
+    wait_for 5 stopped_or_gone "$pid" || die "PostgreSQL ($PROFILE) process $pid did not stop"
+  done
+  log "froze PostgreSQL ($PROFILE): $(wc -l <"$PG_FROZEN") processes"
+}
+
+# True when process $1 is stopped by a signal (state T in /proc, read after the
+# command name, which may hold spaces) or has exited.
+stopped_or_gone() {
+  [[ -e /proc/$1/stat ]] || return 0
+  [[ $(sed 's/.*) //' "/proc/$1/stat" | cut -d' ' -f1) == T ]]
+}
+
+thaw_pg() {
+  [[ -s $PG_FROZEN ]] || return 1
+  local pid
+  for pid in $(cat "$PG_FROZEN"); do
+    kill -CONT "$pid" 2>/dev/null || true
+  done
+  rm -f "$PG_FROZEN"
+  log "thawed PostgreSQL ($PROFILE)"
+}
+
+fault_thaw_pg() {
+  thaw_pg || die "PostgreSQL ($PROFILE) is not frozen: nothing to thaw"
+  wait_for 30 pg_ready || die_with_log "$PG_LOG" "PostgreSQL does not answer after the thaw"
+}
+
 fault_stop_redis() {
   our_redis_pid >/dev/null || die "Redis ($PROFILE) is not running: nothing to stop"
   stop_redis
@@ -368,6 +414,7 @@ cmd_up() {
 }
 
 cmd_down() {
+  thaw_pg || true
   stop_pg
   stop_redis
   rm -f "$ENV_FILE"
@@ -396,7 +443,7 @@ cmd_status() {
 }
 
 usage() {
-  echo "usage: $0 up|down|status|start-postgres|stop-postgres|start-redis|stop-redis dev|test|chaos" >&2
+  echo "usage: $0 up|down|status|start-postgres|stop-postgres|freeze-postgres|thaw-postgres|start-redis|stop-redis dev|test|chaos" >&2
   exit 2
 }
 
@@ -418,12 +465,15 @@ main() {
   PG_HOME=$(pg_home)
   PG_DATA=$PG_HOME/pg
   PG_LOG=$PG_HOME/pg.log
+  PG_FROZEN=$VAR_DIR/pg.frozen
   case $1 in
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
     start-postgres) start_pg ;;
     stop-postgres) fault_stop_pg ;;
+    freeze-postgres) fault_freeze_pg ;;
+    thaw-postgres) fault_thaw_pg ;;
     start-redis) mkdir -p "$VAR_DIR" && start_redis ;;
     stop-redis) fault_stop_redis ;;
     *) usage ;;

@@ -304,7 +304,19 @@ pub async fn assign(
             .optional()
             .map_err(|e| {
                 match is_unique_violation(&e, "bookings_one_active_per_driver") {
-                    true => AssignError::DriverTaken,
+                    true => {
+                        // The claim found the driver free while another booking holds it: the
+                        // rows disagree, which no writer of ours should ever cause. The index
+                        // refused it; say so where someone will look (the suites fail on it).
+                        log::error!(
+                            "driver claim refused by bookings_one_active_per_driver \
+                             booking={} node={} req={}: {e}",
+                            booking.id,
+                            audit.node_id,
+                            audit.request_id
+                        );
+                        AssignError::DriverTaken
+                    }
                     false => AssignError::Db(e),
                 }
             })?;

@@ -626,26 +626,47 @@ async fn stop_redis_for_thirty_seconds() {
 
 /// Stops PostgreSQL for `outage` under traffic: requests fail fast with 503 and `Retry-After`,
 /// and the nodes' pools recover by themselves when it is back.
-async fn postgres_outage(name: &'static str, outage: Duration) {
+/// How a scenario takes PostgreSQL away.
+#[derive(Clone, Copy, PartialEq)]
+enum PgFault {
+    /// Stopped: connections are refused at once.
+    Stop,
+    /// Frozen with SIGSTOP: connections and statements get no answer at all.
+    Freeze,
+}
+
+async fn postgres_outage(name: &'static str, fault_kind: PgFault, outage: Duration) {
     let chaos = Chaos::start(name).await;
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
-    services::stop_postgres().await;
+    match fault_kind {
+        PgFault::Stop => services::stop_postgres().await,
+        PgFault::Freeze => services::freeze_postgres().await,
+    }
     let stopped = Instant::now();
-    // It is down: a connection of our own is refused.
+    // It is gone: a connection of our own is refused (stopped) or never answered (frozen).
     let direct = tokio::time::timeout(
         Duration::from_secs(2),
         AsyncPgConnection::establish(&chaos.cluster.db_url),
     )
     .await;
-    assert!(
-        matches!(direct, Ok(Err(_))),
-        "PostgreSQL still took a connection after stop-postgres"
-    );
-    tokio::time::sleep(outage).await;
+    match fault_kind {
+        PgFault::Stop => assert!(
+            matches!(direct, Ok(Err(_))),
+            "PostgreSQL still took a connection after stop-postgres"
+        ),
+        PgFault::Freeze => assert!(
+            direct.is_err(),
+            "PostgreSQL answered a connection while frozen"
+        ),
+    }
+    tokio::time::sleep(outage.saturating_sub(fault.elapsed())).await;
     let refusals_until = Instant::now();
-    services::start_postgres().await;
+    match fault_kind {
+        PgFault::Stop => services::start_postgres().await,
+        PgFault::Freeze => services::thaw_postgres().await,
+    }
     let back = Instant::now();
     chaos.watch.postgres_stopped(fault, back);
     // The first lifecycle step answered 2xx after PostgreSQL came back.
@@ -675,10 +696,24 @@ async fn postgres_outage(name: &'static str, outage: Duration) {
     chaos.figure("503_while_down", told);
     chaos.figure("first_2xx_after_back_ms", recovery.as_millis());
     let slowest = chaos.client.counts.slowest_503_ms.load(Ordering::Relaxed);
+    // Stopped, a refused connection answers at once; frozen, nothing answers, and every request
+    // must still be answered by its deadline (the pool's connection limit, the statement limit
+    // or the request deadline itself), never held until the client gives up.
+    let bound = match fault_kind {
+        PgFault::Stop => Duration::from_secs(5),
+        PgFault::Freeze => traffic::server_deadline() + Duration::from_millis(500),
+    };
     assert!(
-        slowest < 5000,
-        "a 503 took {slowest} ms: requests hung instead of failing fast"
+        u128::from(slowest) < bound.as_millis(),
+        "a 503 took {slowest} ms: requests hung past {bound:?}"
     );
+    if fault_kind == PgFault::Freeze {
+        let slowest = chaos.client.counts.slowest_2xx_ms.load(Ordering::Relaxed);
+        assert!(
+            u128::from(slowest) < bound.as_millis(),
+            "a 2xx took {slowest} ms: a request was held past its deadline"
+        );
+    }
     chaos.finish().await;
 }
 
@@ -697,12 +732,21 @@ async fn assert_redis_refuses(url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_postgres_for_five_seconds() {
-    postgres_outage("postgres_stopped_5s", Duration::from_secs(5)).await;
+    postgres_outage("postgres_stopped_5s", PgFault::Stop, Duration::from_secs(5)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_postgres_for_two_ttls() {
-    postgres_outage("postgres_stopped_2ttl", TTL * 2).await;
+    postgres_outage("postgres_stopped_2ttl", PgFault::Stop, TTL * 2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn freeze_postgres_for_two_ttls() {
+    // Two TTLs of the test profile (4 s) are less than a request's deadline (6 s): requests
+    // would simply wait the freeze out. It lasts past the deadline too, so that requests caught
+    // in it must be answered 503 by their deadline while PostgreSQL still says nothing.
+    let outage = (TTL * 2).max(traffic::server_deadline() + Duration::from_secs(1));
+    postgres_outage("postgres_frozen_2ttl", PgFault::Freeze, outage).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -789,7 +833,7 @@ async fn soak() {
                 traffic_for(Duration::from_secs(10)).await;
                 chaos.finish().await;
             }
-            3 => postgres_outage("soak_postgres", Duration::from_secs(5)).await,
+            3 => postgres_outage("soak_postgres", PgFault::Stop, Duration::from_secs(5)).await,
             4 => {
                 let chaos = Chaos::start("soak_sigstop").await;
                 traffic_for(Duration::from_secs(5)).await;

@@ -69,6 +69,16 @@ pub async fn start_postgres() {
     services("start-postgres").await;
 }
 
+/// Freezes PostgreSQL (SIGSTOP to all its processes): it keeps its connections and answers none.
+pub async fn freeze_postgres() {
+    services("freeze-postgres").await;
+}
+
+/// Wakes a frozen PostgreSQL and waits until it answers.
+pub async fn thaw_postgres() {
+    services("thaw-postgres").await;
+}
+
 /// Stops Redis (SIGTERM; it keeps nothing: the profile runs it without persistence).
 pub async fn stop_redis() {
     services("stop-redis").await;
