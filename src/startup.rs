@@ -152,7 +152,11 @@ async fn heartbeat(mut beat: Heartbeat) {
                     .await
                 {
                     beat.stale_in_redis = false;
-                    log::info!("cleared leases from a previous run node={node} count={cleared}");
+                    if cleared > 0 {
+                        log::warn!(
+                            "cleared leases from a previous run node={node} count={cleared}"
+                        );
+                    }
                 }
             }
         }

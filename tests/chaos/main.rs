@@ -278,11 +278,7 @@ impl Chaos {
                         }
                     };
                     let status = response.status().as_u16();
-                    let served_by = response
-                        .headers()
-                        .get("x-ridelock-served-by")
-                        .and_then(|v| v.to_str().ok())
-                        .map(str::to_owned);
+                    let served_by = harness::header(&response, "x-ridelock-served-by");
                     let text = response.text().await.unwrap_or_default();
                     let body: serde_json::Value = serde_json::from_str(&text)
                         .unwrap_or_else(|_| panic!("{path}: {status}, not JSON: {text:?}"));

@@ -153,16 +153,8 @@ impl Client {
         let outcome = async {
             let response = request.send().await?;
             let status = response.status().as_u16();
-            let served_by = response
-                .headers()
-                .get("x-ridelock-served-by")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
-            let retry_after = response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            let served_by = crate::harness::header(&response, "x-ridelock-served-by");
+            let retry_after = crate::harness::header(&response, "retry-after");
             let text = response.text().await?;
             Ok::<_, reqwest::Error>((status, served_by, retry_after, text))
         }

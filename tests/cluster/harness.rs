@@ -241,11 +241,7 @@ impl Cluster {
         }
         let response = request.send().await?;
         let status = response.status().as_u16();
-        let served_by = response
-            .headers()
-            .get("x-ridelock-served-by")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let served_by = header(&response, "x-ridelock-served-by");
         let body = response.json().await?;
         Ok(Reply {
             status,
@@ -570,4 +566,13 @@ impl Drop for Cluster {
             self.prefix.clone(),
         );
     }
+}
+
+/// A response header's value, when it is there and readable.
+pub fn header(response: &reqwest::Response, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
 }
