@@ -337,6 +337,7 @@ stop_redis() {
 # stopped something, and it must be gone afterwards.
 fault_stop_pg() {
   pg_running || die "PostgreSQL ($PROFILE) is not running: nothing to stop"
+  thaw_pg || true
   stop_pg
   ! pg_running || die "PostgreSQL ($PROFILE) is still running after the stop"
   ! pg_ready || die "PostgreSQL ($PROFILE) still accepts connections on 127.0.0.1:$PG_PORT after the stop"
@@ -350,10 +351,12 @@ fault_freeze_pg() {
   [[ ! -s $PG_FROZEN ]] || die "PostgreSQL ($PROFILE) is frozen already"
   local postmaster pid
   postmaster=$(as_pg sed -n 1p "$PG_DATA/postmaster.pid")
-  kill -STOP "$postmaster"
+  # Recorded before each signal, so that a thaw always finds what was stopped.
   echo "$postmaster" >"$PG_FROZEN"
+  kill -STOP "$postmaster"
   for pid in $(pgrep -P "$postmaster"); do
-    kill -STOP "$pid" 2>/dev/null && echo "$pid" >>"$PG_FROZEN"
+    echo "$pid" >>"$PG_FROZEN"
+    kill -STOP "$pid" 2>/dev/null || true
   done
   for pid in $(cat "$PG_FROZEN"); do
     wait_for 5 stopped_or_gone "$pid" || die "PostgreSQL ($PROFILE) process $pid did not stop"

@@ -371,6 +371,14 @@ impl NodeSettings {
         if matches!(host_part, "0.0.0.0" | "::") {
             bail!("node.advertise_url {url} names no machine: give an address other nodes reach");
         }
+        let loopback_url =
+            host_part == "localhost" || host_part == "::1" || host_part.starts_with("127.");
+        if loopback_url && !loopback {
+            bail!(
+                "node.advertise_url {url} reaches only this machine, but the node listens on \
+                 {host} to serve others: give an address other nodes reach"
+            );
+        }
         Ok(())
     }
 }
@@ -521,7 +529,12 @@ mod tests {
                 "{good}"
             );
         }
+        assert!(node("http://127.0.0.1:3001")
+            .check_advertise_url("127.0.0.1", true)
+            .is_ok());
         for bad in [
+            "http://127.0.0.1:3000",
+            "http://localhost:3000",
             "10.0.0.5:3000",
             "http://",
             "http://0.0.0.0:3000",

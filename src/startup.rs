@@ -145,7 +145,7 @@ async fn heartbeat(mut beat: Heartbeat) {
             if let Err(error) = beat.leases.postgres().sweep().await {
                 log::warn!("lease sweep failed node={node} error={error}");
             }
-            if beat.stale_in_redis {
+            if beat.stale_in_redis && health.never_answered() {
                 if let Ok(cleared) = beat
                     .leases
                     .clear_stale_in_redis(&beat.prefix, &node.0)
@@ -171,8 +171,9 @@ async fn heartbeat(mut beat: Heartbeat) {
             }
             continue;
         }
-        if std::mem::take(&mut beat.stale_in_redis) {
-            // Redis answers, so leases come from it again: too late to clear safely.
+        if beat.stale_in_redis && !health.never_answered() {
+            // Redis has answered, so this run may hold leases there: too late to clear safely.
+            beat.stale_in_redis = false;
             log::warn!("leases of a previous run left to expire by TTL node={node}");
         }
         let why = match beat.index.is_built().await {
@@ -225,6 +226,8 @@ async fn purge_idempotency_keys(
                     if deleted < settings.purge_batch as usize {
                         break;
                     }
+                    // A backlog goes in batches with a breath between them, never in one burst.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
                 Ok(Err(error)) => {
                     log::warn!("idempotency key purge failed node={node} error={error}");
@@ -282,7 +285,7 @@ impl Application {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
             })?;
         let port = listener.local_addr()?.port();
-        let address = match settings.node.advertise_url.as_str() {
+        let address = match settings.node.advertise_url.trim() {
             "" => format!("http://127.0.0.1:{port}"),
             url => url.trim_end_matches('/').to_owned(),
         };
@@ -314,12 +317,14 @@ impl Application {
                 }
                 false
             }
+            // Unreachable, or refusing writes: start on PostgreSQL leases.
+            Err(error) if health.is_silent() => {
+                log::warn!("starting without Redis node={node_id} backend=postgres error={error}");
+                true
+            }
+            // Anything else (a wrong password, say) will not pass by itself: say so now.
             Err(error) => {
-                log::warn!(
-                    "starting without Redis node={node_id} backend={} error={error}",
-                    health.backend()
-                );
-                health.is_silent()
+                return Err(anyhow::Error::new(error).context("Redis refused this node (redis.url)"))
             }
         };
         let index = DriverIndex::new(redis.clone(), &prefix, health.clone());

@@ -1,1 +1,1 @@
-DROP INDEX idempotency_keys_created_at;
+DROP INDEX CONCURRENTLY IF EXISTS idempotency_keys_created_at;

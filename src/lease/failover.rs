@@ -42,6 +42,8 @@ pub struct RedisHealth {
     node_id: String,
     ttl: Duration,
     silent_since: Mutex<Option<Instant>>,
+    /// Set by the first command that showed Redis takes writes; never cleared.
+    ever_answered: std::sync::atomic::AtomicBool,
 }
 
 /// True for the errors that mean this Redis cannot take lease writes now, which the node treats
@@ -60,16 +62,37 @@ pub fn means_unavailable(error: &RedisError) -> bool {
     {
         return true;
     }
-    match error.kind() {
+    let refusal = |code: &str| {
+        matches!(
+            code,
+            "READONLY"
+                | "LOADING"
+                | "MASTERDOWN"
+                | "CLUSTERDOWN"
+                | "TRYAGAIN"
+                | "OOM"
+                | "MISCONF"
+                | "NOREPLICAS"
+        )
+    };
+    if matches!(
+        error.kind(),
         ErrorKind::Server(
             ServerErrorKind::ReadOnly
-            | ServerErrorKind::BusyLoading
-            | ServerErrorKind::MasterDown
-            | ServerErrorKind::ClusterDown
-            | ServerErrorKind::TryAgain,
-        ) => true,
-        _ => matches!(error.code(), Some("OOM" | "MISCONF" | "NOREPLICAS")),
+                | ServerErrorKind::BusyLoading
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::TryAgain,
+        )
+    ) || error.code().is_some_and(refusal)
+    {
+        return true;
     }
+    // A pipeline's error names only its first item's kind: any item's refusal counts.
+    error
+        .clone()
+        .into_server_errors()
+        .is_some_and(|items| items.iter().any(|(_, item)| refusal(item.code())))
 }
 
 impl RedisHealth {
@@ -78,6 +101,7 @@ impl RedisHealth {
             node_id: node_id.to_owned(),
             ttl,
             silent_since: Mutex::new(None),
+            ever_answered: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -135,7 +159,15 @@ impl RedisHealth {
         }
     }
 
+    /// True until a command first showed that Redis takes writes: until then this node has
+    /// taken no lease in Redis (grants go to Redis only while it answers).
+    pub fn never_answered(&self) -> bool {
+        !self.ever_answered.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     fn answered(&self) {
+        self.ever_answered
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut since = self.since();
         if let Some(at) = since.take() {
             log::warn!(
@@ -255,14 +287,17 @@ impl Leases {
         };
         let more =
             wanted.len() == limit && keys.last().is_some_and(|last| wanted.last() != Some(last));
+        let pg_keys: std::collections::HashSet<&str> =
+            in_pg.iter().map(|r| r.key.as_str()).collect();
+        let wanted_keys: std::collections::HashSet<&str> = wanted.iter().copied().collect();
         let from_redis: Vec<String> = wanted
             .iter()
-            .filter(|key| !in_pg.iter().any(|r| r.key == **key))
+            .filter(|key| !pg_keys.contains(**key))
             .map(|key| (*key).to_owned())
             .collect();
         let mut records: Vec<LeaseRecord> = in_pg
             .iter()
-            .filter(|r| wanted.contains(&r.key.as_str()))
+            .filter(|r| wanted_keys.contains(r.key.as_str()))
             .cloned()
             .collect();
         if !from_redis.is_empty() {
@@ -301,8 +336,9 @@ impl Leases {
     }
 
     /// Deletes the Redis leases naming `node_id`, left by a previous run of this node. How many.
-    /// Safe only while this run holds no Redis lease: at start-up, or while Redis has been
-    /// silent since then (no grant comes from Redis until the heartbeat's probe succeeds).
+    /// Safe only while this run holds no Redis lease: at start-up, or while Redis has never
+    /// answered a write since ([`RedisHealth::never_answered`]; no grant goes to Redis before).
+    /// Lease values do not say which run took them, so this must never run later.
     pub async fn clear_stale_in_redis(
         &self,
         prefix: &str,

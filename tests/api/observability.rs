@@ -526,3 +526,38 @@ async fn lock_stats_come_in_pages_with_complete_counts() {
     let default = app.get("/api/locks/stats").await;
     assert_eq!(default.data()["locks"].as_array().map(Vec::len), Some(100));
 }
+
+#[actix_web::test]
+async fn a_key_of_another_type_under_the_lock_pattern_stops_neither_stats_nor_a_restart() {
+    // Arrange: another application's hash where lease keys live, and one real lease.
+    let app = spawn_app_with(|s| s.booking.idle_stop_ms = 60_000).await;
+    let _: () = redis::cmd("HSET")
+        .arg(format!("{}lock:booking:900000", app.redis_prefix))
+        .arg("field")
+        .arg("value")
+        .query(&mut app.redis())
+        .unwrap();
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+
+    // Act
+    let stats = app.get("/api/locks/stats").await;
+    app.stop().await;
+    let restarted = spawn_node(&app.db_name, &app.db_url, &app.redis_prefix, "n1", |_| {}).await;
+
+    // Assert: the lease is listed, the foreign key left out of the list, and the node restarted
+    // (its start-up clean-up reads the same keys) and serves.
+    stats.expect(200, None);
+    let resources: Vec<&str> = stats.data()["locks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["resource"].as_str())
+        .collect();
+    assert_eq!(resources, [format!("booking:{booking}")]);
+    restarted
+        .get(format!("/api/bookings/{booking}"))
+        .await
+        .expect(200, None);
+}
