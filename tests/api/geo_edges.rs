@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_node, TestApp};
+use crate::helpers::{spawn_app, TestApp};
 
 /// The driver ids `nearby` lists around `(lat, lng)`, nearest first.
 async fn nearby(app: &TestApp, lat: f64, lng: f64, radius: f64) -> Vec<i64> {
@@ -49,14 +49,7 @@ async fn drivers_at_the_poles_and_the_antimeridian_are_found_and_survive_a_resta
 
     // Act: a restart rebuilds the index from these rows.
     first.stop().await;
-    let app = spawn_node(
-        &first.db_name,
-        &first.db_url,
-        &first.redis_prefix,
-        "n1",
-        |_| {},
-    )
-    .await;
+    let app = first.restarted(|_| {}).await;
 
     // Assert: nearby and assignment find each of them.
     assert_eq!(nearby(&app, 89.0, 59.0, 5.0).await, vec![north]);

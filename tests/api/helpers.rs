@@ -309,6 +309,19 @@ impl TestApp {
         .await
     }
 
+    /// This node, under the same id, started again on this app's database and key prefix (with
+    /// settings adjusted by `customize`): a restart, or a run after a crash.
+    pub async fn restarted(&self, customize: impl FnOnce(&mut Settings)) -> TestApp {
+        spawn_node(
+            &self.db_name,
+            &self.db_url,
+            &self.redis_prefix,
+            &self.node_id,
+            customize,
+        )
+        .await
+    }
+
     /// Stops the server as SIGTERM does (graceful: in-flight requests finish, leases are released).
     pub async fn stop(&self) {
         self.server.stop().await;

@@ -191,14 +191,7 @@ async fn a_restarted_node_clears_the_leases_its_previous_run_left_behind() {
         .unwrap();
 
     // Act: n1 starts again on the same database and prefix.
-    let restarted = spawn_node(
-        &first.db_name,
-        &first.db_url,
-        &first.redis_prefix,
-        "n1",
-        |_| {},
-    )
-    .await;
+    let restarted = first.restarted(|_| {}).await;
     let assigned = restarted
         .post(format!("/api/bookings/{booking}/assign"), json!(null))
         .await;

@@ -544,7 +544,7 @@ async fn a_key_of_another_type_under_the_lock_pattern_stops_neither_stats_nor_a_
     // Act
     let stats = app.get("/api/locks/stats").await;
     app.stop().await;
-    let restarted = spawn_node(&app.db_name, &app.db_url, &app.redis_prefix, "n1", |_| {}).await;
+    let restarted = app.restarted(|_| {}).await;
 
     // Assert: the lease is listed, the foreign key left out of the list, and the node restarted
     // (its start-up clean-up reads the same keys) and serves.

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, spawn_node, TestApp, PICKUP};
+use crate::helpers::{spawn_app_with, TestApp, PICKUP};
 use crate::redis_server::RedisServer;
 
 /// One answer of the traffic: the step, its status and body.
@@ -233,14 +233,9 @@ async fn a_node_starts_without_redis_serves_from_postgres_and_takes_redis_up_whe
 
     // Act: n1 starts again while Redis is down.
     let url = redis.url();
-    let app = spawn_node(
-        &first.db_name,
-        &first.db_url,
-        &first.redis_prefix,
-        "n1",
-        |s| s.redis.url = ridelock::config::Secret::new(&url),
-    )
-    .await;
+    let app = first
+        .restarted(|s| s.redis.url = ridelock::config::Secret::new(&url))
+        .await;
 
     // Assert: it serves: health says Redis is down, search runs in SQL, and a booking is
     // assigned from a PostgreSQL lease (after the TTL wait, within the request's deadline).
