@@ -1,7 +1,10 @@
 //! `GET /metrics`: Prometheus text format. HTTP requests by route pattern and status, request
 //! latency histograms by route, the lease counters of `/api/locks/stats`, forwarding between
-//! nodes, held leases and live booking actors. Routes are labelled by their pattern (`/api/bookings/{id}`), never by the raw
-//! path, and unmatched paths share one label, so the number of series stays bounded.
+//! nodes, held leases and live booking actors.
+//!
+//! Every label value comes from a closed set, so no caller can add a series: routes are labelled
+//! by their pattern (`/api/bookings/{id}`), never by the raw path, and unmatched paths share one
+//! label; methods outside [`METHODS`] (`FOO1`, `FOO2`, … are all valid HTTP) count as `OTHER`.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -16,6 +19,17 @@ use actix_web::{Error, HttpResponse};
 use super::State;
 use crate::auth::{rules, Principal};
 use crate::error::ApiError;
+
+/// The methods counted under their own name; any other is `OTHER`.
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+/// `method` if it is one of [`METHODS`], else `OTHER`: the label never holds caller-chosen text.
+fn method_label(method: &str) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("OTHER")
+}
 
 /// Upper bounds of the latency buckets, seconds.
 const BUCKETS: [f64; 12] = [
@@ -33,9 +47,9 @@ struct RouteStats {
 /// Request counts and latencies, per method and route pattern.
 #[derive(Default)]
 pub struct HttpMetrics {
-    /// method → route pattern → figures; looked up by `&str`, so recording allocates only the
-    /// first time a route is seen.
-    routes: Mutex<BTreeMap<String, BTreeMap<String, RouteStats>>>,
+    /// method label → route pattern → figures. Both keys come from closed sets (see
+    /// [`method_label`] and the route table), so the map cannot grow past their product.
+    routes: Mutex<BTreeMap<&'static str, BTreeMap<String, RouteStats>>>,
 }
 
 impl HttpMetrics {
@@ -46,12 +60,7 @@ impl HttpMetrics {
             .position(|bound| seconds <= *bound)
             .unwrap_or(BUCKETS.len());
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        if !routes.contains_key(method) {
-            routes.insert(method.to_owned(), BTreeMap::new());
-        }
-        let Some(by_route) = routes.get_mut(method) else {
-            return;
-        };
+        let by_route = routes.entry(method_label(method)).or_default();
         if !by_route.contains_key(route) {
             by_route.insert(route.to_owned(), RouteStats::default());
         }
@@ -280,6 +289,21 @@ mod tests {
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line} in\n{out}");
         }
+    }
+
+    #[test]
+    fn methods_outside_the_known_set_share_one_label() {
+        let metrics = HttpMetrics::default();
+        for n in 0..100 {
+            metrics.record(&format!("FOO{n}"), "unmatched", 404, Duration::ZERO);
+        }
+        metrics.record("PATCH", "unmatched", 404, Duration::ZERO);
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(!out.contains("FOO"), "{out}");
+        let other = "method=\"OTHER\",route=\"unmatched\",status=\"404\"";
+        assert!(out.contains(&format!("{{{other}}} 100")), "{out}");
+        assert!(out.contains("method=\"PATCH\""), "{out}");
     }
 
     #[test]

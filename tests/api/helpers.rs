@@ -263,6 +263,18 @@ impl TestApp {
         self.as_caller(Some(&bearer), method, path, body).await
     }
 
+    /// The body of a GET that answers text (`/metrics`), with the operator token; panics unless 200.
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.address))
+            .send()
+            .await
+            .expect("request sent");
+        assert_eq!(response.status().as_u16(), 200, "GET {path}");
+        response.text().await.expect("text body")
+    }
+
     pub async fn get(&self, path: impl AsRef<str>) -> Reply {
         self.request(reqwest::Method::GET, path, None).await
     }

@@ -12,6 +12,7 @@ mod proxy;
 #[path = "../support/redis_server.rs"]
 mod redis_server;
 
+mod abuse;
 mod authorization;
 mod booking_actions;
 mod concurrency;
