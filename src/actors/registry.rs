@@ -54,6 +54,13 @@ impl BookingRegistry {
         self.len() == 0
     }
 
+    /// Whether `id` has a running actor on this node.
+    pub fn is_live(&self, id: BookingId) -> bool {
+        self.lock()
+            .get(&id)
+            .is_some_and(|(_, addr)| addr.connected())
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
         self.actors
             .lock()

@@ -148,58 +148,69 @@ impl TransitionError {
     }
 }
 
-/// Decides whether `cmd` is legal in `state`. Identity is checked before state, so a stranger
-/// learns nothing about a booking's progress. A booking without a driver has no "right driver":
-/// an operator accepting or completing it gets the state conflict, a driver the identity refusal
-/// (which carries no state).
+/// Whether the caller named in `cmd` may ask for it at all: the identity half of [`apply`], and
+/// the only refusals (403) that do not depend on the booking's progress. A router runs it on a
+/// row it read before starting anything for a caller, so a stranger costs no lease and no write.
+/// A booking without a driver has no "right driver": a driver acting for itself is refused as a
+/// stranger, an operator gets the state conflict from `apply`.
+pub fn authorize(state: BookingState, cmd: Command) -> Result<(), TransitionError> {
+    let stranger = match cmd {
+        Command::Assign { by } => by.is_some_and(|rider| rider != state.rider_id),
+        Command::Accept {
+            driver_id,
+            operator,
+        }
+        | Command::Complete {
+            driver_id,
+            operator,
+        } => match state.driver_id {
+            None => !operator,
+            Some(assigned) => assigned != driver_id,
+        },
+        Command::Cancel { by } => match by {
+            Party::Rider(rider) => rider != state.rider_id,
+            Party::Driver(driver) => Some(driver) != state.driver_id,
+        },
+    };
+    if !stranger {
+        return Ok(());
+    }
+    Err(match cmd {
+        Command::Accept { .. } | Command::Complete { .. } => TransitionError::NotAssignedDriver,
+        Command::Assign { .. } | Command::Cancel { .. } => TransitionError::NotAParty,
+    })
+}
+
+/// Decides whether `cmd` is legal in `state`. Identity is checked before state ([`authorize`]),
+/// so a stranger learns nothing about a booking's progress.
 pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, TransitionError> {
     use BookingStatus::*;
+    authorize(state, cmd)?;
     let to = |to| Transition {
         from: state.status,
         to,
         release_driver: None,
     };
     match cmd {
-        Command::Assign { by } => {
-            if by.is_some_and(|rider| rider != state.rider_id) {
-                return Err(TransitionError::NotAParty);
-            }
+        Command::Assign { .. } => match state.status {
+            Pending => Ok(to(Assigned)),
+            other => Err(TransitionError::NotPending(other)),
+        },
+        Command::Accept { .. } => {
+            // Only an operator gets here for a booking without a driver.
             match state.status {
-                Pending => Ok(to(Assigned)),
-                other => Err(TransitionError::NotPending(other)),
-            }
-        }
-        Command::Accept {
-            driver_id,
-            operator,
-        } => {
-            check_driver(state, driver_id, operator, TransitionError::NotAssigned)?;
-            match state.status {
-                Assigned => Ok(to(Accepted)),
+                Assigned if state.driver_id.is_some() => Ok(to(Accepted)),
                 other => Err(TransitionError::NotAssigned(other)),
             }
         }
-        Command::Complete {
-            driver_id,
-            operator,
-        } => {
-            check_driver(state, driver_id, operator, TransitionError::NotAccepted)?;
-            match state.status {
-                Accepted => Ok(Transition {
-                    release_driver: state.driver_id,
-                    ..to(Completed)
-                }),
-                other => Err(TransitionError::NotAccepted(other)),
-            }
-        }
-        Command::Cancel { by } => {
-            let is_party = match by {
-                Party::Rider(rider) => rider == state.rider_id,
-                Party::Driver(driver) => Some(driver) == state.driver_id,
-            };
-            if !is_party {
-                return Err(TransitionError::NotAParty);
-            }
+        Command::Complete { .. } => match state.status {
+            Accepted if state.driver_id.is_some() => Ok(Transition {
+                release_driver: state.driver_id,
+                ..to(Completed)
+            }),
+            other => Err(TransitionError::NotAccepted(other)),
+        },
+        Command::Cancel { .. } => {
             if state.status.is_terminal() {
                 return Err(TransitionError::AlreadyTerminal(state.status));
             }
@@ -208,20 +219,6 @@ pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, Transition
                 ..to(Cancelled)
             })
         }
-    }
-}
-
-fn check_driver(
-    state: BookingState,
-    driver_id: DriverId,
-    operator: bool,
-    no_driver: fn(BookingStatus) -> TransitionError,
-) -> Result<(), TransitionError> {
-    match state.driver_id {
-        None if operator => Err(no_driver(state.status)),
-        None => Err(TransitionError::NotAssignedDriver),
-        Some(assigned) if assigned != driver_id => Err(TransitionError::NotAssignedDriver),
-        Some(_) => Ok(()),
     }
 }
 
@@ -314,6 +311,62 @@ mod tests {
                 apply(state(status), theirs),
                 Err(TransitionError::NotAParty)
             );
+        }
+    }
+
+    #[test]
+    fn authorize_refuses_exactly_what_apply_forbids() {
+        let commands = [
+            Command::Assign { by: None },
+            Command::Assign { by: Some(RIDER) },
+            Command::Assign {
+                by: Some(RiderId(2)),
+            },
+            Command::Accept {
+                driver_id: DRIVER,
+                operator: false,
+            },
+            Command::Accept {
+                driver_id: DriverId(8),
+                operator: false,
+            },
+            Command::Accept {
+                driver_id: DriverId(8),
+                operator: true,
+            },
+            Command::Complete {
+                driver_id: DRIVER,
+                operator: false,
+            },
+            Command::Complete {
+                driver_id: DriverId(8),
+                operator: true,
+            },
+            Command::Cancel {
+                by: Party::Rider(RIDER),
+            },
+            Command::Cancel {
+                by: Party::Rider(RiderId(2)),
+            },
+            Command::Cancel {
+                by: Party::Driver(DRIVER),
+            },
+            Command::Cancel {
+                by: Party::Driver(DriverId(8)),
+            },
+        ];
+        for status in BookingStatus::ALL {
+            for driver_id in [None, Some(DRIVER)] {
+                let s = BookingState {
+                    status,
+                    rider_id: RIDER,
+                    driver_id,
+                };
+                for cmd in commands {
+                    let forbidden = apply(s, cmd).err().filter(|e| e.is_forbidden());
+                    assert_eq!(authorize(s, cmd).err(), forbidden, "{s:?} {cmd:?}");
+                }
+            }
         }
     }
 

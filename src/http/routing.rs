@@ -25,7 +25,7 @@ use super::{respond, AppState};
 use crate::actors::booking::{Accept, Assign, Cancel, Complete, RequestMeta};
 use crate::actors::BookingError;
 use crate::cluster::forward::{ForwardError, Relayed, SERVED_BY_HEADER};
-use crate::domain::booking::Party;
+use crate::domain::booking::{authorize, Command, Party};
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::Fare;
 use crate::error::ApiError;
@@ -61,6 +61,39 @@ pub enum BookingOp {
 }
 
 impl BookingOp {
+    /// The state machine's command for this action.
+    fn command(&self) -> Command {
+        match *self {
+            Self::Assign { by } => Command::Assign { by },
+            Self::Accept {
+                driver_id,
+                operator,
+            } => Command::Accept {
+                driver_id,
+                operator,
+            },
+            Self::Cancel { by, .. } => Command::Cancel { by },
+            Self::Complete {
+                driver_id,
+                operator,
+                ..
+            } => Command::Complete {
+                driver_id,
+                operator,
+            },
+        }
+    }
+
+    /// Whether the action names a caller the booking must know (everything but an operator's
+    /// assign, accept or complete).
+    fn names_a_party(&self) -> bool {
+        match self {
+            Self::Assign { by } => by.is_some(),
+            Self::Accept { operator, .. } | Self::Complete { operator, .. } => !operator,
+            Self::Cancel { .. } => true,
+        }
+    }
+
     /// The status this action moves a booking to, and the message of its success answer.
     fn outcome(&self) -> (&'static str, &'static str) {
         match self {
@@ -115,6 +148,9 @@ pub async fn route(
         if let Some(answer) = super::idempotent::replay(&mut conn, idem).await? {
             return Ok(answer);
         }
+    }
+    if !state.registry.is_live(id) && op.names_a_party() {
+        screen(state, id, op).await?;
     }
     let deadline = Instant::now() + budget;
     let key = booking_key(&state.deps.key_prefix, id);
@@ -227,6 +263,25 @@ pub async fn route(
             }
         }
     }
+}
+
+/// Refuses a caller who is no party to the booking (or a booking that does not exist) from a
+/// plain read, before an actor starts for it: starting one takes the booking's lease and bumps
+/// its fencing token, which a stranger sweeping ids must not be able to cause. Runs only when
+/// no actor is live here; a live actor already holds the lease and checks the same rule
+/// ([`authorize`]) against its own state. A caller this lets through is checked again by the
+/// actor, so a change committed between the read and the actor is never missed.
+async fn screen(state: &AppState, id: BookingId, op: &BookingOp) -> Result<(), ApiError> {
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let booking = bookings::find(&mut conn, id)
+        .await?
+        .ok_or(BookingError::NotFound(id))?;
+    authorize(booking.state()?, op.command()).map_err(|error| {
+        ApiError::from(BookingError::Refused {
+            error,
+            booking: Box::new(booking),
+        })
+    })
 }
 
 /// A refusal by this node's actor, answered like a success: it says which node it ran on.

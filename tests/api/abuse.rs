@@ -1,9 +1,15 @@
 //! Abuse (docs/security.md): what a caller without a token, a token holder or a stranger to a
 //! booking can make a node do. Each test drives a real server and checks what it kept or wrote.
 
-use reqwest::Method;
+use std::time::Duration;
 
-use crate::helpers::spawn_app;
+use diesel::sql_types::BigInt;
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{spawn_app, TestApp, PICKUP};
 
 #[actix_web::test]
 async fn unknown_methods_add_no_metrics_series() {
@@ -33,4 +39,119 @@ async fn unknown_methods_add_no_metrics_series() {
         .map(|l| l.rsplit_once(' ').unwrap().1.parse::<f64>().unwrap())
         .sum();
     assert_eq!(other, 50.0, "{text}");
+}
+
+#[derive(QueryableByName)]
+struct Token {
+    #[diesel(sql_type = BigInt)]
+    fencing_token: i64,
+}
+
+async fn fencing_token(app: &TestApp, booking: i64) -> i64 {
+    let mut conn = app.db().await;
+    diesel::sql_query("SELECT fencing_token FROM bookings WHERE id = $1")
+        .bind::<BigInt, _>(booking)
+        .get_result::<Token>(&mut conn)
+        .await
+        .unwrap()
+        .fencing_token
+}
+
+/// Booking actors alive and leases acquired on this node, from `/metrics`.
+async fn actors_and_acquisitions(app: &TestApp) -> (f64, f64) {
+    let text = app.get_text("/metrics").await;
+    let node = &app.node_id;
+    let value = |name: String| crate::metrics::value(&text, &name).unwrap();
+    (
+        value(format!("ridelock_booking_actors{{node=\"{node}\"}}")),
+        value(format!("ridelock_lease_acquired_total{{node=\"{node}\"}}")),
+    )
+}
+
+#[actix_web::test]
+async fn strangers_sweeping_booking_ids_start_no_actor_take_no_lease_and_write_nothing() {
+    // Arrange: rider A's pending booking, and one assigned to driver 1 whose actor has idled out.
+    let app = spawn_app().await;
+    let (rider_a, rider_b) = (app.rider().await, app.rider().await);
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let stranger_driver = app.online_driver(PICKUP.0 + 1.0, PICKUP.1).await;
+    let (assigned, driver_1) = app
+        .assigned_booking(rider_a, PICKUP.0, PICKUP.1, false)
+        .await;
+    let pending = app.booking(rider_a, PICKUP.0, PICKUP.1).await;
+    let idle = app
+        .eventually(Duration::from_secs(10), || async {
+            actors_and_acquisitions(&app).await.0 == 0.0
+        })
+        .await;
+    assert!(idle, "the assigned booking's actor idles out");
+    let tokens_before = (
+        fencing_token(&app, assigned).await,
+        fencing_token(&app, pending).await,
+    );
+    let acquired_before = actors_and_acquisitions(&app).await.1;
+    let fingerprint = app.fingerprint().await;
+
+    // Act: rider B and a stranger driver try every action on both bookings and on ids nobody has.
+    let (rider, driver) = (
+        format!("rider:{rider_b}"),
+        format!("driver:{stranger_driver}"),
+    );
+    let as_rider = json!({ "user_id": rider_b, "user_type": "rider" });
+    let as_driver = json!({ "user_id": stranger_driver, "user_type": "driver" });
+    let accept = json!({ "driver_id": stranger_driver });
+    let complete = json!({ "driver_id": stranger_driver, "actual_fare": 20.0 });
+    for booking in [assigned, pending] {
+        for (subject, action, body, code) in [
+            (&rider, "assign", None, "not_booking_party"),
+            (&rider, "cancel", Some(&as_rider), "not_booking_party"),
+            (&driver, "cancel", Some(&as_driver), "not_booking_party"),
+            (&driver, "accept", Some(&accept), "not_assigned_driver"),
+            (&driver, "complete", Some(&complete), "not_assigned_driver"),
+        ] {
+            let path = format!("/api/bookings/{booking}/{action}");
+            app.as_subject(subject, Method::POST, &path, body.cloned())
+                .await
+                .expect(403, Some(code));
+        }
+    }
+    for missing in [assigned + 1000, assigned + 1001] {
+        let path = format!("/api/bookings/{missing}/cancel");
+        app.as_subject(&rider, Method::POST, &path, Some(as_rider.clone()))
+            .await
+            .expect(404, Some("booking_not_found"));
+    }
+
+    // Assert: no actor, no lease, no token bumped, nothing written.
+    assert_eq!(actors_and_acquisitions(&app).await, (0.0, acquired_before));
+    assert_eq!(app.lease_in_redis(assigned), None);
+    assert_eq!(app.lease_in_redis(pending), None);
+    assert_eq!(
+        (
+            fencing_token(&app, assigned).await,
+            fencing_token(&app, pending).await
+        ),
+        tokens_before
+    );
+    assert_eq!(app.fingerprint().await, fingerprint);
+
+    // And the parties still can: driver 1 accepts, rider A cancels the pending one.
+    let accept = json!({ "driver_id": driver_1 });
+    app.as_subject(
+        &format!("driver:{driver_1}"),
+        Method::POST,
+        format!("/api/bookings/{assigned}/accept"),
+        Some(accept),
+    )
+    .await
+    .expect(200, None);
+    let mine = json!({ "user_id": rider_a, "user_type": "rider" });
+    app.as_subject(
+        &format!("rider:{rider_a}"),
+        Method::POST,
+        format!("/api/bookings/{pending}/cancel"),
+        Some(mine),
+    )
+    .await
+    .expect(200, None);
 }
