@@ -19,6 +19,8 @@ CLIPPY := cargo clippy --all-targets -- -D warnings
 run:
 	$(SERVICES) up dev
 	. var/dev/env
+	# The binary applies production rules unless told otherwise (docs/security.md).
+	export RIDELOCK_ENV=local
 	export RUST_LOG="$${RUST_LOG:-info}"
 	# Thousands of open client connections need file descriptors: take what the hard limit allows.
 	ulimit -n "$$(ulimit -Hn)" || true
@@ -46,6 +48,7 @@ test:
 # Every loadtest scenario against a running server (`make run` in another terminal).
 # LOADTEST_ARGS adds options, e.g. LOADTEST_ARGS="--url http://127.0.0.1:3001 --riders 32".
 loadtest:
+	export RIDELOCK_ENV=local
 	cargo build --release
 	for scenario in tutorial same-booking driver-contention conflict actors lifecycle; do
 	  ./target/release/ridelock loadtest --scenario "$$scenario" $(LOADTEST_ARGS)

@@ -6,6 +6,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# This script runs the development profile; the binary applies production rules otherwise.
+export RIDELOCK_ENV=local
 URL=${URL:-http://127.0.0.1:3000}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 OUT=var/bench

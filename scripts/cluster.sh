@@ -12,6 +12,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# This script runs the development profile; the binary applies production rules otherwise.
+export RIDELOCK_ENV=local
 NGINX=/usr/sbin/nginx
 NODES=(n1 n2 n3)
 PORTS=(3001 3002 3003)

@@ -176,8 +176,11 @@ impl AuthSettings {
                 if secret.is_empty() {
                     bail!("auth.secret must be set for HS256 (RIDELOCK_AUTH__SECRET)");
                 }
-                if profile == "production" && (secret.len() < 32 || secret.starts_with("dev-")) {
-                    bail!("auth.secret must be a private value of at least 32 characters in production");
+                if !is_development(profile) && !private_enough(secret) {
+                    bail!(
+                        "auth.secret must be a private value of at least 32 characters \
+                         outside the local and test profiles (profile {profile})"
+                    );
                 }
                 // The development secrets are in this repository: anyone could mint ops tokens.
                 if secret.starts_with("dev-") && !loopback {
@@ -197,9 +200,23 @@ impl AuthSettings {
     }
 }
 
-/// The profile named by `RIDELOCK_ENV` (default `local`).
+/// The profile named by `RIDELOCK_ENV`. Unset means `production`: a deployment that names no
+/// profile gets the strict rules, never the local profile's open doors (`make run`, `make
+/// cluster` and the scripts name `local` or `test` themselves).
 pub fn profile() -> String {
-    std::env::var("RIDELOCK_ENV").unwrap_or_else(|_| "local".to_owned())
+    std::env::var("RIDELOCK_ENV").unwrap_or_else(|_| "production".to_owned())
+}
+
+/// The profiles whose public development secrets and (local only) `auth.mode = "off"` are
+/// accepted. Every other profile, named or not, must bring private secrets.
+pub fn is_development(profile: &str) -> bool {
+    matches!(profile, "local" | "test")
+}
+
+/// A secret fit for a profile that is not a development one: 32+ characters, and not one of
+/// this repository's public `dev-…` values.
+fn private_enough(secret: &str) -> bool {
+    secret.len() >= 32 && !secret.starts_with("dev-")
 }
 
 /// The configuration files built into the binary: `config/base.toml` and one file per profile.
@@ -215,7 +232,14 @@ const BUILT_IN: &[(&str, &str)] = &[
 /// from `RIDELOCK_CONFIG_DIR` (which must exist when set) or from `config/` under the current
 /// directory (when there is one), then `RIDELOCK_*` environment variables.
 pub fn load() -> anyhow::Result<Settings> {
-    load_profile(&profile())
+    let loaded = load_profile(&profile());
+    if std::env::var_os("RIDELOCK_ENV").is_none() {
+        return loaded.context(
+            "RIDELOCK_ENV is not set, so the production profile's rules apply; \
+             set RIDELOCK_ENV=local to develop (make run does)",
+        );
+    }
+    loaded
 }
 
 /// [`load`] for a named profile, whatever `RIDELOCK_ENV` says.
@@ -248,7 +272,7 @@ pub fn load_profile(profile: &str) -> anyhow::Result<Settings> {
         .build()?
         .try_deserialize()
         .with_context(|| format!("reading configuration from {dir} (profile {profile})"))?;
-    if settings.node.id.is_empty() && profile != "production" {
+    if settings.node.id.is_empty() && is_development(profile) {
         settings.node.id = default_node_id(settings.server.port);
     }
     settings.validate(profile)?;
@@ -273,8 +297,11 @@ impl Settings {
         if secret.is_empty() {
             bail!("cluster.secret must be set (RIDELOCK_CLUSTER__SECRET)");
         }
-        if profile == "production" && (secret.len() < 32 || secret.starts_with("dev-")) {
-            bail!("cluster.secret must be a private value of at least 32 characters in production");
+        if !is_development(profile) && !private_enough(secret) {
+            bail!(
+                "cluster.secret must be a private value of at least 32 characters \
+                 outside the local and test profiles (profile {profile})"
+            );
         }
         // The development secrets are public (they are in this repository): fine for nodes that
         // only listen on loopback, never for one other machines can reach.
@@ -544,6 +571,23 @@ mod tests {
                 node(bad).check_advertise_url("0.0.0.0", false).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn every_profile_but_local_and_test_needs_private_secrets() {
+        for profile in ["production", "staging", "prod", "dev", ""] {
+            for secret in ["dev-test-auth-secret", "dev-local-auth-secret", "short"] {
+                assert!(
+                    auth(AuthMode::Jwt, secret).validate(profile, true).is_err(),
+                    "{profile:?} {secret}"
+                );
+            }
+        }
+        for profile in ["local", "test"] {
+            assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
+                .validate(profile, true)
+                .is_ok());
         }
     }
 

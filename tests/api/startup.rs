@@ -132,3 +132,49 @@ async fn a_node_listening_beyond_loopback_without_an_advertise_url_refuses_to_st
     assert!(!unroutable.status.success());
     assert!(said.contains("names no machine"), "stderr: {said}");
 }
+
+#[actix_web::test]
+async fn without_a_named_profile_the_binary_refuses_the_development_defaults() {
+    // Arrange: everything `make run` gives a server except RIDELOCK_ENV; then a profile of
+    // another name with the development secrets.
+    let run = |profile: Option<&str>| -> Output {
+        let mut cmd = Command::new(BINARY);
+        cmd.arg("serve")
+            .env_remove("RIDELOCK_ENV")
+            .env_remove("RIDELOCK_CONFIG_DIR")
+            .env("RIDELOCK_SERVER__PORT", free_port().to_string())
+            .env("RIDELOCK_NODE__ID", "n1")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
+            .env("REDIS_URL", "redis://127.0.0.1:1/")
+            .current_dir(empty_dir("no-profile"));
+        if let Some(profile) = profile {
+            cmd.env("RIDELOCK_ENV", profile)
+                .env("RIDELOCK_CLUSTER__SECRET", "dev-local-cluster-secret")
+                .env("RIDELOCK_AUTH__SECRET", "dev-local-auth-secret");
+        }
+        cmd.output().expect("the binary runs")
+    };
+
+    // Act
+    let unnamed = run(None);
+    let staging = run(Some("staging"));
+    let staging_off = {
+        let mut cmd = Command::new(BINARY);
+        cmd.arg("serve")
+            .env("RIDELOCK_ENV", "staging")
+            .env("RIDELOCK_AUTH__MODE", "off")
+            .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none");
+        cmd.output().expect("the binary runs")
+    };
+
+    // Assert: each exits at once, saying why, before touching anything.
+    let said = String::from_utf8_lossy(&unnamed.stderr);
+    assert!(!unnamed.status.success(), "stderr: {said}");
+    assert!(said.contains("RIDELOCK_ENV is not set"), "stderr: {said}");
+    assert!(said.contains("cluster.secret"), "stderr: {said}");
+    let said = String::from_utf8_lossy(&staging.stderr);
+    assert!(!staging.status.success(), "stderr: {said}");
+    assert!(said.contains("private value"), "stderr: {said}");
+    let said = String::from_utf8_lossy(&staging_off.stderr);
+    assert!(!staging_off.status.success(), "stderr: {said}");
+}
