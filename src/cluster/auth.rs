@@ -22,7 +22,7 @@ pub const HOPS_HEADER: &str = "x-ridelock-hops";
 pub const BUDGET_HEADER: &str = "x-ridelock-budget-ms";
 /// Milliseconds since the Unix epoch when the call was signed.
 pub const TIMESTAMP_HEADER: &str = "x-ridelock-timestamp";
-/// Hex HMAC-SHA256 of [`Signed::payload`].
+/// HMAC-SHA256 of [`Signed::payload`]: 64 lower-case hex digits, nothing else.
 pub const SIGNATURE_HEADER: &str = "x-ridelock-signature";
 
 /// How far a call's timestamp may be from the receiver's clock, either way.
@@ -65,18 +65,17 @@ impl Signed<'_> {
         Ok(hex(&self.mac(secret)?.finalize().into_bytes()))
     }
 
-    /// Checks `signature` (hex) in constant time, that the call is meant for `me`, and its
-    /// timestamp and deadline against `now`.
+    /// Checks `signature` in constant time, that the call is meant for `me`, and its timestamp
+    /// and deadline against `now`.
     pub fn verify(
         &self,
         secret: &Secret,
-        signature: &str,
+        signature: &Signature,
         me: &str,
         now: SystemTime,
     ) -> Result<(), Refusal> {
-        let bytes = unhex(signature).ok_or(Refusal::BadSignature)?;
         self.mac(secret)?
-            .verify_slice(&bytes)
+            .verify_slice(&signature.0)
             .map_err(|_| Refusal::BadSignature)?;
         if self.to != me {
             return Err(Refusal::WrongNode);
@@ -106,6 +105,49 @@ impl Signed<'_> {
     }
 }
 
+/// A signature as the header carries it, decoded. Only one text decodes to a given signature
+/// (64 lower-case hex digits), and the replay check keys on the bytes, so a captured call can
+/// not be sent again with its signature re-cased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signature([u8; 32]);
+
+impl Signature {
+    pub fn parse(text: &str) -> Option<Self> {
+        let digits = text.as_bytes();
+        if digits.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks_exact(2)) {
+            *byte = lower_hex_digit(pair[0])? << 4 | lower_hex_digit(pair[1])?;
+        }
+        Some(Self(bytes))
+    }
+
+    /// The canonical text: what [`Signed::sign`] sends and the replay check keys on.
+    pub fn to_hex(&self) -> String {
+        hex(&self.0)
+    }
+}
+
+fn lower_hex_digit(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// A number header in its one canonical form: decimal digits, no sign, no leading zero, at most
+/// 19 of them. `u64::from_str` would also take `+7` and `007`.
+pub fn parse_number(text: &str) -> Option<u64> {
+    let canonical = !text.is_empty()
+        && text.len() <= 19
+        && text.bytes().all(|b| b.is_ascii_digit())
+        && (text == "0" || !text.starts_with('0'));
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
 /// Why an internal call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -133,16 +175,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,7 +198,7 @@ mod tests {
         let signed = call(br#"{"op":"assign"}"#);
         let signature = signed.sign(&secret).unwrap();
         assert_eq!(
-            signed.verify(&secret, &signature, "n2", SystemTime::now()),
+            signed.verify(&secret, &parse(&signature), "n2", SystemTime::now()),
             Ok(())
         );
     }
@@ -177,12 +209,12 @@ mod tests {
         let signed = call(br#"{"op":"assign"}"#);
         let signature = signed.sign(&secret).unwrap();
         assert_eq!(
-            signed.verify(&secret, &signature, "n3", SystemTime::now()),
+            signed.verify(&secret, &parse(&signature), "n3", SystemTime::now()),
             Err(Refusal::WrongNode)
         );
         let after_budget = SystemTime::now() + Duration::from_millis(4001);
         assert_eq!(
-            signed.verify(&secret, &signature, "n2", after_budget),
+            signed.verify(&secret, &parse(&signature), "n2", after_budget),
             Err(Refusal::Expired)
         );
         let halfway = SystemTime::now() + Duration::from_millis(1000);
@@ -197,22 +229,52 @@ mod tests {
 
         let other = Secret::new("guess");
         assert_eq!(
-            signed.verify(&other, &signature, "n2", SystemTime::now()),
+            signed.verify(&other, &parse(&signature), "n2", SystemTime::now()),
             Err(Refusal::BadSignature)
         );
         let tampered = call(br#"{"op":"cancel"}"#);
         assert_eq!(
-            tampered.verify(&secret, &signature, "n2", SystemTime::now()),
+            tampered.verify(&secret, &parse(&signature), "n2", SystemTime::now()),
             Err(Refusal::BadSignature)
         );
         let later = SystemTime::now() + MAX_SKEW + Duration::from_secs(1);
         assert_eq!(
-            signed.verify(&secret, &signature, "n2", later),
+            signed.verify(&secret, &parse(&signature), "n2", later),
             Err(Refusal::Stale)
         );
-        assert_eq!(
-            signed.verify(&secret, "not hex", "n2", SystemTime::now()),
-            Err(Refusal::BadSignature)
-        );
+    }
+
+    fn parse(text: &str) -> Signature {
+        Signature::parse(text).unwrap()
+    }
+
+    #[test]
+    fn a_signature_and_a_number_have_one_text_each() {
+        let signature = call(b"{}").sign(&Secret::new("s3cret")).unwrap();
+        assert_eq!(parse(&signature).to_hex(), signature);
+        for other in [
+            signature.to_uppercase(),
+            format!("+{}", &signature[1..]),
+            format!("{signature}0"),
+            signature[..62].to_owned(),
+            format!(" {}", &signature[1..]),
+            "not hex".to_owned(),
+        ] {
+            assert_eq!(Signature::parse(&other), None, "{other}");
+        }
+        assert_eq!(parse_number("0"), Some(0));
+        assert_eq!(parse_number("1700000000000"), Some(1_700_000_000_000));
+        for other in [
+            "+1",
+            "01",
+            "-1",
+            "",
+            " 1",
+            "1 ",
+            "1e3",
+            "99999999999999999999",
+        ] {
+            assert_eq!(parse_number(other), None, "{other:?}");
+        }
     }
 }

@@ -296,6 +296,55 @@ async fn a_signed_internal_call_is_served_once_and_its_replay_refused() {
 }
 
 #[actix_web::test]
+async fn a_captured_internal_call_cannot_be_replayed_with_its_headers_rewritten() {
+    // Arrange: a call that cancels a pending booking for its rider, so a replay that got through
+    // would answer 200 or 409, not 401.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let body = format!(
+        r#"{{"action":{{"op":"cancel","by":{{"rider":{rider}}},"reason":null}},"actor":"rider:{rider}"}}"#
+    );
+    let call = InternalCall::valid_body(booking, body.as_bytes());
+    let header = |name: &str| {
+        call.headers
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let (signature, timestamp) = (
+        header(auth::SIGNATURE_HEADER),
+        header(auth::TIMESTAMP_HEADER),
+    );
+    let (first, reply) = call.send(&app, booking).await;
+    assert_eq!(first, 200, "{reply:#}");
+
+    // Act: the same call, its signature re-cased, its numbers re-written.
+    let rewritten = [
+        (auth::SIGNATURE_HEADER, signature.to_uppercase()),
+        (auth::HOPS_HEADER, "+1".to_owned()),
+        (auth::HOPS_HEADER, "01".to_owned()),
+        (auth::TIMESTAMP_HEADER, format!("0{timestamp}")),
+        (auth::BUDGET_HEADER, "+2000".to_owned()),
+    ];
+    let fingerprint = app.fingerprint().await;
+    for (name, value) in rewritten {
+        let copy = InternalCall {
+            headers: call.headers.clone(),
+            body: call.body.clone(),
+        }
+        .with(name, value.clone());
+        let (status, answer) = copy.send(&app, booking).await;
+
+        // Assert
+        assert_eq!(status, 401, "{name}: {value}: {answer:#}");
+        assert_eq!(answer["error"], "cluster_auth_failed");
+    }
+    assert_eq!(app.fingerprint().await, fingerprint);
+}
+
+#[actix_web::test]
 async fn a_forwarded_caller_must_be_a_token_subject_or_absent() {
     // Arrange
     let app = spawn_app().await;
