@@ -20,6 +20,11 @@ fn settings(algorithm: &str) -> AuthSettings {
         audience: "ridelock-api".to_owned(),
         leeway_secs: 30,
         token_ttl_secs: 3600,
+        secondary_secret: Secret::new(""),
+        secondary_public_key_path: String::new(),
+        rider_max_ttl_secs: 86_400,
+        driver_max_ttl_secs: 86_400,
+        ops_max_ttl_secs: 3600,
     }
 }
 

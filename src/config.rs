@@ -145,6 +145,15 @@ pub struct AuthSettings {
     pub leeway_secs: u64,
     /// Lifetime of a token minted by `ridelock token`.
     pub token_ttl_secs: u64,
+    /// A second key tokens may also be signed with, for rotating keys without downtime: HS256
+    /// `secondary_secret`, RS256 `secondary_public_key_path`. Empty: none.
+    pub secondary_secret: Secret,
+    pub secondary_public_key_path: String,
+    /// The longest lifetime (`exp` − `iat`, or what is left of it when `iat` is absent) a token
+    /// may have, per role.
+    pub rider_max_ttl_secs: u64,
+    pub driver_max_ttl_secs: u64,
+    pub ops_max_ttl_secs: u64,
 }
 
 impl AuthSettings {
@@ -169,6 +178,20 @@ impl AuthSettings {
         }
         if self.issuer.is_empty() || self.audience.is_empty() {
             bail!("auth.issuer and auth.audience must be set");
+        }
+        let most = self
+            .rider_max_ttl_secs
+            .min(self.driver_max_ttl_secs)
+            .min(self.ops_max_ttl_secs);
+        if most == 0 || self.token_ttl_secs == 0 {
+            bail!("auth.token_ttl_secs and auth.*_max_ttl_secs must be positive");
+        }
+        let secondary = self.secondary_secret.expose();
+        if !secondary.is_empty() && !is_development(profile) && !private_enough(secondary) {
+            bail!(
+                "auth.secondary_secret must be a private value of at least 32 characters \
+                 outside the local and test profiles (profile {profile})"
+            );
         }
         match self.algorithm()? {
             Algorithm::HS256 => {
@@ -515,6 +538,11 @@ mod tests {
             audience: "ridelock-api".into(),
             leeway_secs: 30,
             token_ttl_secs: 3600,
+            secondary_secret: Secret::new(""),
+            secondary_public_key_path: String::new(),
+            rider_max_ttl_secs: 86_400,
+            driver_max_ttl_secs: 86_400,
+            ops_max_ttl_secs: 3600,
         }
     }
 

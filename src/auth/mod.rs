@@ -94,6 +94,10 @@ pub enum AuthError {
     Malformed,
     #[error("The token has expired")]
     Expired,
+    #[error("The token is not valid yet (nbf, or iat in the future)")]
+    NotYetValid,
+    #[error("The token lives longer than this service accepts for its role")]
+    TooLong,
     #[error("The token is not valid: bad signature, issuer, audience, subject or claims")]
     Invalid,
 }
@@ -104,6 +108,8 @@ impl AuthError {
             Self::Missing => "missing_token",
             Self::Malformed => "malformed_token",
             Self::Expired => "expired_token",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::TooLong => "token_lifetime_too_long",
             Self::Invalid => "invalid_token",
         }
     }

@@ -21,21 +21,67 @@ struct Claims {
     iat: u64,
 }
 
-/// What the server reads of a verified token. `iss`, `aud` and `exp` are checked by
-/// [`Validation`] itself (which also takes `aud` as an array, as identity providers send it).
+/// What the server reads of a verified token. `iss`, `aud`, `exp` and `nbf` are checked by
+/// [`Validation`] itself (which also takes `aud` as an array, as identity providers send it);
+/// `exp` and `iat` again here, for the lifetime limit of the subject's role.
 #[derive(Debug, Deserialize)]
 struct Subject {
     sub: String,
+    exp: u64,
+    iat: Option<u64>,
 }
 
 /// Turns an `Authorization` header into a [`Principal`].
 pub enum Authenticator {
     Jwt {
-        key: DecodingKey,
+        /// The key tokens are signed with, then the secondary one (a key rotation), if any.
+        keys: Vec<DecodingKey>,
         validation: Box<Validation>,
+        limits: Lifetimes,
     },
     /// Every caller is trusted as an operator.
     Off,
+}
+
+/// The longest token lifetime accepted per role, and the clock skew allowed.
+pub struct Lifetimes {
+    rider: u64,
+    driver: u64,
+    ops: u64,
+    leeway: u64,
+}
+
+impl Lifetimes {
+    fn from_settings(settings: &AuthSettings) -> Self {
+        Self {
+            rider: settings.rider_max_ttl_secs,
+            driver: settings.driver_max_ttl_secs,
+            ops: settings.ops_max_ttl_secs,
+            leeway: settings.leeway_secs,
+        }
+    }
+
+    /// The longest lifetime `who` may hold a token for, seconds.
+    pub fn max_for(&self, who: &Principal) -> u64 {
+        match who {
+            Principal::Rider(_) => self.rider,
+            Principal::Driver(_) => self.driver,
+            Principal::Ops(_) => self.ops,
+        }
+    }
+
+    /// A verified token's lifetime against its role's limit at `now`: from `iat` when the
+    /// token has one (which may not lie in the future), else from `now`.
+    fn check(&self, who: &Principal, claims: &Subject, now: u64) -> Result<(), AuthError> {
+        if claims.iat.is_some_and(|iat| iat > now + self.leeway) {
+            return Err(AuthError::NotYetValid);
+        }
+        let issued = claims.iat.unwrap_or(now).min(now);
+        if claims.exp.saturating_sub(issued) > self.max_for(who) + self.leeway {
+            return Err(AuthError::TooLong);
+        }
+        Ok(())
+    }
 }
 
 /// Longest token accepted; real ones are a few hundred bytes.
@@ -47,21 +93,34 @@ impl Authenticator {
             return Ok(Self::Off);
         }
         let algorithm = settings.algorithm()?;
-        let key = match algorithm {
+        let mut keys = vec![match algorithm {
             Algorithm::HS256 => DecodingKey::from_secret(secret(settings)?),
-            _ => {
-                DecodingKey::from_rsa_pem(&pem("auth.public_key_path", &settings.public_key_path)?)
-                    .context("auth.public_key_path is not an RSA PEM")?
+            _ => rsa_key("auth.public_key_path", &settings.public_key_path)?,
+        }];
+        match algorithm {
+            Algorithm::HS256 if !settings.secondary_secret.expose().is_empty() => {
+                keys.push(DecodingKey::from_secret(
+                    settings.secondary_secret.expose().as_bytes(),
+                ));
             }
-        };
+            Algorithm::RS256 if !settings.secondary_public_key_path.is_empty() => {
+                keys.push(rsa_key(
+                    "auth.secondary_public_key_path",
+                    &settings.secondary_public_key_path,
+                )?);
+            }
+            _ => {}
+        }
         let mut validation = Validation::new(algorithm);
         validation.set_issuer(&[&settings.issuer]);
         validation.set_audience(&[&settings.audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
         validation.leeway = settings.leeway_secs;
         Ok(Self::Jwt {
-            key,
+            keys,
             validation: Box::new(validation),
+            limits: Lifetimes::from_settings(settings),
         })
     }
 
@@ -74,15 +133,29 @@ impl Authenticator {
 
     /// The caller named by `header` (the `Authorization` value, if any).
     pub fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
-        let (key, validation) = match self {
+        let (keys, validation, limits) = match self {
             Self::Off => return Ok(Principal::Ops("anonymous".to_owned())),
-            Self::Jwt { key, validation } => (key, validation),
+            Self::Jwt {
+                keys,
+                validation,
+                limits,
+            } => (keys, validation, limits),
         };
         let header = header.ok_or(AuthError::Missing)?;
         let token = bearer(header).ok_or(AuthError::Malformed)?;
-        let claims = jsonwebtoken::decode::<Subject>(token, key, validation)
+        let decode = |key| jsonwebtoken::decode::<Subject>(token, key, validation);
+        let (first, others) = keys.split_first().ok_or(AuthError::Invalid)?;
+        let mut outcome = decode(first);
+        for key in others {
+            // Only a signature another key may have made is worth a second try.
+            if matches!(&outcome, Err(e) if *e.kind() == ErrorKind::InvalidSignature) {
+                outcome = decode(key);
+            }
+        }
+        let claims = outcome
             .map_err(|error| match error.kind() {
                 ErrorKind::ExpiredSignature => AuthError::Expired,
+                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
                 // Not three base64url parts at all; a token whose claims do not fit (`Json`)
                 // is well formed but invalid.
                 ErrorKind::InvalidToken | ErrorKind::Base64(_) | ErrorKind::Utf8(_) => {
@@ -91,7 +164,9 @@ impl Authenticator {
                 _ => AuthError::Invalid,
             })?
             .claims;
-        Principal::from_subject(&claims.sub).ok_or(AuthError::Invalid)
+        let principal = Principal::from_subject(&claims.sub).ok_or(AuthError::Invalid)?;
+        limits.check(&principal, &claims, jsonwebtoken::get_current_timestamp())?;
+        Ok(principal)
     }
 }
 
@@ -116,6 +191,12 @@ fn secret(settings: &AuthSettings) -> anyhow::Result<&[u8]> {
     Ok(secret.as_bytes())
 }
 
+/// The RSA public key in the PEM file the setting `name` points at.
+fn rsa_key(name: &str, path: &str) -> anyhow::Result<DecodingKey> {
+    DecodingKey::from_rsa_pem(&pem(name, path)?)
+        .with_context(|| format!("{name} is not an RSA PEM"))
+}
+
 /// The PEM file the setting `name` points at.
 fn pem(name: &str, path: &str) -> anyhow::Result<Vec<u8>> {
     if path.is_empty() {
@@ -125,8 +206,17 @@ fn pem(name: &str, path: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 /// A token for `subject` valid for `ttl`, signed with the configured secret (HS256) or private
-/// key (RS256, `auth.private_key_path`): `ridelock token` and the tests.
+/// key (RS256, `auth.private_key_path`): `ridelock token` and the tests. Refuses a lifetime the
+/// server would refuse for the subject's role.
 pub fn mint(settings: &AuthSettings, subject: &Principal, ttl: Duration) -> anyhow::Result<String> {
+    let most = Lifetimes::from_settings(settings).max_for(subject);
+    if ttl.as_secs() > most {
+        bail!(
+            "a {} token may live at most {most} s (auth.*_max_ttl_secs), not {} s",
+            subject.to_string().split(':').next().unwrap_or("?"),
+            ttl.as_secs()
+        );
+    }
     let algorithm = settings.algorithm()?;
     let key = match algorithm {
         Algorithm::HS256 => EncodingKey::from_secret(secret(settings)?),
@@ -170,6 +260,11 @@ mod tests {
             audience: "ridelock-api".into(),
             leeway_secs: 0,
             token_ttl_secs: 3600,
+            secondary_secret: Secret::new(""),
+            secondary_public_key_path: String::new(),
+            rider_max_ttl_secs: 86_400,
+            driver_max_ttl_secs: 86_400,
+            ops_max_ttl_secs: 3600,
         }
     }
 
@@ -254,6 +349,73 @@ mod tests {
             Ok(Principal::Driver(crate::domain::ids::DriverId(3)))
         );
         assert!(Authenticator::from_settings(&settings("")).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn lifetimes_and_nbf_are_bounded_and_a_secondary_key_verifies() -> anyhow::Result<()> {
+        let mut s = settings("a-secret-of-thirty-two-characters!!");
+        let now = jsonwebtoken::get_current_timestamp();
+        let token = |sub: &str, iat: Option<u64>, exp: u64, nbf: Option<u64>, key: &str| {
+            let mut claims = serde_json::json!({
+                "sub": sub, "iss": "ridelock", "aud": "ridelock-api", "exp": exp,
+            });
+            if let Some(iat) = iat {
+                claims["iat"] = iat.into();
+            }
+            if let Some(nbf) = nbf {
+                claims["nbf"] = nbf.into();
+            }
+            hs256(&claims, key).map(|t| format!("Bearer {t}"))
+        };
+        let key = "a-secret-of-thirty-two-characters!!";
+        let cases = [
+            // An ops token for ten years, with or without iat.
+            (
+                token("ops:x", Some(now), now + 315_360_000, None, key)?,
+                Err(AuthError::TooLong),
+            ),
+            (
+                token("ops:x", None, now + 315_360_000, None, key)?,
+                Err(AuthError::TooLong),
+            ),
+            // Issued long ago so that what is left looks short: the whole lifetime counts.
+            (
+                token("ops:x", Some(now - 7000), now + 60, None, key)?,
+                Err(AuthError::TooLong),
+            ),
+            (token("ops:x", Some(now), now + 3600, None, key)?, Ok(())),
+            (
+                token("rider:1", Some(now), now + 86_400, None, key)?,
+                Ok(()),
+            ),
+            (
+                token("rider:1", Some(now), now + 86_401, None, key)?,
+                Err(AuthError::TooLong),
+            ),
+            (
+                token("rider:1", Some(now + 600), now + 900, None, key)?,
+                Err(AuthError::NotYetValid),
+            ),
+            (
+                token("rider:1", Some(now), now + 60, Some(now + 600), key)?,
+                Err(AuthError::NotYetValid),
+            ),
+            (
+                token("rider:1", Some(now), now + 60, Some(now - 1), key)?,
+                Ok(()),
+            ),
+        ];
+        for (header, expected) in &cases {
+            assert_eq!(verify(&s, header).map(|_| ()), *expected, "{header}");
+        }
+        let next = "the-next-secret-of-thirty-two-chars";
+        let rotated = token("driver:2", Some(now), now + 60, None, next)?;
+        assert_eq!(verify(&s, &rotated), Err(AuthError::Invalid));
+        s.secondary_secret = Secret::new(next);
+        assert!(verify(&s, &rotated).is_ok());
+        assert!(verify(&s, &token("driver:2", Some(now), now + 60, None, key)?).is_ok());
+        assert!(mint(&s, &Principal::Ops("x".into()), Duration::from_secs(3601)).is_err());
         Ok(())
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use ridelock::auth::{mint, AuthMode, Principal};
+use ridelock::config::Secret;
 use serde_json::{json, Value};
 
 use crate::helpers::{booking_body, spawn_app, spawn_app_with, TestApp, PICKUP};
@@ -529,6 +530,38 @@ async fn missing_malformed_expired_and_wrongly_signed_tokens_are_401() {
             )),
             "invalid_token",
         ),
+        (
+            "an ops token for ten years",
+            bearer(signed(
+                claims("ops:root", iss, aud, now + 315_360_000),
+                secret,
+            )),
+            "token_lifetime_too_long",
+        ),
+        (
+            "a rider token for ten years, without iat",
+            bearer(signed(
+                json!({ "sub": me, "iss": iss, "aud": aud, "exp": now + 315_360_000 }),
+                secret,
+            )),
+            "token_lifetime_too_long",
+        ),
+        (
+            "not before an hour from now",
+            bearer(signed(
+                json!({ "sub": me, "iss": iss, "aud": aud, "exp": now + 7200, "iat": now, "nbf": now + 3600 }),
+                secret,
+            )),
+            "token_not_yet_valid",
+        ),
+        (
+            "issued an hour from now",
+            bearer(signed(
+                json!({ "sub": me, "iss": iss, "aud": aud, "exp": now + 7200, "iat": now + 3600 }),
+                secret,
+            )),
+            "token_not_yet_valid",
+        ),
     ];
     let before = app.fingerprint().await;
 
@@ -821,4 +854,51 @@ async fn the_audit_trail_names_who_asked_for_each_change_on_whichever_node_wrote
     seen_by_rider.expect(200, None);
     assert_eq!(seen_by_rider.data()[3]["actor"], "ops");
     assert_eq!(seen_by_rider.data()[2]["actor"], driver_sub.as_str());
+}
+
+#[actix_web::test]
+async fn during_a_key_rotation_tokens_of_either_key_are_accepted_and_no_other() {
+    // Arrange: a node that also accepts the next key.
+    let next = "the-next-test-auth-secret-32-chars!";
+    let app = spawn_app_with(|s| s.auth.secondary_secret = Secret::new(next)).await;
+    let rider = app.rider().await;
+    let auth = app.settings().auth;
+    let now = jsonwebtoken::get_current_timestamp();
+    let token = |key: &str| {
+        let claims = json!({
+            "sub": format!("rider:{rider}"), "iss": auth.issuer, "aud": auth.audience,
+            "exp": now + 600, "iat": now,
+        });
+        format!("Bearer {}", signed(claims, key))
+    };
+    let path = format!("/api/riders/{rider}");
+
+    // Act + Assert
+    for (key, status) in [
+        (auth.secret.expose(), 200),
+        (next, 200),
+        ("some-other-secret-of-thirty-two-chars", 401),
+    ] {
+        app.as_caller(Some(&token(key)), Method::GET, &path, None)
+            .await
+            .expect(status, None);
+    }
+}
+
+#[test]
+fn ridelock_token_refuses_a_lifetime_the_server_would_refuse() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ridelock"))
+            .arg("token")
+            .args(args)
+            .env("RIDELOCK_ENV", "test")
+            .output()
+            .unwrap()
+    };
+    let forever = run(&["ops", "root", "--ttl-secs", "315360000"]);
+    assert!(!forever.status.success());
+    let said = String::from_utf8_lossy(&forever.stderr);
+    assert!(said.contains("at most 3600 s"), "{said}");
+    assert!(run(&["ops", "root", "--ttl-secs", "600"]).status.success());
+    assert!(run(&["rider", "1", "--ttl-secs", "86400"]).status.success());
 }
