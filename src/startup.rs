@@ -376,6 +376,7 @@ impl Application {
             forwarder,
             cluster_secret: settings.cluster.secret.clone(),
             drain: drain.clone(),
+            postgres_probe: Default::default(),
         });
 
         let mut server = HttpServer::new(move || {

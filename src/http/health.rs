@@ -1,6 +1,6 @@
 //! `/api/health` and `/api/locks/stats`: what an operator looks at first.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix_web::{web, HttpResponse};
 use diesel_async::RunQueryDsl;
@@ -17,11 +17,45 @@ use crate::http::openapi::{Envelope, ListEnvelope};
 use crate::storage::bookings;
 use crate::storage::pool;
 
-/// How long a health probe waits for each dependency.
+/// How long a health probe waits for PostgreSQL.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long one PostgreSQL probe answers every health check.
+const PROBE_FRESH: Duration = Duration::from_secs(1);
+
+/// PostgreSQL's last probe, shared by every health check of a node: anyone may call
+/// `/api/health` without a token, so however often it is called, PostgreSQL is asked at most once
+/// per [`PROBE_FRESH`] (callers arriving during a probe wait for its answer).
+#[derive(Default)]
+pub struct PostgresProbe {
+    last: tokio::sync::Mutex<Option<(Instant, bool)>>,
+}
+
+impl PostgresProbe {
+    async fn up(&self, pool: &pool::PgPool) -> bool {
+        let mut last = self.last.lock().await;
+        if let Some((at, up)) = *last {
+            if at.elapsed() < PROBE_FRESH {
+                return up;
+            }
+        }
+        let probe = async {
+            let mut conn = pool::conn(pool).await.ok()?;
+            diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
+        };
+        let up = matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+            Ok(Some(_))
+        );
+        *last = Some((Instant::now(), up));
+        up
+    }
+}
+
 /// Whether this node can serve; no token needed. 200 while PostgreSQL answers (Redis down is
-/// "degraded": leases and search move to PostgreSQL), 503 otherwise.
+/// "degraded": leases and search move to PostgreSQL), 503 otherwise. Redis is reported as the
+/// lease heartbeat last found it, without a command of its own: a health check never changes
+/// what the node does (a slow answer to a probe once moved its leases to PostgreSQL).
 #[utoipa::path(
     get,
     operation_id = "health_health",
@@ -33,29 +67,11 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
     ),
 )]
 pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpResponse {
-    let postgres = async {
-        let mut conn = pool::conn(&state.deps.pool).await.ok()?;
-        diesel::sql_query("SELECT 1").execute(&mut conn).await.ok()
-    };
-    let redis = async {
-        let mut conn = state.redis.clone();
-        let pong = redis::cmd("PING").query_async::<String>(&mut conn).await;
-        if let Err(error) = &pong {
-            state.leases.health().observe_error(error);
-        }
-        pong.ok()
-    };
-    let (postgres, redis) = futures::join!(
-        tokio::time::timeout(PROBE_TIMEOUT, postgres),
-        tokio::time::timeout(PROBE_TIMEOUT, redis)
-    );
+    let pg_ok = state.postgres_probe.up(&state.deps.pool).await;
+    // Silent: the heartbeat found Redis unanswering or refusing lease writes (a replica, out
+    // of memory), and the node has switched to PostgreSQL leases.
+    let redis_ok = !state.leases.health().is_silent();
     let up = |ok: bool| if ok { "up" } else { "down" };
-    // A Redis that answers PING but refuses lease writes (a replica, out of memory) is down for
-    // this purpose: the node has switched to PostgreSQL leases.
-    let (pg_ok, redis_ok) = (
-        matches!(postgres, Ok(Some(_))),
-        matches!(redis, Ok(Some(_))) && !state.leases.health().is_silent(),
-    );
     // Without Redis the node still serves (leases and search from PostgreSQL): degraded, but up.
     // Without PostgreSQL it can serve nothing.
     let healthy = pg_ok;

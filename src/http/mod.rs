@@ -48,6 +48,8 @@ pub struct AppState {
     pub cluster_secret: Secret,
     /// Requests in flight, and whether the node is shutting down.
     pub drain: Arc<drain::Drain>,
+    /// `/api/health`'s shared PostgreSQL probe.
+    pub postgres_probe: health::PostgresProbe,
 }
 
 pub type State = web::Data<AppState>;

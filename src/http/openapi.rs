@@ -59,7 +59,13 @@ pub struct ApiDoc;
     responses((status = 200, description = "This document", content_type = "application/json")),
 )]
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    // Built once per process: the document never changes while it runs, and anyone may ask.
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let body =
+        DOCUMENT.get_or_init(|| serde_json::to_string(&ApiDoc::openapi()).unwrap_or_default());
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.as_str())
 }
 
 /// The document as `ridelock openapi` prints it and `docs/openapi.json` holds it.

@@ -7,9 +7,11 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use reqwest::Method;
+use ridelock::config::Secret;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp, PICKUP};
+use crate::helpers::{spawn_app, spawn_app_with, TestApp, PICKUP};
+use crate::redis_server::RedisServer;
 
 #[actix_web::test]
 async fn unknown_methods_add_no_metrics_series() {
@@ -154,4 +156,61 @@ async fn strangers_sweeping_booking_ids_start_no_actor_take_no_lease_and_write_n
     )
     .await
     .expect(200, None);
+}
+
+/// Calls of `command` the server has answered, from `INFO commandstats`.
+fn redis_calls(redis: &RedisServer, command: &str) -> u64 {
+    let info: String = redis.cmd(&["INFO", "commandstats"]);
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[derive(QueryableByName)]
+struct Commits {
+    #[diesel(sql_type = BigInt)]
+    commits: i64,
+}
+
+/// Transactions committed in the app's database so far.
+async fn commits(app: &TestApp) -> i64 {
+    let mut conn = app.db().await;
+    diesel::sql_query("SELECT pg_stat_force_next_flush()")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    diesel::sql_query(
+        "SELECT xact_commit AS commits FROM pg_stat_database WHERE datname = current_database()",
+    )
+    .get_result::<Commits>(&mut conn)
+    .await
+    .unwrap()
+    .commits
+}
+
+#[actix_web::test]
+async fn health_checks_without_a_token_cost_redis_nothing_and_postgres_one_probe_a_second() {
+    // Arrange: a Redis of the test's own, so its command counts are this node's alone.
+    let redis = RedisServer::start();
+    let app = spawn_app_with(|s| s.redis.url = Secret::new(redis.url())).await;
+    let anonymous = reqwest::Client::new();
+    let url = format!("{}/api/health", app.address);
+    let (pings, transactions) = (redis_calls(&redis, "ping"), commits(&app).await);
+
+    // Act: 300 health checks, 30 at a time.
+    for _ in 0..10 {
+        let batch = (0..30).map(|_| anonymous.get(&url).send());
+        for reply in futures::future::join_all(batch).await {
+            assert_eq!(reply.unwrap().status().as_u16(), 200);
+        }
+    }
+
+    // Assert: no PING; a few PostgreSQL transactions (one probe a second, the heartbeat's and
+    // the statistics queries' own), not 300.
+    assert_eq!(redis_calls(&redis, "ping"), pings);
+    let spent = commits(&app).await - transactions;
+    assert!(spent < 30, "{spent} transactions for 300 health checks");
+    let health = app.get("/api/health").await;
+    assert_eq!(health.body["services"]["redis"], "up", "{:#}", health.body);
 }
