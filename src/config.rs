@@ -102,6 +102,8 @@ pub struct LeaseSettings {
 pub struct BookingSettings {
     pub idle_stop_ms: u64,
     pub mailbox_capacity: usize,
+    /// A driver's `actual_fare` may be at most this many times the booking's estimate.
+    pub max_fare_ratio: f64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -373,6 +375,9 @@ impl Settings {
         }
         if !(self.assign.radius_km > 0.0 && self.assign.radius_km <= 500.0) {
             bail!("assign.radius_km must be in (0, 500]");
+        }
+        if !(self.booking.max_fare_ratio >= 1.0 && self.booking.max_fare_ratio <= 100.0) {
+            bail!("booking.max_fare_ratio must be between 1 and 100");
         }
         if self.assign.max_candidates == 0 {
             bail!("assign.max_candidates must be positive");

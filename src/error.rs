@@ -201,6 +201,7 @@ impl From<BookingError> for ApiError {
                 error.to_string(),
                 json!({ "booking": booking }),
             ),
+            BookingError::Invalid(error) => error.into(),
             BookingError::NoDriversAvailable { booking } => Self::conflict(
                 "no_drivers_available",
                 "No drivers available nearby",

@@ -770,6 +770,17 @@ impl Handler<Complete> for BookingActor {
             driver_id: msg.driver_id,
             operator: msg.operator,
         };
+        // A driver's fare is bounded by the ride's estimate; the bound is checked only for a
+        // completion the state machine allows, so a refused one answers as it always did.
+        if let (false, Ok((booking, _, _))) = (msg.operator, self.plan(cmd, &msg.meta)) {
+            let ratio = self.deps.booking.max_fare_ratio;
+            if let Err(error) = msg
+                .actual_fare
+                .within(booking.estimated(), ratio, "actual_fare")
+            {
+                return self.refuse("Complete", msg.meta, Instant::now(), error.into());
+            }
+        }
         let details = ChangeDetails {
             actual_fare: Some(msg.actual_fare),
             ..ChangeDetails::default()

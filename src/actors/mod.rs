@@ -13,6 +13,7 @@ use actix::Addr;
 use crate::config::{AssignSettings, BookingSettings, LeaseSettings};
 use crate::domain::booking::TransitionError;
 use crate::domain::ids::{BookingId, NodeId};
+use crate::domain::values::FieldError;
 use crate::geo::DriverIndex;
 use crate::lease::manager::LeaseManager;
 use crate::lease::{LeaseError, LeaseOwner};
@@ -48,6 +49,9 @@ pub enum BookingError {
     },
     #[error("no drivers available")]
     NoDriversAvailable { booking: Box<Booking> },
+    /// A value the booking's own state rules out (a fare far above its estimate).
+    #[error(transparent)]
+    Invalid(#[from] FieldError),
     /// Another lease holder owns the booking (usually another node): route the request there.
     #[error("booking owned by node {}", .0.node)]
     Elsewhere(LeaseOwner),
@@ -84,6 +88,7 @@ impl BookingError {
             Self::NotFound(_) => "booking_not_found",
             Self::Refused { error, .. } => error.code(),
             Self::NoDriversAvailable { .. } => "no_drivers_available",
+            Self::Invalid(_) => "invalid_request",
             Self::Elsewhere(_) | Self::LeaseUnavailable { .. } | Self::Fenced => {
                 "lease_unavailable"
             }

@@ -28,6 +28,19 @@ pub struct GeoPoint {
 }
 
 impl GeoPoint {
+    /// Grid, in degrees, that [`GeoPoint::coarse`] snaps to: 0.002° is about 220 m of latitude.
+    pub const COARSE_DEGREES: f64 = 0.002;
+
+    /// This point snapped to a [`Self::COARSE_DEGREES`] grid: where a car is, as riders and
+    /// drivers may see it, not where it is to the metre.
+    pub fn coarse(self) -> Self {
+        let snap = |x: f64| (x / Self::COARSE_DEGREES).round() * Self::COARSE_DEGREES;
+        Self {
+            lat: snap(self.lat).clamp(-90.0, 90.0),
+            lng: snap(self.lng).clamp(-180.0, 180.0),
+        }
+    }
+
     /// `lat_field` / `lng_field` name the input fields in errors.
     pub fn new(lat: f64, lng: f64, lat_field: &str, lng_field: &str) -> Result<Self, FieldError> {
         if !(lat.is_finite() && (-90.0..=90.0).contains(&lat)) {
@@ -119,6 +132,24 @@ impl Fare {
 
     pub fn as_amount(self) -> f64 {
         self.0 as f64 / 100.0
+    }
+
+    /// A driver's `actual_fare` for a ride estimated at `estimated`: at most `ratio` times the
+    /// estimate. Above that, only an operator may set it.
+    pub fn within(self, estimated: Fare, ratio: f64, field: &str) -> Result<(), FieldError> {
+        let most = Fare((estimated.0 as f64 * ratio).floor() as i64);
+        if self.0 <= most.0 {
+            return Ok(());
+        }
+        Err(FieldError::new(
+            field,
+            format!(
+                "may be at most {ratio} times the estimated fare ({:.2}), that is {:.2}; \
+                 an operator may set more",
+                estimated.as_amount(),
+                most.as_amount()
+            ),
+        ))
     }
 }
 
@@ -231,6 +262,35 @@ pub fn vehicle_type(value: &str, field: &str) -> Result<String, FieldError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_coarse_point_is_on_the_grid_and_near_the_point() {
+        for (lat, lng) in [
+            (40.712_834, -74.006_015),
+            (89.9999, 179.9999),
+            (-33.9, 18.42),
+        ] {
+            let coarse = GeoPoint { lat, lng }.coarse();
+            for (exact, snapped) in [(lat, coarse.lat), (lng, coarse.lng)] {
+                assert!((exact - snapped).abs() <= GeoPoint::COARSE_DEGREES / 2.0 + 1e-9);
+                let steps = snapped / GeoPoint::COARSE_DEGREES;
+                assert!((steps - steps.round()).abs() < 1e-6, "{snapped}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_actual_fare_may_reach_the_ratio_times_the_estimate_and_no_more() {
+        let estimate = Fare::from_cents(2550);
+        assert!(Fare::from_cents(7650)
+            .within(estimate, 3.0, "actual_fare")
+            .is_ok());
+        let above = Fare::from_cents(7651).within(estimate, 3.0, "actual_fare");
+        assert_eq!(above.map_err(|e| e.field), Err("actual_fare".to_owned()));
+        assert!(Fare::from_cents(1)
+            .within(estimate, 3.0, "actual_fare")
+            .is_ok());
+    }
 
     #[test]
     fn coordinates_out_of_range_name_their_field() {

@@ -83,11 +83,15 @@ pub struct NearbyQuery {
     radius: Option<String>,
 }
 
-/// One driver found by `nearby`. Riders and drivers see the car, not the person: name, phone,
-/// email and current booking are for operators only.
+/// One driver found by `nearby`. Riders and drivers see the car, not the person, and not to the
+/// metre: the id, name, phone, email and current booking are for operators only, and riders and
+/// drivers get the position on a grid of about 220 m and the distance to 0.1 km (so no run of
+/// searches can follow one driver, or place it by triangulation).
 #[derive(Serialize, ToSchema)]
 pub struct NearbyDriver {
-    id: i64,
+    /// Operators only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
     lat: Option<f64>,
     lng: Option<f64>,
     status: String,
@@ -111,28 +115,37 @@ pub struct NearbyDriver {
 
 impl NearbyDriver {
     fn new(driver: Driver, distance: f64, operator: bool) -> Self {
-        let (name, phone, email, current_booking_id) = if operator {
-            (
-                Some(driver.name),
-                Some(driver.phone),
-                driver.email,
-                driver.current_booking_id,
-            )
-        } else {
-            (None, None, None, None)
-        };
+        if !operator {
+            let at = driver
+                .lat
+                .zip(driver.lng)
+                .map(|(lat, lng)| GeoPoint { lat, lng }.coarse());
+            return Self {
+                id: None,
+                lat: at.map(|p| p.lat),
+                lng: at.map(|p| p.lng),
+                status: driver.status,
+                vehicle_type: driver.vehicle_type,
+                rating: driver.rating.to_f64().unwrap_or_default(),
+                distance: (distance * 10.0).round() / 10.0,
+                name: None,
+                phone: None,
+                email: None,
+                current_booking_id: None,
+            };
+        }
         Self {
-            id: driver.id,
+            id: Some(driver.id),
             lat: driver.lat,
             lng: driver.lng,
             status: driver.status,
             vehicle_type: driver.vehicle_type,
             rating: driver.rating.to_f64().unwrap_or_default(),
-            distance,
-            name,
-            phone,
-            email,
-            current_booking_id,
+            distance: (distance * 1000.0).round() / 1000.0,
+            name: Some(driver.name),
+            phone: Some(driver.phone),
+            email: driver.email,
+            current_booking_id: driver.current_booking_id,
         }
     }
 }
@@ -401,20 +414,21 @@ pub async fn nearby(
     if !(radius > 0.0 && radius <= 100.0) {
         return Err(FieldError::new("radius", "must be between 0 and 100 km").into());
     }
-    const LIMIT: usize = 50;
+    // Riders and drivers see the few nearest cars; operators up to 50.
+    let limit = if caller.is_ops() { 50 } else { 10 };
     // The connection is taken after the Redis search, not held across it.
-    let indexed = state.deps.drivers.search(at, radius, LIMIT).await;
+    let indexed = state.deps.drivers.search(at, radius, limit).await;
     let mut conn = pool::conn(&state.deps.pool).await?;
     let hits = match indexed {
         Ok(Some(hits)) => hits,
         // Near a pole: drivers there are not indexed.
-        Ok(None) => drivers::nearby_sql(&mut conn, at, radius, None, LIMIT).await?,
+        Ok(None) => drivers::nearby_sql(&mut conn, at, radius, None, limit).await?,
         Err(error) => {
             log::warn!(
                 "geo search failed, using SQL node={} error={error}",
                 state.deps.node_id
             );
-            drivers::nearby_sql(&mut conn, at, radius, None, LIMIT).await?
+            drivers::nearby_sql(&mut conn, at, radius, None, limit).await?
         }
     };
     let ids: Vec<i64> = hits.iter().map(|(id, _)| id.0).collect();
@@ -425,7 +439,6 @@ pub async fn nearby(
         .filter_map(|(id, distance)| {
             let at = found.iter().position(|d| d.id == id.0)?;
             let driver = found.swap_remove(at);
-            let distance = (distance * 1000.0).round() / 1000.0;
             (driver.status == Availability::Online.as_str())
                 .then(|| NearbyDriver::new(driver, distance, caller.is_ops()))
         })

@@ -89,6 +89,12 @@ impl Booking {
             .map_err(|e: String| diesel::result::Error::DeserializationError(e.into()))
     }
 
+    /// The estimate, in whole cents (the column holds two decimals).
+    pub fn estimated(&self) -> Fare {
+        let cents = (&self.estimated_fare * BigDecimal::from(100)).to_i64();
+        Fare::from_cents(cents.unwrap_or(Fare::MAX_CENTS))
+    }
+
     pub fn state(&self) -> QueryResult<BookingState> {
         Ok(BookingState {
             status: self.status()?,

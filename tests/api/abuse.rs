@@ -214,3 +214,44 @@ async fn health_checks_without_a_token_cost_redis_nothing_and_postgres_one_probe
     let health = app.get("/api/health").await;
     assert_eq!(health.body["services"]["redis"], "up", "{:#}", health.body);
 }
+
+#[actix_web::test]
+async fn a_driver_cannot_charge_far_above_the_estimate_but_an_operator_can() {
+    // Arrange: an accepted ride estimated at 15.50; the test profile allows 3 times that.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, true).await;
+    let me = format!("driver:{driver}");
+    let path = format!("/api/bookings/{booking}/complete");
+    let fingerprint = app.fingerprint().await;
+
+    // Act + Assert: 46.51 is a cent above 3 × 15.50; nothing is written.
+    let greedy = json!({ "driver_id": driver, "actual_fare": 46.51 });
+    app.as_subject(&me, Method::POST, &path, Some(greedy.clone()))
+        .await
+        .expect_invalid("actual_fare");
+    assert_eq!(app.fingerprint().await, fingerprint);
+
+    // An operator may set it (a toll, a long detour), and the driver goes back online.
+    let done = app.post(&path, greedy).await;
+    done.expect(200, None);
+    assert_eq!(done.data()["actual_fare"], json!(46.51));
+}
+
+#[actix_web::test]
+async fn a_driver_may_charge_up_to_the_bound() {
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, true).await;
+    let fare = json!({ "driver_id": driver, "actual_fare": 46.50 });
+    app.as_subject(
+        &format!("driver:{driver}"),
+        Method::POST,
+        format!("/api/bookings/{booking}/complete"),
+        Some(fare),
+    )
+    .await
+    .expect(200, None);
+}

@@ -717,16 +717,26 @@ async fn nearby_shows_riders_and_drivers_the_car_not_the_person() {
         .await;
     let ops = w.app.get(&path).await;
 
-    // Assert
+    // Assert: no id or person, the position on the 0.002° grid, the distance to 0.1 km.
     rider.expect(200, None);
     let car = &rider.data()[0];
-    assert_eq!(car["id"], json!(w.driver_2));
-    assert!(car["distance"].is_number() && car["lat"].is_number());
-    for personal in ["name", "phone", "email", "current_booking_id"] {
+    for personal in ["id", "name", "phone", "email", "current_booking_id"] {
         assert!(car.get(personal).is_none(), "{personal} shown: {car:#}");
     }
+    for coordinate in ["lat", "lng"] {
+        let steps = car[coordinate].as_f64().unwrap() / 0.002;
+        assert!(
+            (steps - steps.round()).abs() < 1e-6,
+            "{coordinate}: {car:#}"
+        );
+    }
+    let tenths = car["distance"].as_f64().unwrap() * 10.0;
+    assert!((tenths - tenths.round()).abs() < 1e-9, "{car:#}");
     ops.expect(200, None);
-    assert!(ops.data()[0]["name"].is_string() && ops.data()[0]["phone"].is_string());
+    let exact = &ops.data()[0];
+    assert_eq!(exact["id"], json!(w.driver_2));
+    assert!(exact["name"].is_string() && exact["phone"].is_string());
+    assert_eq!(exact["lat"], json!(PICKUP.0 + 0.02));
 }
 
 #[derive(diesel::QueryableByName, Debug, PartialEq)]
