@@ -104,6 +104,8 @@ pub struct BookingSettings {
     pub mailbox_capacity: usize,
     /// A driver's `actual_fare` may be at most this many times the booking's estimate.
     pub max_fare_ratio: f64,
+    /// Bookings one rider may have pending, assigned or accepted at once.
+    pub max_active_per_rider: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -375,6 +377,9 @@ impl Settings {
         }
         if !(self.assign.radius_km > 0.0 && self.assign.radius_km <= 500.0) {
             bail!("assign.radius_km must be in (0, 500]");
+        }
+        if self.booking.max_active_per_rider == 0 {
+            bail!("booking.max_active_per_rider must be positive");
         }
         if !(self.booking.max_fare_ratio >= 1.0 && self.booking.max_fare_ratio <= 100.0) {
             bail!("booking.max_fare_ratio must be between 1 and 100");

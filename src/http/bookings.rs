@@ -136,9 +136,11 @@ pub async fn create(
             )
         )
     };
+    let most = state.deps.booking.max_active_per_rider;
     let Some(key) = request.key else {
-        return match bookings::create(&mut conn, &new, audit).await {
-            Ok(booking) => Ok(respond(StatusCode::CREATED, CREATED, booking)),
+        return match bookings::create(&mut conn, &new, most, audit).await {
+            Ok(Some(booking)) => Ok(respond(StatusCode::CREATED, CREATED, booking)),
+            Ok(None) => Err(too_many_active(most)),
             Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
             Err(e) => Err(e.into()),
         };
@@ -146,18 +148,32 @@ pub async fn create(
     if let Some(answer) = idempotent::replay(&mut conn, Some(&key)).await? {
         return Ok(answer);
     }
-    // The booking and the stored answer commit together.
+    // The booking and the stored answer commit together. A rider at its limit gets no booking
+    // and no stored answer (a retry once a ride ended may succeed): the transaction ends with
+    // `NotFound`, which nothing else in it can raise (the creation reads with `optional`).
     let outcome = conn
         .transaction(async |tx| {
-            let booking = bookings::create(tx, &new, audit).await?;
+            let booking = bookings::create(tx, &new, most, audit)
+                .await?
+                .ok_or(diesel::result::Error::NotFound)?;
             idempotent::answer(tx, Some(&key), StatusCode::CREATED, CREATED, booking).await
         })
         .await;
     match idempotent::finish(&mut conn, Some(&key), StatusCode::CREATED, outcome).await? {
         Ok(response) => Ok(response),
+        Err(diesel::result::Error::NotFound) => Err(too_many_active(most)),
         Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
         Err(e) => Err(e.into()),
     }
+}
+
+/// 409 `too_many_active_bookings`: the rider has `most` bookings pending, assigned or accepted.
+fn too_many_active(most: u32) -> ApiError {
+    ApiError::conflict(
+        "too_many_active_bookings",
+        format!("A rider may have at most {most} active bookings; cancel or finish one first"),
+        serde_json::json!({ "max_active_per_rider": most }),
+    )
 }
 
 fn rider_not_found(new: &NewBooking) -> ApiError {

@@ -68,29 +68,24 @@ pub enum UserRef {
     Driver(DriverId),
 }
 
-/// The booking and its creation event in one statement: one round trip, one commit.
+/// The booking and its creation event in one statement (one round trip, one commit), unless the
+/// rider already has its share of active bookings (migration `000009` says how that is atomic).
 const CREATE_SQL: &str = "\
-WITH b AS (
-    INSERT INTO bookings
-        (rider_id, pickup_lat, pickup_lng, dropoff_lat, dropoff_lng, estimated_fare, vehicle_type)
-    VALUES ($1, $2, $3, $4, $5, $6, $7)
-    RETURNING *
-), e AS (
-    INSERT INTO booking_events
-        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
-    SELECT id, NULL, status, driver_id, $8, $9, $10, $11 FROM b
-)
-SELECT * FROM b";
+SELECT * FROM create_booking_within_limit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-/// Inserts a pending booking and its creation event. The rider must exist (foreign key).
+/// Inserts a pending booking and its creation event, if the rider has fewer than `max_active`
+/// active bookings (`None`: it has that many, and nothing was written). The rider must exist
+/// (foreign key).
 pub async fn create(
     conn: &mut AsyncPgConnection,
     new: &NewBooking,
+    max_active: u32,
     audit: Audit<'_>,
-) -> QueryResult<Booking> {
+) -> QueryResult<Option<Booking>> {
     prepared(
         diesel::sql_query(CREATE_SQL)
             .bind::<BigInt, _>(new.rider_id.0)
+            .bind::<BigInt, _>(i64::from(max_active))
             .bind::<Double, _>(new.pickup.lat)
             .bind::<Double, _>(new.pickup.lng)
             .bind::<Double, _>(new.dropoff.lat)
@@ -104,6 +99,7 @@ pub async fn create(
     )
     .get_result(conn)
     .await
+    .optional()
 }
 
 pub async fn find(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<Option<Booking>> {

@@ -10,7 +10,7 @@ use reqwest::Method;
 use ridelock::config::Secret;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, TestApp, PICKUP};
+use crate::helpers::{spawn_app, spawn_app_with, spawn_node, TestApp, PICKUP};
 use crate::redis_server::RedisServer;
 
 #[actix_web::test]
@@ -254,4 +254,90 @@ async fn a_driver_may_charge_up_to_the_bound() {
     )
     .await
     .expect(200, None);
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+/// The rider's bookings pending, assigned or accepted, as PostgreSQL holds them.
+async fn active_bookings(app: &TestApp, rider: i64) -> i64 {
+    let mut conn = app.db().await;
+    diesel::sql_query(
+        "SELECT count(*) AS n FROM bookings \
+         WHERE rider_id = $1 AND status IN ('pending', 'assigned', 'accepted')",
+    )
+    .bind::<BigInt, _>(rider)
+    .get_result::<Count>(&mut conn)
+    .await
+    .unwrap()
+    .n
+}
+
+#[actix_web::test]
+async fn a_rider_holds_at_most_its_share_of_active_bookings_however_many_creates_race() {
+    // Arrange: two nodes with the production limit of 3; one booking already assigned.
+    let n1 = spawn_app_with(|s| s.booking.max_active_per_rider = 3).await;
+    let n2 = spawn_node(&n1.db_name, &n1.db_url, &n1.redis_prefix, "n2", |s| {
+        s.booking.max_active_per_rider = 3
+    })
+    .await;
+    let rider = n1.rider().await;
+    n1.online_driver(PICKUP.0, PICKUP.1).await;
+    n1.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let me = format!("rider:{rider}");
+
+    // Act: 40 creates at once, half on each node, half with an Idempotency-Key.
+    let creates = (0..40).map(|i| {
+        let node = if i % 2 == 0 { &n1 } else { &n2 };
+        let client = reqwest::Client::new();
+        let mut request = client
+            .post(format!("{}/api/bookings", node.address))
+            .bearer_auth(crate::auth::token(&me))
+            .json(&crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1));
+        if i % 4 < 2 {
+            request = request.header("Idempotency-Key", format!("race-{i}"));
+        }
+        async move {
+            let reply = request.send().await.unwrap();
+            let status = reply.status().as_u16();
+            let body: serde_json::Value = reply.json().await.unwrap();
+            (
+                status,
+                body["error"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    });
+    let replies = futures::future::join_all(creates).await;
+
+    // Assert: exactly two more were created; every other create was refused, by name.
+    let created = replies.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(created, 2, "{replies:?}");
+    for (status, error) in replies.iter().filter(|(status, _)| *status != 201) {
+        assert_eq!((*status, error.as_str()), (409, "too_many_active_bookings"));
+    }
+    assert_eq!(active_bookings(&n1, rider).await, 3);
+
+    // Once one ends, the rider may book again.
+    let pending = n1
+        .get(format!(
+            "/api/users/{rider}/bookings?user_type=rider&status=pending"
+        ))
+        .await;
+    let one = pending.data()[0]["id"].as_i64().unwrap();
+    let cancel = json!({ "user_id": rider, "user_type": "rider" });
+    n1.as_subject(
+        &me,
+        Method::POST,
+        format!("/api/bookings/{one}/cancel"),
+        Some(cancel),
+    )
+    .await
+    .expect(200, None);
+    let again = crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1);
+    n2.as_subject(&me, Method::POST, "/api/bookings", Some(again))
+        .await
+        .expect(201, None);
 }

@@ -1,0 +1,1 @@
+DROP INDEX CONCURRENTLY IF EXISTS bookings_rider_active_idx;
