@@ -47,6 +47,7 @@ pub struct Settings {
     pub lease: LeaseSettings,
     pub booking: BookingSettings,
     pub assign: AssignSettings,
+    pub offer: OfferSettings,
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
 }
@@ -112,6 +113,29 @@ pub struct BookingSettings {
 pub struct AssignSettings {
     pub radius_km: f64,
     pub max_candidates: usize,
+}
+
+/// How long an assigned driver has to accept, and what happens when it does not.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OfferSettings {
+    /// An assignment not accepted this long after it was made is taken back.
+    pub timeout_ms: u64,
+    /// After this many offers of one booking expired, the booking is cancelled instead.
+    pub max_offers: u32,
+    /// How often each node looks for expired offers.
+    pub sweep_every_ms: u64,
+    /// Expired offers taken back per sweep; the rest wait for the next one.
+    pub sweep_batch: u32,
+}
+
+impl OfferSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+
+    pub fn sweep_every(&self) -> Duration {
+        Duration::from_millis(self.sweep_every_ms)
+    }
 }
 
 /// How long stored answers to `Idempotency-Key` requests are kept, and how they are purged.
@@ -386,6 +410,14 @@ impl Settings {
         }
         if self.assign.max_candidates == 0 {
             bail!("assign.max_candidates must be positive");
+        }
+        let offer = &self.offer;
+        if offer.timeout_ms == 0
+            || offer.max_offers == 0
+            || offer.sweep_every_ms == 0
+            || offer.sweep_batch == 0
+        {
+            bail!("offer.timeout_ms, max_offers, sweep_every_ms and sweep_batch must be positive");
         }
         let idempotency = &self.idempotency;
         // A key must outlive every retry of its request: the client's, and a forwarded copy's.

@@ -254,6 +254,8 @@ pub struct Application {
     announcing: tokio::task::JoinHandle<()>,
     /// Deletes expired idempotency keys until shutdown.
     purging: tokio::task::JoinHandle<()>,
+    /// Takes back offers nobody accepted in time, until shutdown.
+    sweeping: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -378,6 +380,7 @@ impl Application {
             drain: drain.clone(),
             postgres_probe: Default::default(),
         });
+        let swept = state.clone();
 
         let mut server = HttpServer::new(move || {
             App::new()
@@ -416,6 +419,11 @@ impl Application {
         if let Err(error) = announced {
             log::warn!("membership not announced node={node_id}, the heartbeat retries: {error}");
         }
+        let sweeping = actix_web::rt::spawn(http::offers::sweep(
+            swept,
+            settings.offer.clone(),
+            settings.database.statement_timeout(),
+        ));
         let purging = actix_web::rt::spawn(purge_idempotency_keys(
             db.clone(),
             settings.idempotency.clone(),
@@ -446,6 +454,7 @@ impl Application {
             membership,
             announcing,
             purging,
+            sweeping,
         })
     }
 
@@ -474,6 +483,7 @@ impl Application {
         // Last: the node leaves the member list only once it holds nothing.
         self.announcing.abort();
         self.purging.abort();
+        self.sweeping.abort();
         if let Err(error) = self.membership.withdraw().await {
             log::warn!("shutdown node={} withdraw failed: {error}", self.node_id);
         }

@@ -13,7 +13,7 @@ use actix::prelude::*;
 
 use super::registry::BookingRegistry;
 use super::{BookingError, SharedDeps};
-use crate::domain::booking::{apply, Command, Party, Transition};
+use crate::domain::booking::{apply, Command, Party, Transition, TransitionError};
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
@@ -80,6 +80,41 @@ pub struct Complete {
     pub operator: bool,
     pub actual_fare: Fare,
     pub meta: RequestMeta,
+}
+
+/// The system takes back an offer its driver did not accept in time (the offer sweep): the
+/// booking goes back to pending, or is cancelled when `give_up`, and the driver back online.
+#[derive(Message, Clone)]
+#[rtype(result = "Result<Booking, BookingError>")]
+pub struct ExpireOffer {
+    pub driver_id: DriverId,
+    /// The offer's `assigned_at` as the sweep read it, which found it old enough: only that
+    /// very offer is taken back, never a newer assignment (even of the same driver).
+    pub assigned_at: chrono::DateTime<chrono::Utc>,
+    pub give_up: bool,
+    pub meta: RequestMeta,
+}
+
+/// What a transition writes besides its new status.
+enum Write {
+    Change(ChangeDetails),
+    /// An expired offer taken back: the driver is cleared (or kept on a cancelled booking).
+    TakeBackOffer,
+}
+
+async fn write_change(
+    conn: &mut diesel_async::AsyncPgConnection,
+    booking: &Booking,
+    transition: Transition,
+    write: Write,
+    audit: Audit<'_>,
+) -> diesel::QueryResult<Option<(Booking, Option<ReleasedDriver>)>> {
+    match write {
+        Write::Change(details) => {
+            store::transition(conn, booking, transition, details, audit).await
+        }
+        Write::TakeBackOffer => store::expire_offer(conn, booking, transition, audit).await,
+    }
 }
 
 /// Stop after the messages already queued: release the lease (waiting for Redis) and stop.
@@ -322,7 +357,7 @@ impl BookingActor {
         &mut self,
         msg_name: &'static str,
         cmd: Command,
-        details: ChangeDetails,
+        write: Write,
         meta: RequestMeta,
         ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<Booking, BookingError>> {
@@ -345,12 +380,11 @@ impl BookingActor {
                 actor: actor.as_deref(),
             };
             let written = match idempotency {
-                None => store::transition(&mut conn, &booking, transition, details, audit).await?,
+                None => write_change(&mut conn, &booking, transition, write, audit).await?,
                 // The change and its stored answer commit together, or neither does.
                 Some((key, message)) => {
                     conn.transaction(async |tx| {
-                        let written =
-                            store::transition(tx, &booking, transition, details, audit).await?;
+                        let written = write_change(tx, &booking, transition, write, audit).await?;
                         if let Some((updated, _)) = &written {
                             let body = crate::http::success_body(message, updated);
                             if !idempotency::store(tx, &key, 200, &body).await? {
@@ -740,7 +774,8 @@ impl Handler<Accept> for BookingActor {
             driver_id: msg.driver_id,
             operator: msg.operator,
         };
-        self.write_transition("Accept", cmd, ChangeDetails::default(), msg.meta, ctx)
+        let write = Write::Change(ChangeDetails::default());
+        self.write_transition("Accept", cmd, write, msg.meta, ctx)
     }
 }
 
@@ -755,7 +790,7 @@ impl Handler<Cancel> for BookingActor {
         self.write_transition(
             "Cancel",
             Command::Cancel { by: msg.by },
-            details,
+            Write::Change(details),
             msg.meta,
             ctx,
         )
@@ -785,6 +820,32 @@ impl Handler<Complete> for BookingActor {
             actual_fare: Some(msg.actual_fare),
             ..ChangeDetails::default()
         };
-        self.write_transition("Complete", cmd, details, msg.meta, ctx)
+        self.write_transition("Complete", cmd, Write::Change(details), msg.meta, ctx)
+    }
+}
+
+impl Handler<ExpireOffer> for BookingActor {
+    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
+
+    fn handle(&mut self, msg: ExpireOffer, ctx: &mut Self::Context) -> Self::Result {
+        // Another offer than the one the sweep judged old (it was accepted, cancelled or taken
+        // back, and maybe made again since): nothing to take back.
+        if let Ok((booking, _)) = self.ready() {
+            if booking.assigned_at != Some(msg.assigned_at) {
+                let status = booking.status();
+                if let Ok(status) = status {
+                    let error = BookingError::Refused {
+                        error: TransitionError::NotAssigned(status),
+                        booking: Box::new(booking),
+                    };
+                    return self.refuse("ExpireOffer", msg.meta, Instant::now(), error);
+                }
+            }
+        }
+        let cmd = Command::ExpireOffer {
+            driver_id: msg.driver_id,
+            give_up: msg.give_up,
+        };
+        self.write_transition("ExpireOffer", cmd, Write::TakeBackOffer, msg.meta, ctx)
     }
 }

@@ -102,6 +102,13 @@ pub enum Command {
         driver_id: DriverId,
         operator: bool,
     },
+    /// The system: `driver_id` did not accept its offer in time. The booking goes back to
+    /// `pending` for another driver, or is cancelled when `give_up` (too many offers expired).
+    /// Legal only while that driver's offer stands (assigned to it, not yet accepted).
+    ExpireOffer {
+        driver_id: DriverId,
+        give_up: bool,
+    },
 }
 
 /// A legal move; `release_driver` names the driver that goes back online.
@@ -156,6 +163,7 @@ impl TransitionError {
 pub fn authorize(state: BookingState, cmd: Command) -> Result<(), TransitionError> {
     let stranger = match cmd {
         Command::Assign { by } => by.is_some_and(|rider| rider != state.rider_id),
+        Command::ExpireOffer { driver_id, .. } => state.driver_id != Some(driver_id),
         Command::Accept {
             driver_id,
             operator,
@@ -176,7 +184,9 @@ pub fn authorize(state: BookingState, cmd: Command) -> Result<(), TransitionErro
         return Ok(());
     }
     Err(match cmd {
-        Command::Accept { .. } | Command::Complete { .. } => TransitionError::NotAssignedDriver,
+        Command::Accept { .. } | Command::Complete { .. } | Command::ExpireOffer { .. } => {
+            TransitionError::NotAssignedDriver
+        }
         Command::Assign { .. } | Command::Cancel { .. } => TransitionError::NotAParty,
     })
 }
@@ -209,6 +219,13 @@ pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, Transition
                 ..to(Completed)
             }),
             other => Err(TransitionError::NotAccepted(other)),
+        },
+        Command::ExpireOffer { give_up, .. } => match state.status {
+            Assigned => Ok(Transition {
+                release_driver: state.driver_id,
+                ..to(if give_up { Cancelled } else { Pending })
+            }),
+            other => Err(TransitionError::NotAssigned(other)),
         },
         Command::Cancel { .. } => {
             if state.status.is_terminal() {
@@ -353,6 +370,14 @@ mod tests {
             },
             Command::Cancel {
                 by: Party::Driver(DriverId(8)),
+            },
+            Command::ExpireOffer {
+                driver_id: DRIVER,
+                give_up: false,
+            },
+            Command::ExpireOffer {
+                driver_id: DriverId(8),
+                give_up: true,
             },
         ];
         for status in BookingStatus::ALL {

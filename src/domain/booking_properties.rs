@@ -46,16 +46,22 @@ enum Verb {
     Accept,
     Complete,
     Cancel,
+    /// An offer expired, the booking goes back to pending.
+    Expire,
+    /// An offer expired, and too many had: the booking is cancelled.
+    GiveUp,
 }
 
 /// The documented arrows, one row each: (verb, from, to, whether the booking's driver is released).
-const ARROWS: [(Verb, BookingStatus, BookingStatus, bool); 6] = [
+const ARROWS: [(Verb, BookingStatus, BookingStatus, bool); 8] = [
     (Verb::Assign, Pending, Assigned, false),
     (Verb::Accept, Assigned, Accepted, false),
     (Verb::Complete, Accepted, Completed, true),
     (Verb::Cancel, Pending, Cancelled, false),
     (Verb::Cancel, Assigned, Cancelled, true),
     (Verb::Cancel, Accepted, Cancelled, true),
+    (Verb::Expire, Assigned, Pending, true),
+    (Verb::GiveUp, Assigned, Cancelled, true),
 ];
 
 /// How the one asking stands towards the booking, judged before its status.
@@ -98,20 +104,26 @@ fn standing(state: BookingState, cmd: Command) -> (Verb, Standing) {
         Command::Cancel {
             by: Party::Driver(driver),
         } => (Verb::Cancel, allowed_if(state.driver_id == Some(driver))),
+        Command::ExpireOffer { driver_id, give_up } => {
+            let verb = if give_up { Verb::GiveUp } else { Verb::Expire };
+            (verb, allowed_if(state.driver_id == Some(driver_id)))
+        }
     }
 }
 
 fn forbidden(verb: Verb) -> TransitionError {
     match verb {
         Verb::Assign | Verb::Cancel => TransitionError::NotAParty,
-        Verb::Accept | Verb::Complete => TransitionError::NotAssignedDriver,
+        Verb::Accept | Verb::Complete | Verb::Expire | Verb::GiveUp => {
+            TransitionError::NotAssignedDriver
+        }
     }
 }
 
 fn conflict(verb: Verb, status: BookingStatus) -> TransitionError {
     match verb {
         Verb::Assign => TransitionError::NotPending(status),
-        Verb::Accept => TransitionError::NotAssigned(status),
+        Verb::Accept | Verb::Expire | Verb::GiveUp => TransitionError::NotAssigned(status),
         Verb::Complete => TransitionError::NotAccepted(status),
         Verb::Cancel => TransitionError::AlreadyTerminal(status),
     }
@@ -174,7 +186,7 @@ fn state() -> impl Strategy<Value = BookingState> {
 /// A kind and an id, decoded by hand: a union of mapped strategies is several times slower to
 /// generate in debug builds, and the simulation draws thousands of commands.
 fn command() -> impl Strategy<Value = Command> {
-    (0..6u8, 1..=3i64, any::<bool>()).prop_map(|(kind, id, operator)| match kind {
+    (0..8u8, 1..=3i64, any::<bool>()).prop_map(|(kind, id, operator)| match kind {
         0 => Command::Assign { by: None },
         1 => Command::Assign {
             by: Some(RiderId(id)),
@@ -189,6 +201,14 @@ fn command() -> impl Strategy<Value = Command> {
         },
         4 => Command::Cancel {
             by: Party::Rider(RiderId(id)),
+        },
+        6 => Command::ExpireOffer {
+            driver_id: DriverId(id),
+            give_up: operator,
+        },
+        7 => Command::ExpireOffer {
+            driver_id: DriverId(id),
+            give_up: false,
         },
         _ => Command::Cancel {
             by: Party::Driver(DriverId(id)),
@@ -255,6 +275,10 @@ impl Harness {
         if let (Command::Assign { .. }, Some(driver)) = (cmd, free) {
             booking.driver_id = Some(driver);
             self.busy.insert(driver);
+        }
+        // Back to pending: the booking lets go of its driver and has none.
+        if transition.to == Pending {
+            booking.driver_id = None;
         }
         if let Some(driver) = transition.release_driver {
             prop_assert!(

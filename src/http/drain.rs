@@ -28,7 +28,7 @@ pub struct Drain {
 }
 
 /// Counts one request in flight until dropped.
-struct InFlight<'a>(&'a Drain);
+pub(crate) struct InFlight<'a>(&'a Drain);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -39,7 +39,7 @@ impl Drop for InFlight<'_> {
 impl Drain {
     /// Counts a request in, unless the node is draining. Counted before the check (both
     /// `SeqCst`), so a request is either seen by [`Drain::settle`] or refused: never neither.
-    fn enter(&self) -> Option<InFlight<'_>> {
+    pub(crate) fn enter(&self) -> Option<InFlight<'_>> {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let guard = InFlight(self);
         (!self.draining.load(Ordering::SeqCst)).then_some(guard)

@@ -14,6 +14,7 @@ mod health;
 mod idempotent;
 mod internal;
 pub mod metrics;
+pub mod offers;
 pub mod openapi;
 pub mod request_id;
 mod riders;

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{respond, AppState};
-use crate::actors::booking::{Accept, Assign, Cancel, Complete, RequestMeta};
+use crate::actors::booking::{Accept, Assign, Cancel, Complete, ExpireOffer, RequestMeta};
 use crate::actors::BookingError;
 use crate::cluster::forward::{ForwardError, Relayed, SERVED_BY_HEADER};
 use crate::domain::booking::{authorize, Command, Party};
@@ -58,6 +58,12 @@ pub enum BookingOp {
         operator: bool,
         actual_fare_cents: i64,
     },
+    /// The offer sweep: `driver_id`'s offer, made at `assigned_at`, was not accepted in time.
+    ExpireOffer {
+        driver_id: DriverId,
+        assigned_at: chrono::DateTime<chrono::Utc>,
+        give_up: bool,
+    },
 }
 
 impl BookingOp {
@@ -81,6 +87,9 @@ impl BookingOp {
                 driver_id,
                 operator,
             },
+            Self::ExpireOffer {
+                driver_id, give_up, ..
+            } => Command::ExpireOffer { driver_id, give_up },
         }
     }
 
@@ -91,6 +100,8 @@ impl BookingOp {
             Self::Assign { by } => by.is_some(),
             Self::Accept { operator, .. } | Self::Complete { operator, .. } => !operator,
             Self::Cancel { .. } => true,
+            // The system's own: no caller to screen.
+            Self::ExpireOffer { .. } => false,
         }
     }
 
@@ -101,6 +112,8 @@ impl BookingOp {
             Self::Accept { .. } => ("accepted", "Booking accepted successfully"),
             Self::Cancel { .. } => ("cancelled", "Booking cancelled successfully"),
             Self::Complete { .. } => ("completed", "Ride completed successfully"),
+            Self::ExpireOffer { give_up: false, .. } => ("pending", "Offer expired"),
+            Self::ExpireOffer { give_up: true, .. } => ("cancelled", "Offer expired"),
         }
     }
 }
@@ -377,6 +390,20 @@ async fn perform(
                 driver_id,
                 operator,
                 actual_fare: Fare::from_cents(actual_fare_cents),
+                meta,
+            };
+            let booking = registry.send(id, msg, deadline).await?;
+            respond(StatusCode::OK, message, booking)
+        }
+        BookingOp::ExpireOffer {
+            driver_id,
+            assigned_at,
+            give_up,
+        } => {
+            let msg = ExpireOffer {
+                driver_id,
+                assigned_at,
+                give_up,
                 meta,
             };
             let booking = registry.send(id, msg, deadline).await?;

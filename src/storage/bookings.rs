@@ -362,6 +362,20 @@ struct TransitionRow {
     released_lng: Option<f64>,
 }
 
+impl TransitionRow {
+    /// The new row, and the driver it handed back, if any.
+    fn split(self) -> (Booking, Option<ReleasedDriver>) {
+        let released = self.released_id.map(|id| ReleasedDriver {
+            id: DriverId(id),
+            location: self
+                .released_lat
+                .zip(self.released_lng)
+                .map(|(lat, lng)| GeoPoint { lat, lng }),
+        });
+        (self.booking, released)
+    }
+}
+
 /// The booking update, the driver's release and the event, as one statement: one round trip and
 /// one commit. The release and the event happen only if the fenced update matched its row.
 const TRANSITION_SQL: &str = "\
@@ -420,16 +434,107 @@ pub async fn transition(
     .get_result(conn)
     .await
     .optional()?;
-    Ok(row.map(|row| {
-        let released = row.released_id.map(|id| ReleasedDriver {
-            id: DriverId(id),
-            location: row
-                .released_lat
-                .zip(row.released_lng)
-                .map(|(lat, lng)| GeoPoint { lat, lng }),
-        });
-        (row.booking, released)
-    }))
+    Ok(row.map(TransitionRow::split))
+}
+
+/// An assignment nobody accepted in time, as the offer sweep finds it.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct StaleOffer {
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub driver_id: i64,
+    #[diesel(sql_type = Timestamptz)]
+    pub assigned_at: chrono::DateTime<Utc>,
+    /// Offers of this booking that expired before this one.
+    #[diesel(sql_type = BigInt)]
+    pub expired_before: i64,
+}
+
+/// Bookings assigned at or before `cutoff` and still not accepted, oldest first (from the
+/// partial index of migration `000010`).
+pub async fn stale_offers(
+    conn: &mut AsyncPgConnection,
+    cutoff: chrono::DateTime<Utc>,
+    limit: i64,
+) -> QueryResult<Vec<StaleOffer>> {
+    prepared(
+        diesel::sql_query(
+            "SELECT b.id, b.driver_id, b.assigned_at,
+                (SELECT count(*) FROM booking_events e
+                 WHERE e.booking_id = b.id AND e.from_status = 'assigned'
+                   AND e.to_status = 'pending') AS expired_before
+             FROM bookings b
+             WHERE b.status = 'assigned' AND b.assigned_at <= $1
+             ORDER BY b.assigned_at
+             LIMIT $2",
+        )
+        .bind::<Timestamptz, _>(cutoff)
+        .bind::<BigInt, _>(limit),
+    )
+    .load(conn)
+    .await
+}
+
+/// An expired offer taken back, as one statement: the booking returns to `pending` without a
+/// driver (or, `to` = cancelled, ends), the driver goes back online, and the event names the
+/// driver whose offer expired. Fenced like every write, and only for the very offer the actor
+/// judged (`assigned_at` equal), so a sweep that read an older offer changes nothing.
+const EXPIRE_OFFER_SQL: &str = "\
+WITH b AS (
+    UPDATE bookings SET
+        status = $1,
+        driver_id = CASE WHEN $1 = 'pending' THEN NULL ELSE driver_id END,
+        assigned_at = CASE WHEN $1 = 'pending' THEN NULL ELSE assigned_at END,
+        cancelled_at = CASE WHEN $1 = 'cancelled' THEN $2 ELSE cancelled_at END,
+        cancellation_reason = CASE WHEN $1 = 'cancelled' THEN $3 ELSE cancellation_reason END,
+        updated_at = $2
+    WHERE id = $4 AND fencing_token = $5 AND status = 'assigned' AND driver_id = $6
+      AND assigned_at = $7
+    RETURNING *
+), d AS (
+    UPDATE drivers SET status = 'online', current_booking_id = NULL, updated_at = now()
+    WHERE id = $6 AND current_booking_id = $4 AND EXISTS (SELECT 1 FROM b)
+    RETURNING id, lat, lng
+), e AS (
+    INSERT INTO booking_events
+        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
+    SELECT id, 'assigned', status, $6, $8, $5, $9, $10 FROM b
+)
+SELECT b.*, d.id AS released_id, d.lat AS released_lat, d.lng AS released_lng
+FROM b LEFT JOIN d ON true";
+
+/// Why a booking is cancelled when its offers keep expiring.
+pub const NO_DRIVER_ACCEPTED: &str = "no driver accepted the ride in time";
+
+/// Takes back `booking`'s standing offer (a legal `transition` from `apply`, to `pending` or
+/// `cancelled`). `Ok(None)`: the token was stale and nothing was written.
+pub async fn expire_offer(
+    conn: &mut AsyncPgConnection,
+    booking: &Booking,
+    transition: Transition,
+    audit: Audit<'_>,
+) -> QueryResult<Option<(Booking, Option<ReleasedDriver>)>> {
+    let (Some(driver), Some(assigned_at)) = (booking.driver_id, booking.assigned_at) else {
+        return Ok(None);
+    };
+    let row: Option<TransitionRow> = prepared(
+        diesel::sql_query(EXPIRE_OFFER_SQL)
+            .bind::<Text, _>(transition.to.as_str())
+            .bind::<Timestamptz, _>(Utc::now())
+            .bind::<Text, _>(NO_DRIVER_ACCEPTED)
+            .bind::<BigInt, _>(booking.id)
+            .bind::<BigInt, _>(audit.fencing_token)
+            .bind::<BigInt, _>(driver)
+            .bind::<Timestamptz, _>(assigned_at)
+            .bind::<Text, _>(audit.node_id)
+            .bind::<Text, _>(audit.request_id)
+            .bind::<Nullable<Text>, _>(audit.actor),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
+    Ok(row.map(TransitionRow::split))
 }
 
 /// A user's bookings, newest first; `before` is an exclusive booking-id cursor.

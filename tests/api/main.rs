@@ -29,6 +29,7 @@ mod leases;
 mod listing;
 mod loadtest;
 mod observability;
+mod offers;
 mod postgres_limits;
 mod redis_refusals;
 mod riders;
