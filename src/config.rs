@@ -50,6 +50,7 @@ pub struct Settings {
     pub offer: OfferSettings,
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -113,6 +114,22 @@ pub struct BookingSettings {
 pub struct AssignSettings {
     pub radius_km: f64,
     pub max_candidates: usize,
+}
+
+/// Per-caller request rates, per node (see `http::rate_limit`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RateLimitSettings {
+    /// A rider's or driver's token: requests per second, and the burst it may send at once.
+    pub per_second: f64,
+    pub burst: u32,
+    /// An operator's token.
+    pub ops_per_second: f64,
+    pub ops_burst: u32,
+    /// A client address, for requests without a valid token (all requests with auth off).
+    pub address_per_second: f64,
+    pub address_burst: u32,
+    /// Callers tracked at most; idle ones are forgotten first.
+    pub max_callers: usize,
 }
 
 /// How long an assigned driver has to accept, and what happens when it does not.
@@ -410,6 +427,18 @@ impl Settings {
         }
         if self.assign.max_candidates == 0 {
             bail!("assign.max_candidates must be positive");
+        }
+        let rates = &self.rate_limit;
+        let positive = |rate: f64| rate.is_finite() && rate > 0.0;
+        if !(positive(rates.per_second)
+            && positive(rates.ops_per_second)
+            && positive(rates.address_per_second))
+            || rates.burst == 0
+            || rates.ops_burst == 0
+            || rates.address_burst == 0
+            || rates.max_callers == 0
+        {
+            bail!("rate_limit: every rate, burst and max_callers must be positive");
         }
         let offer = &self.offer;
         if offer.timeout_ms == 0

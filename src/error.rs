@@ -41,6 +41,9 @@ pub enum ApiError {
     /// 413 `payload_too_large`: the body is over the limit; nothing of it was parsed.
     #[error("The request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// 429 `rate_limited` + Retry-After: the caller sent more than its share.
+    #[error("Too many requests; retry after the time Retry-After gives")]
+    RateLimited { retry_after: Duration },
     /// 405 `method_not_allowed` + Allow: the path exists, the method does not.
     #[error("Method not allowed on this path; allowed: {allow}")]
     MethodNotAllowed { allow: &'static str },
@@ -89,6 +92,7 @@ impl ApiError {
             | Self::Conflict { code, .. } => code,
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::RateLimited { .. } => "rate_limited",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::LeaseUnavailable { .. } => "lease_unavailable",
             Self::Unavailable(_) => "unavailable",
@@ -98,7 +102,9 @@ impl ApiError {
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::LeaseUnavailable { retry_after } => Some(*retry_after),
+            Self::LeaseUnavailable { retry_after } | Self::RateLimited { retry_after } => {
+                Some(*retry_after)
+            }
             Self::Unavailable(_) | Self::DeadlineExceeded => Some(Duration::from_secs(1)),
             _ => None,
         }
@@ -124,6 +130,7 @@ impl ResponseError for ApiError {
             Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             Self::LeaseUnavailable { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

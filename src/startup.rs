@@ -381,12 +381,15 @@ impl Application {
             postgres_probe: Default::default(),
         });
         let swept = state.clone();
+        let limiter = web::Data::new(http::rate_limit::RateLimiter::new(&settings.rate_limit));
 
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())
                 .app_data(authenticator.clone())
                 .app_data(deadline.clone())
+                .app_data(limiter.clone())
+                .wrap(middleware::from_fn(http::rate_limit::limit))
                 .wrap(middleware::from_fn(http::drain::guard))
                 .wrap(middleware::from_fn(http::metrics::record))
                 .wrap(middleware::from_fn(request_id::assign))

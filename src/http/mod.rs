@@ -16,6 +16,7 @@ mod internal;
 pub mod metrics;
 pub mod offers;
 pub mod openapi;
+pub mod rate_limit;
 pub mod request_id;
 mod riders;
 mod routing;

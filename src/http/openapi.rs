@@ -178,6 +178,10 @@ fn add_common(operation: &mut Operation) {
     let mut common = vec![
         ("400", "Invalid input: `data.field` names the field"),
         ("404", "Unknown id"),
+        (
+            "429",
+            "Over the caller's rate limit (`rate_limit.*`); nothing was done; retry after `Retry-After` seconds",
+        ),
         ("500", "A bug; never on purpose"),
         (
             "503",
@@ -250,7 +254,7 @@ mod tests {
         for (path, item) in paths {
             for (method, op) in item.as_object().cloned().unwrap_or_default() {
                 let responses = &op["responses"];
-                for status in ["400", "404", "500", "503"] {
+                for status in ["400", "404", "429", "500", "503"] {
                     assert!(
                         responses.get(status).is_some(),
                         "{method} {path} lacks {status}"

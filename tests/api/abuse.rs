@@ -341,3 +341,82 @@ async fn a_rider_holds_at_most_its_share_of_active_bookings_however_many_creates
         .await
         .expect(201, None);
 }
+
+/// Three requests at once, then one a second, for every kind of caller.
+fn tight(s: &mut ridelock::config::Settings) {
+    let rates = &mut s.rate_limit;
+    (rates.per_second, rates.burst) = (1.0, 3);
+    (rates.ops_per_second, rates.ops_burst) = (1.0, 3);
+    (rates.address_per_second, rates.address_burst) = (1.0, 3);
+}
+
+#[actix_web::test]
+async fn each_caller_gets_its_share_then_429_with_retry_after_and_nothing_written() {
+    // Arrange: two riders made before the limits matter (on a node without them).
+    let setup = spawn_app().await;
+    let (a, b) = (setup.rider().await, setup.rider().await);
+    let app = spawn_node(
+        &setup.db_name,
+        &setup.db_url,
+        &setup.redis_prefix,
+        "n2",
+        tight,
+    )
+    .await;
+    let (rider_a, rider_b) = (format!("rider:{a}"), format!("rider:{b}"));
+    let book = |rider: i64| Some(crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1));
+
+    // Act + Assert: rider A's three go through, the fourth is refused before it writes.
+    for _ in 0..3 {
+        app.as_subject(&rider_a, Method::GET, format!("/api/riders/{a}"), None)
+            .await
+            .expect(200, None);
+    }
+    let fingerprint = app.fingerprint().await;
+    let refused = app
+        .as_subject(&rider_a, Method::POST, "/api/bookings", book(a))
+        .await;
+    refused.expect(429, Some("rate_limited"));
+    let after: u64 = refused.retry_after.as_deref().unwrap().parse().unwrap();
+    assert!((1..=2).contains(&after), "Retry-After {after}");
+    assert_eq!(app.fingerprint().await, fingerprint);
+
+    // Rider B has a share of its own.
+    app.as_subject(&rider_b, Method::POST, "/api/bookings", book(b))
+        .await
+        .expect(201, None);
+
+    // A token that does not verify counts against the address, not the subject it names.
+    let forged = format!("Bearer {}", forged_token(&rider_b));
+    for _ in 0..3 {
+        app.as_caller(Some(&forged), Method::GET, "/api/health", None)
+            .await
+            .expect(200, None);
+    }
+    app.as_caller(None, Method::GET, "/api/health", None)
+        .await
+        .expect(429, Some("rate_limited"));
+    app.as_subject(&rider_b, Method::GET, format!("/api/riders/{b}"), None)
+        .await
+        .expect(200, None);
+
+    // After Retry-After, rider A may go on.
+    actix_web::rt::time::sleep(Duration::from_secs(after)).await;
+    app.as_subject(&rider_a, Method::GET, format!("/api/riders/{a}"), None)
+        .await
+        .expect(200, None);
+}
+
+/// A well-formed token for `subject` signed with a key nobody configured.
+fn forged_token(subject: &str) -> String {
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = json!({
+        "sub": subject, "iss": "ridelock", "aud": "ridelock-api", "exp": now + 600, "iat": now,
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(b"not-the-configured-secret-at-all!!"),
+    )
+    .unwrap()
+}
