@@ -66,9 +66,9 @@ services-down:
 	$(SERVICES) down dev
 
 clean-services:
-	$(SERVICES) down dev
-	$(SERVICES) down test
-	$(SERVICES) down chaos
+	$(SERVICES) purge dev
+	$(SERVICES) purge test
+	$(SERVICES) purge chaos
 	rm -rf var/
 
 fmt:

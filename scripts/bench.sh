@@ -17,7 +17,13 @@ log() { echo "bench: $*" >&2; }
 eval "$(bash scripts/services.sh up dev)"
 curl -fsS "$URL/api/health" >/dev/null || { log "no server at $URL: start 'make run' first"; exit 1; }
 REDIS_PORT=${REDIS_URL##*:}; REDIS_PORT=${REDIS_PORT%%/*}
-PG_ADMIN=${DATABASE_URL%/*}/postgres
+# The services' passwords (scripts/services.sh) go to the tools through the environment, never
+# on a command line; the URLs below carry none.
+export PGPASSWORD REDISCLI_AUTH
+PGPASSWORD=$(cat var/dev/pg.secret)
+REDISCLI_AUTH=$(cat var/dev/redis.secret)
+PG_URL=postgres://postgres@${DATABASE_URL#*@}
+PG_ADMIN=${PG_URL%/*}/postgres
 
 log "machine"
 {
@@ -26,13 +32,13 @@ log "machine"
 } | tee "$OUT/machine.txt"
 
 log "Redis: SET NX PX round trip, one client (redis-benchmark)"
-redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" -c 1 -n 50000 -r 100000000 --csv \
+redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" --user default -a "$REDISCLI_AUTH" --no-auth-warning -c 1 -n 50000 -r 100000000 --csv \
   SET 'bench:nx:__rand_int__' v NX PX 10000 | tee "$OUT/redis.csv"
 
 log "PostgreSQL: single-row UPDATE transactions (pgbench, 1 and 16 clients)"
 psql -q "$PG_ADMIN" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS ridelock_bench" \
   -c "CREATE DATABASE ridelock_bench"
-BENCH_DB=${DATABASE_URL%/*}/ridelock_bench
+BENCH_DB=${PG_URL%/*}/ridelock_bench
 psql -q "$BENCH_DB" -c "CREATE TABLE rows (id int PRIMARY KEY, n bigint NOT NULL DEFAULT 0)" \
   -c "INSERT INTO rows (id) SELECT generate_series(1, 1000)"
 printf '\\set id random(1, 1000)\nUPDATE rows SET n = n + 1 WHERE id = :id;\n' > "$OUT/update.sql"
@@ -147,8 +153,8 @@ ROWS=${BENCH_ROWS:-10000000}
 log "RideLock: lifecycle throughput with 10,000 and then $ROWS rows in bookings"
 psql -q "$PG_ADMIN" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS ridelock_rows" \
   -c "CREATE DATABASE ridelock_rows"
-ROWS_DB=${DATABASE_URL%/*}/ridelock_rows
-DATABASE_URL=$ROWS_DB ./target/release/ridelock migrate
+ROWS_DB=${PG_URL%/*}/ridelock_rows
+DATABASE_URL=${DATABASE_URL%/*}/ridelock_rows ./target/release/ridelock migrate
 # History: cancelled bookings of 10,000 riders, spread over the globe.
 grow_to() {
   psql -q "$ROWS_DB" -c "
@@ -163,7 +169,7 @@ grow_to 10000
 for rows in 10000 "$ROWS"; do
   [[ $rows == 10000 ]] || { log "growing bookings to $rows rows"; time grow_to "$rows"; }
   # Its own key prefix: booking ids of this database overlap those of the dev database.
-  serve_node 3902 bench-rows "DATABASE_URL=$ROWS_DB" RIDELOCK_REDIS__KEY_PREFIX=bench-rows:
+  serve_node 3902 bench-rows "DATABASE_URL=${DATABASE_URL%/*}/ridelock_rows" RIDELOCK_REDIS__KEY_PREFIX=bench-rows:
   for run in 1 2; do
     ./target/release/ridelock loadtest --url http://127.0.0.1:3902 --scenario lifecycle --riders 64 \
       --duration-s "$SECONDS_PER_RUN" --quiet --json > "$OUT/rows-$rows-$run.json"

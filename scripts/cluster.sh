@@ -100,7 +100,7 @@ REDIS_PORT=${REDIS_PORT%%/*}
 cat >&2 <<EOF
 cluster: serving on http://127.0.0.1:$LB_PORT (nginx, round-robin over n1 :3001, n2 :3002, n3 :3003)
 cluster: live nodes:       curl -s localhost:$LB_PORT/api/cluster/nodes
-cluster: watch a lease:    redis-cli -p $REDIS_PORT GET lock:booking:1
+cluster: watch a lease:    REDISCLI_AUTH=\$(cat var/dev/redis.secret) redis-cli -p $REDIS_PORT GET lock:booking:1
 cluster: logs:             $RUN/n1.log $RUN/n2.log $RUN/n3.log
 cluster: Ctrl-C stops everything
 EOF

@@ -101,7 +101,40 @@ with_database() {
   echo "${base%/*}/$2$query"
 }
 
-admin_sql() { "$(psql_bin)" "$(with_database "$DATABASE_URL" postgres)" -v ON_ERROR_STOP=1 -Atqc "$1"; }
+# url_password URL: the password of a postgres:// or redis:// URL, if any.
+url_password() {
+  local rest=${1#*://}
+  rest=${rest%%/*}
+  [[ $rest == *@* ]] || return 0
+  rest=${rest%@*}
+  [[ $rest == *:* ]] && echo "${rest#*:}"
+}
+
+# without_password URL: URL without its password, which goes through the environment instead
+# (a command line is readable by every local user).
+without_password() {
+  local scheme=${1%%://*} rest=${1#*://} auth
+  [[ ${rest%%/*} == *@* ]] || { echo "$1"; return; }
+  auth=${rest%%@*}
+  echo "$scheme://${auth%%:*}@${rest#*@}"
+}
+
+# psql URL ARGS...: psql against URL, its password in the environment.
+psql_url() {
+  local url=$1
+  shift
+  PGPASSWORD=$(url_password "$url") "$(psql_bin)" "$(without_password "$url")" "$@"
+}
+
+# redis-cli against REDIS_URL, its password in the environment.
+redis_cli() {
+  local hostport=${REDIS_URL#*://}
+  hostport=${hostport#*@}
+  hostport=${hostport%%/*}
+  REDISCLI_AUTH=$(url_password "$REDIS_URL") redis-cli -h "${hostport%:*}" -p "${hostport##*:}" "$@"
+}
+
+admin_sql() { psql_url "$(with_database "$DATABASE_URL" postgres)" -v ON_ERROR_STOP=1 -Atqc "$1"; }
 
 # --- one run ---------------------------------------------------------------
 # These functions run in a subshell per run and share its globals: RUN, TAG, DB_NAME, DB_URL,
@@ -159,7 +192,7 @@ stop_server() {
 # requests got, which the fuzzer's own figures do not show. Written before the database goes.
 record_moves() {
   [[ -n ${DB_NAME:-} && -d $OUT/$RUN ]] || return 0
-  "$(psql_bin)" "$DB_URL" -Atqc "SELECT to_status || '=' || count(*) FROM booking_events
+  psql_url "$DB_URL" -Atqc "SELECT to_status || '=' || count(*) FROM booking_events
     WHERE from_status IS NOT NULL GROUP BY to_status ORDER BY to_status" 2>/dev/null |
     paste -sd ' ' >"$OUT/$RUN/moves"
 }
@@ -171,8 +204,8 @@ cleanup() {
   record_moves
   [[ -z ${DB_NAME:-} ]] || admin_sql "DROP DATABASE IF EXISTS $DB_NAME WITH (FORCE)" >/dev/null ||
     log "$RUN: could not drop database $DB_NAME"
-  redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX*" 2>/dev/null |
-    xargs -r redis-cli -u "$REDIS_URL" del >/dev/null 2>&1
+  redis_cli --scan --pattern "$PREFIX*" 2>/dev/null |
+    while read -r key; do redis_cli del "$key" >/dev/null 2>&1; done
 }
 
 # The test profile's secret signs the token, so the server started with it accepts it.

@@ -4,6 +4,7 @@
 #   scripts/services.sh up     PROFILE   start what is missing (idempotent)
 #   scripts/services.sh down   PROFILE   stop what `up` started
 #   scripts/services.sh status PROFILE   show what runs
+#   scripts/services.sh purge  PROFILE   down, then delete its data, secrets and private homes
 #   scripts/services.sh start-postgres|stop-postgres|start-redis|stop-redis PROFILE
 #   scripts/services.sh freeze-postgres|thaw-postgres PROFILE
 #                                        one server only (the chaos tests' faults); a
@@ -30,13 +31,24 @@
 # tests' start-postgres / start-redis never move a server: the nodes already
 # hold its URL.
 #
+# Neither server trusts a local user: PostgreSQL asks for a password
+# (scram-sha-256) on TCP, Redis for its requirepass, each a random secret this
+# script generates once per profile and keeps in var/<profile>/pg.secret and
+# redis.secret (mode 600); the URLs carry them. PostgreSQL's socket lies in
+# its data directory, which only its owner can enter. Redis runs as the
+# `redis` user, not root. A server's files live under var/<profile>, or, when
+# its user cannot enter this checkout, in a private directory made with
+# `mktemp -d` (its path kept in var/<profile>/<server>.home), whose owner and
+# mode are checked before every use.
+#
 # `up` writes `export DATABASE_URL=...` and `export REDIS_URL=...` to the env
-# file and prints them on stdout, so `eval "$(scripts/services.sh up test)"`
+# file (mode 600) and prints them on stdout, so `eval "$(scripts/services.sh up test)"`
 # works; every other message goes to stderr. A DATABASE_URL / REDIS_URL
 # already in the environment is used instead of a local server when it
 # answers (but not one of the URLs this script hands out: a shell that
 # eval'ed the dev env must not make the test profile share dev's data).
 set -euo pipefail
+shopt -s extglob
 
 # Physical path (-P): /proc/PID/cwd, which identifies our Redis, never shows symlinks.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
@@ -137,18 +149,78 @@ move_if_unusable() {
     "$PROFILE's $1 uses 127.0.0.1:${!2} instead (kept in $VAR_DIR/ports)"
 }
 
-pg_url() { echo "postgres://postgres@127.0.0.1:$(port_of "$1" postgres)/ridelock"; }
-redis_url() { echo "redis://127.0.0.1:$(port_of "$1" redis)/"; }
+# --- secrets ---------------------------------------------------------------
 
-# A URL this script hands out (preferred or recorded port, any profile).
+# secret_of PROFILE NAME: the profile's generated password NAME (pg.secret or
+# redis.secret), made on first use: 48 hex digits, so it needs no escaping in a URL.
+secret_of() {
+  local file=$ROOT/var/$1/$2
+  if [[ ! -s $file ]]; then
+    (umask 077 && mkdir -p "$ROOT/var/$1" &&
+      od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$file.new" && mv "$file.new" "$file")
+  fi
+  cat "$file"
+}
+
+pg_url() { echo "postgres://postgres:$(secret_of "$1" pg.secret)@127.0.0.1:$(port_of "$1" postgres)/ridelock"; }
+# Redis 6+ names the requirepass user `default`; redis-cli needs the name in a URL.
+redis_url() { echo "redis://default:$(secret_of "$1" redis.secret)@127.0.0.1:$(port_of "$1" redis)/"; }
+
+# A URL this script hands out, or once handed out without a password (any
+# profile, preferred or recorded port).
 is_project_url() {
   local p
   for p in dev test chaos; do
     [[ $1 == "$(pg_url "$p")" || $1 == "$(redis_url "$p")" ]] && return 0
-    [[ $1 == "postgres://postgres@127.0.0.1:${PG_PORTS[$p]}/ridelock" ]] && return 0
-    [[ $1 == "redis://127.0.0.1:${REDIS_PORTS[$p]}/" ]] && return 0
+    [[ $1 == "postgres://postgres@127.0.0.1:"@(${PG_PORTS[$p]}|$(port_of "$p" postgres))"/ridelock" ]] && return 0
+    [[ $1 == "redis://127.0.0.1:"@(${REDIS_PORTS[$p]}|$(port_of "$p" redis))"/" ]] && return 0
   done
   return 1
+}
+
+# --- private directories -----------------------------------------------------
+
+# home_for USER SERVER: the directory SERVER's files live in, writable by USER
+# only. var/<profile>/<SERVER> when USER can enter this checkout; otherwise a
+# directory made by `mktemp -d` under /var/tmp (so its name cannot be guessed
+# and planted beforehand), recorded in var/<profile>/<SERVER>.home. Either way
+# it must be a real directory (no symlink) owned by USER with mode 700, or
+# nothing is started in it.
+home_for() {
+  local user=$1 server=$2 home record=$VAR_DIR/$2.home
+  if as_user "$user" test -x "$ROOT" 2>/dev/null; then
+    home=$VAR_DIR/$server
+    [[ -L $home ]] && die "$home is a symlink; refusing to use it"
+    (umask 077 && mkdir -p "$home")
+  else
+    home=$(cat "$record" 2>/dev/null || true)
+    if [[ -z $home || ! -d $home ]]; then
+      home=$(mktemp -d /var/tmp/ridelock-"$PROFILE"-"$server".XXXXXXXXXX)
+      echo "$home" >"$record"
+      log "user $user cannot enter $ROOT, so $server's files live in $home"
+    fi
+  fi
+  if ((EUID == 0)) && [[ $(stat -c %U "$home") != "$user" ]]; then
+    # Only a directory we made may change hands: never one another user owns.
+    [[ $(stat -c %u "$home") == 0 ]] || die "$home is owned by $(stat -c %U "$home"), not $user or root"
+    chown "$user": "$home"
+  fi
+  [[ ! -L $home && -d $home ]] || die "$home is not a directory"
+  [[ $(stat -c %U "$home") == "$user" ]] || die "$home is owned by $(stat -c %U "$home"), not $user"
+  chmod 700 "$home"
+  echo "$home"
+}
+
+# as_user USER CMD...: CMD as USER (from /, since the caller's directory may
+# be closed to that user); as the caller when not root.
+as_user() {
+  local user=$1
+  shift
+  if ((EUID == 0)); then
+    (cd / && runuser -u "$user" -- "$@")
+  else
+    "$@"
+  fi
 }
 
 # --- installation ----------------------------------------------------------
@@ -171,43 +243,66 @@ ensure_installed() {
 
 # --- PostgreSQL ------------------------------------------------------------
 
-# The server refuses to run as root, so as root its tools run as postgres
-# (from /, since the caller's directory may be closed to that user).
-as_pg() {
-  if ((EUID == 0)); then
-    (cd / && runuser -u postgres -- "$@")
-  else
-    "$@"
-  fi
-}
+# The server refuses to run as root, so as root its tools run as postgres.
+as_pg() { as_user postgres "$@"; }
 
-# Where the cluster (pg/) and its log (pg.log) live: var/<profile>, unless
-# the postgres user cannot reach into this checkout (e.g. one cloned under
-# mktemp -d or /root); then a directory under /var/tmp keyed by checkout path.
+# Where the cluster (pg/) and its log (pg.log) live: var/<profile> (as before
+# passwords, so existing clusters stay where they are) when the postgres user
+# can enter this checkout; otherwise a private directory (home_for).
 pg_home() {
   if as_pg test -x "$ROOT" 2>/dev/null; then
     echo "$VAR_DIR"
   else
-    local home
-    home=/var/tmp/ridelock-$(printf %s "$ROOT" | md5sum | cut -c1-12)/$PROFILE
-    log "user postgres cannot enter $ROOT, so the PostgreSQL cluster lives in $home"
-    echo "$home"
+    home_for postgres pg-home
   fi
 }
 
 pg_running() { as_pg "$PG_BIN/pg_ctl" status -D "$PG_DATA" >/dev/null 2>&1; }
 pg_ready() { "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres; }
 pg_reachable() { PGCONNECT_TIMEOUT=5 "$PG_BIN/psql" "$1" -Atqc 'select 1' >/dev/null 2>&1; }
-pg_psql() { "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atq "$@"; }
+# Over TCP, with the password (in the environment, which other users cannot read).
+pg_psql() {
+  PGPASSWORD=$(secret_of "$PROFILE" pg.secret) \
+    "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres -Atq "$@"
+}
+# Over the socket in the data directory, which only postgres can enter: how the
+# password is set in the first place.
+pg_socket_psql() { as_pg "$PG_BIN/psql" -h "$PG_DATA" -p "$PG_PORT" -U postgres -d postgres -Atq "$@"; }
 
 # pg_ctl opens the log and the server its data dir as postgres, so hand
-# both to that user; done on every start in case the log was deleted.
+# both to that user; done on every start in case the log was deleted. They are
+# made here, in a directory only root (var/) or postgres (a private home) can
+# write, so neither can be a link planted by someone else; a link is refused anyway.
 prepare_pg_files() {
-  (umask 022 && mkdir -p "$PG_DATA")
-  touch "$PG_LOG"
+  local path
+  for path in "$PG_DATA" "$PG_LOG"; do
+    [[ ! -L $path ]] || die "$path is a symlink; refusing to hand it to postgres"
+  done
+  (umask 077 && mkdir -p "$PG_DATA")
+  (umask 077 && touch "$PG_LOG")
   if ((EUID == 0)); then chown postgres: "$PG_DATA" "$PG_LOG"; fi
   as_pg test -w "$PG_DATA" ||
     die "user postgres cannot write $PG_DATA; a parent directory is not traversable (chmod o+x it)"
+}
+
+# Who may connect how, written on every start (an existing cluster of an
+# older checkout, which trusted every local user, is switched over): TCP needs
+# the password; the socket, in the data directory only postgres can enter, is
+# how this script sets that password.
+write_pg_hba() {
+  printf '%s\n' \
+    '# Written by scripts/services.sh on every start.' \
+    'local all all trust' \
+    'host all all 127.0.0.1/32 scram-sha-256' \
+    'host all all ::1/128 scram-sha-256' | as_pg tee "$PG_DATA/pg_hba.conf" >/dev/null
+}
+
+# Sets the postgres role's password to this profile's secret, through the
+# socket; the statement goes on stdin, never on a command line.
+set_pg_password() {
+  printf "SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD '%s';\n" \
+    "$(secret_of "$PROFILE" pg.secret)" | pg_socket_psql >/dev/null ||
+    die_with_log "$PG_LOG" "could not set the PostgreSQL password"
 }
 
 init_pg() {
@@ -217,7 +312,8 @@ init_pg() {
     locale=(--no-locale)
   fi
   log "initializing PostgreSQL cluster in $PG_DATA"
-  as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth=trust -E UTF8 "${locale[@]}" --no-instructions >&2
+  as_pg "$PG_BIN/initdb" -D "$PG_DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+    -E UTF8 "${locale[@]}" --no-instructions >&2
 }
 
 # bind_refused LOG FROM_LINE: whether the log, after line FROM_LINE, says the
@@ -236,6 +332,7 @@ start_pg() {
   else
     prepare_pg_files
     [[ -f $PG_DATA/PG_VERSION ]] || init_pg
+    write_pg_hba
     local attempt mark
     for attempt in 1 2 3 4 5; do
       move_if_unusable PostgreSQL PG_PORT
@@ -259,6 +356,7 @@ start_pg() {
   record_ports
   # Also covers a server that is running but still recovering.
   wait_for 30 pg_ready || die_with_log "$PG_LOG" "PostgreSQL is not accepting connections"
+  set_pg_password
   [[ $(pg_psql -c "select 1 from pg_database where datname = 'ridelock'") == 1 ]] ||
     pg_psql -c 'create database ridelock' >&2
 }
@@ -274,19 +372,32 @@ stop_pg() {
 
 # --- Redis -----------------------------------------------------------------
 
+# The user Redis runs as: never root.
+redis_user() {
+  if ((EUID != 0)); then
+    id -un
+  elif id redis >/dev/null 2>&1; then
+    echo redis
+  else
+    echo nobody
+  fi
+}
+
 # PID from our pidfile, only if that process is a redis-server working in our
 # directory (the PID may have been reused since the pidfile was written).
 our_redis_pid() {
   local pid
   pid=$(cat "$REDIS_PIDFILE" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 1
   [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]] || return 1
-  [[ $(readlink "/proc/$pid/cwd") == "$VAR_DIR" ]] && echo "$pid"
+  [[ $(readlink "/proc/$pid/cwd") == "$REDIS_HOME" ]] && echo "$pid"
 }
 
 # The port our running Redis listens on (its title reads "redis-server 127.0.0.1:PORT").
 running_redis_port() { tr '\0' ' ' <"/proc/$1/cmdline" | sed -n 's/.*:\([0-9]\{1,5\}\).*/\1/p'; }
 
-redis_ready() { [[ $(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]; }
+redis_ready() {
+  [[ $(REDISCLI_AUTH=$(secret_of "$PROFILE" redis.secret) redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+}
 redis_reachable() { [[ $(timeout 5 redis-cli -u "$1" ping 2>/dev/null) == PONG ]]; }
 
 # redis_up_or_refused FROM_LINE: ready, or its log says it could not bind.
@@ -304,9 +415,11 @@ start_redis() {
       move_if_unusable Redis REDIS_PORT
       log "starting Redis ($PROFILE) on 127.0.0.1:$REDIS_PORT"
       mark=$(lines_in "$REDIS_LOG")
-      redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
-        --pidfile "$REDIS_PIDFILE" --dir "$VAR_DIR" --logfile "$REDIS_LOG" \
-        --save '' --appendonly no
+      # The password goes in on stdin (config "-"), never on a command line.
+      printf 'requirepass %s\n' "$(secret_of "$PROFILE" redis.secret)" |
+        as_user "$(redis_user)" redis-server - --port "$REDIS_PORT" --bind 127.0.0.1 --daemonize yes \
+          --pidfile "$REDIS_PIDFILE" --dir "$REDIS_HOME" --logfile "$REDIS_LOG" \
+          --save '' --appendonly no >&2
       # Daemonized, it reports a failed bind only in its log.
       wait_for 15 redis_up_or_refused "$mark" || die_with_log "$REDIS_LOG" "Redis is not answering PING"
       redis_ready && break
@@ -395,23 +508,23 @@ fault_stop_redis() {
 # --- commands --------------------------------------------------------------
 
 cmd_up() {
-  (umask 022 && mkdir -p "$VAR_DIR" "$PG_HOME")
+  (umask 022 && mkdir -p "$PG_HOME")
   local db=${DATABASE_URL:-} redis=${REDIS_URL:-}
   if [[ -n $db ]] && ! is_project_url "$db" && pg_reachable "$db"; then
     log "using DATABASE_URL from the environment"
   else
     [[ -z $db ]] || is_project_url "$db" || log "DATABASE_URL from the environment does not answer; ignoring it"
     start_pg
-    db="postgres://postgres@127.0.0.1:$PG_PORT/ridelock"
+    db=$(pg_url "$PROFILE")
   fi
   if [[ -n $redis ]] && ! is_project_url "$redis" && redis_reachable "$redis"; then
     log "using REDIS_URL from the environment"
   else
     [[ -z $redis ]] || is_project_url "$redis" || log "REDIS_URL from the environment does not answer; ignoring it"
     start_redis
-    redis="redis://127.0.0.1:$REDIS_PORT/"
+    redis=$(redis_url "$PROFILE")
   fi
-  printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$db" "$redis" >"$ENV_FILE"
+  (umask 077 && printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$db" "$redis" >"$ENV_FILE")
   log "wrote $ENV_FILE"
   cat "$ENV_FILE"
 }
@@ -421,6 +534,21 @@ cmd_down() {
   stop_pg
   stop_redis
   rm -f "$ENV_FILE"
+}
+
+# Stops the profile's servers and deletes everything they kept: var/<profile>
+# and the private homes recorded there (each only if still owned by its server's user).
+cmd_purge() {
+  cmd_down
+  local record home
+  for record in "$VAR_DIR"/*.home; do
+    [[ -f $record ]] || continue
+    home=$(cat "$record")
+    if [[ $home == /var/tmp/ridelock-* && -d $home && ! -L $home ]]; then
+      rm -rf -- "$home"
+    fi
+  done
+  rm -rf -- "$VAR_DIR"
 }
 
 # Exits non-zero unless both local servers run.
@@ -446,7 +574,7 @@ cmd_status() {
 }
 
 usage() {
-  echo "usage: $0 up|down|status|start-postgres|stop-postgres|freeze-postgres|thaw-postgres|start-redis|stop-redis dev|test|chaos" >&2
+  echo "usage: $0 up|down|status|purge|start-postgres|stop-postgres|freeze-postgres|thaw-postgres|start-redis|stop-redis dev|test|chaos" >&2
   exit 2
 }
 
@@ -461,10 +589,12 @@ main() {
   [[ $1 != up ]] || MAY_MOVE=1
   VAR_DIR=$ROOT/var/$PROFILE
   ENV_FILE=$VAR_DIR/env
-  REDIS_PIDFILE=$VAR_DIR/redis.pid
-  REDIS_LOG=$VAR_DIR/redis.log
-  # Before pg_home, which needs the postgres user that the package creates.
+  # Before the homes, which need the users the packages create.
   [[ $1 != up && $1 != start-* ]] || ensure_installed
+  (umask 022 && mkdir -p "$VAR_DIR")
+  REDIS_HOME=$(home_for "$(redis_user)" redis)
+  REDIS_PIDFILE=$REDIS_HOME/redis.pid
+  REDIS_LOG=$REDIS_HOME/redis.log
   PG_HOME=$(pg_home)
   PG_DATA=$PG_HOME/pg
   PG_LOG=$PG_HOME/pg.log
@@ -473,6 +603,7 @@ main() {
     up) cmd_up ;;
     down) cmd_down ;;
     status) cmd_status ;;
+    purge) cmd_purge ;;
     start-postgres) start_pg ;;
     stop-postgres) fault_stop_pg ;;
     freeze-postgres) fault_freeze_pg ;;

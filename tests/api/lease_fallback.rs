@@ -26,7 +26,7 @@ async fn node_behind_proxy_with(
 ) -> (TestApp, Proxy) {
     let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
     let proxy = Proxy::start(&host_port(&redis_url)).await;
-    let through = proxy.redis_url();
+    let through = proxy.redis_url(&redis_url);
     let mut app = spawn_app_with(|s| {
         s.redis.url = ridelock::config::Secret::new(&through);
         s.booking.idle_stop_ms = 60_000;

@@ -34,5 +34,6 @@ mod postgres_limits;
 mod redis_refusals;
 mod riders;
 mod seed;
+mod services;
 mod startup;
 mod tutorial_flow;

@@ -185,7 +185,10 @@ impl Chaos {
             count: 3,
             database_server: services.pg_url.clone(),
             redis: services.redis_url.clone(),
-            node_redis: proxies.iter().map(Proxy::redis_url).collect(),
+            node_redis: proxies
+                .iter()
+                .map(|proxy| proxy.redis_url(&services.redis_url))
+                .collect(),
             log_filter: "info".to_owned(),
         })
         .await;

@@ -74,9 +74,9 @@ impl Proxy {
         }
     }
 
-    /// A Redis URL through this proxy.
-    pub fn redis_url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+    /// `upstream` (a Redis URL, with its credentials) through this proxy.
+    pub fn redis_url(&self, upstream: &str) -> String {
+        upstream.replacen(&host_port(upstream), &format!("127.0.0.1:{}", self.port), 1)
     }
 
     pub fn cut(&self) {
