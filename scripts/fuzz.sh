@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Schemathesis against a real ridelock server, driven by the server's own OpenAPI document.
+# Schemathesis against a real ridelock server, driven by the server's own OpenAPI document, then
+# abuse probes it does not make (scripts/fuzz_abuse.py: made-up methods, an id sweep, token
+# lifetime edges).
 #
 #   bash scripts/fuzz.sh [BINARY]        BINARY defaults to target/debug/ridelock
 #
@@ -293,6 +295,16 @@ fuzz_run() {
   create_database
   start_server
   run_schemathesis
+  abuse_probes
+}
+
+# What schemathesis does not send: made-up methods, a sweep of booking ids by one rider, tokens
+# at the edges of their lifetime rules (scripts/fuzz_abuse.py).
+abuse_probes() {
+  local secret
+  secret=$(grep -o 'dev-test-auth-secret' "$ROOT/config/test.toml" | head -n 1)
+  PORT=$PORT RUN=$RUN TOKEN=${TOKEN:-} DB_URL=$DB_URL AUTH_SECRET=$secret \
+    SEED=${FUZZ_SEED:-${SEEDS[$RUN]}} "$VENV/bin/python" "$ROOT/scripts/fuzz_abuse.py"
 }
 
 # summary RUN STATUS SECONDS: one line from the run's report.json.
