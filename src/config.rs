@@ -477,9 +477,15 @@ impl NodeSettings {
                  the default http://127.0.0.1:<port> reaches only its own machine"
             );
         }
+        if url.starts_with("https://") {
+            bail!(
+                "node.advertise_url {url}: nodes call each other over plain HTTP (the calls are \
+                 signed); to encrypt between hosts use a service mesh or a VPN and advertise the \
+                 http:// address (docs/security.md)"
+            );
+        }
         let authority = url
             .strip_prefix("http://")
-            .or_else(|| url.strip_prefix("https://"))
             .map(|rest| rest.split('/').next().unwrap_or_default())
             .unwrap_or_default();
         let host_part = match authority.strip_prefix('[') {
@@ -487,7 +493,7 @@ impl NodeSettings {
             None => authority.split(':').next().unwrap_or_default(),
         };
         if host_part.is_empty() {
-            bail!("node.advertise_url must be an http:// or https:// URL with a host, not {url}");
+            bail!("node.advertise_url must be an http:// URL with a host, not {url}");
         }
         if matches!(host_part, "0.0.0.0" | "::") {
             bail!("node.advertise_url {url} names no machine: give an address other nodes reach");
@@ -645,9 +651,12 @@ mod tests {
             refused.is_err_and(|e| e.to_string().contains("node.advertise_url must be set")),
             "an empty advertise URL on 0.0.0.0"
         );
+        assert!(node("https://n1.ridelock.internal/")
+            .check_advertise_url("0.0.0.0", false)
+            .is_err_and(|e| e.to_string().contains("plain HTTP")));
         for good in [
             "http://10.0.0.5:3000",
-            "https://n1.ridelock.internal/",
+            "http://n1.ridelock.internal/",
             "http://[fd00::5]:3000",
         ] {
             assert!(
