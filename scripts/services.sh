@@ -156,11 +156,16 @@ move_if_unusable() {
 secret_of() {
   local file=$ROOT/var/$1/$2
   if [[ ! -s $file ]]; then
-    (umask 077 && mkdir -p "$ROOT/var/$1" &&
-      od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$file.new" && mv "$file.new" "$file")
+    # The directory stays enterable (the servers' homes may lie in it); the file is ours alone.
+    (umask 022 && mkdir -p "$ROOT/var/$1")
+    (umask 077 && od -An -N24 -tx1 /dev/urandom | tr -d ' \n' >"$file.new" && mv "$file.new" "$file")
   fi
   cat "$file"
 }
+
+# The profile's secret NAME if it has one yet, else nothing: for recognising URLs, which must
+# not make secrets (or directories) for profiles nobody started.
+existing_secret() { cat "$ROOT/var/$1/$2" 2>/dev/null || true; }
 
 pg_url() { echo "postgres://postgres:$(secret_of "$1" pg.secret)@127.0.0.1:$(port_of "$1" postgres)/ridelock"; }
 # Redis 6+ names the requirepass user `default`; redis-cli needs the name in a URL.
@@ -169,9 +174,11 @@ redis_url() { echo "redis://default:$(secret_of "$1" redis.secret)@127.0.0.1:$(p
 # A URL this script hands out, or once handed out without a password (any
 # profile, preferred or recorded port).
 is_project_url() {
-  local p
+  local p pg redis
   for p in dev test chaos; do
-    [[ $1 == "$(pg_url "$p")" || $1 == "$(redis_url "$p")" ]] && return 0
+    pg=$(existing_secret "$p" pg.secret) redis=$(existing_secret "$p" redis.secret)
+    [[ -n $pg && $1 == "postgres://postgres:$pg@127.0.0.1:$(port_of "$p" postgres)/ridelock" ]] && return 0
+    [[ -n $redis && $1 == "redis://default:$redis@127.0.0.1:$(port_of "$p" redis)/" ]] && return 0
     [[ $1 == "postgres://postgres@127.0.0.1:"@(${PG_PORTS[$p]}|$(port_of "$p" postgres))"/ridelock" ]] && return 0
     [[ $1 == "redis://127.0.0.1:"@(${REDIS_PORTS[$p]}|$(port_of "$p" redis))"/" ]] && return 0
   done
@@ -188,7 +195,7 @@ is_project_url() {
 # nothing is started in it.
 home_for() {
   local user=$1 server=$2 home record=$VAR_DIR/$2.home
-  if as_user "$user" test -x "$ROOT" 2>/dev/null; then
+  if as_user "$user" test -x "$VAR_DIR" 2>/dev/null; then
     home=$VAR_DIR/$server
     [[ -L $home ]] && die "$home is a symlink; refusing to use it"
     (umask 077 && mkdir -p "$home")
@@ -250,7 +257,7 @@ as_pg() { as_user postgres "$@"; }
 # passwords, so existing clusters stay where they are) when the postgres user
 # can enter this checkout; otherwise a private directory (home_for).
 pg_home() {
-  if as_pg test -x "$ROOT" 2>/dev/null; then
+  if as_pg test -x "$VAR_DIR" 2>/dev/null; then
     echo "$VAR_DIR"
   else
     home_for postgres pg-home
@@ -329,6 +336,9 @@ start_pg() {
     # The port it runs on, whatever was recorded (postmaster.pid's line 4).
     PG_PORT=$(as_pg sed -n 4p "$PG_DATA/postmaster.pid")
     log "PostgreSQL ($PROFILE) already running on 127.0.0.1:$PG_PORT"
+    # Started by an older checkout, it may still trust every local user: switch it over now.
+    write_pg_hba
+    as_pg "$PG_BIN/pg_ctl" reload -D "$PG_DATA" >&2
   else
     prepare_pg_files
     [[ -f $PG_DATA/PG_VERSION ]] || init_pg
@@ -403,8 +413,22 @@ redis_reachable() { [[ $(timeout 5 redis-cli -u "$1" ping 2>/dev/null) == PONG ]
 # redis_up_or_refused FROM_LINE: ready, or its log says it could not bind.
 redis_up_or_refused() { redis_ready || bind_refused "$REDIS_LOG" "$1"; }
 
+# A Redis an older checkout started: as root, without a password, its pidfile and
+# working directory var/<profile> itself. Stopped, so that ours can take its port.
+stop_legacy_redis() {
+  local pid
+  pid=$(cat "$VAR_DIR/redis.pid" 2>/dev/null) && [[ $pid =~ ^[0-9]+$ ]] || return 0
+  [[ $(cat "/proc/$pid/comm" 2>/dev/null) == redis-server ]] || return 0
+  [[ $(readlink "/proc/$pid/cwd") == "$VAR_DIR" ]] || return 0
+  log "stopping Redis ($PROFILE, pid $pid) started by an older version of this script"
+  kill "$pid"
+  wait_for 15 test ! -e "/proc/$pid" || die "Redis (pid $pid) did not exit"
+  rm -f "$VAR_DIR/redis.pid"
+}
+
 start_redis() {
   local pid
+  stop_legacy_redis
   if pid=$(our_redis_pid); then
     REDIS_PORT=$(running_redis_port "$pid")
     [[ -n $REDIS_PORT ]] || die "cannot tell which port Redis (pid $pid) listens on; stop it (kill $pid) and retry"
@@ -591,7 +615,8 @@ main() {
   ENV_FILE=$VAR_DIR/env
   # Before the homes, which need the users the packages create.
   [[ $1 != up && $1 != start-* ]] || ensure_installed
-  (umask 022 && mkdir -p "$VAR_DIR")
+  # Enterable by the servers' users, whose homes may lie inside (an older run may have made it 700).
+  (umask 022 && mkdir -p "$VAR_DIR") && chmod 755 "$VAR_DIR"
   REDIS_HOME=$(home_for "$(redis_user)" redis)
   REDIS_PIDFILE=$REDIS_HOME/redis.pid
   REDIS_LOG=$REDIS_HOME/redis.log

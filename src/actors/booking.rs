@@ -211,6 +211,16 @@ impl BookingActor {
         }
     }
 
+    /// Re-arms the idle stop for a message `plan` judged, unless it came from a stranger: a
+    /// caller refused as no party to the booking must not keep its actor, and lease, alive.
+    fn keep_alive_for<T>(&mut self, planned: &Result<T, BookingError>, ctx: &mut Context<Self>) {
+        let stranger =
+            matches!(planned, Err(BookingError::Refused { error, .. }) if error.is_forbidden());
+        if !stranger {
+            self.arm_idle_stop(ctx);
+        }
+    }
+
     fn arm_idle_stop(&mut self, ctx: &mut Context<Self>) {
         if let Some(handle) = self.idle.take() {
             ctx.cancel_future(handle);
@@ -362,8 +372,9 @@ impl BookingActor {
         ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<Booking, BookingError>> {
         let started = Instant::now();
-        self.arm_idle_stop(ctx);
-        let (booking, token, transition) = match self.plan(cmd, &meta) {
+        let planned = self.plan(cmd, &meta);
+        self.keep_alive_for(&planned, ctx);
+        let (booking, token, transition) = match planned {
             Ok(plan) => plan,
             Err(error) => return self.refuse(msg_name, meta, started, error),
         };
@@ -559,8 +570,9 @@ impl Handler<Assign> for BookingActor {
 
     fn handle(&mut self, msg: Assign, ctx: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
-        self.arm_idle_stop(ctx);
-        let (booking, token) = match self.plan(Command::Assign { by: msg.by }, &msg.meta) {
+        let planned = self.plan(Command::Assign { by: msg.by }, &msg.meta);
+        self.keep_alive_for(&planned, ctx);
+        let (booking, token) = match planned {
             Ok((booking, token, _)) => (booking, token),
             Err(error) => return self.refuse("Assign", msg.meta, started, error),
         };

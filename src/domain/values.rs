@@ -31,6 +31,15 @@ impl GeoPoint {
     /// Grid, in degrees, that [`GeoPoint::coarse`] snaps to: 0.002° is about 220 m of latitude.
     pub const COARSE_DEGREES: f64 = 0.002;
 
+    /// Great-circle distance to `other`, km (haversine, on the mean Earth radius).
+    pub fn distance_km(self, other: GeoPoint) -> f64 {
+        let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
+        let dlat = lat2 - lat1;
+        let dlng = (other.lng - self.lng).to_radians();
+        let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlng / 2.0).sin().powi(2);
+        2.0 * EARTH_RADIUS_KM * h.sqrt().min(1.0).asin()
+    }
+
     /// This point snapped to a [`Self::COARSE_DEGREES`] grid: where a car is, as riders and
     /// drivers may see it, not where it is to the metre.
     pub fn coarse(self) -> Self {
@@ -137,7 +146,8 @@ impl Fare {
     /// A driver's `actual_fare` for a ride estimated at `estimated`: at most `ratio` times the
     /// estimate. Above that, only an operator may set it.
     pub fn within(self, estimated: Fare, ratio: f64, field: &str) -> Result<(), FieldError> {
-        let most = Fare((estimated.0 as f64 * ratio).floor() as i64);
+        // The epsilon keeps a ratio like 1.15 from losing a cent to binary fractions.
+        let most = Fare((estimated.0 as f64 * ratio + 1e-6).floor() as i64);
         if self.0 <= most.0 {
             return Ok(());
         }

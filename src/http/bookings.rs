@@ -161,7 +161,14 @@ pub async fn create(
         .await;
     match idempotent::finish(&mut conn, Some(&key), StatusCode::CREATED, outcome).await? {
         Ok(response) => Ok(response),
-        Err(diesel::result::Error::NotFound) => Err(too_many_active(most)),
+        // A copy of this request with the same key may have made the booking that filled the
+        // rider's share while this one waited for the rider's lock: its answer is this one's.
+        Err(diesel::result::Error::NotFound) => {
+            match idempotent::replay(&mut conn, Some(&key)).await? {
+                Some(answer) => Ok(answer),
+                None => Err(too_many_active(most)),
+            }
+        }
         Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
         Err(e) => Err(e.into()),
     }

@@ -85,8 +85,9 @@ pub struct NearbyQuery {
 
 /// One driver found by `nearby`. Riders and drivers see the car, not the person, and not to the
 /// metre: the id, name, phone, email and current booking are for operators only, and riders and
-/// drivers get the position on a grid of about 220 m and the distance to 0.1 km (so no run of
-/// searches can follow one driver, or place it by triangulation).
+/// drivers get the position on a grid of about 220 m and the distance from the search point to that
+/// grid point, to 0.1 km (so no run of searches can follow one driver, or place it closer than
+/// its grid cell by triangulation).
 #[derive(Serialize, ToSchema)]
 pub struct NearbyDriver {
     /// Operators only.
@@ -114,12 +115,16 @@ pub struct NearbyDriver {
 }
 
 impl NearbyDriver {
-    fn new(driver: Driver, distance: f64, operator: bool) -> Self {
+    /// `distance`: from `asked`, the point searched around, to the driver.
+    fn new(driver: Driver, distance: f64, asked: GeoPoint, operator: bool) -> Self {
         if !operator {
             let at = driver
                 .lat
                 .zip(driver.lng)
                 .map(|(lat, lng)| GeoPoint { lat, lng }.coarse());
+            // Measured to the coarse point, not the driver: moving the search point until the
+            // rounded distance flips then traces circles around the grid point only.
+            let distance = at.map_or(distance, |coarse| asked.distance_km(coarse));
             return Self {
                 id: None,
                 lat: at.map(|p| p.lat),
@@ -437,12 +442,17 @@ pub async fn nearby(
     let nearby: Vec<NearbyDriver> = hits
         .into_iter()
         .filter_map(|(id, distance)| {
-            let at = found.iter().position(|d| d.id == id.0)?;
-            let driver = found.swap_remove(at);
+            let index = found.iter().position(|d| d.id == id.0)?;
+            let driver = found.swap_remove(index);
             (driver.status == Availability::Online.as_str())
-                .then(|| NearbyDriver::new(driver, distance, caller.is_ops()))
+                .then(|| NearbyDriver::new(driver, distance, at, caller.is_ops()))
         })
         .collect();
+    // Riders and drivers get them in the order of what they see, not of the exact distances.
+    let mut nearby = nearby;
+    if !caller.is_ops() {
+        nearby.sort_by(|a, b| a.distance.total_cmp(&b.distance));
+    }
     Ok(respond_list(
         "Nearby drivers retrieved successfully",
         &nearby,

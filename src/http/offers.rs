@@ -9,7 +9,6 @@
 use std::time::Duration;
 
 use actix_web::web;
-use chrono::Utc;
 use rand::Rng;
 
 use super::routing::{self, BookingOp, ForwardedCall};
@@ -46,15 +45,15 @@ pub async fn sweep(state: web::Data<AppState>, settings: OfferSettings, limit: D
     }
 }
 
-/// Offers older than the timeout by this node's clock, oldest first.
+/// Offers older than the timeout by PostgreSQL's clock, oldest first.
 async fn stale(
     state: &AppState,
     settings: &OfferSettings,
     limit: Duration,
 ) -> anyhow::Result<Vec<StaleOffer>> {
-    let cutoff = Utc::now() - chrono::Duration::from_std(settings.timeout())?;
+    let timeout_ms = i64::try_from(settings.timeout_ms)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
-    let search = bookings::stale_offers(&mut conn, cutoff, i64::from(settings.sweep_batch));
+    let search = bookings::stale_offers(&mut conn, timeout_ms, i64::from(settings.sweep_batch));
     Ok(tokio::time::timeout(limit, search).await??)
 }
 

@@ -162,9 +162,6 @@ pub async fn route(
             return Ok(answer);
         }
     }
-    if !state.registry.is_live(id) && op.names_a_party() {
-        screen(state, id, op).await?;
-    }
     let deadline = Instant::now() + budget;
     let key = booking_key(&state.deps.key_prefix, id);
     let mut reroutes = 0;
@@ -174,6 +171,11 @@ pub async fn route(
     loop {
         if Instant::now() >= deadline {
             return Err(ApiError::Unavailable(BookingError::DeadlinePassed.into()));
+        }
+        // Before every attempt that may start an actor here (the first, or one after the
+        // owner moved or this node's actor stepped down).
+        if !state.registry.is_live(id) && op.names_a_party() {
+            screen(state, id, op).await?;
         }
         let owner = match perform(state, id, &call, &request_id, deadline).await {
             Ok(response) => return Ok(response),

@@ -451,11 +451,12 @@ pub struct StaleOffer {
     pub expired_before: i64,
 }
 
-/// Bookings assigned at or before `cutoff` and still not accepted, oldest first (from the
-/// partial index of migration `000010`).
+/// Bookings assigned at least `timeout_ms` ago by PostgreSQL's clock (one clock for every
+/// node's sweep) and still not accepted, oldest first (from the partial index of migration
+/// `000010`). `assigned_at` is the assigning node's clock: nodes are assumed NTP-synchronised.
 pub async fn stale_offers(
     conn: &mut AsyncPgConnection,
-    cutoff: chrono::DateTime<Utc>,
+    timeout_ms: i64,
     limit: i64,
 ) -> QueryResult<Vec<StaleOffer>> {
     prepared(
@@ -465,11 +466,12 @@ pub async fn stale_offers(
                  WHERE e.booking_id = b.id AND e.from_status = 'assigned'
                    AND e.to_status = 'pending') AS expired_before
              FROM bookings b
-             WHERE b.status = 'assigned' AND b.assigned_at <= $1
+             WHERE b.status = 'assigned'
+               AND b.assigned_at <= now() - make_interval(secs => $1 / 1000.0)
              ORDER BY b.assigned_at
              LIMIT $2",
         )
-        .bind::<Timestamptz, _>(cutoff)
+        .bind::<BigInt, _>(timeout_ms)
         .bind::<BigInt, _>(limit),
     )
     .load(conn)

@@ -420,3 +420,35 @@ fn forged_token(subject: &str) -> String {
     )
     .unwrap()
 }
+
+#[actix_web::test]
+async fn copies_of_a_keyed_create_at_the_riders_last_slot_all_get_the_one_booking() {
+    // Arrange: the limit is 1, so the first copy fills it; the others wait for the rider's lock.
+    let app = spawn_app_with(|s| s.booking.max_active_per_rider = 1).await;
+    let rider = app.rider().await;
+    let body = crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1);
+
+    // Act: eight copies at once, one Idempotency-Key.
+    let copies = (0..8).map(|_| {
+        let request = app
+            .client
+            .post(format!("{}/api/bookings", app.address))
+            .header("Idempotency-Key", "last-slot")
+            .json(&body);
+        async move {
+            let reply = request.send().await.unwrap();
+            let status = reply.status().as_u16();
+            let body: serde_json::Value = reply.json().await.unwrap();
+            (status, body["data"]["id"].as_i64())
+        }
+    });
+    let replies = futures::future::join_all(copies).await;
+
+    // Assert: one booking, and every copy answered with it.
+    let first = replies[0].1;
+    assert!(first.is_some(), "{replies:?}");
+    for reply in &replies {
+        assert_eq!(*reply, (201, first), "{replies:?}");
+    }
+    assert_eq!(active_bookings(&app, rider).await, 1);
+}
