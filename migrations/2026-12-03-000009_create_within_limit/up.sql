@@ -7,6 +7,9 @@
 -- the lock, sees every booking the previous holder committed. A single SQL statement could not
 -- do this: its snapshot is taken before it waits for the lock.
 --
+-- This relies on READ COMMITTED (PostgreSQL's default, and what RideLock's connections use): under
+-- REPEATABLE READ the count would see the transaction's first snapshot, taken before the lock.
+--
 -- An unknown rider takes no lock; the insert then fails on the foreign key, as before.
 CREATE FUNCTION create_booking_within_limit(
     p_rider_id BIGINT,
