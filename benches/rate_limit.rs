@@ -25,20 +25,20 @@ fn check(c: &mut Criterion) {
     let limiter = RateLimiter::new(&settings());
     let rider = CallerKey::Subject("rider:42".to_owned());
     group.bench_function("check_known_caller", |b| {
-        b.iter(|| limiter.check(rider.clone(), false, Instant::now()).unwrap())
+        b.iter(|| limiter.check(rider.clone(), Instant::now()).unwrap())
     });
     let many = RateLimiter::new(&settings());
     let keys: Vec<CallerKey> = (0..100_000)
         .map(|n| CallerKey::Subject(format!("rider:{n}")))
         .collect();
     for key in &keys {
-        many.check(key.clone(), false, Instant::now()).unwrap();
+        many.check(key.clone(), Instant::now()).unwrap();
     }
     let mut next = keys.iter().cycle();
     group.bench_function("check_among_100k_callers", |b| {
         b.iter(|| {
             let key = next.next().unwrap().clone();
-            many.check(key, false, Instant::now()).unwrap()
+            many.check(key, Instant::now()).unwrap()
         })
     });
     group.finish();

@@ -95,11 +95,47 @@ pub struct ExpireOffer {
     pub meta: RequestMeta,
 }
 
-/// What a transition writes besides its new status.
+/// What a transition writes besides its new status, and what it asks of the booking's row
+/// beyond the state machine's rules ([`Write::admits`]).
 enum Write {
     Change(ChangeDetails),
-    /// An expired offer taken back: the driver is cleared (or kept on a cancelled booking).
-    TakeBackOffer,
+    /// A completion with its fare; `max_ratio`: how far above the estimate it may be (`None`
+    /// for an operator, who may set any fare).
+    Complete {
+        fare: Fare,
+        max_ratio: Option<f64>,
+    },
+    /// An expired offer taken back: only the offer made at `assigned_at`. The driver is cleared
+    /// (or kept on a cancelled booking).
+    TakeBackOffer {
+        assigned_at: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+impl Write {
+    /// Checked on a row the state machine already allowed the change on, so a change it refuses
+    /// answers as it always did.
+    fn admits(&self, booking: &Booking) -> Result<(), BookingError> {
+        match self {
+            Self::Change(_)
+            | Self::Complete {
+                max_ratio: None, ..
+            } => Ok(()),
+            Self::Complete {
+                fare,
+                max_ratio: Some(ratio),
+            } => Ok(fare.within(booking.estimated(), *ratio, "actual_fare")?),
+            // Another offer than the one the sweep judged old (the first was taken back and a
+            // new one made since, maybe to the same driver): nothing to take back.
+            Self::TakeBackOffer { assigned_at } if booking.assigned_at != Some(*assigned_at) => {
+                Err(BookingError::Refused {
+                    error: TransitionError::NotAssigned(booking.status()?),
+                    booking: Box::new(booking.clone()),
+                })
+            }
+            Self::TakeBackOffer { .. } => Ok(()),
+        }
+    }
 }
 
 async fn write_change(
@@ -113,7 +149,14 @@ async fn write_change(
         Write::Change(details) => {
             store::transition(conn, booking, transition, details, audit).await
         }
-        Write::TakeBackOffer => store::expire_offer(conn, booking, transition, audit).await,
+        Write::Complete { fare, .. } => {
+            let details = ChangeDetails {
+                actual_fare: Some(fare),
+                ..ChangeDetails::default()
+            };
+            store::transition(conn, booking, transition, details, audit).await
+        }
+        Write::TakeBackOffer { .. } => store::expire_offer(conn, booking, transition, audit).await,
     }
 }
 
@@ -372,7 +415,9 @@ impl BookingActor {
         ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<Booking, BookingError>> {
         let started = Instant::now();
-        let planned = self.plan(cmd, &meta);
+        let planned = self
+            .plan(cmd, &meta)
+            .and_then(|plan| write.admits(&plan.0).map(|()| plan));
         self.keep_alive_for(&planned, ctx);
         let (booking, token, transition) = match planned {
             Ok(plan) => plan,
@@ -817,22 +862,12 @@ impl Handler<Complete> for BookingActor {
             driver_id: msg.driver_id,
             operator: msg.operator,
         };
-        // A driver's fare is bounded by the ride's estimate; the bound is checked only for a
-        // completion the state machine allows, so a refused one answers as it always did.
-        if let (false, Ok((booking, _, _))) = (msg.operator, self.plan(cmd, &msg.meta)) {
-            let ratio = self.deps.booking.max_fare_ratio;
-            if let Err(error) = msg
-                .actual_fare
-                .within(booking.estimated(), ratio, "actual_fare")
-            {
-                return self.refuse("Complete", msg.meta, Instant::now(), error.into());
-            }
-        }
-        let details = ChangeDetails {
-            actual_fare: Some(msg.actual_fare),
-            ..ChangeDetails::default()
+        // A driver's fare is bounded by the ride's estimate; an operator's is not.
+        let write = Write::Complete {
+            fare: msg.actual_fare,
+            max_ratio: (!msg.operator).then_some(self.deps.booking.max_fare_ratio),
         };
-        self.write_transition("Complete", cmd, Write::Change(details), msg.meta, ctx)
+        self.write_transition("Complete", cmd, write, msg.meta, ctx)
     }
 }
 
@@ -840,24 +875,13 @@ impl Handler<ExpireOffer> for BookingActor {
     type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
 
     fn handle(&mut self, msg: ExpireOffer, ctx: &mut Self::Context) -> Self::Result {
-        // Another offer than the one the sweep judged old (it was accepted, cancelled or taken
-        // back, and maybe made again since): nothing to take back.
-        if let Ok((booking, _)) = self.ready() {
-            if booking.assigned_at != Some(msg.assigned_at) {
-                let status = booking.status();
-                if let Ok(status) = status {
-                    let error = BookingError::Refused {
-                        error: TransitionError::NotAssigned(status),
-                        booking: Box::new(booking),
-                    };
-                    return self.refuse("ExpireOffer", msg.meta, Instant::now(), error);
-                }
-            }
-        }
         let cmd = Command::ExpireOffer {
             driver_id: msg.driver_id,
             give_up: msg.give_up,
         };
-        self.write_transition("ExpireOffer", cmd, Write::TakeBackOffer, msg.meta, ctx)
+        let write = Write::TakeBackOffer {
+            assigned_at: msg.assigned_at,
+        };
+        self.write_transition("ExpireOffer", cmd, write, msg.meta, ctx)
     }
 }

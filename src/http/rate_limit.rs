@@ -105,13 +105,19 @@ impl RateLimiter {
         }
     }
 
+    /// The share of `key`: an address's, an operator's (subject `ops:<name>`), or a rider's or
+    /// driver's.
+    fn share_of(&self, key: &CallerKey) -> Share {
+        match key {
+            CallerKey::Address(_) => self.addresses,
+            CallerKey::Subject(s) if s.starts_with("ops:") => self.ops,
+            CallerKey::Subject(_) => self.callers,
+        }
+    }
+
     /// Counts one request against `key`; `Err(wait)` when it is over its share.
-    pub fn check(&self, key: CallerKey, ops: bool, now: Instant) -> Result<(), Duration> {
-        let share = match (&key, ops) {
-            (CallerKey::Address(_), _) => self.addresses,
-            (CallerKey::Subject(_), true) => self.ops,
-            (CallerKey::Subject(_), false) => self.callers,
-        };
+    pub fn check(&self, key: CallerKey, now: Instant) -> Result<(), Duration> {
+        let share = self.share_of(&key);
         let shard = &self.shards[self.hasher.hash_one(&key) as usize % SHARDS];
         let mut buckets = shard.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(bucket) = buckets.get_mut(&key) {
@@ -119,17 +125,12 @@ impl RateLimiter {
         }
         if buckets.len() >= self.per_shard {
             // Full buckets are as good as none: forget them. Each key's own share decides.
-            let share_of = |key: &CallerKey| match key {
-                CallerKey::Address(_) => self.addresses,
-                CallerKey::Subject(s) if s.starts_with("ops:") => self.ops,
-                CallerKey::Subject(_) => self.callers,
-            };
-            buckets.retain(|key, bucket| !bucket.is_full(share_of(key), now));
+            buckets.retain(|key, bucket| !bucket.is_full(self.share_of(key), now));
             if buckets.len() >= self.per_shard {
                 // All active: the caller nearest to a full bucket, the least in debt, goes.
                 let fullest = buckets
                     .iter()
-                    .map(|(key, bucket)| (key, bucket.fill(share_of(key), now)))
+                    .map(|(key, bucket)| (key, bucket.fill(self.share_of(key), now)))
                     .max_by(|a, b| a.1.total_cmp(&b.1))
                     .map(|(key, _)| key.clone());
                 if let Some(key) = fullest {
@@ -188,14 +189,11 @@ pub async fn limit(
         auth::caller(req.request()).ok()
     };
     let key = match &verified {
-        Some(principal) => Some((
-            CallerKey::Subject(principal.to_string()),
-            principal.is_ops(),
-        )),
-        None => address_key(&req).map(|key| (key, false)),
+        Some(principal) => Some(CallerKey::Subject(principal.to_string())),
+        None => address_key(&req),
     };
-    if let Some((key, ops)) = key {
-        if let Err(wait) = limiter.check(key, ops, Instant::now()) {
+    if let Some(key) = key {
+        if let Err(wait) = limiter.check(key, Instant::now()) {
             let retry_after = Duration::from_secs(wait.as_secs_f64().ceil().max(1.0) as u64);
             // A response, not an error, so the metrics and request-id layers see it too.
             let refusal = ApiError::RateLimited { retry_after }.error_response();
@@ -232,21 +230,21 @@ mod tests {
         let limiter = limiter(10.0, 5, 1000);
         let start = Instant::now();
         for _ in 0..5 {
-            assert_eq!(limiter.check(rider(1), false, start), Ok(()));
+            assert_eq!(limiter.check(rider(1), start), Ok(()));
         }
-        let wait = limiter.check(rider(1), false, start).unwrap_err();
+        let wait = limiter.check(rider(1), start).unwrap_err();
         assert!(
             wait <= Duration::from_millis(100) && wait > Duration::ZERO,
             "{wait:?}"
         );
         // Another caller is not affected; an operator has its own, larger share.
-        assert_eq!(limiter.check(rider(2), false, start), Ok(()));
+        assert_eq!(limiter.check(rider(2), start), Ok(()));
         let later = start + Duration::from_millis(100);
-        assert_eq!(limiter.check(rider(1), false, later), Ok(()));
-        assert!(limiter.check(rider(1), false, later).is_err());
+        assert_eq!(limiter.check(rider(1), later), Ok(()));
+        assert!(limiter.check(rider(1), later).is_err());
         let ops = CallerKey::Subject("ops:x".into());
         for _ in 0..50 {
-            assert_eq!(limiter.check(ops.clone(), true, start), Ok(()));
+            assert_eq!(limiter.check(ops.clone(), start), Ok(()));
         }
     }
 
@@ -255,11 +253,11 @@ mod tests {
         let limiter = limiter(1.0, 2, SHARDS * 4);
         let start = Instant::now();
         // One busy caller, then many that send once each.
-        limiter.check(rider(0), false, start).unwrap();
-        limiter.check(rider(0), false, start).unwrap();
+        limiter.check(rider(0), start).unwrap();
+        limiter.check(rider(0), start).unwrap();
         let mut refused = 0;
         for n in 1..1000 {
-            if limiter.check(rider(n), false, start).is_err() {
+            if limiter.check(rider(n), start).is_err() {
                 refused += 1;
             }
         }
@@ -267,6 +265,6 @@ mod tests {
         assert!(kept <= SHARDS * 4, "{kept}");
         assert_eq!(refused, 0, "new callers are never locked out");
         // The busy caller, deepest in debt, was never the one to make room.
-        assert!(limiter.check(rider(0), false, start).is_err());
+        assert!(limiter.check(rider(0), start).is_err());
     }
 }

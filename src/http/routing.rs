@@ -174,7 +174,7 @@ pub async fn route(
         }
         // Before every attempt that may start an actor here (the first, or one after the
         // owner moved or this node's actor stepped down).
-        if !state.registry.is_live(id) && op.names_a_party() {
+        if op.names_a_party() && !state.registry.is_live(id) {
             screen(state, id, op).await?;
         }
         let owner = match perform(state, id, &call, &request_id, deadline).await {
