@@ -15,6 +15,23 @@ mkdir -p "$OUT"
 
 log() { echo "bench: $*" >&2; }
 eval "$(bash scripts/services.sh up dev)"
+
+# CPU time (ms, user + system) a process has used so far, from /proc. tree_ms adds its children:
+# the live ones, and those it has reaped (cutime + cstime), so PostgreSQL backends that came and
+# went during a run (pgbench's) count too. The dev PostgreSQL's postmaster and Redis come from
+# `services.sh status`.
+CLK_TCK=$(getconf CLK_TCK)
+proc_ms() { awk -v t="$CLK_TCK" '{print int(($14 + $15) * 1000 / t)}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+reaped_ms() { awk -v t="$CLK_TCK" '{print int(($16 + $17) * 1000 / t)}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+tree_ms() {
+  local total child
+  total=$(($(proc_ms "$1") + $(reaped_ms "$1")))
+  for child in $(pgrep -P "$1"); do total=$((total + $(proc_ms "$child"))); done
+  echo "$total"
+}
+service_pid() { bash scripts/services.sh status dev 2>/dev/null | sed -n "s/^$1: running, pid \([0-9]*\).*/\1/p"; }
+PG_PID=$(service_pid postgres)
+REDIS_PID=$(service_pid redis)
 curl -fsS "$URL/api/health" >/dev/null || { log "no server at $URL: start 'make run' first"; exit 1; }
 REDIS_PORT=${REDIS_URL##*:}; REDIS_PORT=${REDIS_PORT%%/*}
 # The services' passwords (scripts/services.sh) go to the tools through the environment, never
@@ -43,8 +60,22 @@ psql -q "$BENCH_DB" -c "CREATE TABLE rows (id int PRIMARY KEY, n bigint NOT NULL
   -c "INSERT INTO rows (id) SELECT generate_series(1, 1000)"
 printf '\\set id random(1, 1000)\nUPDATE rows SET n = n + 1 WHERE id = :id;\n' > "$OUT/update.sql"
 for clients in 1 16; do
-  pgbench -n -f "$OUT/update.sql" -c "$clients" -j "$((clients > 1 ? 2 : 1))" -T "$SECONDS_PER_RUN" "$BENCH_DB" \
-    | grep -E '^(tps|latency average)' | sed "s/^/clients=$clients /" | tee -a "$OUT/pgbench.txt"
+  pg_before=$(tree_ms "$PG_PID")
+  TIMEFORMAT='%U %S'
+  { time pgbench -n -f "$OUT/update.sql" -c "$clients" -j "$((clients > 1 ? 2 : 1))" -T "$SECONDS_PER_RUN" \
+    "$BENCH_DB" >"$OUT/pgbench-$clients.out"; } 2>"$OUT/pgbench-$clients.time"
+  pg_ms=$(($(tree_ms "$PG_PID") - pg_before))
+  grep -E '^(tps|latency average)' "$OUT/pgbench-$clients.out" | sed "s/^/clients=$clients /" | tee -a "$OUT/pgbench.txt"
+  # CPU per transaction: PostgreSQL's processes plus pgbench's own (its client side).
+  python3 - "$OUT/pgbench-$clients.out" "$OUT/pgbench-$clients.time" "$pg_ms" "$clients" <<'PY' | tee -a "$OUT/pgbench.txt"
+import re, sys
+out = open(sys.argv[1]).read()
+n = int(re.search(r"number of transactions actually processed: (\d+)", out).group(1))
+client_ms = sum(float(x) for x in open(sys.argv[2]).read().split()) * 1000
+pg_ms = float(sys.argv[3])
+print(f"clients={sys.argv[4]} cpu_ms_per_transaction postgres={pg_ms / n:.4f} "
+      f"pgbench={client_ms / n:.4f} total={(pg_ms + client_ms) / n:.4f}")
+PY
 done
 psql -q "$PG_ADMIN" -c "DROP DATABASE ridelock_bench"
 
@@ -105,6 +136,31 @@ stop_node() {
   echo "sigterm_to_exit_ms $(( ($(date +%s%N) - started) / 1000000 ))"
 }
 rss_mb() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$NODE_PID/status"; }
+
+log "RideLock: CPU per lifecycle (a node of our own, 64 riders, server + PostgreSQL + Redis)"
+serve_node 3920 bench-cpu RIDELOCK_REDIS__KEY_PREFIX=bench-cpu:
+./target/release/ridelock loadtest --url http://127.0.0.1:3920 --scenario lifecycle --riders 64 \
+  --duration-s 3 --quiet >/dev/null 2>&1 # warm-up: connections, prepared statements, index
+before="$(proc_ms "$NODE_PID") $(tree_ms "$PG_PID") $(proc_ms "$REDIS_PID")"
+./target/release/ridelock loadtest --url http://127.0.0.1:3920 --scenario lifecycle --riders 64 \
+  --duration-s "$SECONDS_PER_RUN" --quiet --json > "$OUT/cpu-lifecycle.json"
+after="$(proc_ms "$NODE_PID") $(tree_ms "$PG_PID") $(proc_ms "$REDIS_PID")"
+stop_node >/dev/null
+python3 - "$OUT/cpu-lifecycle.json" "$before" "$after" "$OUT/pgbench.txt" <<'PY' | tee "$OUT/cpu.txt"
+import json, re, sys
+r = json.load(open(sys.argv[1]))
+before, after = (list(map(int, a.split())) for a in sys.argv[2:4])
+n = r["lifecycles"]
+server, pg, redis = ((a - b) / n for a, b in zip(after, before))
+total = server + pg + redis
+print(f"lifecycles={n} ({r['lifecycles_per_s']:.0f}/s) violations={len(r['violations'])}")
+print(f"cpu_ms_per_lifecycle server={server:.3f} postgres={pg:.3f} redis={redis:.3f} total={total:.3f}")
+per_tx = [float(m) for m in re.findall(r"clients=16 cpu_ms_per_transaction .* total=([0-9.]+)",
+                                       open(sys.argv[4]).read())]
+if per_tx:
+    print(f"ratio: one lifecycle costs {total / per_tx[-1]:.1f} single-row pgbench transactions "
+          f"({per_tx[-1]:.4f} ms each, 16 clients)")
+PY
 
 ACTORS=${BENCH_ACTORS:-100000}
 log "RideLock: $ACTORS live booking actors in one node (resident memory)"
