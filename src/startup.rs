@@ -29,6 +29,7 @@ use crate::lease::failover::{Leases, RedisHealth};
 use crate::lease::manager::{LeaseManager, LeaseMetrics, ReleaseAll};
 use crate::lease::postgres::PgLeases;
 use crate::lease::redis::RedisLeases;
+use crate::storage::writer::Writer;
 use crate::storage::PgPool;
 use crate::storage::{drivers, idempotency, pool};
 
@@ -349,6 +350,7 @@ impl Application {
         let deps = Arc::new(BookingDeps {
             node_id: node_id.clone(),
             pool: db.clone(),
+            writer: Writer::start(db.clone(), node_id.0.clone()),
             drivers: index.clone(),
             leases: manager.clone(),
             key_prefix: prefix,

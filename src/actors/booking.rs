@@ -10,19 +10,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use futures::FutureExt;
 
 use super::registry::BookingRegistry;
 use super::{BookingError, SharedDeps};
-use crate::domain::booking::{apply, Command, Party, Transition, TransitionError};
+use crate::domain::booking::{apply, BookingStatus, Command, Party, Transition, TransitionError};
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
 use crate::lease::{booking_key, LeaseError, LeaseOwner};
 use crate::storage::bookings::{
-    self as store, Activation, AssignError, Audit, ChangeDetails, Claim, ReleasedDriver,
+    self as store, Activation, AssignError, Audit, Claim, ReleasedDriver,
 };
 use crate::storage::idempotency::{self, IdempotencyKey};
 use crate::storage::models::{Booking, Driver};
+use crate::storage::writer::{Change, Outcome, Render};
 use crate::storage::{drivers, pool};
 use crate::telemetry::{self, ActorLine};
 use diesel_async::AsyncConnection;
@@ -98,13 +100,11 @@ pub struct ExpireOffer {
 /// What a transition writes besides its new status, and what it asks of the booking's row
 /// beyond the state machine's rules ([`Write::admits`]).
 enum Write {
-    Change(ChangeDetails),
+    /// Accept, or cancel with its reason.
+    Change { cancellation_reason: Option<String> },
     /// A completion with its fare; `max_ratio`: how far above the estimate it may be (`None`
     /// for an operator, who may set any fare).
-    Complete {
-        fare: Fare,
-        max_ratio: Option<f64>,
-    },
+    Complete { fare: Fare, max_ratio: Option<f64> },
     /// An expired offer taken back: only the offer made at `assigned_at`. The driver is cleared
     /// (or kept on a cancelled booking).
     TakeBackOffer {
@@ -117,7 +117,7 @@ impl Write {
     /// answers as it always did.
     fn admits(&self, booking: &Booking) -> Result<(), BookingError> {
         match self {
-            Self::Change(_)
+            Self::Change { .. }
             | Self::Complete {
                 max_ratio: None, ..
             } => Ok(()),
@@ -136,27 +136,44 @@ impl Write {
             Self::TakeBackOffer { .. } => Ok(()),
         }
     }
-}
 
-async fn write_change(
-    conn: &mut diesel_async::AsyncPgConnection,
-    booking: &Booking,
-    transition: Transition,
-    write: Write,
-    audit: Audit<'_>,
-) -> diesel::QueryResult<Option<(Booking, Option<ReleasedDriver>)>> {
-    match write {
-        Write::Change(details) => {
-            store::transition(conn, booking, transition, details, audit).await
+    /// The change for the writer: `booking` moves by `transition`, under `token`.
+    fn into_change(
+        self,
+        booking: &Booking,
+        token: i64,
+        transition: Transition,
+        meta: &RequestMeta,
+    ) -> Change {
+        let mut change = Change {
+            booking_id: booking.id,
+            token,
+            from: transition.from,
+            to: transition.to,
+            actual_fare: None,
+            cancellation_reason: None,
+            release_driver: transition.release_driver,
+            offer: None,
+            request_id: meta.request_id.as_str().to_owned(),
+            actor: meta.actor.clone(),
+            answer: meta.idempotency.clone().map(|(key, message)| {
+                let render: Render = Arc::new(move |row| crate::http::success_body(message, row));
+                (key, render)
+            }),
+        };
+        match self {
+            Self::Change {
+                cancellation_reason,
+            } => change.cancellation_reason = cancellation_reason,
+            Self::Complete { fare, .. } => change.actual_fare = Some(fare),
+            Self::TakeBackOffer { assigned_at } => {
+                change.offer = Some(assigned_at);
+                change.release_driver = booking.driver_id.map(DriverId);
+                change.cancellation_reason = (transition.to == BookingStatus::Cancelled)
+                    .then(|| store::NO_DRIVER_ACCEPTED.to_owned());
+            }
         }
-        Write::Complete { fare, .. } => {
-            let details = ChangeDetails {
-                actual_fare: Some(fare),
-                ..ChangeDetails::default()
-            };
-            store::transition(conn, booking, transition, details, audit).await
-        }
-        Write::TakeBackOffer { .. } => store::expire_offer(conn, booking, transition, audit).await,
+        change
     }
 }
 
@@ -223,6 +240,9 @@ pub struct BookingActor {
     /// PostgreSQL: when its activation began (the token bump happened after), when its last
     /// successful write began, or when its last token check was sent. See [`Self::refuse`].
     confirmed_at: Option<Instant>,
+    /// The row of a booking this node has just created with its own token: the actor takes the
+    /// lease and owns the booking without bumping the token ([`adopt`]).
+    created: Option<Box<Booking>>,
 }
 
 impl BookingActor {
@@ -240,6 +260,21 @@ impl BookingActor {
             phase: Phase::Activating,
             idle: None,
             confirmed_at: None,
+            created: None,
+        }
+    }
+
+    /// An actor for a booking this node has just inserted, with the token it was inserted with.
+    pub fn created(
+        booking: Booking,
+        deps: SharedDeps,
+        registry: Arc<BookingRegistry>,
+        generation: u64,
+    ) -> Self {
+        let id = BookingId(booking.id);
+        Self {
+            created: Some(Box::new(booking)),
+            ..Self::new(id, deps, registry, generation)
         }
     }
 
@@ -424,39 +459,18 @@ impl BookingActor {
             Err(error) => return self.refuse(msg_name, meta, started, error),
         };
         let deps = self.deps.clone();
-        let req = meta.request_id.clone();
-        let actor = meta.actor.clone();
-        let idempotency = meta.idempotency.clone();
+        let change = write.into_change(&booking, token, transition, &meta);
         let write = async move {
-            let mut conn = pool::conn(&deps.pool).await?;
-            let audit = Audit {
-                node_id: &deps.node_id.0,
-                request_id: req.as_str(),
-                fencing_token: token,
-                actor: actor.as_deref(),
-            };
-            let written = match idempotency {
-                None => write_change(&mut conn, &booking, transition, write, audit).await?,
-                // The change and its stored answer commit together, or neither does.
-                Some((key, message)) => {
-                    conn.transaction(async |tx| {
-                        let written = write_change(tx, &booking, transition, write, audit).await?;
-                        if let Some((updated, _)) = &written {
-                            let body = crate::http::success_body(message, updated);
-                            if !idempotency::store(tx, &key, 200, &body).await? {
-                                return Err(BookingError::KeyTaken);
-                            }
-                        }
-                        Ok(written)
-                    })
-                    .await?
+            match deps.writer.write(change).await? {
+                Outcome::Written(updated, released) => {
+                    if let Some(driver) = released {
+                        return_to_index(&deps, driver);
+                    }
+                    Ok(*updated)
                 }
-            };
-            let (updated, released) = written.ok_or(BookingError::Fenced)?;
-            if let Some(driver) = released {
-                return_to_index(&deps, driver).await;
+                Outcome::Fenced => Err(BookingError::Fenced),
+                Outcome::KeyTaken => Err(BookingError::KeyTaken),
             }
-            Ok(updated)
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(
             move |result, act, ctx| {
@@ -475,10 +489,13 @@ impl BookingActor {
     }
 }
 
-/// A released driver becomes findable again. The index is only a search aid, so a failure here is
-/// logged, not returned: the driver is online in PostgreSQL and the SQL search still finds it.
-async fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
-    if let Some(at) = driver.location {
+/// A released driver becomes findable again, off the request's path: the index is only a
+/// search aid, so the answer does not wait for it and a failure is logged, not returned (the
+/// driver is online in PostgreSQL and the SQL search still finds it).
+fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
+    let Some(at) = driver.location else { return };
+    let deps = deps.clone();
+    actix_rt::spawn(async move {
         if let Err(error) = deps.drivers.put(driver.id, at).await {
             log::warn!(
                 "geo index update failed node={} driver={} error={error}",
@@ -486,11 +503,52 @@ async fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
                 driver.id
             );
         }
+    });
+}
+
+/// A claimed driver leaves the index, off the request's path (see [`return_to_index`]).
+fn remove_from_index(deps: &SharedDeps, driver: DriverId) {
+    let deps = deps.clone();
+    actix_rt::spawn(async move {
+        if let Err(error) = deps.drivers.remove(driver).await {
+            log::warn!(
+                "geo index update failed node={} driver={driver} error={error}",
+                deps.node_id
+            );
+        }
+    });
+}
+
+/// Acquires the booking's lease: one attempt. When another holder has it, the caller routes the
+/// request to that holder's node or waits the lease out.
+async fn acquire(
+    deps: &SharedDeps,
+    id: BookingId,
+    holder: Recipient<LeaseLost>,
+) -> Result<Grant, Failure> {
+    let key = booking_key(&deps.key_prefix, id);
+    match deps.leases.send(Acquire { key, holder }).await {
+        Ok(Ok(grant)) => Ok(grant),
+        Ok(Err(LeaseError::Held(owner))) => Err(Failure::Elsewhere(owner)),
+        // Redis went silent: PostgreSQL grants leases once every Redis lease has expired.
+        Ok(Err(LeaseError::NotYet(wait))) => Err(Failure::Switching(wait)),
+        Ok(Err(_)) | Err(_) => Err(Failure::LeaseStoreDown),
     }
 }
 
-/// Acquires the lease (one attempt: when another holder has it, the caller routes the request
-/// to that holder's node or waits the lease out), then bumps the fencing token and loads the row.
+/// Takes the lease of a booking this node has just created. The row carries the token it was
+/// inserted with, so no bump is needed: any activation elsewhere, even one that slipped in
+/// between the insert and this lease, bumps the token past it and fences this actor's writes.
+async fn adopt(
+    deps: SharedDeps,
+    created: Booking,
+    holder: Recipient<LeaseLost>,
+) -> Result<(Booking, Option<Grant>), Failure> {
+    let grant = acquire(&deps, BookingId(created.id), holder).await?;
+    Ok((created, Some(grant)))
+}
+
+/// Acquires the lease, then bumps the fencing token and loads the row.
 /// A terminal booking is loaded without a bump and its lease given back at once: it can never
 /// change again, so refusing commands for it needs no owner and writes nothing. A booking whose
 /// lease another node holds in PostgreSQL is not bumped either: the Redis lease goes back and
@@ -500,14 +558,7 @@ async fn activate(
     id: BookingId,
     holder: Recipient<LeaseLost>,
 ) -> Result<(Booking, Option<Grant>), Failure> {
-    let key = booking_key(&deps.key_prefix, id);
-    let grant = match deps.leases.send(Acquire { key, holder }).await {
-        Ok(Ok(grant)) => grant,
-        Ok(Err(LeaseError::Held(owner))) => return Err(Failure::Elsewhere(owner)),
-        // Redis went silent: PostgreSQL grants leases once every Redis lease has expired.
-        Ok(Err(LeaseError::NotYet(wait))) => return Err(Failure::Switching(wait)),
-        Ok(Err(_)) | Err(_) => return Err(Failure::LeaseStoreDown),
-    };
+    let grant = acquire(&deps, id, holder).await?;
     let row = async {
         let mut conn = pool::conn(&deps.pool).await.map_err(|e| e.to_string())?;
         store::activate(&mut conn, id, &grant.key, &grant.value)
@@ -539,7 +590,16 @@ impl Actor for BookingActor {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.deps.booking.mailbox_capacity);
         let began = Instant::now();
-        let activation = activate(self.deps.clone(), self.id, ctx.address().recipient());
+        let holder = ctx.address().recipient();
+        // A created booking's copy is the inserted row: it was current when the insert
+        // committed, before any message for it was sent, so it confirms no refusal (`refuse`).
+        let (activation, confirmed) = match self.created.take() {
+            Some(created) => (adopt(self.deps.clone(), *created, holder).boxed(), None),
+            None => (
+                activate(self.deps.clone(), self.id, holder).boxed(),
+                Some(began),
+            ),
+        };
         // `wait` holds the mailbox: no message is handled before the lease and token are in place.
         ctx.wait(
             activation
@@ -547,7 +607,7 @@ impl Actor for BookingActor {
                 .map(move |result, act, ctx| match result {
                     Ok((booking, lease)) => {
                         let owned = lease.is_some();
-                        act.confirmed_at = Some(began);
+                        act.confirmed_at = confirmed;
                         act.phase = Phase::Ready {
                             booking: Box::new(booking),
                             lease,
@@ -766,13 +826,7 @@ async fn claim_first(
     };
     match claimed {
         Ok(Some((assigned, driver))) => {
-            if let Err(error) = deps.drivers.remove(DriverId(driver.id)).await {
-                log::warn!(
-                    "geo index update failed node={} driver={} error={error}",
-                    deps.node_id,
-                    driver.id
-                );
-            }
+            remove_from_index(deps, DriverId(driver.id));
             Ok(Some((assigned, driver)))
         }
         Ok(None) => Ok(None),
@@ -831,7 +885,9 @@ impl Handler<Accept> for BookingActor {
             driver_id: msg.driver_id,
             operator: msg.operator,
         };
-        let write = Write::Change(ChangeDetails::default());
+        let write = Write::Change {
+            cancellation_reason: None,
+        };
         self.write_transition("Accept", cmd, write, msg.meta, ctx)
     }
 }
@@ -840,14 +896,12 @@ impl Handler<Cancel> for BookingActor {
     type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
 
     fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
-        let details = ChangeDetails {
-            cancellation_reason: msg.reason,
-            ..ChangeDetails::default()
-        };
         self.write_transition(
             "Cancel",
             Command::Cancel { by: msg.by },
-            Write::Change(details),
+            Write::Change {
+                cancellation_reason: msg.reason,
+            },
             msg.meta,
             ctx,
         )

@@ -18,12 +18,15 @@ use crate::geo::DriverIndex;
 use crate::lease::manager::LeaseManager;
 use crate::lease::{LeaseError, LeaseOwner};
 use crate::storage::models::Booking;
+use crate::storage::writer::Writer;
 use crate::storage::{PgPool, StoreError};
 
 /// What a booking actor needs from the node, shared by all of them.
 pub struct BookingDeps {
     pub node_id: NodeId,
     pub pool: PgPool,
+    /// Group-commits the actors' state changes (`storage::writer`).
+    pub writer: Writer,
     pub drivers: DriverIndex,
     pub leases: Addr<LeaseManager>,
     pub key_prefix: String,

@@ -1,6 +1,7 @@
 //! Booking creation and reads. Creation inserts the row directly (there is no actor for a booking
-//! that does not exist yet); reads query PostgreSQL; every later change goes through the actor
-//! (see `booking_actions`).
+//! that does not exist yet) with this node's creation token, and hands the new row to an actor
+//! of this node that owns it from then on; reads query PostgreSQL; every later change goes
+//! through the actor (see `booking_actions`).
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -124,7 +125,7 @@ pub async fn create(
     let audit = Audit {
         node_id: &state.deps.node_id.0,
         request_id: request_id.as_str(),
-        fencing_token: 0,
+        fencing_token: bookings::CREATED_TOKEN,
         actor: Some(&actor),
     };
     let rider_missing = |e: &diesel::result::Error| {
@@ -139,7 +140,10 @@ pub async fn create(
     let most = state.deps.booking.max_active_per_rider;
     let Some(key) = request.key else {
         return match bookings::create(&mut conn, &new, most, audit).await {
-            Ok(Some(booking)) => Ok(respond(StatusCode::CREATED, CREATED, booking)),
+            Ok(Some(booking)) => {
+                state.registry.adopt(booking.clone());
+                Ok(respond(StatusCode::CREATED, CREATED, booking))
+            }
             Ok(None) => Err(too_many_active(most)),
             Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
             Err(e) => Err(e.into()),
@@ -156,9 +160,15 @@ pub async fn create(
             let booking = bookings::create(tx, &new, most, audit)
                 .await?
                 .ok_or(diesel::result::Error::NotFound)?;
-            idempotent::answer(tx, Some(&key), StatusCode::CREATED, CREATED, booking).await
+            let body =
+                idempotent::answer(tx, Some(&key), StatusCode::CREATED, CREATED, &booking).await?;
+            Ok((body, booking))
         })
-        .await;
+        .await
+        .map(|(body, booking)| {
+            state.registry.adopt(booking);
+            body
+        });
     match idempotent::finish(&mut conn, Some(&key), StatusCode::CREATED, outcome).await? {
         Ok(response) => Ok(response),
         // A copy of this request with the same key may have made the booking that filled the

@@ -19,6 +19,7 @@ use actix_web::{Error, HttpResponse};
 use super::State;
 use crate::auth::{rules, Principal};
 use crate::error::ApiError;
+use crate::storage::writer::{self, BatchSizes};
 
 /// The methods counted under their own name; any other is `OTHER`.
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -259,9 +260,35 @@ pub async fn render(state: State, caller: Principal) -> Result<HttpResponse, Api
             ms / 1000.0
         );
     }
+    render_batch_sizes(&mut out, &node, state.deps.writer.batch_sizes());
     Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(out))
+}
+
+/// The group-commit writer's batch sizes, as a histogram of changes per batch.
+fn render_batch_sizes(out: &mut String, node: &str, sizes: &BatchSizes) {
+    let (cumulative, changes) = sizes.snapshot();
+    out.push_str(
+        "# HELP ridelock_write_batch_size Booking changes written per group commit.\n\
+         # TYPE ridelock_write_batch_size histogram\n",
+    );
+    let bounds = writer::BUCKETS
+        .iter()
+        .map(|b| b.to_string())
+        .chain(["+Inf".to_owned()]);
+    for (bound, count) in bounds.zip(cumulative) {
+        let _ = writeln!(
+            out,
+            "ridelock_write_batch_size_bucket{{node=\"{node}\",le=\"{bound}\"}} {count}"
+        );
+    }
+    let batches = cumulative[writer::BUCKETS.len()];
+    let _ = writeln!(
+        out,
+        "ridelock_write_batch_size_sum{{node=\"{node}\"}} {changes}\n\
+         ridelock_write_batch_size_count{{node=\"{node}\"}} {batches}"
+    );
 }
 
 #[cfg(test)]

@@ -11,13 +11,13 @@
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel::sql_types::{Array, BigInt, Double, Nullable, Numeric, Text, Timestamptz};
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::models::{fare_to_decimal, Booking, BookingDetail, BookingEvent, Driver};
 use super::pool::is_unique_violation;
 use super::prepared::prepared;
 use super::schema::{booking_events, bookings, leases};
-use crate::domain::booking::{BookingStatus, Transition};
+use crate::domain::booking::BookingStatus;
 use crate::domain::ids::{BookingId, DriverId, RiderId};
 use crate::domain::values::{Fare, GeoPoint};
 use crate::lease::LeaseOwner;
@@ -43,13 +43,6 @@ pub struct Audit<'a> {
     pub actor: Option<&'a str>,
 }
 
-/// Details a transition carries besides its target state.
-#[derive(Debug, Clone, Default)]
-pub struct ChangeDetails {
-    pub actual_fare: Option<Fare>,
-    pub cancellation_reason: Option<String>,
-}
-
 /// Why an assignment attempt wrote nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
@@ -67,6 +60,11 @@ pub enum UserRef {
     Rider(RiderId),
     Driver(DriverId),
 }
+
+/// The fencing token a booking is inserted with. The creating node's actor owns the booking
+/// under it without a bump ([`crate::actors::registry::BookingRegistry::adopt`]); any later
+/// activation, on any node, bumps it.
+pub const CREATED_TOKEN: i64 = 1;
 
 /// The booking and its creation event in one statement (one round trip, one commit), unless the
 /// rider already has its share of active bookings (migration `000009` says how that is atomic).
@@ -200,39 +198,47 @@ pub async fn activate(
     Ok(Activation::LeasedElsewhere(owner))
 }
 
-/// Claims the first free candidate and assigns the booking to it, with the event, in one
-/// statement. `$3` is the candidates in order of preference; `$lock` is how the claim treats a
-/// candidate row another transaction has locked (see [`Claim`]). No row back: no candidate was
-/// free, or the fenced booking update matched nothing (the claim is then rolled back with the
-/// transaction this runs in).
+/// Picks the first free candidate, assigns the booking to it, claims it and writes the event, in
+/// one statement: one round trip and one commit, no explicit transaction. `$3` is the candidates
+/// in order of preference; `$lock` is how the pick treats a candidate row another transaction
+/// has locked (see [`Claim`]). The pick locks the driver row and checks it is free on its
+/// latest version; the booking is updated only if still pending under the caller's token, and
+/// the driver is claimed only for the booking so updated, so a fenced booking claims nobody.
+/// The claimed driver comes back with the booking (`d_*` columns). No row back: no candidate was
+/// free, or the booking is fenced.
 macro_rules! assign_sql {
     ($lock:literal) => {
         concat!(
             "\
-WITH c AS (
-    UPDATE drivers SET status = 'busy', current_booking_id = $1, updated_at = now()
-    WHERE id = (
-        SELECT id FROM drivers
-        WHERE id = ANY($3) AND status = 'online' AND current_booking_id IS NULL
-          AND ($4::text IS NULL OR vehicle_type = $4)
-        ORDER BY array_position($3, id)
-        LIMIT 1
-        FOR UPDATE ",
+WITH pick AS (
+    SELECT id FROM drivers
+    WHERE id = ANY($3) AND status = 'online' AND current_booking_id IS NULL
+      AND ($4::text IS NULL OR vehicle_type = $4)
+      AND EXISTS (SELECT 1 FROM bookings WHERE id = $1 AND fencing_token = $2 AND status = 'pending')
+    ORDER BY array_position($3, id)
+    LIMIT 1
+    FOR UPDATE ",
             $lock,
             "
-    )
-    RETURNING id
 ), b AS (
-    UPDATE bookings SET
-        status = 'assigned', driver_id = (SELECT id FROM c), assigned_at = $5, updated_at = $5
-    WHERE id = $1 AND fencing_token = $2 AND status = 'pending' AND EXISTS (SELECT 1 FROM c)
-    RETURNING *
+    UPDATE bookings SET status = 'assigned', driver_id = pick.id, assigned_at = $5, updated_at = $5
+    FROM pick
+    WHERE bookings.id = $1 AND bookings.fencing_token = $2 AND bookings.status = 'pending'
+    RETURNING bookings.*
+), c AS (
+    UPDATE drivers SET status = 'busy', current_booking_id = b.id, updated_at = now()
+    FROM b WHERE drivers.id = b.driver_id
+    RETURNING drivers.*
 ), e AS (
     INSERT INTO booking_events
         (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
     SELECT id, 'pending', status, driver_id, $6, $2, $7, $8 FROM b
 )
-SELECT b.*, c.id AS claimed_id FROM b JOIN c ON true"
+SELECT b.*, c.id AS d_id, c.name AS d_name, c.phone AS d_phone, c.email AS d_email,
+       c.lat AS d_lat, c.lng AS d_lng, c.status AS d_status, c.vehicle_type AS d_vehicle_type,
+       c.rating AS d_rating, c.current_booking_id AS d_current_booking_id,
+       c.created_at AS d_created_at, c.updated_at AS d_updated_at
+FROM b JOIN c ON true"
         )
     };
 }
@@ -258,18 +264,62 @@ impl Claim {
     }
 }
 
+/// The assigned booking and its claimed driver, as [`assign_sql`] returns them.
 #[derive(QueryableByName)]
 struct AssignRow {
     #[diesel(embed)]
     booking: Booking,
     #[diesel(sql_type = BigInt)]
-    claimed_id: i64,
+    d_id: i64,
+    #[diesel(sql_type = Text)]
+    d_name: String,
+    #[diesel(sql_type = Text)]
+    d_phone: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    d_email: Option<String>,
+    #[diesel(sql_type = Nullable<Double>)]
+    d_lat: Option<f64>,
+    #[diesel(sql_type = Nullable<Double>)]
+    d_lng: Option<f64>,
+    #[diesel(sql_type = Text)]
+    d_status: String,
+    #[diesel(sql_type = Text)]
+    d_vehicle_type: String,
+    #[diesel(sql_type = Numeric)]
+    d_rating: bigdecimal::BigDecimal,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    d_current_booking_id: Option<i64>,
+    #[diesel(sql_type = Timestamptz)]
+    d_created_at: chrono::DateTime<Utc>,
+    #[diesel(sql_type = Timestamptz)]
+    d_updated_at: chrono::DateTime<Utc>,
+}
+
+impl AssignRow {
+    fn split(self) -> (Booking, Driver) {
+        let driver = Driver {
+            id: self.d_id,
+            name: self.d_name,
+            phone: self.d_phone,
+            email: self.d_email,
+            lat: self.d_lat,
+            lng: self.d_lng,
+            status: self.d_status,
+            vehicle_type: self.d_vehicle_type,
+            rating: self.d_rating,
+            current_booking_id: self.d_current_booking_id,
+            created_at: self.d_created_at,
+            updated_at: self.d_updated_at,
+        };
+        (self.booking, driver)
+    }
 }
 
 /// Claims the first free driver among `candidates` (in their order) and assigns the pending
 /// `booking` to it, atomically: a driver is taken only if it is online and free, the booking only
 /// if it is still pending under `audit.fencing_token`, and the partial unique index refuses a
 /// second active booking for the driver in any case. `Ok(None)`: no candidate could be claimed.
+/// One statement; inside a caller's transaction (an idempotent request's) it commits with it.
 pub async fn assign(
     conn: &mut AsyncPgConnection,
     booking: &Booking,
@@ -277,69 +327,53 @@ pub async fn assign(
     claim: Claim,
     audit: Audit<'_>,
 ) -> Result<Option<(Booking, Driver)>, AssignError> {
-    use super::schema::drivers;
     if candidates.is_empty() {
         return Ok(None);
     }
     let ids: Vec<i64> = candidates.iter().map(|d| d.0).collect();
-    let result = conn
-        .transaction(async |conn| {
-            let row: Option<AssignRow> = prepared(
-                diesel::sql_query(claim.sql())
-                    .bind::<BigInt, _>(booking.id)
-                    .bind::<BigInt, _>(audit.fencing_token)
-                    .bind::<Array<BigInt>, _>(&ids)
-                    .bind::<Nullable<Text>, _>(booking.vehicle_type.as_deref())
-                    .bind::<Timestamptz, _>(Utc::now())
-                    .bind::<Text, _>(audit.node_id)
-                    .bind::<Text, _>(audit.request_id)
-                    .bind::<Nullable<Text>, _>(audit.actor),
-            )
-            .get_result(conn)
-            .await
-            .optional()
-            .map_err(|e| {
-                match is_unique_violation(&e, "bookings_one_active_per_driver") {
-                    true => {
-                        // The claim found the driver free while another booking holds it: the
-                        // rows disagree, which no writer of ours should ever cause. The index
-                        // refused it; say so where someone will look (the suites fail on it).
-                        log::error!(
-                            "driver claim refused by bookings_one_active_per_driver \
-                             booking={} node={} req={}: {e}",
-                            booking.id,
-                            audit.node_id,
-                            audit.request_id
-                        );
-                        AssignError::DriverTaken
-                    }
-                    false => AssignError::Db(e),
-                }
-            })?;
-            let Some(row) = row else {
-                // Either nobody was free (nothing written) or the booking is fenced (the claim
-                // must not stand): tell them apart, and roll back in both cases.
-                let current = find(conn, BookingId(booking.id)).await?;
-                let fenced = current.is_none_or(|b| {
-                    b.fencing_token != audit.fencing_token || b.status != booking.status
-                });
-                return Err(match fenced {
-                    true => AssignError::Fenced,
-                    false => AssignError::DriverTaken,
-                });
-            };
-            let claimed = drivers::table
-                .find(row.claimed_id)
-                .select(Driver::as_select())
-                .get_result(conn)
-                .await?;
-            Ok((row.booking, claimed))
-        })
-        .await;
-    match result {
-        Ok(done) => Ok(Some(done)),
-        Err(AssignError::DriverTaken) => Ok(None),
-        Err(error) => Err(error),
+    let row: Option<AssignRow> = prepared(
+        diesel::sql_query(claim.sql())
+            .bind::<BigInt, _>(booking.id)
+            .bind::<BigInt, _>(audit.fencing_token)
+            .bind::<Array<BigInt>, _>(&ids)
+            .bind::<Nullable<Text>, _>(booking.vehicle_type.as_deref())
+            .bind::<Timestamptz, _>(Utc::now())
+            .bind::<Text, _>(audit.node_id)
+            .bind::<Text, _>(audit.request_id)
+            .bind::<Nullable<Text>, _>(audit.actor),
+    )
+    .get_result(conn)
+    .await
+    .optional()
+    .map_err(
+        |e| match is_unique_violation(&e, "bookings_one_active_per_driver") {
+            true => {
+                // The pick found the driver free while another booking holds it: the rows
+                // disagree, which no writer of ours should ever cause. The index refused it (the
+                // statement wrote nothing); say so where someone will look (the suites fail on it).
+                log::error!(
+                    "driver claim refused by bookings_one_active_per_driver \
+                 booking={} node={} req={}: {e}",
+                    booking.id,
+                    audit.node_id,
+                    audit.request_id
+                );
+                AssignError::DriverTaken
+            }
+            false => AssignError::Db(e),
+        },
+    )?;
+    if let Some(row) = row {
+        return Ok(Some(row.split()));
+    }
+    // Either nobody was free or the booking is fenced: tell them apart with a fresh read (a
+    // change committed while the statement ran is not in its snapshot).
+    let current = find(conn, BookingId(booking.id)).await?;
+    let fenced = current
+        .is_none_or(|b| b.fencing_token != audit.fencing_token || b.status != booking.status);
+    match fenced {
+        true => Err(AssignError::Fenced),
+        false => Ok(None),
     }
 }
 
@@ -348,93 +382,6 @@ pub async fn assign(
 pub struct ReleasedDriver {
     pub id: DriverId,
     pub location: Option<GeoPoint>,
-}
-
-#[derive(QueryableByName)]
-struct TransitionRow {
-    #[diesel(embed)]
-    booking: Booking,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    released_id: Option<i64>,
-    #[diesel(sql_type = Nullable<Double>)]
-    released_lat: Option<f64>,
-    #[diesel(sql_type = Nullable<Double>)]
-    released_lng: Option<f64>,
-}
-
-impl TransitionRow {
-    /// The new row, and the driver it handed back, if any.
-    fn split(self) -> (Booking, Option<ReleasedDriver>) {
-        let released = self.released_id.map(|id| ReleasedDriver {
-            id: DriverId(id),
-            location: self
-                .released_lat
-                .zip(self.released_lng)
-                .map(|(lat, lng)| GeoPoint { lat, lng }),
-        });
-        (self.booking, released)
-    }
-}
-
-/// The booking update, the driver's release and the event, as one statement: one round trip and
-/// one commit. The release and the event happen only if the fenced update matched its row.
-const TRANSITION_SQL: &str = "\
-WITH b AS (
-    UPDATE bookings SET
-        status = $1,
-        actual_fare = COALESCE($2, actual_fare),
-        cancellation_reason = COALESCE($3, cancellation_reason),
-        accepted_at = COALESCE($4, accepted_at),
-        cancelled_at = COALESCE($5, cancelled_at),
-        completed_at = COALESCE($6, completed_at),
-        updated_at = $7
-    WHERE id = $8 AND fencing_token = $9 AND status = $10
-    RETURNING *
-), d AS (
-    UPDATE drivers SET status = 'online', current_booking_id = NULL, updated_at = now()
-    WHERE id = $11 AND current_booking_id = $8 AND EXISTS (SELECT 1 FROM b)
-    RETURNING id, lat, lng
-), e AS (
-    INSERT INTO booking_events
-        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
-    SELECT id, $10, status, driver_id, $12, $9, $13, $14 FROM b
-)
-SELECT b.*, d.id AS released_id, d.lat AS released_lat, d.lng AS released_lng
-FROM b LEFT JOIN d ON true";
-
-/// Applies a legal `transition` (from `apply`). Returns the new row and, when the transition
-/// releases the driver, the driver back online; `Ok(None)` means the token was stale and nothing
-/// was written.
-pub async fn transition(
-    conn: &mut AsyncPgConnection,
-    booking: &Booking,
-    transition: Transition,
-    details: ChangeDetails,
-    audit: Audit<'_>,
-) -> QueryResult<Option<(Booking, Option<ReleasedDriver>)>> {
-    let now = Utc::now();
-    let stamp = |s: BookingStatus| (s == transition.to).then_some(now);
-    let row: Option<TransitionRow> = prepared(
-        diesel::sql_query(TRANSITION_SQL)
-            .bind::<Text, _>(transition.to.as_str())
-            .bind::<Nullable<Numeric>, _>(details.actual_fare.map(fare_to_decimal))
-            .bind::<Nullable<Text>, _>(details.cancellation_reason)
-            .bind::<Nullable<Timestamptz>, _>(stamp(BookingStatus::Accepted))
-            .bind::<Nullable<Timestamptz>, _>(stamp(BookingStatus::Cancelled))
-            .bind::<Nullable<Timestamptz>, _>(stamp(BookingStatus::Completed))
-            .bind::<Timestamptz, _>(now)
-            .bind::<BigInt, _>(booking.id)
-            .bind::<BigInt, _>(audit.fencing_token)
-            .bind::<Text, _>(transition.from.as_str())
-            .bind::<Nullable<BigInt>, _>(transition.release_driver.map(|d| d.0))
-            .bind::<Text, _>(audit.node_id)
-            .bind::<Text, _>(audit.request_id)
-            .bind::<Nullable<Text>, _>(audit.actor),
-    )
-    .get_result(conn)
-    .await
-    .optional()?;
-    Ok(row.map(TransitionRow::split))
 }
 
 /// An assignment nobody accepted in time, as the offer sweep finds it.
@@ -478,66 +425,8 @@ pub async fn stale_offers(
     .await
 }
 
-/// An expired offer taken back, as one statement: the booking returns to `pending` without a
-/// driver (or, `to` = cancelled, ends), the driver goes back online, and the event names the
-/// driver whose offer expired. Fenced like every write, and only for the very offer the actor
-/// judged (`assigned_at` equal), so a sweep that read an older offer changes nothing.
-const EXPIRE_OFFER_SQL: &str = "\
-WITH b AS (
-    UPDATE bookings SET
-        status = $1,
-        driver_id = CASE WHEN $1 = 'pending' THEN NULL ELSE driver_id END,
-        assigned_at = CASE WHEN $1 = 'pending' THEN NULL ELSE assigned_at END,
-        cancelled_at = CASE WHEN $1 = 'cancelled' THEN $2 ELSE cancelled_at END,
-        cancellation_reason = CASE WHEN $1 = 'cancelled' THEN $3 ELSE cancellation_reason END,
-        updated_at = $2
-    WHERE id = $4 AND fencing_token = $5 AND status = 'assigned' AND driver_id = $6
-      AND assigned_at = $7
-    RETURNING *
-), d AS (
-    UPDATE drivers SET status = 'online', current_booking_id = NULL, updated_at = now()
-    WHERE id = $6 AND current_booking_id = $4 AND EXISTS (SELECT 1 FROM b)
-    RETURNING id, lat, lng
-), e AS (
-    INSERT INTO booking_events
-        (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
-    SELECT id, 'assigned', status, $6, $8, $5, $9, $10 FROM b
-)
-SELECT b.*, d.id AS released_id, d.lat AS released_lat, d.lng AS released_lng
-FROM b LEFT JOIN d ON true";
-
 /// Why a booking is cancelled when its offers keep expiring.
 pub const NO_DRIVER_ACCEPTED: &str = "no driver accepted the ride in time";
-
-/// Takes back `booking`'s standing offer (a legal `transition` from `apply`, to `pending` or
-/// `cancelled`). `Ok(None)`: the token was stale and nothing was written.
-pub async fn expire_offer(
-    conn: &mut AsyncPgConnection,
-    booking: &Booking,
-    transition: Transition,
-    audit: Audit<'_>,
-) -> QueryResult<Option<(Booking, Option<ReleasedDriver>)>> {
-    let (Some(driver), Some(assigned_at)) = (booking.driver_id, booking.assigned_at) else {
-        return Ok(None);
-    };
-    let row: Option<TransitionRow> = prepared(
-        diesel::sql_query(EXPIRE_OFFER_SQL)
-            .bind::<Text, _>(transition.to.as_str())
-            .bind::<Timestamptz, _>(Utc::now())
-            .bind::<Text, _>(NO_DRIVER_ACCEPTED)
-            .bind::<BigInt, _>(booking.id)
-            .bind::<BigInt, _>(audit.fencing_token)
-            .bind::<BigInt, _>(driver)
-            .bind::<Timestamptz, _>(assigned_at)
-            .bind::<Text, _>(audit.node_id)
-            .bind::<Text, _>(audit.request_id)
-            .bind::<Nullable<Text>, _>(audit.actor),
-    )
-    .get_result(conn)
-    .await
-    .optional()?;
-    Ok(row.map(TransitionRow::split))
-}
 
 /// A user's bookings, newest first; `before` is an exclusive booking-id cursor.
 pub async fn list_for_user(

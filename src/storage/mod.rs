@@ -11,5 +11,6 @@ pub mod prepared;
 pub mod riders;
 #[rustfmt::skip]
 pub mod schema;
+pub mod writer;
 
 pub use pool::{PgPool, StoreError};

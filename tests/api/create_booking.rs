@@ -1,5 +1,8 @@
-//! `POST /api/bookings` and `GET /api/bookings/:id`: a new booking is pending with token 0, and
-//! every malformed, mistyped or out-of-range request is refused without writing anything.
+//! `POST /api/bookings` and `GET /api/bookings/:id`: a new booking is pending under the creation
+//! token, owned by the creating node, and every malformed, mistyped or out-of-range request is
+//! refused without writing anything.
+
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -34,7 +37,7 @@ async fn assert_all_refused(app: &TestApp, cases: Vec<(&str, Value, &str)>) {
 }
 
 #[actix_web::test]
-async fn creating_a_booking_stores_it_pending_with_fencing_token_zero() {
+async fn creating_a_booking_stores_it_pending_owned_by_this_node_under_the_creation_token() {
     // Arrange
     let app = spawn_app().await;
     let rider = app.rider().await;
@@ -49,7 +52,7 @@ async fn creating_a_booking_stores_it_pending_with_fencing_token_zero() {
     let booking = created.data();
     let id = booking["id"].as_i64().expect("booking id");
     assert_eq!(booking["status"], json!("pending"));
-    assert_eq!(booking["fencing_token"], json!(0));
+    assert_eq!(booking["fencing_token"], json!(1));
     assert_eq!(booking["rider_id"], json!(rider));
     assert_eq!(booking["driver_id"], Value::Null);
     assert_eq!(booking["pickup_lat"], json!(PICKUP.0));
@@ -68,7 +71,43 @@ async fn creating_a_booking_stores_it_pending_with_fencing_token_zero() {
     assert_eq!(stored.data()["status"], json!("pending"));
     assert_eq!(stored.data()["rider_id"], json!(rider));
     assert_eq!(stored.data()["estimated_fare"], json!(15.5));
-    assert_eq!(stored.data()["fencing_token"], json!(0));
+    assert_eq!(stored.data()["fencing_token"], json!(1));
+}
+
+#[actix_web::test]
+async fn the_creating_node_owns_a_new_booking_so_its_first_action_needs_no_token_bump() {
+    // Arrange: two nodes on one database; the booking is created through n1.
+    let n1 = spawn_app().await;
+    let n2 = n1.second_node().await;
+    let rider = n1.rider().await;
+    n1.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = n1.booking(rider, PICKUP.0, PICKUP.1).await;
+    let held = n1
+        .eventually(Duration::from_secs(2), || async {
+            n1.lease_in_redis(booking).is_some()
+        })
+        .await;
+    assert!(held, "the creating node took the booking's lease");
+
+    // Act: the first action reaches the other node.
+    let assigned = n2
+        .post(format!("/api/bookings/{booking}/assign"), json!({}))
+        .await;
+
+    // Assert: forwarded to the owner, written under the creation token, with no activation
+    // commit in between (the trail has one token).
+    assigned.expect(200, None);
+    assert_eq!(assigned.served_by.as_deref(), Some(n1.node_id.as_str()));
+    assert_eq!(assigned.data()["booking"]["fencing_token"], json!(1));
+    let trail = n1.get(format!("/api/bookings/{booking}/events")).await;
+    let tokens: Vec<i64> = trail
+        .data()
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["fencing_token"].as_i64().expect("token"))
+        .collect();
+    assert_eq!(tokens, [1, 1]);
 }
 
 #[actix_web::test]

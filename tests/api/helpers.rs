@@ -394,7 +394,31 @@ impl TestApp {
         id
     }
 
-    /// Creates a pending booking for `rider` picked up at `(lat, lng)`; returns its id.
+    /// A pending booking that no node owns: written straight into PostgreSQL by the creation
+    /// function, as a node that created it and has since let it go (or an earlier build, with
+    /// token 0) would leave it. `booking` makes one through the API, which the creating node's
+    /// actor owns from the start.
+    pub async fn unowned_booking(&self, rider: i64, lat: f64, lng: f64) -> i64 {
+        #[derive(QueryableByName)]
+        struct Created {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            id: i64,
+        }
+        let created: Created = diesel::sql_query(
+            "SELECT id FROM create_booking_within_limit($1, 1000, $2, $3, 40.7589, -73.9851, 15.5, \
+             NULL, 'gone', 0, 'unowned-booking', NULL)",
+        )
+        .bind::<diesel::sql_types::BigInt, _>(rider)
+        .bind::<diesel::sql_types::Double, _>(lat)
+        .bind::<diesel::sql_types::Double, _>(lng)
+        .get_result(&mut self.db().await)
+        .await
+        .expect("insert an unowned booking");
+        created.id
+    }
+
+    /// Creates a pending booking for `rider` picked up at `(lat, lng)` through the API; returns
+    /// its id. This node's actor owns it from then on (its lease is held).
     pub async fn booking(&self, rider: i64, lat: f64, lng: f64) -> i64 {
         let reply = self
             .post("/api/bookings", booking_body(rider, lat, lng))

@@ -69,8 +69,8 @@ async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_
         .expect(200, None);
     app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
     app.online_driver(PICKUP.0 + 0.002, PICKUP.1).await;
-    let b = app.booking(rider, PICKUP.0, PICKUP.1).await;
-    let c = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let b = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
+    let c = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
     let key_a = format!("{}lock:booking:{a}", app.redis_prefix);
 
     // Act 1: cut the node off from Redis.
@@ -154,7 +154,7 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
     let n2 = spawn_node(&n1.db_name, &n1.db_url, &n1.redis_prefix, "n2", |_| {}).await;
     let rider = n1.rider().await;
     let driver = n1.online_driver(PICKUP.0, PICKUP.1).await;
-    let booking = n1.booking(rider, PICKUP.0, PICKUP.1).await;
+    let booking = n1.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
     proxy.cut();
     let assigned = n1
         .post(format!("/api/bookings/{booking}/assign"), json!({}))
@@ -182,7 +182,8 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
         n: i64,
     }
     let writers: Count = diesel::sql_query(
-        "SELECT count(DISTINCT node_id) AS n FROM booking_events WHERE booking_id = $1",
+        "SELECT count(DISTINCT node_id) AS n FROM booking_events \
+         WHERE booking_id = $1 AND from_status IS NOT NULL",
     )
     .bind::<BigInt, _>(booking)
     .get_result(&mut n1.db().await)
@@ -193,11 +194,12 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
 
 #[actix_web::test]
 async fn a_request_that_cannot_wait_out_the_switch_gets_503_with_retry_after_and_changes_nothing() {
-    // Arrange: a request timeout shorter than the TTL the switch waits; a pending booking.
+    // Arrange: a request timeout shorter than the TTL the switch waits; a pending booking
+    // nobody holds.
     let (app, proxy) = node_behind_proxy_with(|s| s.server.request_timeout_ms = 500).await;
     let rider = app.rider().await;
     app.online_driver(PICKUP.0, PICKUP.1).await;
-    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let booking = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
     let before = app.fingerprint().await;
     proxy.cut();
 

@@ -143,7 +143,8 @@ async fn a_write_under_a_stale_fencing_token_is_refused_and_the_request_routed_a
         .await;
 
     // Assert: the stale actor's write touched nothing and it stepped down; the request was routed
-    // again, to a fresh activation (token 3), which accepted. The trail has one writer per token.
+    // again, to a fresh activation (token 3), which accepted. The trail has one writer per token:
+    // the creating node's actor created and assigned the booking under the creation token 1.
     accepted.expect(200, None);
     assert_eq!(accepted.data()["fencing_token"], json!(3));
     let events = app.get(format!("/api/bookings/{booking}/events")).await;
@@ -162,7 +163,7 @@ async fn a_write_under_a_stale_fencing_token_is_refused_and_the_request_routed_a
     let tokens: Vec<i64> = trail.iter().map(|(_, token)| *token).collect();
     assert_eq!(
         tokens,
-        [0, 1, 3],
+        [1, 1, 3],
         "one writer per token, tokens increasing: {trail:?}"
     );
     let stats = app.get("/api/locks/stats").await;

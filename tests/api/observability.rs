@@ -304,8 +304,8 @@ async fn the_event_trail_records_every_transition_with_its_request_id() {
     );
     assert_eq!(
         events[0]["fencing_token"],
-        json!(0),
-        "creation has no owner"
+        json!(1),
+        "created under the creation token, which its creating node's actor owns"
     );
     let mut last_token = 0;
     for event in events {
