@@ -37,3 +37,4 @@ mod seed;
 mod services;
 mod startup;
 mod tutorial_flow;
+mod writer;

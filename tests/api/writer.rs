@@ -1,0 +1,270 @@
+//! The group-commit writer against the real PostgreSQL: changes sent together go out as one
+//! batch, each row is written or refused under its own condition, and no row's failure touches
+//! another's.
+
+use std::sync::Arc;
+
+use diesel::sql_types::{BigInt, Text};
+use diesel::QueryableByName;
+use diesel_async::RunQueryDsl;
+use ridelock::domain::booking::BookingStatus;
+use ridelock::domain::ids::DriverId;
+use ridelock::domain::values::Fare;
+use ridelock::storage::idempotency::IdempotencyKey;
+use ridelock::storage::writer::{Change, Outcome, Render, Writer};
+use ridelock::storage::StoreError;
+
+use crate::helpers::{spawn_app, TestApp, PICKUP};
+
+fn writer_for(app: &TestApp) -> Writer {
+    let pool = app.settings().database.pool().expect("pool");
+    Writer::start(pool, "writer-test".to_owned())
+}
+
+fn cancel(booking: i64, token: i64) -> Change {
+    Change {
+        booking_id: booking,
+        token,
+        from: BookingStatus::Pending,
+        to: BookingStatus::Cancelled,
+        actual_fare: None,
+        cancellation_reason: Some("changed my mind".to_owned()),
+        release_driver: None,
+        offer: None,
+        request_id: format!("req-cancel-{booking}"),
+        actor: Some("ops:test".to_owned()),
+        answer: None,
+    }
+}
+
+fn keyed(mut change: Change, key: &str) -> Change {
+    let key = IdempotencyKey {
+        scope: "ops:test".to_owned(),
+        key: key.to_owned(),
+        fingerprint: "f".repeat(64),
+    };
+    let render: Render = Arc::new(|row| format!(r#"{{"status":"{}"}}"#, row.status));
+    change.answer = Some((key, render));
+    change
+}
+
+#[derive(QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    let row: Count = diesel::sql_query(sql)
+        .get_result(&mut app.db().await)
+        .await
+        .expect(sql);
+    row.n
+}
+
+fn batches(writer: &Writer) -> u64 {
+    let (cumulative, _) = writer.batch_sizes().snapshot();
+    cumulative[cumulative.len() - 1]
+}
+
+#[actix_web::test]
+async fn changes_sent_together_commit_as_one_batch_each_under_its_own_condition() {
+    // Arrange: 30 pending bookings nobody owns (token 0), 4 accepted ones with their drivers
+    // (token 1), and a key a copy of one request already stored.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let mut pending = Vec::new();
+    for _ in 0..30 {
+        pending.push(app.unowned_booking(rider, PICKUP.0, PICKUP.1).await);
+    }
+    let mut accepted = Vec::new();
+    for i in 0..4 {
+        let at = (PICKUP.0 + 0.01 * f64::from(i), PICKUP.1);
+        app.online_driver(at.0, at.1).await;
+        accepted.push(app.assigned_booking(rider, at.0, at.1, true).await);
+    }
+    diesel::sql_query(
+        "INSERT INTO idempotency_keys (scope, key, fingerprint, status, body) \
+         VALUES ('ops:test', 'taken', $1, 200, 'the first answer')",
+    )
+    .bind::<Text, _>("f".repeat(64))
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+    let writer = writer_for(&app);
+
+    // Act: 20 good cancels, 7 under a stale token, 2 with fresh keys and 1 with the taken key,
+    // and 4 completions that hand their drivers back, all at once.
+    let mut changes = Vec::new();
+    for (i, &booking) in pending.iter().enumerate() {
+        changes.push(match i {
+            0..20 => cancel(booking, 0),
+            20..27 => cancel(booking, 7),
+            27 | 28 => keyed(cancel(booking, 0), &format!("fresh-{i}")),
+            _ => keyed(cancel(booking, 0), "taken"),
+        });
+    }
+    for &(booking, driver) in &accepted {
+        changes.push(Change {
+            from: BookingStatus::Accepted,
+            to: BookingStatus::Completed,
+            actual_fare: Some(Fare::from_amount(20.0, "actual_fare").unwrap()),
+            cancellation_reason: None,
+            release_driver: Some(DriverId(driver)),
+            request_id: format!("req-complete-{booking}"),
+            ..cancel(booking, 1)
+        });
+    }
+    let sent = changes.len();
+    let outcomes =
+        futures::future::join_all(changes.into_iter().map(|change| writer.write(change))).await;
+
+    // Assert: each change got its own outcome...
+    let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("written")).collect();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (0..20 | 27 | 28, Outcome::Written(row, None)) => assert_eq!(row.status, "cancelled"),
+            (20..27, Outcome::Fenced) | (29, Outcome::KeyTaken) => {}
+            (30.., Outcome::Written(row, Some(released))) => {
+                assert_eq!(row.status, "completed");
+                assert_eq!(Some(released.id.0), row.driver_id);
+            }
+            other => panic!("change {i}: {other:?}"),
+        }
+    }
+    // ...from fewer statements than changes...
+    assert!(
+        batches(&writer) < sent as u64,
+        "{} batches",
+        batches(&writer)
+    );
+    // ...and PostgreSQL holds exactly the written ones, each with its event and record.
+    let ids = |slice: &[i64]| {
+        slice
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let all_pending = ids(&pending);
+    let cancelled = count(
+        &app,
+        &format!("SELECT count(*) AS n FROM bookings WHERE id IN ({all_pending}) AND status = 'cancelled' AND cancellation_reason = 'changed my mind' AND cancelled_at IS NOT NULL"),
+    )
+    .await;
+    assert_eq!(cancelled, 22);
+    let untouched = ids(&pending[20..30]
+        .iter()
+        .copied()
+        .filter(|&b| b != pending[27] && b != pending[28])
+        .collect::<Vec<_>>());
+    let still_pending = count(
+        &app,
+        &format!("SELECT count(*) AS n FROM bookings WHERE id IN ({untouched}) AND status = 'pending' AND fencing_token = 0"),
+    )
+    .await;
+    assert_eq!(still_pending, 8);
+    let events = count(
+        &app,
+        "SELECT count(*) AS n FROM booking_events WHERE node_id = 'writer-test'",
+    )
+    .await;
+    assert_eq!(
+        events, 26,
+        "one event per written change, none for the others"
+    );
+    let booked: Vec<i64> = accepted.iter().map(|(b, _)| *b).collect();
+    let drivers: Vec<i64> = accepted.iter().map(|(_, d)| *d).collect();
+    let completed = count(
+        &app,
+        &format!("SELECT count(*) AS n FROM bookings WHERE id IN ({}) AND status = 'completed' AND actual_fare = 20 AND completed_at IS NOT NULL", ids(&booked)),
+    )
+    .await;
+    assert_eq!(completed, 4);
+    let free = count(
+        &app,
+        &format!("SELECT count(*) AS n FROM drivers WHERE id IN ({}) AND status = 'online' AND current_booking_id IS NULL", ids(&drivers)),
+    )
+    .await;
+    assert_eq!(free, 4, "every completion handed its driver back");
+    let answers = count(
+        &app,
+        "SELECT count(*) AS n FROM idempotency_keys WHERE key LIKE 'fresh-%' AND body = '{\"status\":\"cancelled\"}'",
+    )
+    .await;
+    assert_eq!(answers, 2, "each stored answer committed with its change");
+    let first = count(
+        &app,
+        "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'taken' AND body = 'the first answer'",
+    )
+    .await;
+    assert_eq!(first, 1, "the earlier answer stands");
+}
+
+#[actix_web::test]
+async fn a_second_change_of_one_booking_waits_for_the_next_batch_and_finds_the_first() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let booking = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
+    let writer = writer_for(&app);
+
+    // Act: two cancels of one booking under the same token, sent together.
+    let (first, second) = futures::join!(
+        writer.write(cancel(booking, 0)),
+        writer.write(cancel(booking, 0))
+    );
+
+    // Assert: the first is written; the second, in a batch of its own, no longer matches.
+    assert!(matches!(first, Ok(Outcome::Written(..))), "{first:?}");
+    assert!(matches!(second, Ok(Outcome::Fenced)), "{second:?}");
+    assert_eq!(batches(&writer), 2);
+    let events = count(
+        &app,
+        &format!("SELECT count(*) AS n FROM booking_events WHERE booking_id = {booking} AND to_status = 'cancelled'"),
+    )
+    .await;
+    assert_eq!(events, 1);
+}
+
+#[actix_web::test]
+async fn a_change_that_breaks_a_constraint_fails_alone() {
+    // Arrange: five good cancels, and one whose idempotency key is longer than the table takes.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let mut bookings = Vec::new();
+    for _ in 0..6 {
+        bookings.push(app.unowned_booking(rider, PICKUP.0, PICKUP.1).await);
+    }
+    let writer = writer_for(&app);
+    let mut changes: Vec<Change> = bookings[..5].iter().map(|&b| cancel(b, 0)).collect();
+    changes.push(keyed(cancel(bookings[5], 0), &"k".repeat(300)));
+
+    // Act
+    let outcomes =
+        futures::future::join_all(changes.into_iter().map(|change| writer.write(change))).await;
+
+    // Assert: the faulty change failed as a query error; the others were written; the faulty
+    // one's booking and key were not.
+    for outcome in &outcomes[..5] {
+        assert!(matches!(outcome, Ok(Outcome::Written(..))), "{outcome:?}");
+    }
+    assert!(
+        matches!(outcomes[5], Err(StoreError::Query(_))),
+        "{:?}",
+        outcomes[5]
+    );
+    let pending = count(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM bookings WHERE id = {} AND status = 'pending'",
+            bookings[5]
+        ),
+    )
+    .await;
+    assert_eq!(pending, 1);
+    assert_eq!(
+        count(&app, "SELECT count(*) AS n FROM idempotency_keys").await,
+        0
+    );
+}
