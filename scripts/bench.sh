@@ -145,8 +145,10 @@ before="$(proc_ms "$NODE_PID") $(tree_ms "$PG_PID") $(proc_ms "$REDIS_PID")"
 ./target/release/ridelock loadtest --url http://127.0.0.1:3920 --scenario lifecycle --riders 64 \
   --duration-s "$SECONDS_PER_RUN" --quiet --json > "$OUT/cpu-lifecycle.json"
 after="$(proc_ms "$NODE_PID") $(tree_ms "$PG_PID") $(proc_ms "$REDIS_PID")"
+# How many booking changes each group commit carried (warm-up included).
+curl -fsS http://127.0.0.1:3920/metrics | grep '^ridelock_write_batch_size' > "$OUT/batch-sizes.txt"
 stop_node >/dev/null
-python3 - "$OUT/cpu-lifecycle.json" "$before" "$after" "$OUT/pgbench.txt" <<'PY' | tee "$OUT/cpu.txt"
+python3 - "$OUT/cpu-lifecycle.json" "$before" "$after" "$OUT/pgbench.txt" "$OUT/batch-sizes.txt" <<'PY' | tee "$OUT/cpu.txt"
 import json, re, sys
 r = json.load(open(sys.argv[1]))
 before, after = (list(map(int, a.split())) for a in sys.argv[2:4])
@@ -160,6 +162,17 @@ per_tx = [float(m) for m in re.findall(r"clients=16 cpu_ms_per_transaction .* to
 if per_tx:
     print(f"ratio: one lifecycle costs {total / per_tx[-1]:.1f} single-row pgbench transactions "
           f"({per_tx[-1]:.4f} ms each, 16 clients)")
+lines = open(sys.argv[5]).read().splitlines()
+buckets = [(re.search(r'le="([^"]+)"', l).group(1), int(l.split()[-1])) for l in lines if "_bucket" in l]
+total_changes = next((int(l.split()[-1]) for l in lines if "_sum" in l), 0)
+batches = next((int(l.split()[-1]) for l in lines if "_count" in l), 0)
+if batches:
+    previous, shares = 0, []
+    for le, cumulative in buckets:
+        shares.append(f"<={le}: {cumulative - previous}")
+        previous = cumulative
+    print(f"write batches={batches} changes={total_changes} mean={total_changes / batches:.1f} "
+          f"per batch; batches by size: {', '.join(shares)}")
 PY
 
 ACTORS=${BENCH_ACTORS:-100000}
