@@ -156,6 +156,7 @@ impl Write {
             offer: None,
             request_id: meta.request_id.as_str().to_owned(),
             actor: meta.actor.clone(),
+            deadline: meta.deadline,
             answer: meta.idempotency.clone().map(|(key, message)| {
                 let render: Render = Arc::new(move |row| crate::http::success_body(message, row));
                 (key, render)
@@ -470,6 +471,7 @@ impl BookingActor {
                 }
                 Outcome::Fenced => Err(BookingError::Fenced),
                 Outcome::KeyTaken => Err(BookingError::KeyTaken),
+                Outcome::Expired => Err(BookingError::DeadlinePassed),
             }
         };
         AtomicResponse::new(Box::pin(write.into_actor(self).map(

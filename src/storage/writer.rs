@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use diesel::sql_types::{Array, BigInt, Nullable, Numeric, SmallInt, Text, Timestamptz};
@@ -56,6 +57,9 @@ pub struct Change {
     pub offer: Option<DateTime<Utc>>,
     pub request_id: String,
     pub actor: Option<String>,
+    /// When the requester gives up: a change still queued then is not written, so a change is
+    /// never made after its requester was told it failed (one already in a batch is committed).
+    pub deadline: Instant,
     /// When the request carried an `Idempotency-Key`: the key, and how to render the answer to
     /// store from the changed row (the answer commits with the change).
     pub answer: Option<(IdempotencyKey, Render)>,
@@ -71,6 +75,8 @@ pub enum Outcome {
     /// A copy of the request with the same `Idempotency-Key` stored its answer first: this
     /// change was not made.
     KeyTaken,
+    /// The change's deadline passed while it waited for a batch: it was not written.
+    Expired,
 }
 
 struct Job {
@@ -172,6 +178,15 @@ async fn run(
                 true => next.push(job),
                 false => batch.push(job),
             }
+        }
+        let now = Instant::now();
+        let (batch, expired): (Vec<Job>, Vec<Job>) =
+            batch.into_iter().partition(|job| job.change.deadline > now);
+        for job in expired {
+            let _ = job.reply.send(Ok(Outcome::Expired));
+        }
+        if batch.is_empty() {
+            continue;
         }
         sizes.record(batch.len());
         let (changes, replies): (Vec<Change>, Vec<_>) =

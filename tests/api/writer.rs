@@ -3,6 +3,7 @@
 //! another's.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use diesel::sql_types::{BigInt, Text};
 use diesel::QueryableByName;
@@ -33,6 +34,7 @@ fn cancel(booking: i64, token: i64) -> Change {
         offer: None,
         request_id: format!("req-cancel-{booking}"),
         actor: Some("ops:test".to_owned()),
+        deadline: Instant::now() + Duration::from_secs(10),
         answer: None,
     }
 }
@@ -267,4 +269,40 @@ async fn a_change_that_breaks_a_constraint_fails_alone() {
         count(&app, "SELECT count(*) AS n FROM idempotency_keys").await,
         0
     );
+}
+
+#[actix_web::test]
+async fn a_change_whose_deadline_passed_in_the_queue_is_not_written() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let (late, on_time) = (
+        app.unowned_booking(rider, PICKUP.0, PICKUP.1).await,
+        app.unowned_booking(rider, PICKUP.0, PICKUP.1).await,
+    );
+    let writer = writer_for(&app);
+
+    // Act: one change whose requester has already given up, one that still has time.
+    let given_up = Change {
+        deadline: Instant::now(),
+        ..cancel(late, 0)
+    };
+    let (late_outcome, on_time_outcome) =
+        futures::join!(writer.write(given_up), writer.write(cancel(on_time, 0)));
+
+    // Assert
+    assert!(
+        matches!(late_outcome, Ok(Outcome::Expired)),
+        "{late_outcome:?}"
+    );
+    assert!(
+        matches!(on_time_outcome, Ok(Outcome::Written(..))),
+        "{on_time_outcome:?}"
+    );
+    let pending = count(
+        &app,
+        &format!("SELECT count(*) AS n FROM bookings WHERE id = {late} AND status = 'pending'"),
+    )
+    .await;
+    assert_eq!(pending, 1, "nothing written for the request that gave up");
 }
