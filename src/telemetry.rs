@@ -24,10 +24,13 @@ pub struct ActorLine<'a> {
     pub handled: Duration,
 }
 
+/// The log target of actor-message lines.
+pub const ACTOR_TARGET: &str = "actors::booking";
+
 pub fn actor_message(line: ActorLine<'_>) {
     // Every actor message is a mutation, so every line is `info`.
     log::info!(
-        target: "actors::booking",
+        target: ACTOR_TARGET,
         "handled node={} actor={} msg={} req={} token={} outcome={} waited_us={} handled_us={}",
         line.node,
         line.actor,

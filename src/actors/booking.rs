@@ -365,6 +365,10 @@ impl BookingActor {
         started: Instant,
         outcome: Result<(), &BookingError>,
     ) {
+        // Nothing to format when the line would be filtered out (`RUST_LOG=warn`, say).
+        if !log::log_enabled!(target: telemetry::ACTOR_TARGET, log::Level::Info) {
+            return;
+        }
         let token = match &self.phase {
             Phase::Ready { booking, .. } => booking.fencing_token,
             _ => 0,

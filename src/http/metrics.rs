@@ -45,12 +45,54 @@ struct RouteStats {
     sum_seconds: f64,
 }
 
+impl RouteStats {
+    fn add(&mut self, status: u16, bucket: usize, seconds: f64) {
+        *self.statuses.entry(status).or_default() += 1;
+        self.buckets[bucket] += 1;
+        self.sum_seconds += seconds;
+    }
+
+    fn merge(&mut self, other: &Self) {
+        for (status, n) in &other.statuses {
+            *self.statuses.entry(*status).or_default() += n;
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
+            *mine += theirs;
+        }
+        self.sum_seconds += other.sum_seconds;
+    }
+}
+
+type Routes = BTreeMap<&'static str, BTreeMap<String, RouteStats>>;
+
+/// How many independent tables requests are counted in. Each thread keeps to one, so a request
+/// takes a lock no other thread is likely to hold (no global lock per request); `/metrics` adds
+/// them up.
+const SHARDS: usize = 16;
+
 /// Request counts and latencies, per method and route pattern.
-#[derive(Default)]
 pub struct HttpMetrics {
-    /// method label → route pattern → figures. Both keys come from closed sets (see
-    /// [`method_label`] and the route table), so the map cannot grow past their product.
-    routes: Mutex<BTreeMap<&'static str, BTreeMap<String, RouteStats>>>,
+    /// Per shard: method label → route pattern → figures. Both keys come from closed sets (see
+    /// [`method_label`] and the route table), so a table cannot grow past their product.
+    shards: [Mutex<Routes>; SHARDS],
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::default()),
+        }
+    }
+}
+
+/// This thread's shard, handed out round-robin on a thread's first request.
+fn shard() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
 }
 
 impl HttpMetrics {
@@ -60,7 +102,9 @@ impl HttpMetrics {
             .iter()
             .position(|bound| seconds <= *bound)
             .unwrap_or(BUCKETS.len());
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let mut routes = self.shards[shard()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let by_route = routes.entry(method_label(method)).or_default();
         if !by_route.contains_key(route) {
             by_route.insert(route.to_owned(), RouteStats::default());
@@ -68,13 +112,26 @@ impl HttpMetrics {
         let Some(stats) = by_route.get_mut(route) else {
             return;
         };
-        *stats.statuses.entry(status).or_default() += 1;
-        stats.buckets[bucket] += 1;
-        stats.sum_seconds += seconds;
+        stats.add(status, bucket, seconds);
+    }
+
+    /// Every shard's figures added up.
+    fn merged(&self) -> Routes {
+        let mut all = Routes::new();
+        for shard in &self.shards {
+            let routes = shard.lock().unwrap_or_else(|p| p.into_inner());
+            for (method, by_route) in routes.iter() {
+                let merged = all.entry(method).or_default();
+                for (route, stats) in by_route {
+                    merged.entry(route.clone()).or_default().merge(stats);
+                }
+            }
+        }
+        all
     }
 
     fn render(&self, out: &mut String) {
-        let routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        let routes = self.merged();
         out.push_str(
             "# HELP ridelock_http_requests_total HTTP requests answered, by route pattern and status.\n\
              # TYPE ridelock_http_requests_total counter\n",
@@ -331,6 +388,38 @@ mod tests {
         let other = "method=\"OTHER\",route=\"unmatched\",status=\"404\"";
         assert!(out.contains(&format!("{{{other}}} 100")), "{out}");
         assert!(out.contains("method=\"PATCH\""), "{out}");
+    }
+
+    #[test]
+    fn requests_counted_on_many_threads_add_up_in_one_series() {
+        let metrics = std::sync::Arc::new(HttpMetrics::default());
+        let threads: Vec<_> = (0..SHARDS + 3)
+            .map(|_| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..100 {
+                        metrics.record("POST", "/api/bookings", 201, Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("recording thread");
+        }
+        let mut out = String::new();
+        metrics.render(&mut out);
+        let labels = "method=\"POST\",route=\"/api/bookings\"";
+        let total = (SHARDS + 3) * 100;
+        for line in [
+            format!("ridelock_http_requests_total{{{labels},status=\"201\"}} {total}"),
+            format!("ridelock_http_request_duration_seconds_count{{{labels}}} {total}"),
+        ] {
+            assert_eq!(
+                out.lines().filter(|l| *l == line).count(),
+                1,
+                "{line} in\n{out}"
+            );
+        }
     }
 
     #[test]
