@@ -24,7 +24,7 @@ use crate::storage::bookings::{
 };
 use crate::storage::idempotency::{self, IdempotencyKey};
 use crate::storage::models::{Booking, Driver};
-use crate::storage::writer::{Change, Outcome, Render};
+use crate::storage::writer::{Answer, Change, Outcome};
 use crate::storage::{drivers, pool};
 use crate::telemetry::{self, ActorLine};
 use diesel_async::AsyncConnection;
@@ -157,9 +157,10 @@ impl Write {
             request_id: meta.request_id.as_str().to_owned(),
             actor: meta.actor.clone(),
             deadline: meta.deadline,
-            answer: meta.idempotency.clone().map(|(key, message)| {
-                let render: Render = Arc::new(move |row| crate::http::success_body(message, row));
-                (key, render)
+            answer: meta.idempotency.clone().map(|(key, message)| Answer {
+                key,
+                status: 200,
+                render: Arc::new(move |row| crate::http::success_body(message, row)),
             }),
         };
         match self {

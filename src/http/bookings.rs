@@ -10,17 +10,23 @@ use utoipa::ToSchema;
 
 use super::extract::{self, Keyed};
 use super::idempotent;
+use super::success_body;
 use super::{respond, respond_list, State};
+use crate::actors::BookingError;
 use crate::auth::{rules, Principal};
 use crate::domain::booking::BookingStatus;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError, GeoPoint};
 use crate::error::ApiError;
 use crate::http::openapi::{Envelope, IdPath, IdempotencyHeader, ListEnvelope};
-use crate::storage::bookings::{self, Audit, NewBooking, UserRef};
+use crate::storage::bookings::{self, NewBooking, UserRef};
+use crate::storage::idempotency::IdempotencyKey;
 use crate::storage::models::{Booking, BookingDetail, BookingEvent};
 use crate::storage::pool;
-use diesel_async::AsyncConnection;
+use crate::storage::writer::{Answer, Create, Created};
+use crate::storage::StoreError;
+use std::sync::Arc;
+use std::time::Instant;
 
 /// The example is the tutorial's request: a seeded rider at City Hall, where the seeded drivers
 /// wait, so on `make run` it can be assigned.
@@ -120,68 +126,74 @@ pub async fn create(
     const CREATED: &str = "Booking request created successfully";
     let new = NewBooking::try_from(request.body)?;
     rules::is_rider(&caller, new.rider_id)?;
-    let mut conn = pool::conn(&state.deps.pool).await?;
-    let actor = caller.to_string();
-    let audit = Audit {
-        node_id: &state.deps.node_id.0,
-        request_id: request_id.as_str(),
-        fencing_token: bookings::CREATED_TOKEN,
-        actor: Some(&actor),
-    };
-    let rider_missing = |e: &diesel::result::Error| {
-        matches!(
-            e,
-            diesel::result::Error::DatabaseError(
-                diesel::result::DatabaseErrorKind::ForeignKeyViolation,
-                _,
-            )
-        )
-    };
     let most = state.deps.booking.max_active_per_rider;
-    let Some(key) = request.key else {
-        return match bookings::create(&mut conn, &new, most, audit).await {
-            Ok(Some(booking)) => {
-                state.registry.adopt(booking.clone());
-                Ok(respond(StatusCode::CREATED, CREATED, booking))
-            }
-            Ok(None) => Err(too_many_active(most)),
-            Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
-            Err(e) => Err(e.into()),
-        };
-    };
-    if let Some(answer) = idempotent::replay(&mut conn, Some(&key)).await? {
+    let key = request.key;
+    if let Some(answer) = replay(&state, key.as_ref()).await? {
         return Ok(answer);
     }
-    // The booking and the stored answer commit together. A rider at its limit gets no booking
-    // and no stored answer (a retry once a ride ended may succeed): the transaction ends with
-    // `NotFound`, which nothing else in it can raise (the creation reads with `optional`).
-    let outcome = conn
-        .transaction(async |tx| {
-            let booking = bookings::create(tx, &new, most, audit)
-                .await?
-                .ok_or(diesel::result::Error::NotFound)?;
-            let body =
-                idempotent::answer(tx, Some(&key), StatusCode::CREATED, CREATED, &booking).await?;
-            Ok((body, booking))
-        })
-        .await
-        .map(|(body, booking)| {
-            state.registry.adopt(booking);
-            body
-        });
-    match idempotent::finish(&mut conn, Some(&key), StatusCode::CREATED, outcome).await? {
-        Ok(response) => Ok(response),
+    // Written by the node's group-commit writer with whatever else is waiting; the booking and
+    // its stored answer commit together. A rider at its limit gets no booking and no stored
+    // answer (a retry once a ride ended may succeed).
+    let create = Create {
+        new,
+        max_active: most,
+        token: bookings::CREATED_TOKEN,
+        request_id: request_id.as_str().to_owned(),
+        actor: Some(caller.to_string()),
+        deadline: Instant::now() + state.deps.request_timeout,
+        answer: key.clone().map(|key| Answer {
+            key,
+            status: 201,
+            render: Arc::new(|row| success_body(CREATED, row)),
+        }),
+    };
+    let rider = create.new.rider_id;
+    let outcome = match state.deps.writer.create(create).await {
+        Err(StoreError::Query(e)) if rider_missing(&e) => return Err(rider_not_found(rider)),
+        outcome => outcome?,
+    };
+    match outcome {
+        Created::Created(booking) => {
+            state.registry.adopt((*booking).clone());
+            Ok(respond(StatusCode::CREATED, CREATED, booking))
+        }
         // A copy of this request with the same key may have made the booking that filled the
-        // rider's share while this one waited for the rider's lock: its answer is this one's.
-        Err(diesel::result::Error::NotFound) => {
-            match idempotent::replay(&mut conn, Some(&key)).await? {
-                Some(answer) => Ok(answer),
-                None => Err(too_many_active(most)),
+        // rider's share, or stored its answer first: its answer is this one's.
+        Created::AtLimit | Created::KeyTaken => {
+            match (replay(&state, key.as_ref()).await?, outcome) {
+                (Some(answer), _) => Ok(answer),
+                (None, Created::AtLimit) => Err(too_many_active(most)),
+                (None, _) => Err(ApiError::Internal(anyhow::anyhow!(
+                    "idempotency key taken but no answer stored"
+                ))),
             }
         }
-        Err(e) if rider_missing(&e) => Err(rider_not_found(&new)),
-        Err(e) => Err(e.into()),
+        Created::Expired => Err(BookingError::DeadlinePassed.into()),
     }
+}
+
+/// The answer stored under `key`, if any (read on a connection of its own, which is not held
+/// while the writer works).
+async fn replay(
+    state: &State,
+    key: Option<&IdempotencyKey>,
+) -> Result<Option<HttpResponse>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    idempotent::replay(&mut conn, Some(key)).await
+}
+
+/// True when the insert failed because the rider does not exist.
+fn rider_missing(error: &diesel::result::Error) -> bool {
+    matches!(
+        error,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::ForeignKeyViolation,
+            _,
+        )
+    )
 }
 
 /// 409 `too_many_active_bookings`: the rider has `most` bookings pending, assigned or accepted.
@@ -193,8 +205,8 @@ fn too_many_active(most: u32) -> ApiError {
     )
 }
 
-fn rider_not_found(new: &NewBooking) -> ApiError {
-    ApiError::not_found("rider_not_found", "Rider", new.rider_id)
+fn rider_not_found(rider: RiderId) -> ApiError {
+    ApiError::not_found("rider_not_found", "Rider", rider)
 }
 
 /// One booking with its parties' names and phones (its rider, its driver, or ops).

@@ -10,9 +10,12 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use ridelock::domain::booking::BookingStatus;
 use ridelock::domain::ids::DriverId;
+use ridelock::domain::ids::RiderId;
 use ridelock::domain::values::Fare;
+use ridelock::domain::values::GeoPoint;
+use ridelock::storage::bookings::NewBooking;
 use ridelock::storage::idempotency::IdempotencyKey;
-use ridelock::storage::writer::{Change, Outcome, Render, Writer};
+use ridelock::storage::writer::{Answer, Change, Create, Created, Outcome, Writer};
 use ridelock::storage::StoreError;
 
 use crate::helpers::{spawn_app, TestApp, PICKUP};
@@ -40,13 +43,15 @@ fn cancel(booking: i64, token: i64) -> Change {
 }
 
 fn keyed(mut change: Change, key: &str) -> Change {
-    let key = IdempotencyKey {
-        scope: "ops:test".to_owned(),
-        key: key.to_owned(),
-        fingerprint: "f".repeat(64),
-    };
-    let render: Render = Arc::new(|row| format!(r#"{{"status":"{}"}}"#, row.status));
-    change.answer = Some((key, render));
+    change.answer = Some(Answer {
+        key: IdempotencyKey {
+            scope: "ops:test".to_owned(),
+            key: key.to_owned(),
+            fingerprint: "f".repeat(64),
+        },
+        status: 200,
+        render: Arc::new(|row| format!(r#"{{"status":"{}"}}"#, row.status)),
+    });
     change
 }
 
@@ -305,4 +310,134 @@ async fn a_change_whose_deadline_passed_in_the_queue_is_not_written() {
     )
     .await;
     assert_eq!(pending, 1, "nothing written for the request that gave up");
+}
+
+fn create(rider: i64, max_active: u32) -> Create {
+    let at = |lat, lng| GeoPoint::new(lat, lng, "lat", "lng").expect("coordinates");
+    Create {
+        new: NewBooking {
+            rider_id: RiderId(rider),
+            pickup: at(PICKUP.0, PICKUP.1),
+            dropoff: at(40.7589, -73.9851),
+            estimated_fare: Fare::from_amount(15.5, "estimated_fare").expect("fare"),
+            vehicle_type: None,
+        },
+        max_active,
+        token: 1,
+        request_id: format!("req-create-{rider}"),
+        actor: Some(format!("rider:{rider}")),
+        deadline: Instant::now() + Duration::from_secs(10),
+        answer: None,
+    }
+}
+
+#[actix_web::test]
+async fn creations_sent_together_keep_each_riders_limit_and_an_unknown_rider_fails_alone() {
+    // Arrange: three riders with a limit of 4 active bookings each.
+    let app = spawn_app().await;
+    let riders = [app.rider().await, app.rider().await, app.rider().await];
+    let writer = writer_for(&app);
+
+    // Act: ten creations per rider, interleaved, and one for a rider that does not exist.
+    let mut creates: Vec<Create> = (0..30).map(|i| create(riders[i % 3], 4)).collect();
+    creates.push(create(i64::MAX, 4));
+    let sent = creates.len();
+    let outcomes = futures::future::join_all(creates.into_iter().map(|c| writer.create(c))).await;
+
+    // Assert: four bookings per rider, the rest refused at the limit; the unknown rider's
+    // creation failed on its own foreign key.
+    let mut made = std::collections::HashMap::new();
+    for (i, outcome) in outcomes[..30].iter().enumerate() {
+        match outcome {
+            Ok(Created::Created(row)) => {
+                assert_eq!(row.rider_id, riders[i % 3]);
+                assert_eq!((row.status.as_str(), row.fencing_token), ("pending", 1));
+                *made.entry(row.rider_id).or_insert(0) += 1;
+            }
+            Ok(Created::AtLimit) => {}
+            other => panic!("creation {i}: {other:?}"),
+        }
+    }
+    assert_eq!(
+        made.values().copied().collect::<Vec<_>>(),
+        [4, 4, 4],
+        "{made:?}"
+    );
+    assert!(
+        matches!(outcomes[30], Err(StoreError::Query(_))),
+        "{:?}",
+        outcomes[30]
+    );
+    assert!(
+        batches(&writer) < sent as u64,
+        "{} batches",
+        batches(&writer)
+    );
+    for rider in riders {
+        let active = count(
+            &app,
+            &format!("SELECT count(*) AS n FROM bookings WHERE rider_id = {rider} AND status = 'pending'"),
+        )
+        .await;
+        assert_eq!(active, 4, "rider {rider}");
+    }
+    let events = count(
+        &app,
+        "SELECT count(*) AS n FROM booking_events e JOIN bookings b ON b.id = e.booking_id \
+         WHERE e.node_id = 'writer-test' AND e.from_status IS NULL AND e.to_status = 'pending' \
+         AND e.fencing_token = 1 AND b.fencing_token = 1",
+    )
+    .await;
+    assert_eq!(
+        events, 12,
+        "one creation event per booking, under its token"
+    );
+}
+
+#[actix_web::test]
+async fn two_copies_of_a_keyed_creation_in_one_batch_make_one_booking() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let writer = writer_for(&app);
+    let keyed = || {
+        let mut copy = create(rider, 10);
+        copy.answer = Some(Answer {
+            key: IdempotencyKey {
+                scope: format!("rider:{rider}"),
+                key: "once".to_owned(),
+                fingerprint: "c".repeat(64),
+            },
+            status: 201,
+            render: Arc::new(|row| format!(r#"{{"id":{}}}"#, row.id)),
+        });
+        copy
+    };
+
+    // Act
+    let (first, second) = futures::join!(writer.create(keyed()), writer.create(keyed()));
+
+    // Assert: the first copy created the booking and stored its answer; the second wrote
+    // nothing and is told the key is taken (its caller replays the stored answer).
+    let Ok(Created::Created(booking)) = first else {
+        panic!("{first:?}")
+    };
+    assert!(matches!(second, Ok(Created::KeyTaken)), "{second:?}");
+    assert_eq!(batches(&writer), 1);
+    let bookings = count(
+        &app,
+        &format!("SELECT count(*) AS n FROM bookings WHERE rider_id = {rider}"),
+    )
+    .await;
+    assert_eq!(bookings, 1);
+    let stored = count(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'once' AND status = 201 \
+             AND body = '{{\"id\":{}}}'",
+            booking.id
+        ),
+    )
+    .await;
+    assert_eq!(stored, 1);
 }

@@ -1,0 +1,351 @@
+//! The node's group-commit writer: booking actors hand it their fenced state changes, and the
+//! HTTP layer its new bookings; it applies everything that piled up as a few set-based
+//! statements (`UPDATE … FROM unnest(…)`, `INSERT … SELECT … FROM unnest(…)`), so many requests
+//! share one round trip per statement, one statement set-up and one commit.
+//!
+//! - **Nothing about safety changes.** Each change keeps its own condition (booking id, fencing
+//!   token, expected status, and for a taken-back offer the offer itself); its driver release
+//!   and audit event are written only for a row whose condition held. Each creation keeps the
+//!   per-rider limit exactly as `create_booking_within_limit` does: the riders' rows are locked
+//!   first, and the count is taken by the next statement, whose snapshot sees every booking the
+//!   previous holders committed. An idempotency record commits in the same transaction as its
+//!   change. Every caller is answered after the commit.
+//! - **One row's failure is its own.** A stale token makes that row's update match nothing; a
+//!   rider at its limit gets no row; the others are written. Should a statement fail anyway (an
+//!   unknown rider's foreign key, say), each item of the batch is retried alone, so only the one
+//!   at fault fails.
+//! - **No fixed wait.** The writer takes the first item as soon as it comes and, with it,
+//!   whatever else is already queued; the next batch forms while this one is in flight. A lone
+//!   item goes out at once.
+//!
+//! One booking appears at most once per batch (a second change of the same booking waits for
+//! the next), so every row of the change statement is a different booking.
+
+mod batch;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use super::bookings::{NewBooking, ReleasedDriver};
+use super::idempotency::IdempotencyKey;
+use super::models::Booking;
+use super::pool::{self, PgPool, StoreError};
+use crate::domain::booking::BookingStatus;
+use crate::domain::ids::DriverId;
+use crate::domain::values::Fare;
+
+/// How to render the answer stored under an idempotency key from the written row.
+pub type Render = Arc<dyn Fn(&Booking) -> String + Send + Sync>;
+
+/// The answer to store under a request's `Idempotency-Key`, committed with its change.
+pub struct Answer {
+    pub key: IdempotencyKey,
+    /// The HTTP status of the answer (2xx).
+    pub status: i16,
+    pub render: Render,
+}
+
+/// One booking's state change, with the condition it is written under.
+pub struct Change {
+    pub booking_id: i64,
+    /// The writer's fencing token: the row is changed only while it still carries it.
+    pub token: i64,
+    pub from: BookingStatus,
+    pub to: BookingStatus,
+    pub actual_fare: Option<Fare>,
+    pub cancellation_reason: Option<String>,
+    /// The driver the change hands back (online again, no current booking).
+    pub release_driver: Option<DriverId>,
+    /// For a taken-back offer: the `assigned_at` of the very offer taken back. The booking must
+    /// still be assigned to `release_driver` by that offer; it goes back to pending without a
+    /// driver (or, cancelled, keeps it).
+    pub offer: Option<DateTime<Utc>>,
+    pub request_id: String,
+    pub actor: Option<String>,
+    /// When the requester gives up: an item still queued then is not written, so a change is
+    /// never made after its requester was told it failed (one already in a batch is committed).
+    pub deadline: Instant,
+    pub answer: Option<Answer>,
+}
+
+/// A new booking, created under `token` unless its rider already has `max_active` active ones.
+pub struct Create {
+    pub new: NewBooking,
+    pub max_active: u32,
+    /// The fencing token the booking is inserted with (the creating node's actor owns it).
+    pub token: i64,
+    pub request_id: String,
+    pub actor: Option<String>,
+    /// See [`Change::deadline`].
+    pub deadline: Instant,
+    pub answer: Option<Answer>,
+}
+
+/// What became of one change.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Written: the new row, and the driver it handed back.
+    Written(Box<Booking>, Option<ReleasedDriver>),
+    /// The row no longer matched the change's condition (stale token): nothing was written.
+    Fenced,
+    /// A copy of the request with the same `Idempotency-Key` stored its answer first: this
+    /// change was not made.
+    KeyTaken,
+    /// The deadline passed while the change waited for a batch: it was not written.
+    Expired,
+}
+
+/// What became of one creation.
+#[derive(Debug)]
+pub enum Created {
+    Created(Box<Booking>),
+    /// The rider already has its share of active bookings: nothing was written.
+    AtLimit,
+    /// See [`Outcome::KeyTaken`].
+    KeyTaken,
+    /// See [`Outcome::Expired`].
+    Expired,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+enum Job {
+    Change(Change, Reply<Outcome>),
+    Create(Create, Reply<Created>),
+}
+
+impl Job {
+    fn deadline(&self) -> Instant {
+        match self {
+            Self::Change(change, _) => change.deadline,
+            Self::Create(create, _) => create.deadline,
+        }
+    }
+
+    fn booking_id(&self) -> Option<i64> {
+        match self {
+            Self::Change(change, _) => Some(change.booking_id),
+            Self::Create(..) => None,
+        }
+    }
+
+    /// Answers a job that was never written.
+    fn expire(self) {
+        // A caller that stopped waiting has nothing to be told.
+        match self {
+            Self::Change(_, reply) => drop(reply.send(Ok(Outcome::Expired))),
+            Self::Create(_, reply) => drop(reply.send(Ok(Created::Expired))),
+        }
+    }
+}
+
+/// How many items each batch carried: a cumulative histogram for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BatchSizes {
+    /// Batches with at most `BUCKETS[i]` items (not cumulative here; summed when read).
+    counts: [AtomicU64; BUCKETS.len() + 1],
+    items: AtomicU64,
+}
+
+/// Upper bounds of the batch-size buckets.
+pub const BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
+impl BatchSizes {
+    fn record(&self, size: usize) {
+        let size = size as u64;
+        let slot = BUCKETS
+            .iter()
+            .position(|&bound| size <= bound)
+            .unwrap_or(BUCKETS.len());
+        self.counts[slot].fetch_add(1, Ordering::Relaxed);
+        self.items.fetch_add(size, Ordering::Relaxed);
+    }
+
+    /// Cumulative counts per bucket (the last is `+Inf`, every batch), and the items in all.
+    pub fn snapshot(&self) -> ([u64; BUCKETS.len() + 1], u64) {
+        let mut cumulative = [0; BUCKETS.len() + 1];
+        let mut sum = 0;
+        for (slot, count) in self.counts.iter().enumerate() {
+            sum += count.load(Ordering::Relaxed);
+            cumulative[slot] = sum;
+        }
+        (cumulative, self.items.load(Ordering::Relaxed))
+    }
+}
+
+/// The handle actors and handlers write through; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::UnboundedSender<Job>,
+    sizes: Arc<BatchSizes>,
+}
+
+impl Writer {
+    /// Most items in one batch: beyond this a statement's own work dominates and a longer batch
+    /// only delays its first item.
+    pub const MAX_BATCH: usize = 128;
+
+    /// Starts the writer's task on the current actix/tokio runtime; it ends when every handle
+    /// is dropped. `node_id` goes into every audit event it writes.
+    pub fn start(pool: PgPool, node_id: String) -> Self {
+        let (jobs, queue) = mpsc::unbounded_channel();
+        let sizes = Arc::new(BatchSizes::default());
+        actix_rt::spawn(run(pool, node_id, queue, sizes.clone()));
+        Self { jobs, sizes }
+    }
+
+    pub fn batch_sizes(&self) -> &BatchSizes {
+        &self.sizes
+    }
+
+    /// Writes `change` with whatever else is waiting, and answers after the commit.
+    pub async fn write(&self, change: Change) -> Result<Outcome, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Change(change, reply), answer).await
+    }
+
+    /// Creates a booking with whatever else is waiting, and answers after the commit.
+    pub async fn create(&self, create: Create) -> Result<Created, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Create(create, reply), answer).await
+    }
+
+    async fn submit<T>(
+        &self,
+        job: Job,
+        answer: oneshot::Receiver<Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let gone = || StoreError::Unavailable(anyhow::anyhow!("the storage writer has stopped"));
+        self.jobs.send(job).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?
+    }
+}
+
+async fn run(
+    pool: PgPool,
+    node_id: String,
+    mut queue: mpsc::UnboundedReceiver<Job>,
+    sizes: Arc<BatchSizes>,
+) {
+    // Changes of a booking that already had one in the batch being formed.
+    let mut next: Vec<Job> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut next);
+        if batch.is_empty() {
+            match queue.recv().await {
+                Some(job) => batch.push(job),
+                None => return,
+            }
+        }
+        while batch.len() < Writer::MAX_BATCH {
+            let Ok(job) = queue.try_recv() else { break };
+            let taken = job
+                .booking_id()
+                .is_some_and(|id| batch.iter().any(|queued| queued.booking_id() == Some(id)));
+            match taken {
+                true => next.push(job),
+                false => batch.push(job),
+            }
+        }
+        let now = Instant::now();
+        let (batch, expired): (Vec<Job>, Vec<Job>) =
+            batch.into_iter().partition(|job| job.deadline() > now);
+        expired.into_iter().for_each(Job::expire);
+        if batch.is_empty() {
+            continue;
+        }
+        sizes.record(batch.len());
+        let (mut changes, mut change_replies, mut creates, mut create_replies) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for job in batch {
+            match job {
+                Job::Change(change, reply) => {
+                    changes.push(change);
+                    change_replies.push(reply);
+                }
+                Job::Create(create, reply) => {
+                    creates.push(create);
+                    create_replies.push(reply);
+                }
+            }
+        }
+        let (outcomes, created) = apply(&pool, &node_id, &changes, &creates).await;
+        // A caller that stopped waiting (its request timed out) has nothing to be told.
+        for (reply, outcome) in change_replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+        for (reply, outcome) in create_replies.into_iter().zip(created) {
+            let _ = reply.send(outcome);
+        }
+    }
+}
+
+type Results = (
+    Vec<Result<Outcome, StoreError>>,
+    Vec<Result<Created, StoreError>>,
+);
+
+/// Applies one batch; one result per item, in order. A failed statement is retried item by
+/// item, so a fault in one row fails only that item.
+async fn apply(pool: &PgPool, node_id: &str, changes: &[Change], creates: &[Create]) -> Results {
+    let fail_all = |error: &StoreError| -> Results {
+        (
+            changes.iter().map(|_| Err(unavailable(error))).collect(),
+            creates.iter().map(|_| Err(unavailable(error))).collect(),
+        )
+    };
+    let mut conn = match pool::conn(pool).await {
+        Ok(conn) => conn,
+        Err(error) => return fail_all(&error),
+    };
+    let together = batch::write(&mut conn, node_id, changes, creates)
+        .await
+        .map_err(StoreError::from);
+    let error = match together {
+        Ok((outcomes, created)) => {
+            return (
+                outcomes.into_iter().map(Ok).collect(),
+                created.into_iter().map(Ok).collect(),
+            )
+        }
+        Err(StoreError::Query(error)) if changes.len() + creates.len() == 1 => {
+            return match changes.is_empty() {
+                false => (vec![Err(StoreError::Query(error))], Vec::new()),
+                true => (Vec::new(), vec![Err(StoreError::Query(error))]),
+            };
+        }
+        Err(StoreError::Query(error)) => error,
+        Err(error) => return fail_all(&error),
+    };
+    log::warn!(
+        "write batch of {} failed, writing one by one: {error}",
+        changes.len() + creates.len()
+    );
+    let mut results: Results = (Vec::new(), Vec::new());
+    for change in changes {
+        let alone = batch::write(&mut conn, node_id, std::slice::from_ref(change), &[]).await;
+        results.0.push(
+            alone
+                .map(|(mut o, _)| o.remove(0))
+                .map_err(StoreError::from),
+        );
+    }
+    for create in creates {
+        let alone = batch::write(&mut conn, node_id, &[], std::slice::from_ref(create)).await;
+        results.1.push(
+            alone
+                .map(|(_, mut c)| c.remove(0))
+                .map_err(StoreError::from),
+        );
+    }
+    results
+}
+
+/// The same outage for every item of a batch (`StoreError` is not `Clone`).
+fn unavailable(error: &StoreError) -> StoreError {
+    StoreError::Unavailable(anyhow::anyhow!("{error:#}"))
+}
