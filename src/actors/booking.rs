@@ -24,7 +24,7 @@ use crate::storage::bookings::{
 };
 use crate::storage::idempotency::{self, IdempotencyKey};
 use crate::storage::models::{Booking, Driver};
-use crate::storage::writer::{Answer, Change, Outcome};
+use crate::storage::writer::{Answer, Assigned, Assignment, Change, Outcome};
 use crate::storage::{drivers, pool};
 use crate::telemetry::{self, ActorLine};
 use diesel_async::AsyncConnection;
@@ -160,7 +160,7 @@ impl Write {
             answer: meta.idempotency.clone().map(|(key, message)| Answer {
                 key,
                 status: 200,
-                render: Arc::new(move |row| crate::http::success_body(message, row)),
+                render: Arc::new(move |row, _| crate::http::success_body(message, row)),
             }),
         };
         match self {
@@ -727,28 +727,9 @@ async fn assign_nearest(
     meta: &RequestMeta,
     mut confirmed: bool,
 ) -> Result<(Booking, Driver), BookingError> {
-    let idempotency = meta.idempotency.as_ref();
-    let mut conn = pool::conn(&deps.pool).await?;
-    let audit = Audit {
-        node_id: &deps.node_id.0,
-        request_id: meta.request_id.as_str(),
-        fencing_token: token,
-        actor: meta.actor.as_deref(),
-    };
-    let skip = Claim::SkipLocked;
     if let Some(indexed) = indexed_candidates(deps, &booking).await {
         confirmed |= !indexed.is_empty();
-        if let Some(done) = claim_first(
-            deps,
-            &mut conn,
-            &booking,
-            &indexed,
-            skip,
-            audit,
-            idempotency,
-        )
-        .await?
-        {
+        if let Some(done) = claim_batched(deps, &booking, token, indexed, meta).await? {
             return Ok(done);
         }
     }
@@ -756,12 +737,8 @@ async fn assign_nearest(
     // drivers released meanwhile are online again, so search again. The last round waits for
     // locked candidates instead of skipping them: only a search that finds nobody online, or
     // finds every candidate taken after waiting, means no driver is available.
+    let mut conn = pool::conn(&deps.pool).await?;
     for round in 1..=SQL_SEARCH_ROUNDS {
-        let claim = if round == SQL_SEARCH_ROUNDS {
-            Claim::Wait
-        } else {
-            Claim::SkipLocked
-        };
         let online: Vec<DriverId> = drivers::nearby_sql(
             &mut conn,
             booking.pickup(),
@@ -777,17 +754,11 @@ async fn assign_nearest(
             break;
         }
         confirmed = true;
-        if let Some(done) = claim_first(
-            deps,
-            &mut conn,
-            &booking,
-            &online,
-            claim,
-            audit,
-            idempotency,
-        )
-        .await?
-        {
+        let claimed = match round == SQL_SEARCH_ROUNDS {
+            false => claim_batched(deps, &booking, token, online, meta).await?,
+            true => claim_waiting(deps, &mut conn, &booking, token, &online, meta).await?,
+        };
+        if let Some(done) = claimed {
             return Ok(done);
         }
     }
@@ -799,24 +770,72 @@ async fn assign_nearest(
     })
 }
 
-/// The first of `candidates` that can be claimed, assigned to `booking`, in one transaction.
-async fn claim_first(
+/// The first of `candidates` that is free and not locked, assigned to `booking` through the
+/// node's group-commit writer, with the assignments of other bookings waiting at the same time.
+async fn claim_batched(
+    deps: &SharedDeps,
+    booking: &Booking,
+    token: i64,
+    candidates: Vec<DriverId>,
+    meta: &RequestMeta,
+) -> Result<Option<(Booking, Driver)>, BookingError> {
+    if candidates.is_empty() {
+        return Ok(None);
+    }
+    let assign = Assignment {
+        booking_id: booking.id,
+        token,
+        candidates,
+        vehicle_type: booking.vehicle_type.clone(),
+        request_id: meta.request_id.as_str().to_owned(),
+        actor: meta.actor.clone(),
+        deadline: meta.deadline,
+        answer: meta.idempotency.clone().map(|(key, message)| Answer {
+            key,
+            status: 200,
+            render: Arc::new(move |row, driver| {
+                let data = serde_json::json!({ "booking": row, "driver": driver });
+                crate::http::success_body(message, data)
+            }),
+        }),
+    };
+    match deps.writer.assign(assign).await? {
+        Assigned::Assigned(assigned, driver) => {
+            remove_from_index(deps, DriverId(driver.id));
+            Ok(Some((*assigned, *driver)))
+        }
+        Assigned::NoneFree => Ok(None),
+        Assigned::Fenced => Err(BookingError::Fenced),
+        Assigned::KeyTaken => Err(BookingError::KeyTaken),
+        Assigned::Expired => Err(BookingError::DeadlinePassed),
+    }
+}
+
+/// Like [`claim_batched`], but waiting for candidates another transaction holds locked: on its
+/// own, outside any batch (a batch never waits on a lock), in one transaction with the stored
+/// answer when the request has an idempotency key.
+async fn claim_waiting(
     deps: &SharedDeps,
     conn: &mut diesel_async::AsyncPgConnection,
     booking: &Booking,
+    token: i64,
     candidates: &[DriverId],
-    claim: Claim,
-    audit: Audit<'_>,
-    idempotency: Option<&(IdempotencyKey, &'static str)>,
+    meta: &RequestMeta,
 ) -> Result<Option<(Booking, Driver)>, BookingError> {
-    let claimed = match idempotency {
-        None => store::assign(conn, booking, candidates, claim, audit)
+    let audit = Audit {
+        node_id: &deps.node_id.0,
+        request_id: meta.request_id.as_str(),
+        fencing_token: token,
+        actor: meta.actor.as_deref(),
+    };
+    let claimed = match &meta.idempotency {
+        None => store::assign(conn, booking, candidates, Claim::Wait, audit)
             .await
             .map_err(Claimed::Assign),
         // The assignment and its stored answer commit together, or neither does.
         Some((key, message)) => {
             conn.transaction(async |tx| {
-                let claimed = store::assign(tx, booking, candidates, claim, audit)
+                let claimed = store::assign(tx, booking, candidates, Claim::Wait, audit)
                     .await
                     .map_err(Claimed::Assign)?;
                 if let Some((assigned, driver)) = &claimed {

@@ -144,7 +144,7 @@ pub async fn create(
         answer: key.clone().map(|key| Answer {
             key,
             status: 201,
-            render: Arc::new(|row| success_body(CREATED, row)),
+            render: Arc::new(|row, _| success_body(CREATED, row)),
         }),
     };
     let rider = create.new.rider_id;

@@ -266,7 +266,7 @@ impl Claim {
 
 /// The assigned booking and its claimed driver, as [`assign_sql`] returns them.
 #[derive(QueryableByName)]
-struct AssignRow {
+pub(crate) struct AssignRow {
     #[diesel(embed)]
     booking: Booking,
     #[diesel(sql_type = BigInt)]
@@ -296,7 +296,7 @@ struct AssignRow {
 }
 
 impl AssignRow {
-    fn split(self) -> (Booking, Driver) {
+    pub(crate) fn split(self) -> (Booking, Driver) {
         let driver = Driver {
             id: self.d_id,
             name: self.d_name,

@@ -15,7 +15,9 @@ use ridelock::domain::values::Fare;
 use ridelock::domain::values::GeoPoint;
 use ridelock::storage::bookings::NewBooking;
 use ridelock::storage::idempotency::IdempotencyKey;
-use ridelock::storage::writer::{Answer, Change, Create, Created, Outcome, Writer};
+use ridelock::storage::writer::{
+    Answer, Assigned, Assignment, Change, Create, Created, Outcome, Writer,
+};
 use ridelock::storage::StoreError;
 
 use crate::helpers::{spawn_app, TestApp, PICKUP};
@@ -50,7 +52,7 @@ fn keyed(mut change: Change, key: &str) -> Change {
             fingerprint: "f".repeat(64),
         },
         status: 200,
-        render: Arc::new(|row| format!(r#"{{"status":"{}"}}"#, row.status)),
+        render: Arc::new(|row, _| format!(r#"{{"status":"{}"}}"#, row.status)),
     });
     change
 }
@@ -409,7 +411,7 @@ async fn two_copies_of_a_keyed_creation_in_one_batch_make_one_booking() {
                 fingerprint: "c".repeat(64),
             },
             status: 201,
-            render: Arc::new(|row| format!(r#"{{"id":{}}}"#, row.id)),
+            render: Arc::new(|row, _| format!(r#"{{"id":{}}}"#, row.id)),
         });
         copy
     };
@@ -440,4 +442,71 @@ async fn two_copies_of_a_keyed_creation_in_one_batch_make_one_booking() {
     )
     .await;
     assert_eq!(stored, 1);
+}
+
+#[actix_web::test]
+async fn assignments_sent_together_never_give_one_driver_twice() {
+    // Arrange: six pending bookings (token 0) that all want the same three drivers, one of them
+    // under a stale token.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let mut drivers = Vec::new();
+    for i in 0..3 {
+        drivers.push(DriverId(
+            app.online_driver(PICKUP.0 + 0.001 * f64::from(i), PICKUP.1)
+                .await,
+        ));
+    }
+    let mut bookings = Vec::new();
+    for _ in 0..6 {
+        bookings.push(app.unowned_booking(rider, PICKUP.0, PICKUP.1).await);
+    }
+    let writer = writer_for(&app);
+    let assign = |booking: i64, token: i64| Assignment {
+        booking_id: booking,
+        token,
+        candidates: drivers.clone(),
+        vehicle_type: None,
+        request_id: format!("req-assign-{booking}"),
+        actor: Some("ops:test".to_owned()),
+        deadline: Instant::now() + Duration::from_secs(10),
+        answer: None,
+    };
+
+    // Act
+    let outcomes = futures::future::join_all(
+        bookings
+            .iter()
+            .enumerate()
+            .map(|(i, &b)| writer.assign(assign(b, if i == 1 { 9 } else { 0 }))),
+    )
+    .await;
+
+    // Assert: the first three eligible bookings, in order, got the three drivers, each its own;
+    // the stale one is fenced; the last two found nobody free.
+    let outcomes: Vec<Assigned> = outcomes.into_iter().map(|o| o.expect("assigned")).collect();
+    let mut given = Vec::new();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match (i, outcome) {
+            (0 | 2 | 3, Assigned::Assigned(booking, driver)) => {
+                assert_eq!(booking.driver_id, Some(driver.id));
+                assert_eq!(
+                    (booking.status.as_str(), driver.status.as_str()),
+                    ("assigned", "busy")
+                );
+                given.push(driver.id);
+            }
+            (1, Assigned::Fenced) | (4 | 5, Assigned::NoneFree) => {}
+            other => panic!("assignment {i}: {other:?}"),
+        }
+    }
+    given.sort();
+    assert_eq!(given, drivers.iter().map(|d| d.0).collect::<Vec<_>>());
+    assert_eq!(batches(&writer), 1, "one batch");
+    let events = count(
+        &app,
+        "SELECT count(*) AS n FROM booking_events WHERE node_id = 'writer-test' AND to_status = 'assigned'",
+    )
+    .await;
+    assert_eq!(events, 3);
 }

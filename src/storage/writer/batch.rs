@@ -3,16 +3,18 @@
 use std::collections::HashMap;
 
 use chrono::Utc;
-use diesel::sql_types::{Array, BigInt, Double, Nullable, Numeric, SmallInt, Text, Timestamptz};
+use diesel::sql_types::{
+    Array, BigInt, Bool, Double, Integer, Nullable, Numeric, SmallInt, Text, Timestamptz,
+};
 use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 
-use super::{Answer, Change, Create, Created, Outcome};
+use super::{Answer, Assigned, Assignment, Change, Create, Created, Outcome};
 use crate::domain::ids::DriverId;
 use crate::domain::values::GeoPoint;
-use crate::storage::bookings::ReleasedDriver;
+use crate::storage::bookings::{AssignRow, ReleasedDriver};
 use crate::storage::idempotency::IdempotencyKey;
-use crate::storage::models::{fare_to_decimal, Booking};
+use crate::storage::models::{fare_to_decimal, Booking, Driver};
 use crate::storage::prepared::prepared;
 
 /// Every change's condition, new values and audit fields as parallel arrays, one statement.
@@ -82,6 +84,30 @@ impl ChangedRow {
         (self.booking, released)
     }
 }
+
+/// Every assignment of the batch in one call: see migration `000012` for how the claims stay
+/// greedy in order within a batch and never wait.
+const ASSIGN_SQL: &str = "\
+SELECT ord, claimed, fenced FROM assign_bookings($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
+#[derive(QueryableByName)]
+struct ClaimRow {
+    #[diesel(sql_type = Integer)]
+    ord: i32,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    claimed: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    fenced: bool,
+}
+
+/// The assigned bookings with their drivers, as `storage::bookings::assign` returns them.
+const ASSIGNED_ROWS_SQL: &str = "\
+SELECT b.*, c.id AS d_id, c.name AS d_name, c.phone AS d_phone, c.email AS d_email,
+       c.lat AS d_lat, c.lng AS d_lng, c.status AS d_status, c.vehicle_type AS d_vehicle_type,
+       c.rating AS d_rating, c.current_booking_id AS d_current_booking_id,
+       c.created_at AS d_created_at, c.updated_at AS d_updated_at
+FROM bookings b JOIN drivers c ON c.id = b.driver_id
+WHERE b.id = ANY($1)";
 
 /// Locks the rows of the riders a batch creates bookings for, in one order (so two batches
 /// cannot deadlock on them), as `create_booking_within_limit` locks one: `FOR NO KEY UPDATE`
@@ -173,37 +199,50 @@ DELETE FROM idempotency_keys
 USING unnest($5::text[], $6::text[]) AS u(scope, key)
 WHERE idempotency_keys.scope = u.scope AND idempotency_keys.key = u.key";
 
-/// Writes one batch. Changes alone without keys are one statement, its own transaction; anything
-/// else runs in one transaction: the keys are claimed, the riders locked, the bookings created,
-/// the changes made and the answers stored, in that order.
-pub(super) async fn write(
-    conn: &mut AsyncPgConnection,
-    node_id: &str,
-    changes: &[Change],
-    creates: &[Create],
-) -> diesel::QueryResult<(Vec<Outcome>, Vec<Created>)> {
-    let keyed = changes.iter().any(|c| c.answer.is_some());
-    if creates.is_empty() && !keyed {
-        let mut written = write_changes(conn, node_id, changes.iter()).await?;
-        let outcomes = changes
-            .iter()
-            .map(|c| match written.remove(&c.booking_id) {
-                Some((row, released)) => Outcome::Written(Box::new(row), released),
-                None => Outcome::Fenced,
-            })
-            .collect();
-        return Ok((outcomes, Vec::new()));
+/// The items of one batch, by kind.
+#[derive(Clone, Copy, Default)]
+pub(super) struct Batch<'a> {
+    pub(super) changes: &'a [Change],
+    pub(super) creates: &'a [Create],
+    pub(super) assigns: &'a [Assignment],
+}
+
+/// One outcome per item of a [`Batch`], in the same order.
+pub(super) struct Done {
+    pub(super) changes: Vec<Outcome>,
+    pub(super) creates: Vec<Created>,
+    pub(super) assigns: Vec<Assigned>,
+}
+
+/// Which items hold their idempotency key (an item without one always does).
+struct Holds {
+    changes: Vec<bool>,
+    creates: Vec<bool>,
+    assigns: Vec<bool>,
+}
+
+impl Holds {
+    fn all(batch: Batch<'_>) -> Self {
+        Self {
+            changes: vec![true; batch.changes.len()],
+            creates: vec![true; batch.creates.len()],
+            assigns: vec![true; batch.assigns.len()],
+        }
     }
-    conn.transaction(async |tx| {
-        let answers = changes
+
+    /// Claims the batch's keys; each claimed key goes to the first item that carries it, so two
+    /// copies of one request (or one key reused for two requests) in one batch write once.
+    async fn claim(tx: &mut AsyncPgConnection, batch: Batch<'_>) -> diesel::QueryResult<Self> {
+        let answers = batch
+            .changes
             .iter()
-            .filter_map(|c| c.answer.as_ref())
-            .chain(creates.iter().filter_map(|c| c.answer.as_ref()));
-        let claimed = claim_keys(tx, answers.map(|a| &a.key).collect()).await?;
-        // Each claimed key goes to the first item of the batch that carries it: two copies of
-        // one request (or one key reused for two requests) in one batch write once.
+            .map(|c| &c.answer)
+            .chain(batch.creates.iter().map(|c| &c.answer))
+            .chain(batch.assigns.iter().map(|a| &a.answer));
+        let keys = answers.clone().flatten().map(|a| &a.key).collect();
+        let claimed = claim_keys(tx, keys).await?;
         let mut given: Vec<&(String, String)> = Vec::new();
-        let mut holds = |answer: &Option<Answer>| {
+        let mut holds = answers.map(|answer| {
             let Some(answer) = answer else { return true };
             let key = &answer.key;
             let claim = claimed
@@ -216,66 +255,121 @@ pub(super) async fn write(
                 }
                 _ => false,
             }
-        };
-        let change_holds: Vec<bool> = changes.iter().map(|c| holds(&c.answer)).collect();
-        let create_holds: Vec<bool> = creates.iter().map(|c| holds(&c.answer)).collect();
-        let admitted: Vec<&Create> = creates
-            .iter()
-            .zip(&create_holds)
-            .filter_map(|(create, holds)| holds.then_some(create))
-            .collect();
-        let mut inserted = create_bookings(tx, node_id, &admitted).await?;
-        let held = changes
-            .iter()
-            .zip(&change_holds)
-            .filter_map(|(change, holds)| holds.then_some(change));
-        let mut written = write_changes(tx, node_id, held).await?;
-        let mut settle = Settle::default();
-        let mut outcomes = Vec::with_capacity(changes.len());
-        for (change, holds) in changes.iter().zip(change_holds) {
-            let outcome = match holds {
-                false => Outcome::KeyTaken,
-                true => match written.remove(&change.booking_id) {
-                    Some((row, released)) => Outcome::Written(Box::new(row), released),
-                    None => Outcome::Fenced,
-                },
-            };
-            if let (Some(answer), true) = (&change.answer, holds) {
-                let row = match &outcome {
-                    Outcome::Written(row, _) => Some(&**row),
-                    _ => None,
-                };
-                settle.add(answer, row);
-            }
-            outcomes.push(outcome);
-        }
-        let mut created = Vec::with_capacity(creates.len());
-        // The admitted creations were sent in order, and `ord` counts them from 1.
-        let mut position = 0;
-        for (create, holds) in creates.iter().zip(create_holds) {
-            let outcome = match holds {
-                false => Created::KeyTaken,
-                true => {
-                    position += 1;
-                    match inserted.remove(&position) {
-                        Some(row) => Created::Created(Box::new(row)),
-                        None => Created::AtLimit,
-                    }
-                }
-            };
-            if let (Some(answer), true) = (&create.answer, holds) {
-                let row = match &outcome {
-                    Created::Created(row) => Some(&**row),
-                    _ => None,
-                };
-                settle.add(answer, row);
-            }
-            created.push(outcome);
-        }
+        });
+        Ok(Self {
+            changes: holds.by_ref().take(batch.changes.len()).collect(),
+            creates: holds.by_ref().take(batch.creates.len()).collect(),
+            assigns: holds.collect(),
+        })
+    }
+}
+
+/// Writes one batch. Without creations or keys every item is one row of one statement, its own
+/// transaction; otherwise everything runs in one transaction: the keys are claimed, the riders
+/// locked, the bookings created, the drivers claimed, the changes made and the answers stored,
+/// in that order.
+pub(super) async fn write(
+    conn: &mut AsyncPgConnection,
+    node_id: &str,
+    batch: Batch<'_>,
+) -> diesel::QueryResult<Done> {
+    let keyed = batch.changes.iter().any(|c| c.answer.is_some())
+        || batch.assigns.iter().any(|a| a.answer.is_some());
+    if batch.creates.is_empty() && !keyed {
+        let (done, _) = run(conn, node_id, batch, &Holds::all(batch)).await?;
+        return Ok(done);
+    }
+    conn.transaction(async |tx| {
+        let holds = Holds::claim(tx, batch).await?;
+        let (done, settle) = run(tx, node_id, batch, &holds).await?;
         settle.run(tx).await?;
-        Ok((outcomes, created))
+        Ok(done)
     })
     .await
+}
+
+/// The items that hold their keys.
+fn held<'a, T>(items: &'a [T], holds: &[bool]) -> Vec<&'a T> {
+    items
+        .iter()
+        .zip(holds)
+        .filter_map(|(item, holds)| holds.then_some(item))
+        .collect()
+}
+
+/// The statements of a batch, for the items that hold their keys; the outcomes, and the answers
+/// to store.
+async fn run<'a>(
+    conn: &mut AsyncPgConnection,
+    node_id: &str,
+    batch: Batch<'a>,
+    holds: &Holds,
+) -> diesel::QueryResult<(Done, Settle<'a>)> {
+    let mut inserted = create_bookings(conn, node_id, &held(batch.creates, &holds.creates)).await?;
+    let mut claimed = assign_drivers(conn, node_id, &held(batch.assigns, &holds.assigns)).await?;
+    let mut written = write_changes(conn, node_id, held(batch.changes, &holds.changes)).await?;
+    let mut settle = Settle::default();
+    let mut done = Done {
+        changes: Vec::with_capacity(batch.changes.len()),
+        creates: Vec::with_capacity(batch.creates.len()),
+        assigns: Vec::with_capacity(batch.assigns.len()),
+    };
+    // The admitted creations were sent in order, and `ord` counts them from 1.
+    let mut position = 0;
+    for (create, &holds) in batch.creates.iter().zip(&holds.creates) {
+        let outcome = match holds {
+            false => Created::KeyTaken,
+            true => {
+                position += 1;
+                match inserted.remove(&position) {
+                    Some(row) => Created::Created(Box::new(row)),
+                    None => Created::AtLimit,
+                }
+            }
+        };
+        if let (Some(answer), true) = (&create.answer, holds) {
+            let row = match &outcome {
+                Created::Created(row) => Some((&**row, None)),
+                _ => None,
+            };
+            settle.add(answer, row);
+        }
+        done.creates.push(outcome);
+    }
+    for (assign, &holds) in batch.assigns.iter().zip(&holds.assigns) {
+        let outcome = match holds {
+            false => Assigned::KeyTaken,
+            true => claimed
+                .remove(&assign.booking_id)
+                .unwrap_or(Assigned::NoneFree),
+        };
+        if let (Some(answer), true) = (&assign.answer, holds) {
+            let row = match &outcome {
+                Assigned::Assigned(row, driver) => Some((&**row, Some(&**driver))),
+                _ => None,
+            };
+            settle.add(answer, row);
+        }
+        done.assigns.push(outcome);
+    }
+    for (change, &holds) in batch.changes.iter().zip(&holds.changes) {
+        let outcome = match holds {
+            false => Outcome::KeyTaken,
+            true => match written.remove(&change.booking_id) {
+                Some((row, released)) => Outcome::Written(Box::new(row), released),
+                None => Outcome::Fenced,
+            },
+        };
+        if let (Some(answer), true) = (&change.answer, holds) {
+            let row = match &outcome {
+                Outcome::Written(row, _) => Some((&**row, None)),
+                _ => None,
+            };
+            settle.add(answer, row);
+        }
+        done.changes.push(outcome);
+    }
+    Ok((done, settle))
 }
 
 /// Inserts every key that is free, as a placeholder; the claimed ones as (scope, key).
@@ -305,13 +399,14 @@ struct Settle<'a> {
 }
 
 impl<'a> Settle<'a> {
-    /// `row`: what the request wrote, if it wrote anything; otherwise its key goes back (a
-    /// retry of the request is decided again).
-    fn add(&mut self, answer: &'a Answer, row: Option<&Booking>) {
+    /// `row`: what the request wrote (and the driver it claimed), if it wrote anything;
+    /// otherwise its key goes back (a retry of the request is decided again).
+    fn add(&mut self, answer: &'a Answer, row: Option<(&Booking, Option<&Driver>)>) {
         match row {
-            Some(row) => self
-                .answered
-                .push((&answer.key, answer.status, (answer.render)(row))),
+            Some((row, driver)) => {
+                let body = (answer.render)(row, driver);
+                self.answered.push((&answer.key, answer.status, body));
+            }
             None => self.given_back.push(&answer.key),
         }
     }
@@ -396,13 +491,90 @@ async fn create_bookings(
     Ok(rows.into_iter().map(|row| (row.ord, row.booking)).collect())
 }
 
-/// The changed rows by booking id, with the driver each handed back.
-async fn write_changes<'a>(
+/// Claims drivers for `assigns` in one call of `assign_bookings` (migration `000012`), then
+/// reads the assigned bookings and their drivers back: the outcomes by booking id.
+async fn assign_drivers(
     conn: &mut AsyncPgConnection,
     node_id: &str,
-    changes: impl Iterator<Item = &'a Change>,
+    assigns: &[&Assignment],
+) -> diesel::QueryResult<HashMap<i64, Assigned>> {
+    if assigns.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let candidates: Vec<i64> = assigns
+        .iter()
+        .flat_map(|a| a.candidates.iter().map(|d| d.0))
+        .collect();
+    let counts: Vec<i32> = assigns
+        .iter()
+        .map(|a| i32::try_from(a.candidates.len()).unwrap_or(i32::MAX))
+        .collect();
+    let claims: Vec<ClaimRow> = prepared(
+        diesel::sql_query(ASSIGN_SQL)
+            .bind::<Array<BigInt>, _>(assigns.iter().map(|a| a.booking_id).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(assigns.iter().map(|a| a.token).collect::<Vec<_>>())
+            .bind::<Array<BigInt>, _>(candidates)
+            .bind::<Array<Integer>, _>(counts)
+            .bind::<Array<Nullable<Text>>, _>(
+                assigns
+                    .iter()
+                    .map(|a| a.vehicle_type.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Text>, _>(
+                assigns
+                    .iter()
+                    .map(|a| a.request_id.as_str())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Array<Nullable<Text>>, _>(
+                assigns
+                    .iter()
+                    .map(|a| a.actor.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind::<Timestamptz, _>(Utc::now())
+            .bind::<Text, _>(node_id),
+    )
+    .load(conn)
+    .await?;
+    let mut outcomes = HashMap::with_capacity(assigns.len());
+    let mut assigned = Vec::new();
+    for claim in claims {
+        let Some(assign) = usize::try_from(claim.ord - 1)
+            .ok()
+            .and_then(|i| assigns.get(i))
+        else {
+            continue;
+        };
+        match (claim.claimed, claim.fenced) {
+            (Some(_), _) => assigned.push(assign.booking_id),
+            (None, true) => drop(outcomes.insert(assign.booking_id, Assigned::Fenced)),
+            (None, false) => drop(outcomes.insert(assign.booking_id, Assigned::NoneFree)),
+        }
+    }
+    if !assigned.is_empty() {
+        let rows: Vec<AssignRow> =
+            prepared(diesel::sql_query(ASSIGNED_ROWS_SQL).bind::<Array<BigInt>, _>(&assigned))
+                .load(conn)
+                .await?;
+        for row in rows {
+            let (booking, driver) = row.split();
+            outcomes.insert(
+                booking.id,
+                Assigned::Assigned(Box::new(booking), Box::new(driver)),
+            );
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The changed rows by booking id, with the driver each handed back.
+async fn write_changes(
+    conn: &mut AsyncPgConnection,
+    node_id: &str,
+    changes: Vec<&Change>,
 ) -> diesel::QueryResult<HashMap<i64, (Booking, Option<ReleasedDriver>)>> {
-    let changes: Vec<&Change> = changes.collect();
     if changes.is_empty() {
         return Ok(HashMap::new());
     }

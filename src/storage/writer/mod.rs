@@ -23,6 +23,8 @@
 
 mod batch;
 
+use batch::Batch;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,14 +34,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::bookings::{NewBooking, ReleasedDriver};
 use super::idempotency::IdempotencyKey;
-use super::models::Booking;
+use super::models::{Booking, Driver};
 use super::pool::{self, PgPool, StoreError};
 use crate::domain::booking::BookingStatus;
 use crate::domain::ids::DriverId;
 use crate::domain::values::Fare;
 
-/// How to render the answer stored under an idempotency key from the written row.
-pub type Render = Arc<dyn Fn(&Booking) -> String + Send + Sync>;
+/// How to render the answer stored under an idempotency key from the written row (and, for an
+/// assignment, the driver it claimed).
+pub type Render = Arc<dyn Fn(&Booking, Option<&Driver>) -> String + Send + Sync>;
 
 /// The answer to store under a request's `Idempotency-Key`, committed with its change.
 pub struct Answer {
@@ -85,6 +88,36 @@ pub struct Create {
     pub answer: Option<Answer>,
 }
 
+/// A pending booking to assign to the first of its `candidates` (in order) that is online,
+/// free, of its vehicle class and not locked by another transaction. Claims in a batch never
+/// wait for a locked driver; a claim that must wait is the caller's to make on its own.
+pub struct Assignment {
+    pub booking_id: i64,
+    /// The writer's fencing token: the booking is assigned only while it still carries it.
+    pub token: i64,
+    pub candidates: Vec<DriverId>,
+    pub vehicle_type: Option<String>,
+    pub request_id: String,
+    pub actor: Option<String>,
+    /// See [`Change::deadline`].
+    pub deadline: Instant,
+    pub answer: Option<Answer>,
+}
+
+/// What became of one assignment.
+#[derive(Debug)]
+pub enum Assigned {
+    Assigned(Box<Booking>, Box<Driver>),
+    /// None of the candidates could be claimed: nothing was written.
+    NoneFree,
+    /// The booking is no longer pending under the token: nothing was written.
+    Fenced,
+    /// See [`Outcome::KeyTaken`].
+    KeyTaken,
+    /// See [`Outcome::Expired`].
+    Expired,
+}
+
 /// What became of one change.
 #[derive(Debug)]
 pub enum Outcome {
@@ -116,6 +149,7 @@ type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 enum Job {
     Change(Change, Reply<Outcome>),
     Create(Create, Reply<Created>),
+    Assign(Assignment, Reply<Assigned>),
 }
 
 impl Job {
@@ -123,12 +157,14 @@ impl Job {
         match self {
             Self::Change(change, _) => change.deadline,
             Self::Create(create, _) => create.deadline,
+            Self::Assign(assign, _) => assign.deadline,
         }
     }
 
     fn booking_id(&self) -> Option<i64> {
         match self {
             Self::Change(change, _) => Some(change.booking_id),
+            Self::Assign(assign, _) => Some(assign.booking_id),
             Self::Create(..) => None,
         }
     }
@@ -139,6 +175,59 @@ impl Job {
         match self {
             Self::Change(_, reply) => drop(reply.send(Ok(Outcome::Expired))),
             Self::Create(_, reply) => drop(reply.send(Ok(Created::Expired))),
+            Self::Assign(_, reply) => drop(reply.send(Ok(Assigned::Expired))),
+        }
+    }
+}
+
+/// The items of one batch, by kind, in the order they came.
+#[derive(Default)]
+struct Items {
+    changes: Vec<Change>,
+    creates: Vec<Create>,
+    assigns: Vec<Assignment>,
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        self.changes.len() + self.creates.len() + self.assigns.len()
+    }
+
+    fn as_batch(&self) -> Batch<'_> {
+        Batch {
+            changes: &self.changes,
+            creates: &self.creates,
+            assigns: &self.assigns,
+        }
+    }
+}
+
+/// One result per item of [`Items`], in the same order.
+#[derive(Default)]
+struct Results {
+    changes: Vec<Result<Outcome, StoreError>>,
+    creates: Vec<Result<Created, StoreError>>,
+    assigns: Vec<Result<Assigned, StoreError>>,
+}
+
+impl Results {
+    fn failed(items: &Items, error: &StoreError) -> Self {
+        Self {
+            changes: items
+                .changes
+                .iter()
+                .map(|_| Err(unavailable(error)))
+                .collect(),
+            creates: items
+                .creates
+                .iter()
+                .map(|_| Err(unavailable(error)))
+                .collect(),
+            assigns: items
+                .assigns
+                .iter()
+                .map(|_| Err(unavailable(error)))
+                .collect(),
         }
     }
 }
@@ -214,6 +303,12 @@ impl Writer {
         self.submit(Job::Create(create, reply), answer).await
     }
 
+    /// Assigns a booking with whatever else is waiting, and answers after the commit.
+    pub async fn assign(&self, assign: Assignment) -> Result<Assigned, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Job::Assign(assign, reply), answer).await
+    }
+
     async fn submit<T>(
         &self,
         job: Job,
@@ -259,88 +354,99 @@ async fn run(
             continue;
         }
         sizes.record(batch.len());
-        let (mut changes, mut change_replies, mut creates, mut create_replies) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut items = Items::default();
+        let (mut to_changes, mut to_creates, mut to_assigns) = (Vec::new(), Vec::new(), Vec::new());
         for job in batch {
             match job {
                 Job::Change(change, reply) => {
-                    changes.push(change);
-                    change_replies.push(reply);
+                    items.changes.push(change);
+                    to_changes.push(reply);
                 }
                 Job::Create(create, reply) => {
-                    creates.push(create);
-                    create_replies.push(reply);
+                    items.creates.push(create);
+                    to_creates.push(reply);
+                }
+                Job::Assign(assign, reply) => {
+                    items.assigns.push(assign);
+                    to_assigns.push(reply);
                 }
             }
         }
-        let (outcomes, created) = apply(&pool, &node_id, &changes, &creates).await;
+        let results = apply(&pool, &node_id, &items).await;
         // A caller that stopped waiting (its request timed out) has nothing to be told.
-        for (reply, outcome) in change_replies.into_iter().zip(outcomes) {
-            let _ = reply.send(outcome);
+        for (reply, result) in to_changes.into_iter().zip(results.changes) {
+            let _ = reply.send(result);
         }
-        for (reply, outcome) in create_replies.into_iter().zip(created) {
-            let _ = reply.send(outcome);
+        for (reply, result) in to_creates.into_iter().zip(results.creates) {
+            let _ = reply.send(result);
+        }
+        for (reply, result) in to_assigns.into_iter().zip(results.assigns) {
+            let _ = reply.send(result);
         }
     }
 }
 
-type Results = (
-    Vec<Result<Outcome, StoreError>>,
-    Vec<Result<Created, StoreError>>,
-);
-
-/// Applies one batch; one result per item, in order. A failed statement is retried item by
-/// item, so a fault in one row fails only that item.
-async fn apply(pool: &PgPool, node_id: &str, changes: &[Change], creates: &[Create]) -> Results {
-    let fail_all = |error: &StoreError| -> Results {
-        (
-            changes.iter().map(|_| Err(unavailable(error))).collect(),
-            creates.iter().map(|_| Err(unavailable(error))).collect(),
-        )
-    };
+/// Applies one batch. A failed statement is retried item by item, so a fault in one row fails
+/// only that item.
+async fn apply(pool: &PgPool, node_id: &str, items: &Items) -> Results {
     let mut conn = match pool::conn(pool).await {
         Ok(conn) => conn,
-        Err(error) => return fail_all(&error),
+        Err(error) => return Results::failed(items, &error),
     };
-    let together = batch::write(&mut conn, node_id, changes, creates)
-        .await
-        .map_err(StoreError::from);
-    let error = match together {
-        Ok((outcomes, created)) => {
-            return (
-                outcomes.into_iter().map(Ok).collect(),
-                created.into_iter().map(Ok).collect(),
-            )
+    let error = match batch::write(&mut conn, node_id, items.as_batch()).await {
+        Ok(done) => {
+            return Results {
+                changes: done.changes.into_iter().map(Ok).collect(),
+                creates: done.creates.into_iter().map(Ok).collect(),
+                assigns: done.assigns.into_iter().map(Ok).collect(),
+            }
         }
-        Err(StoreError::Query(error)) if changes.len() + creates.len() == 1 => {
-            return match changes.is_empty() {
-                false => (vec![Err(StoreError::Query(error))], Vec::new()),
-                true => (Vec::new(), vec![Err(StoreError::Query(error))]),
-            };
-        }
-        Err(StoreError::Query(error)) => error,
-        Err(error) => return fail_all(&error),
+        Err(error) => match StoreError::from(error) {
+            StoreError::Query(error) if items.len() > 1 => error,
+            error @ StoreError::Query(_) => {
+                let mut results = Results::default();
+                match (items.changes.len(), items.creates.len()) {
+                    (1, _) => results.changes.push(Err(error)),
+                    (_, 1) => results.creates.push(Err(error)),
+                    _ => results.assigns.push(Err(error)),
+                }
+                return results;
+            }
+            error => return Results::failed(items, &error),
+        },
     };
     log::warn!(
         "write batch of {} failed, writing one by one: {error}",
-        changes.len() + creates.len()
+        items.len()
     );
-    let mut results: Results = (Vec::new(), Vec::new());
-    for change in changes {
-        let alone = batch::write(&mut conn, node_id, std::slice::from_ref(change), &[]).await;
-        results.0.push(
-            alone
-                .map(|(mut o, _)| o.remove(0))
-                .map_err(StoreError::from),
-        );
+    let mut results = Results::default();
+    let none = Batch::default();
+    for change in &items.changes {
+        let alone = Batch {
+            changes: std::slice::from_ref(change),
+            ..none
+        };
+        let done = batch::write(&mut conn, node_id, alone).await;
+        let result = done.map(|mut done| done.changes.remove(0));
+        results.changes.push(result.map_err(StoreError::from));
     }
-    for create in creates {
-        let alone = batch::write(&mut conn, node_id, &[], std::slice::from_ref(create)).await;
-        results.1.push(
-            alone
-                .map(|(_, mut c)| c.remove(0))
-                .map_err(StoreError::from),
-        );
+    for create in &items.creates {
+        let alone = Batch {
+            creates: std::slice::from_ref(create),
+            ..none
+        };
+        let done = batch::write(&mut conn, node_id, alone).await;
+        let result = done.map(|mut done| done.creates.remove(0));
+        results.creates.push(result.map_err(StoreError::from));
+    }
+    for assign in &items.assigns {
+        let alone = Batch {
+            assigns: std::slice::from_ref(assign),
+            ..none
+        };
+        let done = batch::write(&mut conn, node_id, alone).await;
+        let result = done.map(|mut done| done.assigns.remove(0));
+        results.assigns.push(result.map_err(StoreError::from));
     }
     results
 }
