@@ -736,9 +736,10 @@ async fn assign_nearest(
     // Every candidate found online was claimed by someone else before us, or locked for a moment;
     // drivers released meanwhile are online again, so search again. The last round waits for
     // locked candidates instead of skipping them: only a search that finds nobody online, or
-    // finds every candidate taken after waiting, means no driver is available.
-    let mut conn = pool::conn(&deps.pool).await?;
+    // finds every candidate taken after waiting, means no driver is available. No pooled
+    // connection is held while the writer works: the writer needs one too.
     for round in 1..=SQL_SEARCH_ROUNDS {
+        let mut conn = pool::conn(&deps.pool).await?;
         let online: Vec<DriverId> = drivers::nearby_sql(
             &mut conn,
             booking.pickup(),
@@ -755,15 +756,21 @@ async fn assign_nearest(
         }
         confirmed = true;
         let claimed = match round == SQL_SEARCH_ROUNDS {
-            false => claim_batched(deps, &booking, token, online, meta).await?,
+            false => {
+                drop(conn);
+                claim_batched(deps, &booking, token, online, meta).await?
+            }
             true => claim_waiting(deps, &mut conn, &booking, token, &online, meta).await?,
         };
         if let Some(done) = claimed {
             return Ok(done);
         }
     }
-    if !confirmed && store::fencing_token(&mut conn, BookingId(booking.id)).await? != Some(token) {
-        return Err(BookingError::Fenced);
+    if !confirmed {
+        let mut conn = pool::conn(&deps.pool).await?;
+        if store::fencing_token(&mut conn, BookingId(booking.id)).await? != Some(token) {
+            return Err(BookingError::Fenced);
+        }
     }
     Err(BookingError::NoDriversAvailable {
         booking: Box::new(booking),

@@ -35,7 +35,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::bookings::{NewBooking, ReleasedDriver};
 use super::idempotency::IdempotencyKey;
 use super::models::{Booking, Driver};
-use super::pool::{self, PgPool, StoreError};
+use super::pool::{self, PgPool, PooledConn, StoreError};
 use crate::domain::booking::BookingStatus;
 use crate::domain::ids::DriverId;
 use crate::domain::values::Fare;
@@ -328,6 +328,9 @@ async fn run(
 ) {
     // Changes of a booking that already had one in the batch being formed.
     let mut next: Vec<Job> = Vec::new();
+    // Kept from batch to batch, so the writer never waits for the pool behind requests that
+    // wait for the writer; dropped after an outage, and taken afresh for the next batch.
+    let mut conn: Option<PooledConn> = None;
     loop {
         let mut batch = std::mem::take(&mut next);
         if batch.is_empty() {
@@ -372,7 +375,7 @@ async fn run(
                 }
             }
         }
-        let results = apply(&pool, &node_id, &items).await;
+        let results = apply(&pool, &mut conn, &node_id, &items).await;
         // A caller that stopped waiting (its request timed out) has nothing to be told.
         for (reply, result) in to_changes.into_iter().zip(results.changes) {
             let _ = reply.send(result);
@@ -386,14 +389,33 @@ async fn run(
     }
 }
 
-/// Applies one batch. A failed statement is retried item by item, so a fault in one row fails
-/// only that item.
-async fn apply(pool: &PgPool, node_id: &str, items: &Items) -> Results {
-    let mut conn = match pool::conn(pool).await {
-        Ok(conn) => conn,
-        Err(error) => return Results::failed(items, &error),
+/// Applies one batch on `held` (taken from the pool if there is none). A failed statement is
+/// retried item by item, so a fault in one row fails only that item.
+async fn apply(
+    pool: &PgPool,
+    held: &mut Option<PooledConn>,
+    node_id: &str,
+    items: &Items,
+) -> Results {
+    let conn = match held {
+        Some(conn) => conn,
+        None => match pool::conn(pool).await {
+            Ok(conn) => held.insert(conn),
+            Err(error) => return Results::failed(items, &error),
+        },
     };
-    let error = match batch::write(&mut conn, node_id, items.as_batch()).await {
+    let results = apply_on(conn, node_id, items).await;
+    if results.changes.iter().any(is_outage)
+        || results.creates.iter().any(is_outage)
+        || results.assigns.iter().any(is_outage)
+    {
+        *held = None;
+    }
+    results
+}
+
+async fn apply_on(conn: &mut PooledConn, node_id: &str, items: &Items) -> Results {
+    let error = match batch::write(conn, node_id, items.as_batch()).await {
         Ok(done) => {
             return Results {
                 changes: done.changes.into_iter().map(Ok).collect(),
@@ -426,7 +448,7 @@ async fn apply(pool: &PgPool, node_id: &str, items: &Items) -> Results {
             changes: std::slice::from_ref(change),
             ..none
         };
-        let done = batch::write(&mut conn, node_id, alone).await;
+        let done = batch::write(conn, node_id, alone).await;
         let result = done.map(|mut done| done.changes.remove(0));
         results.changes.push(result.map_err(StoreError::from));
     }
@@ -435,7 +457,7 @@ async fn apply(pool: &PgPool, node_id: &str, items: &Items) -> Results {
             creates: std::slice::from_ref(create),
             ..none
         };
-        let done = batch::write(&mut conn, node_id, alone).await;
+        let done = batch::write(conn, node_id, alone).await;
         let result = done.map(|mut done| done.creates.remove(0));
         results.creates.push(result.map_err(StoreError::from));
     }
@@ -444,11 +466,15 @@ async fn apply(pool: &PgPool, node_id: &str, items: &Items) -> Results {
             assigns: std::slice::from_ref(assign),
             ..none
         };
-        let done = batch::write(&mut conn, node_id, alone).await;
+        let done = batch::write(conn, node_id, alone).await;
         let result = done.map(|mut done| done.assigns.remove(0));
         results.assigns.push(result.map_err(StoreError::from));
     }
     results
+}
+
+fn is_outage<T>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Unavailable(_)))
 }
 
 /// The same outage for every item of a batch (`StoreError` is not `Clone`).
