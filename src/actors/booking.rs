@@ -19,9 +19,7 @@ use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
 use crate::lease::{booking_key, LeaseError, LeaseOwner};
-use crate::storage::bookings::{
-    self as store, Activation, AssignError, Audit, Claim, ReleasedDriver,
-};
+use crate::storage::bookings::{self as store, Activation, AssignError, Audit, ReleasedDriver};
 use crate::storage::idempotency::{self, IdempotencyKey};
 use crate::storage::models::{Booking, Driver};
 use crate::storage::writer::{Answer, Assigned, Assignment, Change, Outcome};
@@ -836,13 +834,13 @@ async fn claim_waiting(
         actor: meta.actor.as_deref(),
     };
     let claimed = match &meta.idempotency {
-        None => store::assign(conn, booking, candidates, Claim::Wait, audit)
+        None => store::assign(conn, booking, candidates, audit)
             .await
             .map_err(Claimed::Assign),
         // The assignment and its stored answer commit together, or neither does.
         Some((key, message)) => {
             conn.transaction(async |tx| {
-                let claimed = store::assign(tx, booking, candidates, Claim::Wait, audit)
+                let claimed = store::assign(tx, booking, candidates, audit)
                     .await
                     .map_err(Claimed::Assign)?;
                 if let Some((assigned, driver)) = &claimed {

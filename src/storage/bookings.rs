@@ -200,16 +200,15 @@ pub async fn activate(
 
 /// Picks the first free candidate, assigns the booking to it, claims it and writes the event, in
 /// one statement: one round trip and one commit, no explicit transaction. `$3` is the candidates
-/// in order of preference; `$lock` is how the pick treats a candidate row another transaction
-/// has locked (see [`Claim`]). The pick locks the driver row and checks it is free on its
-/// latest version; the booking is updated only if still pending under the caller's token, and
-/// the driver is claimed only for the booking so updated, so a fenced booking claims nobody.
-/// The claimed driver comes back with the booking (`d_*` columns). No row back: no candidate was
-/// free, or the booking is fenced.
-macro_rules! assign_sql {
-    ($lock:literal) => {
-        concat!(
-            "\
+/// in order of preference. The pick locks the driver row, waiting for one another transaction
+/// holds (a row is also locked for a moment by a location update or a foreign-key check while
+/// the driver stays free, so the search that decides "no drivers available" must not skip it),
+/// and checks it is free on its latest version; the booking is updated only if still pending
+/// under the caller's token, and the driver is claimed only for the booking so updated, so a
+/// fenced booking claims nobody. The claimed driver comes back with the booking (`d_*`
+/// columns). No row back: no candidate was free, or the booking is fenced. (Claims that skip
+/// locked rows go through the group-commit writer's `assign_bookings`.)
+const ASSIGN_SQL: &str = "\
 WITH pick AS (
     SELECT id FROM drivers
     WHERE id = ANY($3) AND status = 'online' AND current_booking_id IS NULL
@@ -217,9 +216,7 @@ WITH pick AS (
       AND EXISTS (SELECT 1 FROM bookings WHERE id = $1 AND fencing_token = $2 AND status = 'pending')
     ORDER BY array_position($3, id)
     LIMIT 1
-    FOR UPDATE ",
-            $lock,
-            "
+    FOR UPDATE
 ), b AS (
     UPDATE bookings SET status = 'assigned', driver_id = pick.id, assigned_at = $5, updated_at = $5
     FROM pick
@@ -238,33 +235,9 @@ SELECT b.*, c.id AS d_id, c.name AS d_name, c.phone AS d_phone, c.email AS d_ema
        c.lat AS d_lat, c.lng AS d_lng, c.status AS d_status, c.vehicle_type AS d_vehicle_type,
        c.rating AS d_rating, c.current_booking_id AS d_current_booking_id,
        c.created_at AS d_created_at, c.updated_at AS d_updated_at
-FROM b JOIN c ON true"
-        )
-    };
-}
+FROM b JOIN c ON true";
 
-/// How a claim treats a candidate driver row that another transaction holds locked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// Skip it (`SKIP LOCKED`): concurrent assignments near one spot each take the next free
-    /// driver instead of queueing behind the nearest one only to find it taken.
-    SkipLocked,
-    /// Wait for it and look again: a row is also locked for a moment by a location update or a
-    /// foreign-key check while the driver stays free, so a search that skipped everything must
-    /// not be the one that answers "no drivers available".
-    Wait,
-}
-
-impl Claim {
-    fn sql(self) -> &'static str {
-        match self {
-            Self::SkipLocked => assign_sql!("SKIP LOCKED"),
-            Self::Wait => assign_sql!(""),
-        }
-    }
-}
-
-/// The assigned booking and its claimed driver, as [`assign_sql`] returns them.
+/// The assigned booking and its claimed driver, as [`ASSIGN_SQL`] returns them.
 #[derive(QueryableByName)]
 pub(crate) struct AssignRow {
     #[diesel(embed)]
@@ -324,7 +297,6 @@ pub async fn assign(
     conn: &mut AsyncPgConnection,
     booking: &Booking,
     candidates: &[DriverId],
-    claim: Claim,
     audit: Audit<'_>,
 ) -> Result<Option<(Booking, Driver)>, AssignError> {
     if candidates.is_empty() {
@@ -332,7 +304,7 @@ pub async fn assign(
     }
     let ids: Vec<i64> = candidates.iter().map(|d| d.0).collect();
     let row: Option<AssignRow> = prepared(
-        diesel::sql_query(claim.sql())
+        diesel::sql_query(ASSIGN_SQL)
             .bind::<BigInt, _>(booking.id)
             .bind::<BigInt, _>(audit.fencing_token)
             .bind::<Array<BigInt>, _>(&ids)
