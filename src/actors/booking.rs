@@ -3,9 +3,11 @@
 //! On start it acquires the booking's lease from the [`LeaseManager`], then bumps the fencing token
 //! in PostgreSQL and keeps the row in memory; every message is checked against that state with the
 //! domain's `apply` and written conditionally on the token. It stops after `booking.idle_stop_ms`
-//! without messages, at a terminal state, when its lease is lost, or when a write finds its token
-//! stale; it releases its lease on `Passivate` or in `stopped()`.
+//! without messages (told by the registry's idle sweep), at a terminal state, when its lease is
+//! lost, or when a write finds its token stale; it releases its lease on `Passivate` or in
+//! `stopped()`.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -177,6 +179,12 @@ impl Write {
     }
 }
 
+/// Sent by the registry's idle sweep to an actor whose idle clock ran out when it looked: the
+/// actor stops unless a message kept it alive since.
+#[derive(Message, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct IdleStop;
+
 /// Stop after the messages already queued: release the lease (waiting for Redis) and stop.
 /// Sent by the registry at shutdown and by the actor itself when it has nothing left to own.
 #[derive(Message, Clone)]
@@ -234,8 +242,10 @@ pub struct BookingActor {
     /// Tells this actor's registry entry from a successor's.
     generation: u64,
     phase: Phase,
-    /// Pending idle stop; re-armed by every message.
-    idle: Option<SpawnHandle>,
+    /// When this actor last had a message that keeps it alive, in the registry's clock
+    /// ([`BookingRegistry::now_ms`]); the registry's idle sweep reads it (one sweep per registry
+    /// instead of a timer per actor).
+    kept: Arc<AtomicU64>,
     /// A moment at which this actor's copy of the booking was known to be the one in
     /// PostgreSQL: when its activation began (the token bump happened after), when its last
     /// successful write began, or when its last token check was sent. See [`Self::refuse`].
@@ -251,6 +261,7 @@ impl BookingActor {
         deps: SharedDeps,
         registry: Arc<BookingRegistry>,
         generation: u64,
+        kept: Arc<AtomicU64>,
     ) -> Self {
         Self {
             id,
@@ -258,7 +269,7 @@ impl BookingActor {
             registry,
             generation,
             phase: Phase::Activating,
-            idle: None,
+            kept,
             confirmed_at: None,
             created: None,
         }
@@ -270,11 +281,12 @@ impl BookingActor {
         deps: SharedDeps,
         registry: Arc<BookingRegistry>,
         generation: u64,
+        kept: Arc<AtomicU64>,
     ) -> Self {
         let id = BookingId(booking.id);
         Self {
             created: Some(Box::new(booking)),
-            ..Self::new(id, deps, registry, generation)
+            ..Self::new(id, deps, registry, generation, kept)
         }
     }
 
@@ -291,20 +303,18 @@ impl BookingActor {
 
     /// Re-arms the idle stop for a message `plan` judged, unless it came from a stranger: a
     /// caller refused as no party to the booking must not keep its actor, and lease, alive.
-    fn keep_alive_for<T>(&mut self, planned: &Result<T, BookingError>, ctx: &mut Context<Self>) {
+    fn keep_alive_for<T>(&self, planned: &Result<T, BookingError>) {
         let stranger =
             matches!(planned, Err(BookingError::Refused { error, .. }) if error.is_forbidden());
         if !stranger {
-            self.arm_idle_stop(ctx);
+            self.keep_alive();
         }
     }
 
-    fn arm_idle_stop(&mut self, ctx: &mut Context<Self>) {
-        if let Some(handle) = self.idle.take() {
-            ctx.cancel_future(handle);
-        }
-        let after = Duration::from_millis(self.deps.booking.idle_stop_ms);
-        self.idle = Some(ctx.run_later(after, |_, ctx| ctx.stop()));
+    /// Restarts the idle clock: the actor stops `booking.idle_stop_ms` after this unless
+    /// another message keeps it alive (the registry's sweep sends [`IdleStop`]).
+    fn keep_alive(&self) {
+        self.kept.store(self.registry.now_ms(), Ordering::Relaxed);
     }
 
     /// The booking and token to act on, or the reason this actor cannot act. A lease whose
@@ -451,13 +461,12 @@ impl BookingActor {
         cmd: Command,
         write: Write,
         meta: RequestMeta,
-        ctx: &mut Context<Self>,
     ) -> AtomicResponse<Self, Result<Booking, BookingError>> {
         let started = Instant::now();
         let planned = self
             .plan(cmd, &meta)
             .and_then(|plan| write.admits(&plan.0).map(|()| plan));
-        self.keep_alive_for(&planned, ctx);
+        self.keep_alive_for(&planned);
         let (booking, token, transition) = match planned {
             Ok(plan) => plan,
             Err(error) => return self.refuse(msg_name, meta, started, error),
@@ -609,7 +618,7 @@ impl Actor for BookingActor {
         ctx.wait(
             activation
                 .into_actor(self)
-                .map(move |result, act, ctx| match result {
+                .map(move |result, act, _ctx| match result {
                     Ok((booking, lease)) => {
                         let owned = lease.is_some();
                         act.confirmed_at = confirmed;
@@ -618,7 +627,7 @@ impl Actor for BookingActor {
                             lease,
                         };
                         if owned {
-                            act.arm_idle_stop(ctx);
+                            act.keep_alive();
                         } else {
                             // Terminal: nothing left to own. See below for how it ends.
                             act.registry.forget(act.id, act.generation);
@@ -665,6 +674,20 @@ impl Handler<Passivate> for BookingActor {
     }
 }
 
+impl Handler<IdleStop> for BookingActor {
+    type Result = ();
+
+    fn handle(&mut self, _msg: IdleStop, ctx: &mut Self::Context) {
+        let idle_ms = self
+            .registry
+            .now_ms()
+            .saturating_sub(self.kept.load(Ordering::Relaxed));
+        if idle_ms >= self.deps.booking.idle_stop_ms {
+            ctx.stop();
+        }
+    }
+}
+
 impl Handler<LeaseLost> for BookingActor {
     type Result = ();
 
@@ -678,10 +701,10 @@ impl Handler<Assign> for BookingActor {
     // Atomic: the whole claim-and-assign finishes before the next message for this booking starts.
     type Result = AtomicResponse<Self, Result<(Booking, Driver), BookingError>>;
 
-    fn handle(&mut self, msg: Assign, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Assign, _ctx: &mut Self::Context) -> Self::Result {
         let started = Instant::now();
         let planned = self.plan(Command::Assign { by: msg.by }, &msg.meta);
-        self.keep_alive_for(&planned, ctx);
+        self.keep_alive_for(&planned);
         let (booking, token) = match planned {
             Ok((booking, token, _)) => (booking, token),
             Err(error) => return self.refuse("Assign", msg.meta, started, error),
@@ -911,7 +934,7 @@ async fn indexed_candidates(deps: &SharedDeps, booking: &Booking) -> Option<Vec<
 impl Handler<Accept> for BookingActor {
     type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
 
-    fn handle(&mut self, msg: Accept, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Accept, _ctx: &mut Self::Context) -> Self::Result {
         let cmd = Command::Accept {
             driver_id: msg.driver_id,
             operator: msg.operator,
@@ -919,14 +942,14 @@ impl Handler<Accept> for BookingActor {
         let write = Write::Change {
             cancellation_reason: None,
         };
-        self.write_transition("Accept", cmd, write, msg.meta, ctx)
+        self.write_transition("Accept", cmd, write, msg.meta)
     }
 }
 
 impl Handler<Cancel> for BookingActor {
     type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
 
-    fn handle(&mut self, msg: Cancel, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Cancel, _ctx: &mut Self::Context) -> Self::Result {
         self.write_transition(
             "Cancel",
             Command::Cancel { by: msg.by },
@@ -934,7 +957,6 @@ impl Handler<Cancel> for BookingActor {
                 cancellation_reason: msg.reason,
             },
             msg.meta,
-            ctx,
         )
     }
 }
@@ -942,7 +964,7 @@ impl Handler<Cancel> for BookingActor {
 impl Handler<Complete> for BookingActor {
     type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
 
-    fn handle(&mut self, msg: Complete, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Complete, _ctx: &mut Self::Context) -> Self::Result {
         let cmd = Command::Complete {
             driver_id: msg.driver_id,
             operator: msg.operator,
@@ -952,14 +974,14 @@ impl Handler<Complete> for BookingActor {
             fare: msg.actual_fare,
             max_ratio: (!msg.operator).then_some(self.deps.booking.max_fare_ratio),
         };
-        self.write_transition("Complete", cmd, write, msg.meta, ctx)
+        self.write_transition("Complete", cmd, write, msg.meta)
     }
 }
 
 impl Handler<ExpireOffer> for BookingActor {
     type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
 
-    fn handle(&mut self, msg: ExpireOffer, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: ExpireOffer, _ctx: &mut Self::Context) -> Self::Result {
         let cmd = Command::ExpireOffer {
             driver_id: msg.driver_id,
             give_up: msg.give_up,
@@ -967,6 +989,6 @@ impl Handler<ExpireOffer> for BookingActor {
         let write = Write::TakeBackOffer {
             assigned_at: msg.assigned_at,
         };
-        self.write_transition("ExpireOffer", cmd, write, msg.meta, ctx)
+        self.write_transition("ExpireOffer", cmd, write, msg.meta)
     }
 }

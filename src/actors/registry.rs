@@ -15,15 +15,24 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, MailboxError, Message};
 use actix_rt::Arbiter;
 
-use super::booking::{BookingActor, Passivate};
+use super::booking::{BookingActor, IdleStop, Passivate};
 use super::{BookingError, SharedDeps};
 use crate::domain::ids::BookingId;
 use crate::storage::models::Booking;
 
-type Entries = HashMap<BookingId, (u64, Addr<BookingActor>)>;
+/// An actor's registry entry: its generation, its address, and its idle clock (shared with it).
+struct Entry {
+    generation: u64,
+    addr: Addr<BookingActor>,
+    kept: Arc<AtomicU64>,
+}
+
+type Entries = HashMap<BookingId, Entry>;
 
 pub struct BookingRegistry {
     deps: SharedDeps,
+    /// The origin of the actors' idle clocks ([`Self::now_ms`]).
+    epoch: Instant,
     actors: Mutex<Entries>,
     next_generation: AtomicU64,
     /// The threads booking actors run on; a booking always lands on `id % len`.
@@ -36,14 +45,37 @@ impl BookingRegistry {
     /// closed mailbox means the message was never handled and re-sending it is safe.
     const CLOSED_RETRIES: usize = 3;
 
-    /// Must be called inside an actix system; starts `threads` arbiters.
+    /// Must be called inside an actix system; starts `threads` arbiters and the idle sweep.
     pub fn new(deps: SharedDeps, threads: usize) -> Arc<Self> {
-        Arc::new(Self {
+        let registry = Arc::new(Self {
             deps,
+            epoch: Instant::now(),
             actors: Mutex::new(HashMap::new()),
             next_generation: AtomicU64::new(1),
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
-        })
+        });
+        actix_rt::spawn(sweep_idle(Arc::downgrade(&registry)));
+        registry
+    }
+
+    /// Milliseconds since the registry started: the clock of the actors' idle stops.
+    pub fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Actors whose idle clock ran out: told to stop (each checks its clock again first).
+    fn stop_idle(&self) {
+        let now = self.now_ms();
+        let idle_stop = self.deps.booking.idle_stop_ms;
+        let idle: Vec<Addr<BookingActor>> = self
+            .lock()
+            .values()
+            .filter(|entry| now.saturating_sub(entry.kept.load(Ordering::Relaxed)) >= idle_stop)
+            .map(|entry| entry.addr.clone())
+            .collect();
+        for addr in idle {
+            addr.do_send(IdleStop);
+        }
     }
 
     /// Booking actors alive on this node.
@@ -59,7 +91,7 @@ impl BookingRegistry {
     pub fn is_live(&self, id: BookingId) -> bool {
         self.lock()
             .get(&id)
-            .is_some_and(|(_, addr)| addr.connected())
+            .is_some_and(|entry| entry.addr.connected())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
@@ -70,9 +102,9 @@ impl BookingRegistry {
 
     fn actor(self: &Arc<Self>, id: BookingId) -> (u64, Addr<BookingActor>) {
         let mut actors = self.lock();
-        if let Some((generation, addr)) = actors.get(&id) {
-            if addr.connected() {
-                return (*generation, addr.clone());
+        if let Some(entry) = actors.get(&id) {
+            if entry.addr.connected() {
+                return (entry.generation, entry.addr.clone());
             }
         }
         self.start(&mut actors, id, None)
@@ -85,7 +117,7 @@ impl BookingRegistry {
     pub fn adopt(self: &Arc<Self>, created: Booking) {
         let id = BookingId(created.id);
         let mut actors = self.lock();
-        if !actors.get(&id).is_some_and(|(_, addr)| addr.connected()) {
+        if !actors.get(&id).is_some_and(|entry| entry.addr.connected()) {
             self.start(&mut actors, id, Some(created));
         }
     }
@@ -98,20 +130,29 @@ impl BookingRegistry {
     ) -> (u64, Addr<BookingActor>) {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let slot = id.0.unsigned_abs() as usize % self.arbiters.len();
-        let (deps, registry) = (self.deps.clone(), self.clone());
+        let kept = Arc::new(AtomicU64::new(self.now_ms()));
+        let (deps, registry, clock) = (self.deps.clone(), self.clone(), kept.clone());
         let addr =
             BookingActor::start_in_arbiter(&self.arbiters[slot].handle(), move |_| match created {
-                Some(row) => BookingActor::created(row, deps, registry, generation),
-                None => BookingActor::new(id, deps, registry, generation),
+                Some(row) => BookingActor::created(row, deps, registry, generation, clock),
+                None => BookingActor::new(id, deps, registry, generation, clock),
             });
-        actors.insert(id, (generation, addr.clone()));
+        let entry = Entry {
+            generation,
+            addr: addr.clone(),
+            kept,
+        };
+        actors.insert(id, entry);
         (generation, addr)
     }
 
     /// Removes `id`'s entry if it still belongs to `generation`.
     pub fn forget(&self, id: BookingId, generation: u64) {
         let mut actors = self.lock();
-        if actors.get(&id).is_some_and(|(g, _)| *g == generation) {
+        if actors
+            .get(&id)
+            .is_some_and(|entry| entry.generation == generation)
+        {
             actors.remove(&id);
         }
     }
@@ -148,14 +189,35 @@ impl BookingRegistry {
     /// Shutdown: every actor finishes the messages already queued, releases its lease and stops;
     /// then the arbiters end. Waits at most `within`.
     pub async fn stop_all(&self, within: Duration) {
-        let actors: Vec<Addr<BookingActor>> =
-            self.lock().values().map(|(_, addr)| addr.clone()).collect();
+        let actors: Vec<Addr<BookingActor>> = self
+            .lock()
+            .values()
+            .map(|entry| entry.addr.clone())
+            .collect();
         let stops = actors
             .iter()
             .map(|addr| addr.send(Passivate).timeout(within));
         futures::future::join_all(stops).await;
         for arbiter in &self.arbiters {
             arbiter.stop();
+        }
+    }
+}
+
+/// The registry's one idle sweep: four times per `booking.idle_stop_ms` (so an idle actor stops
+/// at most a quarter of that late), until the registry is gone.
+async fn sweep_idle(registry: std::sync::Weak<BookingRegistry>) {
+    loop {
+        let Some(period) = registry
+            .upgrade()
+            .map(|r| Duration::from_millis((r.deps.booking.idle_stop_ms / 4).max(10)))
+        else {
+            return;
+        };
+        tokio::time::sleep(period).await;
+        match registry.upgrade() {
+            Some(registry) => registry.stop_idle(),
+            None => return,
         }
     }
 }

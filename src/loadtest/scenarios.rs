@@ -410,15 +410,28 @@ pub async fn conflict(c: Arc<LoadClient>, n: usize) -> anyhow::Result<Outcome> {
 /// Every booking must answer 201 and then 409 `booking_not_assigned`, and stay pending.
 pub async fn actors(c: Arc<LoadClient>, n: usize) -> anyhow::Result<Outcome> {
     const WORKERS: usize = 64;
+    // Bookings per rider: every booking stays pending, and a rider may hold only so many
+    // active ones (`booking.max_active_per_rider`, 1,000 in the local profile).
+    const PER_RIDER: usize = 500;
     let center = random_center();
-    let rider = rider(&c).await?;
     let stranger = driver(&c, center.0, center.1).await?;
     let workers = (0..WORKERS.min(n.max(1))).map(|w| {
         let c = c.clone();
         tokio::spawn(async move {
             let mut violations = Vec::new();
             let mut last = None;
-            for _ in (w..n).step_by(WORKERS) {
+            let mut current = None;
+            for (i, _) in (w..n).step_by(WORKERS).enumerate() {
+                let rider = match current {
+                    Some(rider) if i % PER_RIDER != 0 => rider,
+                    _ => match rider(&c).await {
+                        Ok(rider) => *current.insert(rider),
+                        Err(error) => {
+                            violations.push(format!("rider: {error}"));
+                            continue;
+                        }
+                    },
+                };
                 let created = create_booking(&c, rider, center).await;
                 let Ok(booking) = id_of(&created) else {
                     violations.push(format!("create: {} {}", created.status, created.error()));
