@@ -49,8 +49,17 @@ log "machine"
 } | tee "$OUT/machine.txt"
 
 log "Redis: SET NX PX round trip, one client (redis-benchmark)"
-redis-benchmark -h 127.0.0.1 -p "$REDIS_PORT" --user default -a "$REDISCLI_AUTH" --no-auth-warning -c 1 -n 50000 -r 100000000 --csv \
+# redis-benchmark takes a password only on its command line, where every local user could read
+# it; so the machine's limit is measured on a throwaway Redis of the same build, empty, without
+# a password, on a free loopback port, stopped right after.
+LIMIT_PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+redis-server --bind 127.0.0.1 --port "$LIMIT_PORT" --save '' --appendonly no >"$OUT/redis-limit.log" 2>&1 &
+LIMIT_PID=$!
+trap 'kill "$LIMIT_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do env -u REDISCLI_AUTH redis-cli -p "$LIMIT_PORT" PING >/dev/null 2>&1 && break; sleep 0.1; done
+redis-benchmark -h 127.0.0.1 -p "$LIMIT_PORT" -c 1 -n 50000 -r 100000000 --csv \
   SET 'bench:nx:__rand_int__' v NX PX 10000 | tee "$OUT/redis.csv"
+kill "$LIMIT_PID"; wait "$LIMIT_PID" 2>/dev/null || true; trap - EXIT
 
 log "PostgreSQL: single-row UPDATE transactions (pgbench, 1 and 16 clients)"
 psql -q "$PG_ADMIN" -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS ridelock_bench" \
