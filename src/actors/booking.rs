@@ -45,6 +45,27 @@ pub struct RequestMeta {
     pub idempotency: Option<(IdempotencyKey, &'static str)>,
 }
 
+impl RequestMeta {
+    /// The answer to store with the write when the request has an `Idempotency-Key`: a 200
+    /// whose body `body` renders from the success message, the written row and its driver.
+    fn answer(
+        &self,
+        body: fn(&'static str, &Booking, Option<&Driver>) -> String,
+    ) -> Option<Answer> {
+        self.idempotency.clone().map(|(key, message)| Answer {
+            key,
+            status: 200,
+            render: Arc::new(move |row, driver| body(message, row, driver)),
+        })
+    }
+}
+
+/// The success body of an assignment: the booking and the driver it claimed.
+fn assigned_body(message: &'static str, booking: &Booking, driver: Option<&Driver>) -> String {
+    let data = serde_json::json!({ "booking": booking, "driver": driver });
+    crate::http::success_body(message, data)
+}
+
 /// Assign the nearest online driver to this pending booking.
 #[derive(Message, Clone)]
 #[rtype(result = "Result<(Booking, Driver), BookingError>")]
@@ -157,11 +178,7 @@ impl Write {
             request_id: meta.request_id.as_str().to_owned(),
             actor: meta.actor.clone(),
             deadline: meta.deadline,
-            answer: meta.idempotency.clone().map(|(key, message)| Answer {
-                key,
-                status: 200,
-                render: Arc::new(move |row, _| crate::http::success_body(message, row)),
-            }),
+            answer: meta.answer(|message, row, _| crate::http::success_body(message, row)),
         };
         match self {
             Self::Change {
@@ -818,14 +835,7 @@ async fn claim_batched(
         request_id: meta.request_id.as_str().to_owned(),
         actor: meta.actor.clone(),
         deadline: meta.deadline,
-        answer: meta.idempotency.clone().map(|(key, message)| Answer {
-            key,
-            status: 200,
-            render: Arc::new(move |row, driver| {
-                let data = serde_json::json!({ "booking": row, "driver": driver });
-                crate::http::success_body(message, data)
-            }),
-        }),
+        answer: meta.answer(assigned_body),
     };
     match deps.writer.assign(assign).await? {
         Assigned::Assigned(assigned, driver) => {
@@ -867,8 +877,7 @@ async fn claim_waiting(
                     .await
                     .map_err(Claimed::Assign)?;
                 if let Some((assigned, driver)) = &claimed {
-                    let data = serde_json::json!({ "booking": assigned, "driver": driver });
-                    let body = crate::http::success_body(message, data);
+                    let body = assigned_body(message, assigned, Some(driver));
                     if !idempotency::store(tx, key, 200, &body).await? {
                         return Err(Claimed::KeyTaken);
                     }
