@@ -207,7 +207,7 @@ pub async fn activate(
 /// under the caller's token, and the driver is claimed only for the booking so updated, so a
 /// fenced booking claims nobody. The claimed driver comes back with the booking (`d_*`
 /// columns). No row back: no candidate was free, or the booking is fenced. (Claims that skip
-/// locked rows go through the group-commit writer's `assign_bookings`.)
+/// locked rows go through the group-commit writer's `CLAIMS_SQL`.)
 const ASSIGN_SQL: &str = "\
 WITH pick AS (
     SELECT id FROM drivers

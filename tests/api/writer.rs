@@ -510,3 +510,73 @@ async fn assignments_sent_together_never_give_one_driver_twice() {
     .await;
     assert_eq!(events, 3);
 }
+
+#[actix_web::test]
+async fn a_batch_passes_over_a_driver_another_transaction_holds_and_plans_the_next() {
+    // Arrange: two pending bookings that both prefer drivers 1, 2, 3 in that order, while another
+    // transaction (a location update, a claim of another node) holds driver 1 locked.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let mut drivers = Vec::new();
+    for i in 0..3 {
+        drivers.push(DriverId(
+            app.online_driver(PICKUP.0 + 0.001 * f64::from(i), PICKUP.1)
+                .await,
+        ));
+    }
+    let first = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
+    let second = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
+    let mut holder = app.db().await;
+    diesel::sql_query("BEGIN")
+        .execute(&mut holder)
+        .await
+        .expect("begin");
+    diesel::sql_query("SELECT id FROM drivers WHERE id = $1 FOR UPDATE")
+        .bind::<BigInt, _>(drivers[0].0)
+        .execute(&mut holder)
+        .await
+        .expect("lock driver 1");
+    let writer = writer_for(&app);
+    let assign = |booking: i64| Assignment {
+        booking_id: booking,
+        token: 0,
+        candidates: drivers.clone(),
+        vehicle_type: None,
+        request_id: format!("req-assign-{booking}"),
+        actor: Some("ops:test".to_owned()),
+        deadline: Instant::now() + Duration::from_secs(10),
+        answer: None,
+    };
+
+    // Act: the first plan gives driver 1 to the first booking, whose claim skips it.
+    let outcomes =
+        futures::future::join_all([writer.assign(assign(first)), writer.assign(assign(second))])
+            .await;
+    diesel::sql_query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("rollback");
+
+    // Assert: nobody waited for the lock; both bookings got a driver, neither the locked one.
+    let mut given = Vec::new();
+    for outcome in outcomes {
+        match outcome.expect("assigned") {
+            Assigned::Assigned(booking, driver) => {
+                assert_eq!(booking.driver_id, Some(driver.id));
+                given.push(driver.id);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    given.sort();
+    assert_eq!(given, vec![drivers[1].0, drivers[2].0]);
+    let busy = count(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM drivers WHERE status = 'busy' AND id = {}",
+            drivers[0].0
+        ),
+    )
+    .await;
+    assert_eq!(busy, 0, "the locked driver stays free");
+}
