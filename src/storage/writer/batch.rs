@@ -624,7 +624,7 @@ fn plan_claims(assigns: &[&Assignment], free: &HashMap<i64, String>) -> Vec<Opti
                     assign
                         .vehicle_type
                         .as_deref()
-                        .map_or(true, |wanted| wanted == class)
+                        .is_none_or(|wanted| wanted == class)
                 }) && !planned.contains(driver)
             };
             let pick = assign.candidates.iter().map(|d| d.0).find(fits);
