@@ -28,23 +28,24 @@ pub struct Acquire {
 #[derive(Message)]
 #[rtype(result = "bool")]
 pub struct Release {
-    pub key: String,
-    pub value: String,
+    pub key: Arc<str>,
+    pub value: Arc<str>,
 }
 
 /// Sent to a holder whose lease could not be renewed in time. The holder must stop writing.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct LeaseLost {
-    pub key: String,
+    pub key: Arc<str>,
 }
 
-/// A granted lease.
+/// A granted lease. Its key and value are the very strings the manager holds (one allocation
+/// each per lease, however many hold them): a node may hold a lease per live booking.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    pub key: String,
+    pub key: Arc<str>,
     /// `<node_id>:<uuid>`: proves ownership to the renew and release scripts.
-    pub value: String,
+    pub value: Arc<str>,
     /// Until when the lease is surely ours; the manager moves it on each confirmed renewal.
     pub deadline: Deadline,
 }
@@ -91,7 +92,7 @@ impl Deadline {
 }
 
 struct Held {
-    value: String,
+    value: Arc<str>,
     /// Counted from when the last successful SET or renewal was *sent*, minus the drift margin.
     valid_until: Deadline,
     holder: Recipient<LeaseLost>,
@@ -190,7 +191,7 @@ pub struct LeaseManager {
     node_id: String,
     store: Arc<dyn LeaseStore>,
     settings: LeaseSettings,
-    held: HashMap<String, Held>,
+    held: HashMap<Arc<str>, Held>,
     metrics: Arc<LeaseMetrics>,
     /// True while a heartbeat's renewal is in flight, so a slow Redis never stacks heartbeats.
     renewing: bool,
@@ -220,10 +221,10 @@ impl LeaseManager {
     /// the key still carried it.
     fn delete(
         &self,
-        key: String,
-        value: String,
+        key: Arc<str>,
+        value: Arc<str>,
     ) -> impl std::future::Future<Output = bool> + 'static {
-        let release = self.store.release(key.clone(), value);
+        let release = self.store.release(key.to_string(), value.to_string());
         let metrics = self.metrics.clone();
         let node_id = self.node_id.clone();
         async move {
@@ -255,10 +256,10 @@ impl LeaseManager {
     /// The key is still deleted if it carries our value (a renewal that failed on a timeout may
     /// have left it), so the booking does not wait out the TTL against its own old lease.
     fn lose(&mut self, key: &str, expired: bool, ctx: &mut Context<Self>) {
-        if let Some(held) = self.held.remove(key) {
+        if let Some((key, held)) = self.held.remove_entry(key) {
             held.valid_until.expire();
             ctx.spawn(
-                self.delete(key.to_owned(), held.value.clone())
+                self.delete(key.clone(), held.value.clone())
                     .into_actor(self)
                     .map(|_, _, _| ()),
             );
@@ -268,7 +269,7 @@ impl LeaseManager {
             }
             telemetry::lease_event(
                 &self.node_id,
-                key,
+                &key,
                 "lease_lost",
                 if expired {
                     "err:expired"
@@ -277,9 +278,7 @@ impl LeaseManager {
                 },
             );
             // A notice, not a request: if the holder already stopped there is nobody to tell.
-            held.holder.do_send(LeaseLost {
-                key: key.to_owned(),
-            });
+            held.holder.do_send(LeaseLost { key });
         }
         self.publish_held();
     }
@@ -291,7 +290,7 @@ impl LeaseManager {
         ctx: &mut Context<Self>,
         doomed: impl Fn(&Held) -> bool,
     ) {
-        let keys: Vec<String> = self
+        let keys: Vec<Arc<str>> = self
             .held
             .iter()
             .filter(|(_, h)| doomed(h))
@@ -308,7 +307,7 @@ impl LeaseManager {
         // is lost now, before another node could acquire it.
         self.lose_where(true, ctx, |held| held.valid_until.get() <= now);
         // A holder that is gone (stopped without releasing) must not keep a lease alive.
-        let orphans: Vec<(String, String)> = self
+        let orphans: Vec<(Arc<str>, Arc<str>)> = self
             .held
             .iter()
             .filter(|(_, h)| !h.holder.connected())
@@ -323,7 +322,7 @@ impl LeaseManager {
             return;
         }
         let sent_at = now;
-        let batch: Vec<(String, String)> = self
+        let batch: Vec<(Arc<str>, Arc<str>)> = self
             .held
             .iter()
             .map(|(k, h)| (k.clone(), h.value.clone()))
@@ -332,7 +331,13 @@ impl LeaseManager {
             return;
         }
         self.renewing = true;
-        let renew = self.store.renew_all(batch.clone(), self.settings.ttl());
+        let renew = self.store.renew_all(
+            batch
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            self.settings.ttl(),
+        );
         let renewal = async move { (batch, renew.await) };
         ctx.spawn(renewal.into_actor(self).map(move |(batch, result), act, ctx| {
             act.renewing = false;
@@ -426,12 +431,12 @@ impl Handler<Acquire> for LeaseManager {
         if self.closing {
             return Box::pin(fut::ready(Err(LeaseError::ManagerGone)));
         }
-        let value = lease_value(&self.node_id);
+        let value: Arc<str> = lease_value(&self.node_id).into();
         let sent_at = Instant::now();
-        let key = msg.key;
+        let key: Arc<str> = msg.key.into();
         let attempt = self
             .store
-            .acquire(key.clone(), value.clone(), self.settings.ttl());
+            .acquire(key.to_string(), value.to_string(), self.settings.ttl());
         Box::pin(attempt.into_actor(self).map(move |result, act, ctx| {
             let valid_until = Deadline::new(act.deadline(sent_at));
             if act.closing {
@@ -515,8 +520,9 @@ impl Handler<ReleaseAll> for LeaseManager {
             .drain()
             .map(|(key, held)| {
                 held.valid_until.expire();
-                held.holder.do_send(LeaseLost { key: key.clone() });
-                (key, held.value)
+                let lease = (key.to_string(), held.value.to_string());
+                held.holder.do_send(LeaseLost { key });
+                lease
             })
             .collect();
         self.publish_held();
@@ -668,7 +674,10 @@ mod tests {
         type Result = ();
 
         fn handle(&mut self, msg: LeaseLost, ctx: &mut Self::Context) {
-            self.lost.lock().unwrap().push((msg.key, Instant::now()));
+            self.lost
+                .lock()
+                .unwrap()
+                .push((msg.key.to_string(), Instant::now()));
             ctx.stop();
         }
     }
@@ -793,7 +802,7 @@ mod tests {
                 .keys
                 .lock()
                 .unwrap()
-                .get(&grant.key)
+                .get(&*grant.key)
                 .map(String::as_str),
             Some("thief:1"),
             "the new holder's key is untouched"
@@ -812,7 +821,7 @@ mod tests {
 
         assert!(released);
         assert_eq!(s.store.renewals_of(&grant.key), renewed_before);
-        assert!(!s.store.keys.lock().unwrap().contains_key(&grant.key));
+        assert!(!s.store.keys.lock().unwrap().contains_key(&*grant.key));
         assert!(s.lost.lock().unwrap().is_empty(), "a release is not a loss");
     }
 
@@ -829,8 +838,8 @@ mod tests {
 
         assert_eq!(released, 1, "only the key still carrying our value");
         let keys = s.store.keys.lock().unwrap().clone();
-        assert!(!keys.contains_key(&ours.key));
-        assert_eq!(keys.get(&stolen.key).map(String::as_str), Some("thief:1"));
+        assert!(!keys.contains_key(&*ours.key));
+        assert_eq!(keys.get(&*stolen.key).map(String::as_str), Some("thief:1"));
         assert_eq!(s.store.renewals_of(&ours.key), renewed_before);
         assert!(!s.lost.lock().unwrap().is_empty(), "the holder was told");
         assert!(!release(&s, &ours).await, "nothing left to give back");
@@ -865,13 +874,13 @@ mod tests {
             .unanswered
             .lock()
             .unwrap()
-            .insert(silent.key.clone());
+            .insert(silent.key.to_string());
 
         // The unanswered lease goes when its deadline comes within a heartbeat, not at once and
         // not later; the answered one is renewed all along.
         assert!(until(|| !s.lost.lock().unwrap().is_empty()).await);
         let (key, told_at) = s.lost.lock().unwrap()[0].clone();
-        assert_eq!(key, silent.key);
+        assert_eq!(*key, *silent.key);
         let told_after = told_at - acquired_at;
         assert!(told_after < TTL, "told {told_after:?} after acquiring");
         assert!(
