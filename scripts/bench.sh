@@ -101,8 +101,14 @@ log "RideLock: lifecycle scenario, 64 riders"
 cargo build --release 2>/dev/null
 ./target/release/ridelock loadtest --url "$URL" --scenario lifecycle --riders 64 \
   --duration-s "$SECONDS_PER_RUN" --json > "$OUT/lifecycle.json"
-log "RideLock: 50-way contended assign"
-./target/release/ridelock loadtest --url "$URL" --scenario same-booking --concurrency 50 --json > "$OUT/same-booking.json"
+log "RideLock: lifecycle scenario, 16 riders (the lighter load's latency target)"
+./target/release/ridelock loadtest --url "$URL" --scenario lifecycle --riders 16 \
+  --duration-s "$SECONDS_PER_RUN" --json > "$OUT/lifecycle-16.json"
+log "RideLock: 50-way contended assign, five runs"
+for run in 1 2 3 4 5; do
+  ./target/release/ridelock loadtest --url "$URL" --scenario same-booking --concurrency 50 --json \
+    > "$OUT/same-booking-$run.json"
+done
 # summarize NAME...: lifecycles/s and per-endpoint latencies of $OUT/NAME.json.
 summarize() {
   python3 - "$OUT" "$@" <<'PY'
@@ -117,7 +123,8 @@ for name in sys.argv[2:]:
                   f"p50={e['p50_ms']:.2f} p99={e['p99_ms']:.2f} max={e['max_ms']:.2f} ms {e['statuses']}")
 PY
 }
-summarize lifecycle same-booking
+summarize lifecycle lifecycle-16 same-booking-1 same-booking-2 same-booking-3 same-booking-4 \
+  same-booking-5
 
 log "RideLock: 10,000 open client connections (wrk on a one-query read)"
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

@@ -4,7 +4,7 @@
 //!
 //! The writes of the lifecycle are each one statement (data-modifying CTEs), so each costs one
 //! round trip and one commit; profiling showed the server's and PostgreSQL's time going to round
-//! trips and per-statement overhead, not to the work itself (BENCHMARKS.md). They are raw SQL
+//! trips and per-statement overhead, not to the work itself (docs/benchmarks-history.md). They are raw SQL
 //! because diesel's DSL has no data-modifying CTEs; their rows are read back through the same
 //! `QueryableByName` models, and the integration suite exercises every branch.
 
