@@ -22,6 +22,7 @@
 //! the next), so every row of the change statement is a different booking.
 
 mod batch;
+mod claims;
 
 use batch::Batch;
 
