@@ -198,6 +198,29 @@ pub async fn activate(
     Ok(Activation::LeasedElsewhere(owner))
 }
 
+/// The claim of the drivers of the bookings a statement's CTE `b` just assigned: CTE `c` of
+/// [`ASSIGN_SQL`] and of the group-commit writer's claim statement.
+macro_rules! claim_assigned_drivers {
+    () => {
+        "
+    UPDATE drivers SET status = 'busy', current_booking_id = b.id, updated_at = now()
+    FROM b WHERE drivers.id = b.driver_id
+    RETURNING drivers.*"
+    };
+}
+pub(crate) use claim_assigned_drivers;
+
+/// The claimed driver's columns as [`AssignRow`] reads them (`d_*`), from CTE `c`.
+macro_rules! assigned_driver_columns {
+    () => {
+        "c.id AS d_id, c.name AS d_name, c.phone AS d_phone, c.email AS d_email,
+       c.lat AS d_lat, c.lng AS d_lng, c.status AS d_status, c.vehicle_type AS d_vehicle_type,
+       c.rating AS d_rating, c.current_booking_id AS d_current_booking_id,
+       c.created_at AS d_created_at, c.updated_at AS d_updated_at"
+    };
+}
+pub(crate) use assigned_driver_columns;
+
 /// Picks the first free candidate, assigns the booking to it, claims it and writes the event, in
 /// one statement: one round trip and one commit, no explicit transaction. `$3` is the candidates
 /// in order of preference. The pick locks the driver row, waiting for one another transaction
@@ -208,8 +231,8 @@ pub async fn activate(
 /// fenced booking claims nobody. The claimed driver comes back with the booking (`d_*`
 /// columns). No row back: no candidate was free, or the booking is fenced. (Claims that skip
 /// locked rows go through the group-commit writer's `CLAIMS_SQL`.)
-const ASSIGN_SQL: &str = "\
-WITH pick AS (
+const ASSIGN_SQL: &str = concat!(
+    "WITH pick AS (
     SELECT id FROM drivers
     WHERE id = ANY($3) AND status = 'online' AND current_booking_id IS NULL
       AND ($4::text IS NULL OR vehicle_type = $4)
@@ -222,20 +245,18 @@ WITH pick AS (
     FROM pick
     WHERE bookings.id = $1 AND bookings.fencing_token = $2 AND bookings.status = 'pending'
     RETURNING bookings.*
-), c AS (
-    UPDATE drivers SET status = 'busy', current_booking_id = b.id, updated_at = now()
-    FROM b WHERE drivers.id = b.driver_id
-    RETURNING drivers.*
-), e AS (
+), c AS (",
+    claim_assigned_drivers!(),
+    "), e AS (
     INSERT INTO booking_events
         (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
     SELECT id, 'pending', status, driver_id, $6, $2, $7, $8 FROM b
 )
-SELECT b.*, c.id AS d_id, c.name AS d_name, c.phone AS d_phone, c.email AS d_email,
-       c.lat AS d_lat, c.lng AS d_lng, c.status AS d_status, c.vehicle_type AS d_vehicle_type,
-       c.rating AS d_rating, c.current_booking_id AS d_current_booking_id,
-       c.created_at AS d_created_at, c.updated_at AS d_updated_at
-FROM b JOIN c ON true";
+SELECT b.*, ",
+    assigned_driver_columns!(),
+    "
+FROM b JOIN c ON true"
+);
 
 /// The assigned booking and its claimed driver, as [`ASSIGN_SQL`] returns them.
 #[derive(QueryableByName)]

@@ -444,12 +444,8 @@ async fn two_copies_of_a_keyed_creation_in_one_batch_make_one_booking() {
     assert_eq!(stored, 1);
 }
 
-#[actix_web::test]
-async fn assignments_sent_together_never_give_one_driver_twice() {
-    // Arrange: six pending bookings (token 0) that all want the same three drivers, one of them
-    // under a stale token.
-    let app = spawn_app().await;
-    let rider = app.rider().await;
+/// Three online drivers north of the pickup, nearest first.
+async fn drivers_in_a_row(app: &TestApp) -> Vec<DriverId> {
     let mut drivers = Vec::new();
     for i in 0..3 {
         drivers.push(DriverId(
@@ -457,21 +453,35 @@ async fn assignments_sent_together_never_give_one_driver_twice() {
                 .await,
         ));
     }
-    let mut bookings = Vec::new();
-    for _ in 0..6 {
-        bookings.push(app.unowned_booking(rider, PICKUP.0, PICKUP.1).await);
-    }
-    let writer = writer_for(&app);
-    let assign = |booking: i64, token: i64| Assignment {
+    drivers
+}
+
+fn assignment(booking: i64, token: i64, drivers: &[DriverId]) -> Assignment {
+    Assignment {
         booking_id: booking,
         token,
-        candidates: drivers.clone(),
+        candidates: drivers.to_vec(),
         vehicle_type: None,
         request_id: format!("req-assign-{booking}"),
         actor: Some("ops:test".to_owned()),
         deadline: Instant::now() + Duration::from_secs(10),
         answer: None,
-    };
+    }
+}
+
+#[actix_web::test]
+async fn assignments_sent_together_never_give_one_driver_twice() {
+    // Arrange: six pending bookings (token 0) that all want the same three drivers, one of them
+    // under a stale token.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let drivers = drivers_in_a_row(&app).await;
+    let mut bookings = Vec::new();
+    for _ in 0..6 {
+        bookings.push(app.unowned_booking(rider, PICKUP.0, PICKUP.1).await);
+    }
+    let writer = writer_for(&app);
+    let assign = |booking: i64, token: i64| assignment(booking, token, &drivers);
 
     // Act
     let outcomes = futures::future::join_all(
@@ -517,13 +527,7 @@ async fn a_batch_passes_over_a_driver_another_transaction_holds_and_plans_the_ne
     // transaction (a location update, a claim of another node) holds driver 1 locked.
     let app = spawn_app().await;
     let rider = app.rider().await;
-    let mut drivers = Vec::new();
-    for i in 0..3 {
-        drivers.push(DriverId(
-            app.online_driver(PICKUP.0 + 0.001 * f64::from(i), PICKUP.1)
-                .await,
-        ));
-    }
+    let drivers = drivers_in_a_row(&app).await;
     let first = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
     let second = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
     let mut holder = app.db().await;
@@ -537,16 +541,7 @@ async fn a_batch_passes_over_a_driver_another_transaction_holds_and_plans_the_ne
         .await
         .expect("lock driver 1");
     let writer = writer_for(&app);
-    let assign = |booking: i64| Assignment {
-        booking_id: booking,
-        token: 0,
-        candidates: drivers.clone(),
-        vehicle_type: None,
-        request_id: format!("req-assign-{booking}"),
-        actor: Some("ops:test".to_owned()),
-        deadline: Instant::now() + Duration::from_secs(10),
-        answer: None,
-    };
+    let assign = |booking: i64| assignment(booking, 0, &drivers);
 
     // Act: the first plan gives driver 1 to the first booking, whose claim skips it.
     let outcomes =

@@ -9,7 +9,7 @@ use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::{Assigned, Assignment};
-use crate::storage::bookings::AssignRow;
+use crate::storage::bookings::{assigned_driver_columns, claim_assigned_drivers, AssignRow};
 use crate::storage::prepared::prepared;
 
 /// The free drivers among every candidate of a batch's assignments, read without a lock: the
@@ -36,8 +36,8 @@ struct FreeDriver {
 /// gives each driver to one booking at most, and the partial unique index refuses a second
 /// active booking for a driver in any case. The assigned bookings come back with their drivers
 /// (`d_*` columns); a planned pair without a row failed its own condition only.
-const CLAIMS_SQL: &str = "\
-WITH i AS (
+const CLAIMS_SQL: &str = concat!(
+    "WITH i AS (
     SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::text[], $5::text[])
         AS i(id, token, driver, request_id, actor)
 ), pick AS (
@@ -50,20 +50,18 @@ WITH i AS (
     FROM i JOIN pick ON pick.id = i.driver
     WHERE bookings.id = i.id AND bookings.fencing_token = i.token AND bookings.status = 'pending'
     RETURNING bookings.*, i.request_id AS i_request, i.actor AS i_actor
-), c AS (
-    UPDATE drivers SET status = 'busy', current_booking_id = b.id, updated_at = now()
-    FROM b WHERE drivers.id = b.driver_id
-    RETURNING drivers.*
-), e AS (
+), c AS (",
+    claim_assigned_drivers!(),
+    "), e AS (
     INSERT INTO booking_events
         (booking_id, from_status, to_status, driver_id, node_id, fencing_token, request_id, actor)
     SELECT id, 'pending', status, driver_id, $7, fencing_token, i_request, i_actor FROM b
 )
-SELECT b.*, c.id AS d_id, c.name AS d_name, c.phone AS d_phone, c.email AS d_email,
-       c.lat AS d_lat, c.lng AS d_lng, c.status AS d_status, c.vehicle_type AS d_vehicle_type,
-       c.rating AS d_rating, c.current_booking_id AS d_current_booking_id,
-       c.created_at AS d_created_at, c.updated_at AS d_updated_at
-FROM b JOIN c ON c.current_booking_id = b.id";
+SELECT b.*, ",
+    assigned_driver_columns!(),
+    "
+FROM b JOIN c ON c.current_booking_id = b.id"
+);
 
 /// Of the given bookings, those still pending under their tokens: an assignment that claimed
 /// nobody is fenced if its booking is not among them.
