@@ -12,9 +12,7 @@ use diesel_async::pooled_connection::{
 };
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use jsonwebtoken::Algorithm;
-use serde::Deserialize;
-
-pub use crate::auth::AuthMode;
+use serde::{Deserialize, Serialize};
 
 /// A value that must not appear in logs (URLs may carry passwords).
 #[derive(Clone, Deserialize)]
@@ -173,6 +171,23 @@ impl IdempotencySettings {
 
     pub fn purge_every(&self) -> Duration {
         Duration::from_millis(self.purge_every_ms)
+    }
+}
+
+/// `auth.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    Jwt,
+    Off,
+}
+
+impl AuthMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Jwt => "jwt",
+            Self::Off => "off",
+        }
     }
 }
 

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::{json, Value};
 
 use crate::actors::BookingError;
+use crate::auth::{AuthError, Forbidden};
 use crate::domain::values::FieldError;
 use crate::storage::StoreError;
 
@@ -228,6 +229,24 @@ impl From<BookingError> for ApiError {
             error @ BookingError::KeyTaken => Self::Internal(error.into()),
             BookingError::Store(error) => error.into(),
             BookingError::Mailbox(error) => Self::Unavailable(error.into()),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        Self::Unauthorized {
+            code: error.code(),
+            message: error.to_string(),
+        }
+    }
+}
+
+impl From<Forbidden> for ApiError {
+    fn from(refused: Forbidden) -> Self {
+        Self::Forbidden {
+            code: refused.code,
+            message: refused.message,
         }
     }
 }

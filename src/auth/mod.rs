@@ -11,17 +11,11 @@ pub mod rules;
 mod token;
 
 use std::fmt;
-use std::future::{ready, Ready};
-
-use actix_web::dev::Payload;
-use actix_web::http::header::AUTHORIZATION;
-use actix_web::{FromRequest, HttpMessage, HttpRequest};
-use serde::{Deserialize, Serialize};
 
 pub use token::{mint, Authenticator};
 
+pub use crate::config::AuthMode;
 use crate::domain::ids::{DriverId, RiderId};
-use crate::error::ApiError;
 
 /// The caller a verified token names.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,23 +62,6 @@ impl fmt::Display for Principal {
     }
 }
 
-/// `auth.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AuthMode {
-    Jwt,
-    Off,
-}
-
-impl AuthMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Jwt => "jwt",
-            Self::Off => "off",
-        }
-    }
-}
-
 /// Why a request could not be authenticated; every one is a 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -115,47 +92,11 @@ impl AuthError {
     }
 }
 
-impl From<AuthError> for ApiError {
-    fn from(error: AuthError) -> Self {
-        Self::Unauthorized {
-            code: error.code(),
-            message: error.to_string(),
-        }
-    }
-}
-
-/// The authenticated caller of a request: 401 before the handler runs otherwise.
-impl FromRequest for Principal {
-    type Error = ApiError;
-    type Future = Ready<Result<Self, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(caller(req))
-    }
-}
-
-/// The request's caller, verified once per request and then remembered with it (the handler
-/// and the idempotency key both ask).
-pub fn caller(req: &HttpRequest) -> Result<Principal, ApiError> {
-    if let Some(known) = req.extensions().get::<Principal>() {
-        return Ok(known.clone());
-    }
-    let Some(auth) = req.app_data::<actix_web::web::Data<Authenticator>>() else {
-        return Err(ApiError::Internal(anyhow::anyhow!(
-            "no authenticator registered"
-        )));
-    };
-    let header = req
-        .headers()
-        .get(AUTHORIZATION)
-        .map(|value| value.to_str().map_err(|_| AuthError::Malformed));
-    let principal = match header {
-        None => auth.authenticate(None),
-        Some(Ok(text)) => auth.authenticate(Some(text)),
-        Some(Err(error)) => Err(error),
-    }?;
-    req.extensions_mut().insert(principal.clone());
-    Ok(principal)
+/// A caller refused by a rule of [`rules`]: a 403 naming the rule (`code`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forbidden {
+    pub code: &'static str,
+    pub message: String,
 }
 
 #[cfg(test)]

@@ -6,18 +6,17 @@
 //! one) run where that state is: reads compare the row they read, and actions are checked by the
 //! booking's actor (`domain::booking::apply`), which alone knows the driver at that moment.
 
-use super::Principal;
+use super::{Forbidden, Principal};
 use crate::domain::booking::Party;
 use crate::domain::ids::{DriverId, RiderId};
-use crate::error::ApiError;
 
-fn forbidden(code: &'static str, message: String) -> ApiError {
-    ApiError::Forbidden { code, message }
+fn forbidden(code: &'static str, message: String) -> Forbidden {
+    Forbidden { code, message }
 }
 
 /// Operators only: creating riders and drivers, the driver list, lock stats, cluster nodes,
 /// metrics.
-pub fn ops_only(caller: &Principal) -> Result<(), ApiError> {
+pub fn ops_only(caller: &Principal) -> Result<(), Forbidden> {
     if caller.is_ops() {
         return Ok(());
     }
@@ -28,7 +27,7 @@ pub fn ops_only(caller: &Principal) -> Result<(), ApiError> {
 }
 
 /// The caller is this rider, or an operator.
-pub fn is_rider(caller: &Principal, rider: RiderId) -> Result<(), ApiError> {
+pub fn is_rider(caller: &Principal, rider: RiderId) -> Result<(), Forbidden> {
     match caller {
         Principal::Ops(_) => Ok(()),
         Principal::Rider(me) if *me == rider => Ok(()),
@@ -37,7 +36,7 @@ pub fn is_rider(caller: &Principal, rider: RiderId) -> Result<(), ApiError> {
 }
 
 /// The caller is this driver, or an operator.
-pub fn is_driver(caller: &Principal, driver: DriverId) -> Result<(), ApiError> {
+pub fn is_driver(caller: &Principal, driver: DriverId) -> Result<(), Forbidden> {
     match caller {
         Principal::Ops(_) => Ok(()),
         Principal::Driver(me) if *me == driver => Ok(()),
@@ -46,14 +45,14 @@ pub fn is_driver(caller: &Principal, driver: DriverId) -> Result<(), ApiError> {
 }
 
 /// The caller is the party a body names (`user_id` + `user_type`), or an operator.
-pub fn is_party(caller: &Principal, party: Party) -> Result<(), ApiError> {
+pub fn is_party(caller: &Principal, party: Party) -> Result<(), Forbidden> {
     match party {
         Party::Rider(rider) => is_rider(caller, rider),
         Party::Driver(driver) => is_driver(caller, driver),
     }
 }
 
-fn mismatch(caller: &Principal, named: &str) -> ApiError {
+fn mismatch(caller: &Principal, named: &str) -> Forbidden {
     forbidden(
         "subject_mismatch",
         format!("A token for {caller} may not act as or read {named}"),
@@ -62,7 +61,7 @@ fn mismatch(caller: &Principal, named: &str) -> ApiError {
 
 /// Who asks for a driver to be assigned: the rider (checked against the booking by its actor),
 /// or an operator (`None`). Drivers do not.
-pub fn assigner(caller: &Principal) -> Result<Option<RiderId>, ApiError> {
+pub fn assigner(caller: &Principal) -> Result<Option<RiderId>, Forbidden> {
     match caller {
         Principal::Ops(_) => Ok(None),
         Principal::Rider(rider) => Ok(Some(*rider)),
@@ -78,7 +77,7 @@ pub fn reads_booking(
     caller: &Principal,
     rider: RiderId,
     driver: Option<DriverId>,
-) -> Result<(), ApiError> {
+) -> Result<(), Forbidden> {
     let allowed = match caller {
         Principal::Ops(_) => true,
         Principal::Rider(me) => *me == rider,
@@ -104,8 +103,8 @@ mod tests {
         Principal::Ops("support".into())
     }
 
-    fn code(result: Result<impl std::fmt::Debug, ApiError>) -> Option<&'static str> {
-        result.err().map(|e| e.code())
+    fn code(result: Result<impl std::fmt::Debug, Forbidden>) -> Option<&'static str> {
+        result.err().map(|e| e.code)
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Input at the edge: JSON bodies whose errors name the offending field, and positive integer ids
 //! in paths and queries. Every refusal here is a 400 before anything is read or written.
 
-use std::future::Future;
+use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use serde::de::DeserializeOwned;
 
-use crate::auth;
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::domain::values::FieldError;
 use crate::error::ApiError;
 use crate::storage::idempotency::IdempotencyKey;
@@ -184,7 +185,7 @@ fn idempotency_key(req: &HttpRequest, body: &[u8]) -> Result<Option<IdempotencyK
     let Some(value) = req.headers().get(IDEMPOTENCY_HEADER) else {
         return Ok(None);
     };
-    let scope = auth::caller(req)?.to_string();
+    let scope = caller(req)?.to_string();
     value
         .to_str()
         .ok()
@@ -248,6 +249,40 @@ pub fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::E
         }
     }
     de.deserialize_any(Whole)
+}
+
+/// The authenticated caller of a request: 401 before the handler runs otherwise.
+impl FromRequest for Principal {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(caller(req))
+    }
+}
+
+/// The request's caller, verified once per request and then remembered with it (the handler
+/// and the idempotency key both ask).
+pub fn caller(req: &HttpRequest) -> Result<Principal, ApiError> {
+    if let Some(known) = req.extensions().get::<Principal>() {
+        return Ok(known.clone());
+    }
+    let Some(auth) = req.app_data::<actix_web::web::Data<Authenticator>>() else {
+        return Err(ApiError::Internal(anyhow::anyhow!(
+            "no authenticator registered"
+        )));
+    };
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .map(|value| value.to_str().map_err(|_| AuthError::Malformed));
+    let principal = match header {
+        None => auth.authenticate(None),
+        Some(Ok(text)) => auth.authenticate(Some(text)),
+        Some(Err(error)) => Err(error),
+    }?;
+    req.extensions_mut().insert(principal.clone());
+    Ok(principal)
 }
 
 #[cfg(test)]

@@ -166,7 +166,7 @@ fn address_key(req: &ServiceRequest) -> Option<CallerKey> {
 }
 
 /// Middleware: counts the request against its caller and refuses it (429) when over its share.
-/// The caller is verified here once ([`auth::caller`] keeps it with the request for the
+/// The caller is verified here once ([`super::extract::caller`] keeps it with the request for the
 /// handler); an unverified token counts against the address, never against the subject it
 /// claims.
 pub async fn limit(
@@ -186,7 +186,7 @@ pub async fn limit(
     let verified = if anonymous {
         None
     } else {
-        auth::caller(req.request()).ok()
+        super::extract::caller(req.request()).ok()
     };
     let key = match &verified {
         Some(principal) => Some(CallerKey::Subject(principal.to_string())),
