@@ -19,7 +19,7 @@ use redis::RedisError;
 
 use crate::domain::ids::DriverId;
 use crate::domain::values::GeoPoint;
-use crate::lease::failover::RedisHealth;
+use crate::redis_health::RedisHealth;
 use crate::storage::models::Driver;
 
 /// The largest latitude, north or south, a Redis geo set can hold.

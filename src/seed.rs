@@ -10,7 +10,7 @@ use crate::config::Settings;
 use crate::domain::ids::RiderId;
 use crate::domain::values::{Fare, GeoPoint};
 use crate::geo::DriverIndex;
-use crate::lease::failover::RedisHealth;
+use crate::redis_health::RedisHealth;
 use crate::storage::bookings::{self, Audit, NewBooking};
 use crate::storage::schema::{bookings as bookings_table, drivers, riders};
 use crate::storage::{drivers as driver_rows, pool};

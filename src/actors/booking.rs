@@ -63,7 +63,7 @@ impl RequestMeta {
 /// The success body of an assignment: the booking and the driver it claimed.
 fn assigned_body(message: &'static str, booking: &Booking, driver: Option<&Driver>) -> String {
     let data = serde_json::json!({ "booking": booking, "driver": driver });
-    crate::http::success_body(message, data)
+    crate::envelope::success_body(message, data)
 }
 
 /// Assign the nearest online driver to this pending booking.
@@ -178,7 +178,7 @@ impl Write {
             request_id: meta.request_id.as_str().to_owned(),
             actor: meta.actor.clone(),
             deadline: meta.deadline,
-            answer: meta.answer(|message, row, _| crate::http::success_body(message, row)),
+            answer: meta.answer(|message, row, _| crate::envelope::success_body(message, row)),
         };
         match self {
             Self::Change {

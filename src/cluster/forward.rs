@@ -186,7 +186,7 @@ impl Forwarder {
             .post(format!("{address}{path}"))
             .timeout(budget)
             .header("content-type", "application/json")
-            .header(crate::http::request_id::HEADER, request_id.as_str())
+            .header(super::headers::REQUEST_ID, request_id.as_str())
             .header(auth::NODE_HEADER, &self.node_id)
             .header(auth::TO_HEADER, to)
             .header(auth::HOPS_HEADER, hops.to_string())
@@ -205,7 +205,7 @@ impl Forwarder {
         };
         if response
             .headers()
-            .contains_key(crate::http::drain::DRAINING_HEADER)
+            .contains_key(super::headers::DRAINING)
         {
             // Refused unhandled: the owner is shutting down and about to give its leases back.
             ForwardMetrics::bump(&self.metrics.unanswered);
@@ -220,7 +220,7 @@ impl Forwarder {
         };
         let status = response.status().as_u16();
         let retry_after = header("retry-after");
-        let served_by = header(SERVED_BY_HEADER);
+        let served_by = header(super::headers::SERVED_BY);
         match response.bytes().await {
             Ok(body) => {
                 ForwardMetrics::bump(&self.metrics.answered);
@@ -241,6 +241,3 @@ impl Forwarder {
 
 /// Time kept back from a forwarded call's budget for its answer to travel back.
 const RETURN_MARGIN: Duration = Duration::from_millis(50);
-
-/// Names the node whose booking actor handled a booking action, on every answer to one.
-pub const SERVED_BY_HEADER: &str = "x-ridelock-served-by";

@@ -7,7 +7,9 @@
 //! that node announced here; [`auth`] signs and verifies those node-to-node calls.
 
 pub mod auth;
+pub mod drain;
 pub mod forward;
+pub mod headers;
 
 use std::time::Duration;
 

@@ -10,8 +10,8 @@ use utoipa::ToSchema;
 
 use super::extract::{self, Keyed};
 use super::idempotent;
-use super::success_body;
 use super::{respond, respond_list, State};
+use crate::envelope::success_body;
 use crate::actors::BookingError;
 use crate::auth::{rules, Principal};
 use crate::domain::booking::BookingStatus;

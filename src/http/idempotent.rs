@@ -8,7 +8,7 @@ use actix_web::HttpResponse;
 use diesel_async::AsyncPgConnection;
 use serde::Serialize;
 
-use super::success_body;
+use crate::envelope::success_body;
 use crate::error::ApiError;
 use crate::storage::idempotency::{self, IdempotencyKey, Seen};
 

@@ -32,6 +32,7 @@ use crate::actors::SharedDeps;
 use crate::cluster::forward::Forwarder;
 use crate::config::Secret;
 use crate::domain::values::FieldError;
+use crate::envelope::{Envelope, ListEnvelope};
 use crate::error::ApiError;
 use crate::lease::failover::Leases;
 use crate::lease::manager::LeaseMetrics;
@@ -49,7 +50,7 @@ pub struct AppState {
     /// Verifies calls to `/internal/...` from other nodes.
     pub cluster_secret: Secret,
     /// Requests in flight, and whether the node is shutting down.
-    pub drain: Arc<drain::Drain>,
+    pub drain: Arc<crate::cluster::drain::Drain>,
     /// `/api/health`'s shared PostgreSQL probe.
     pub postgres_probe: health::PostgresProbe,
 }
@@ -209,17 +210,6 @@ pub(crate) fn respond(status: StatusCode, message: &str, data: impl Serialize) -
     })
 }
 
-/// The body `respond` sends for a success, as text: what an idempotency key stores, so a repeat
-/// gets the very same bytes.
-pub(crate) fn success_body(message: &str, data: impl Serialize) -> String {
-    serde_json::to_string(&Envelope {
-        success: true,
-        message,
-        data,
-    })
-    .unwrap_or_default()
-}
-
 /// A list: `data` is the array and `count` sits beside it.
 pub(crate) fn respond_list<T: Serialize>(message: &str, items: &[T]) -> HttpResponse {
     HttpResponse::Ok().json(ListEnvelope {
@@ -228,21 +218,4 @@ pub(crate) fn respond_list<T: Serialize>(message: &str, items: &[T]) -> HttpResp
         data: items,
         count: items.len(),
     })
-}
-
-/// The success envelope, serialized straight to the body: no `serde_json::Value` tree in between,
-/// which for a large answer (lock stats of 100,000 leases) cost more memory than the leases.
-#[derive(Serialize)]
-struct Envelope<'a, T> {
-    success: bool,
-    message: &'a str,
-    data: T,
-}
-
-#[derive(Serialize)]
-struct ListEnvelope<'a, T> {
-    success: bool,
-    message: &'a str,
-    data: &'a [T],
-    count: usize,
 }

@@ -1,8 +1,8 @@
 //! Leases from Redis while it answers, from PostgreSQL while it is silent.
 //!
-//! [`RedisHealth`] is this node's view of Redis: silent from the first command that could not
+//! [`RedisHealth`] (`crate::redis_health`) is this node's view of Redis: silent from the first command that could not
 //! reach it, timed out, or was refused because Redis cannot take writes now (a replica, loading,
-//! out of memory: [`means_unavailable`]), answering again from the first lease grant or heartbeat
+//! out of memory: [`means_unavailable`](crate::redis_health::means_unavailable)), answering again from the first lease grant or heartbeat
 //! probe (both `SET`s) that succeeded. While Redis is silent:
 //!
 //! - a lease this node already holds is carried over to PostgreSQL on the next heartbeat, by the
@@ -25,7 +25,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use redis::RedisError;
@@ -34,160 +34,19 @@ use super::postgres::PgLeases;
 use super::redis::{LeaseRecord, RedisLeases};
 use super::store::LeaseStore;
 use super::{LeaseError, LeaseOwner};
+pub use crate::redis_health::RedisHealth;
 
-/// This node's view of whether Redis answers. Shared by the lease store, the geo index and the
-/// node's heartbeat, which probes Redis while it is silent.
-#[derive(Debug)]
-pub struct RedisHealth {
-    node_id: String,
-    ttl: Duration,
-    silent_since: Mutex<Option<Instant>>,
-    /// Set by the first command that showed Redis takes writes; never cleared.
-    ever_answered: std::sync::atomic::AtomicBool,
-}
-
-/// True for the errors that mean this Redis cannot take lease writes now, which the node treats
-/// exactly as silence: it could not be reached or did not answer in time, or it refused for
-/// reasons of its own state rather than the command's: a replica after a failover (`READONLY`),
-/// still loading its data (`LOADING`), a replica cut off from its primary (`MASTERDOWN`), full
-/// under `noeviction` (`OOM`), a cluster without its slots (`CLUSTERDOWN`, `TRYAGAIN`), unable
-/// to persist (`MISCONF`) or short of replicas (`NOREPLICAS`). A refusal of the command itself
-/// (a wrong type, a script error) is not about Redis and is not counted.
-pub fn means_unavailable(error: &RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
-    if error.is_timeout()
-        || error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-    {
-        return true;
-    }
-    let refusal = |code: &str| {
-        matches!(
-            code,
-            "READONLY"
-                | "LOADING"
-                | "MASTERDOWN"
-                | "CLUSTERDOWN"
-                | "TRYAGAIN"
-                | "OOM"
-                | "MISCONF"
-                | "NOREPLICAS"
-        )
-    };
-    if matches!(
-        error.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::ReadOnly
-                | ServerErrorKind::BusyLoading
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::TryAgain,
-        )
-    ) || error.code().is_some_and(refusal)
-    {
-        return true;
-    }
-    // A pipeline's error names only its first item's kind: any item's refusal counts.
-    error
-        .clone()
-        .into_server_errors()
-        .is_some_and(|items| items.iter().any(|(_, item)| refusal(item.code())))
-}
-
-impl RedisHealth {
-    pub fn new(node_id: &str, ttl: Duration) -> Arc<Self> {
-        Arc::new(Self {
-            node_id: node_id.to_owned(),
-            ttl,
-            silent_since: Mutex::new(None),
-            ever_answered: std::sync::atomic::AtomicBool::new(false),
-        })
-    }
-
-    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        self.silent_since.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub fn is_silent(&self) -> bool {
-        self.since().is_some()
-    }
-
-    /// `"redis"` or `"postgres"`: where new leases come from now.
-    pub fn backend(&self) -> &'static str {
-        if self.is_silent() {
-            "postgres"
-        } else {
-            "redis"
-        }
-    }
-
-    /// How long until PostgreSQL leases may be granted (zero: now); `None` while Redis answers.
-    pub fn grants_in(&self) -> Option<Duration> {
-        self.since()
-            .map(|since| (since + self.ttl).saturating_duration_since(Instant::now()))
-    }
-
-    /// Records what the outcome of a command that writes a new key (`SET`: a lease grant, the
-    /// membership announcement, the replay check) says about Redis: only such a command tells
-    /// that Redis takes lease writes again. A replica still answers reads, and a full Redis
-    /// still deletes and extends keys.
-    pub fn observe<T>(&self, outcome: &Result<T, RedisError>) {
-        match outcome {
-            Ok(_) => self.answered(),
-            Err(error) => self.observe_error(error),
-        }
-    }
-
-    /// Records a failed Redis command of any kind; a success of a read, renewal or release says
-    /// nothing (see [`Self::observe`]).
-    pub fn observe_error(&self, error: &RedisError) {
-        if means_unavailable(error) {
-            self.silent(error);
-        }
-    }
-
-    fn observe_lease<T>(&self, outcome: &Result<T, LeaseError>, grant: bool) {
-        match outcome {
-            Ok(_) | Err(LeaseError::Held(_)) if grant => self.answered(),
-            Err(LeaseError::Unavailable(error)) => {
-                if let Some(error) = error.downcast_ref::<RedisError>() {
-                    self.observe_error(error);
-                }
+/// Records what a lease command's outcome says about Redis: a grant (or a refusal because the
+/// key is held) shows Redis takes writes; an unavailable store is observed as an error.
+fn observe_lease<T>(health: &RedisHealth, outcome: &Result<T, LeaseError>, grant: bool) {
+    match outcome {
+        Ok(_) | Err(LeaseError::Held(_)) if grant => health.answered(),
+        Err(LeaseError::Unavailable(error)) => {
+            if let Some(error) = error.downcast_ref::<RedisError>() {
+                health.observe_error(error);
             }
-            _ => {}
         }
-    }
-
-    /// True until a command first showed that Redis takes writes: until then this node has
-    /// taken no lease in Redis (grants go to Redis only while it answers).
-    pub fn never_answered(&self) -> bool {
-        !self.ever_answered.load(std::sync::atomic::Ordering::SeqCst)
-    }
-
-    fn answered(&self) {
-        self.ever_answered
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        let mut since = self.since();
-        if let Some(at) = since.take() {
-            log::warn!(
-                "lease backend switched node={} backend=redis silent_ms={}",
-                self.node_id,
-                at.elapsed().as_millis()
-            );
-        }
-    }
-
-    fn silent(&self, error: &RedisError) {
-        let mut since = self.since();
-        if since.is_none() {
-            *since = Some(Instant::now());
-            log::warn!(
-                "lease backend switched node={} backend=postgres grants_in_ms={} error={error}",
-                self.node_id,
-                self.ttl.as_millis()
-            );
-        }
+        _ => {}
     }
 }
 
@@ -247,7 +106,7 @@ impl Leases {
             return in_pg;
         }
         let in_redis = inner.redis.holder(key).await;
-        inner.health.observe_lease(&in_redis, false);
+        observe_lease(&inner.health, &in_redis, false);
         in_redis
     }
 
@@ -266,7 +125,7 @@ impl Leases {
             Ok(Vec::new())
         } else {
             let keys = inner.redis.keys(prefix).await;
-            inner.health.observe_lease(&keys, false);
+            observe_lease(&inner.health, &keys, false);
             keys
         };
         let (in_pg, in_redis) = match (in_pg, in_redis) {
@@ -302,7 +161,7 @@ impl Leases {
             .collect();
         if !from_redis.is_empty() {
             let read = inner.redis.records(from_redis).await;
-            inner.health.observe_lease(&read, false);
+            observe_lease(&inner.health, &read, false);
             records.extend(read.unwrap_or_default());
         }
         records.sort_by(|a, b| a.key.cmp(&b.key));
@@ -345,7 +204,7 @@ impl Leases {
         node_id: &str,
     ) -> Result<usize, LeaseError> {
         let cleared = self.inner.redis.clear_node(prefix, node_id).await;
-        self.inner.health.observe_lease(&cleared, false);
+        observe_lease(&self.inner.health, &cleared, false);
         cleared
     }
 }
@@ -381,7 +240,7 @@ impl Inner {
             return Ok(());
         }
         let granted = self.redis.acquire(&key, &value, ttl).await;
-        self.health.observe_lease(&granted, true);
+        observe_lease(&self.health, &granted, true);
         match granted {
             Err(LeaseError::Unavailable(_)) if self.health.is_silent() => Err(LeaseError::NotYet(
                 self.health.grants_in().unwrap_or_default(),
@@ -401,7 +260,7 @@ impl Inner {
         let mut last_error = None;
         if !redis.leases.is_empty() && !self.health.is_silent() {
             let renewed = self.redis.renew_all(&redis.leases, ttl).await;
-            self.health.observe_lease(&renewed, false);
+            observe_lease(&self.health, &renewed, false);
             match renewed {
                 Ok(flags) => {
                     redis.answer(&mut answers, flags);
@@ -424,7 +283,7 @@ impl Inner {
                     let carried = flags.iter().filter(|t| **t).count();
                     log::warn!(
                         "leases carried over to postgres node={} leases={carried} refused={}",
-                        self.health.node_id,
+                        self.health.node_id(),
                         flags.len() - carried
                     );
                     redis.answer(&mut answers, flags);
@@ -459,7 +318,7 @@ impl Inner {
             return released;
         }
         let released = self.redis.release(&key, &value).await;
-        self.health.observe_lease(&released, false);
+        observe_lease(&self.health, &released, false);
         released
     }
 
@@ -481,7 +340,7 @@ impl Inner {
             true => Ok(0),
             false => {
                 let released = self.redis.release_all(&redis.leases).await;
-                self.health.observe_lease(&released, false);
+                observe_lease(&self.health, &released, false);
                 released
             }
         };
@@ -502,11 +361,11 @@ impl Inner {
             return;
         }
         let deleted = self.redis.release_all(leases).await;
-        self.health.observe_lease(&deleted, false);
+        observe_lease(&self.health, &deleted, false);
         if let Err(error) = deleted {
             log::debug!(
                 "stale redis keys of carried-over leases left to expire node={} error={error}",
-                self.health.node_id
+                self.health.node_id()
             );
         }
     }
