@@ -20,8 +20,9 @@ use crate::domain::booking::{apply, BookingStatus, Command, Party, Transition, T
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
+use crate::lease::postgres::{self as pg_leases, Activation};
 use crate::lease::{booking_key, LeaseError, LeaseOwner};
-use crate::storage::bookings::{self as store, Activation, AssignError, Audit, ReleasedDriver};
+use crate::storage::bookings::{self as store, AssignError, Audit, ReleasedDriver};
 use crate::storage::idempotency::{self, IdempotencyKey};
 use crate::storage::models::{Booking, Driver};
 use crate::storage::writer::{Answer, Assigned, Assignment, Change, Outcome};
@@ -592,7 +593,7 @@ async fn activate(
     let grant = acquire(&deps, id, holder).await?;
     let row = async {
         let mut conn = pool::conn(&deps.pool).await.map_err(|e| e.to_string())?;
-        store::activate(&mut conn, id, &grant.key, &grant.value)
+        pg_leases::activate(&mut conn, id, &grant.key, &grant.value)
             .await
             .map_err(|e| e.to_string())
     }

@@ -203,10 +203,7 @@ impl Forwarder {
                 return Err(error.into());
             }
         };
-        if response
-            .headers()
-            .contains_key(super::headers::DRAINING)
-        {
+        if response.headers().contains_key(super::headers::DRAINING) {
             // Refused unhandled: the owner is shutting down and about to give its leases back.
             ForwardMetrics::bump(&self.metrics.unanswered);
             return Err(ForwardError::Draining);

@@ -17,7 +17,7 @@
 //! the others' Redis leases live on, and this node may take a booking another node still holds
 //! in Redis. That is why the other direction is covered too: a node that reaches Redis defers to
 //! PostgreSQL leases in the activation that follows every grant (the statement that bumps the
-//! fencing token checks the table, [`crate::storage::bookings::activate`]), and an actor whose
+//! fencing token checks the table, [`crate::lease::postgres::activate`]), and an actor whose
 //! booking was taken over that way finds out from the token before its next write or refusal
 //! ([`crate::actors::booking`]). Leases taken in PostgreSQL stay there until released, also
 //! after Redis returns. Whatever a switch gets wrong costs a reroute, never a second writer or

@@ -12,7 +12,14 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use super::redis::LeaseRecord;
 use super::{LeaseError, LeaseOwner};
-use crate::storage::{pool, PgPool};
+use diesel::prelude::*;
+
+use crate::domain::booking::BookingStatus;
+use crate::domain::ids::BookingId;
+use crate::storage::models::Booking;
+use crate::storage::prepared::prepared;
+use crate::storage::schema::{bookings as booking_rows, leases};
+use crate::storage::{bookings, pool, PgPool};
 
 /// Leases per statement, as for Redis pipelines.
 const CHUNK: usize = 1000;
@@ -86,6 +93,65 @@ pub async fn holder_on(
             ..LeaseOwner::from_value(row.value, remaining)
         }
     }))
+}
+
+/// What an activation found.
+pub enum Activation {
+    /// The booking, with its fencing token bumped for the new owner.
+    Owned(Booking),
+    /// A completed or cancelled booking, untouched: it can never change.
+    Terminal(Booking),
+    NotFound,
+    /// Another node holds the booking's lease in PostgreSQL (it could not reach Redis when it
+    /// took it): that node is the owner, whatever Redis said.
+    LeasedElsewhere(LeaseOwner),
+}
+
+/// Takes ownership of a booking for a new actor activation holding the lease `key` with
+/// `value`: bumps its fencing token, unless another holder has the booking's lease in
+/// PostgreSQL's `leases` table. That check is part of the same statement, so a node that got
+/// the lease from Redis pays nothing for deferring to one that got it from PostgreSQL. Every
+/// later write of the actor is conditional on the new token.
+pub async fn activate(
+    conn: &mut AsyncPgConnection,
+    id: BookingId,
+    key: &str,
+    value: &str,
+) -> QueryResult<Activation> {
+    let leased_elsewhere = leases::table
+        .filter(leases::key.eq(key))
+        .filter(leases::value.ne(value))
+        .filter(leases::expires_at.gt(diesel::dsl::now));
+    let bumped = prepared(
+        diesel::update(
+            booking_rows::table
+                .find(id.0)
+                .filter(booking_rows::status.ne_all([
+                    BookingStatus::Completed.as_str(),
+                    BookingStatus::Cancelled.as_str(),
+                ]))
+                .filter(diesel::dsl::not(diesel::dsl::exists(leased_elsewhere))),
+        )
+        .set(booking_rows::fencing_token.eq(booking_rows::fencing_token + 1))
+        .returning(Booking::as_returning()),
+    )
+    .get_result(conn)
+    .await
+    .optional()?;
+    if let Some(row) = bumped {
+        return Ok(Activation::Owned(row));
+    }
+    let Some(row) = bookings::find(conn, id).await? else {
+        return Ok(Activation::NotFound);
+    };
+    if row.status().map_or(true, |status| status.is_terminal()) {
+        return Ok(Activation::Terminal(row));
+    }
+    // Gone since the update looked: an empty holder, and the caller tries again.
+    let owner = holder_on(conn, key)
+        .await?
+        .unwrap_or_else(|| LeaseOwner::from_value(String::new(), std::time::Duration::ZERO));
+    Ok(Activation::LeasedElsewhere(owner))
 }
 
 /// The parameters after `$1` (keys) and `$2` (values).
