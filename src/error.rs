@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::actors::BookingError;
 use crate::auth::{AuthError, Forbidden};
+use crate::cluster::router::RouteError;
 use crate::domain::values::FieldError;
 use crate::storage::StoreError;
 
@@ -64,6 +65,14 @@ pub enum ApiError {
 }
 
 impl ApiError {
+    /// An Idempotency-Key that was used for a different request.
+    pub fn key_reused() -> Self {
+        Self::Unprocessable {
+            code: "idempotency_key_reused",
+            message: "This Idempotency-Key was used for a different request".to_owned(),
+        }
+    }
+
     pub fn not_found(code: &'static str, what: &str, id: impl std::fmt::Display) -> Self {
         Self::NotFound {
             code,
@@ -229,6 +238,17 @@ impl From<BookingError> for ApiError {
             error @ BookingError::KeyTaken => Self::Internal(error.into()),
             BookingError::Store(error) => error.into(),
             BookingError::Mailbox(error) => Self::Unavailable(error.into()),
+        }
+    }
+}
+
+impl From<RouteError> for ApiError {
+    fn from(error: RouteError) -> Self {
+        match error {
+            RouteError::Booking(error) => error.into(),
+            RouteError::KeyReused => Self::key_reused(),
+            RouteError::LeaseUnavailable { retry_after } => Self::LeaseUnavailable { retry_after },
+            error @ RouteError::PeerRefused(_) => Self::Unavailable(error.into()),
         }
     }
 }

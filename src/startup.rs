@@ -20,6 +20,9 @@ use crate::actors::BookingDeps;
 use crate::auth::{AuthMode, Authenticator};
 use crate::cluster::drain::Drain;
 use crate::cluster::forward::Forwarder;
+use crate::cluster::heartbeat::{self, Heartbeat};
+use crate::cluster::inbound::Inbound;
+use crate::cluster::router::Router;
 use crate::cluster::{Membership, NodeInfo};
 use crate::config::{IdempotencySettings, Settings};
 use crate::domain::ids::NodeId;
@@ -32,7 +35,7 @@ use crate::lease::redis::RedisLeases;
 use crate::redis_health::RedisHealth;
 use crate::storage::writer::Writer;
 use crate::storage::PgPool;
-use crate::storage::{drivers, idempotency, pool};
+use crate::storage::{idempotency, pool};
 
 /// Stops a node so that another can serve its bookings at once: see [`StopHandle::stop`].
 #[derive(Clone)]
@@ -88,106 +91,6 @@ async fn release_all(leases: &Addr<LeaseManager>, node_id: &NodeId, always_log: 
         Err(error) => log::warn!(
             "shutdown node={node_id} lease manager did not answer, leases expire by TTL: {error}"
         ),
-    }
-}
-
-/// Reloads the geo index from PostgreSQL's online drivers; `why` goes in the log line. Gives up
-/// when PostgreSQL does not answer within `limit` (the heartbeat calls it, and must go on).
-async fn rebuild_index(
-    index: &DriverIndex,
-    db: &PgPool,
-    limit: Duration,
-    node_id: &NodeId,
-    why: &str,
-) -> anyhow::Result<()> {
-    let online = tokio::time::timeout(limit, async {
-        anyhow::Ok(drivers::online(&mut *pool::conn(db).await?).await?)
-    })
-    .await
-    .context("PostgreSQL did not answer")??;
-    let indexed = index.rebuild(&online).await?;
-    log::info!("driver geo index rebuilt node={node_id} drivers={indexed} reason={why}");
-    Ok(())
-}
-
-/// What the node heartbeat works with.
-struct Heartbeat {
-    membership: Membership,
-    info: NodeInfo,
-    registry: Arc<BookingRegistry>,
-    metrics: Arc<LeaseMetrics>,
-    index: DriverIndex,
-    leases: Leases,
-    db: PgPool,
-    /// How long a PostgreSQL statement of the heartbeat's may go unanswered.
-    limit: Duration,
-    every: Duration,
-    /// Redis could not be asked at start-up for the leases a previous run of this node left: the
-    /// heartbeat clears them before its first successful probe (see
-    /// [`Leases::clear_stale_in_redis`]).
-    stale_in_redis: bool,
-    prefix: String,
-}
-
-/// While Redis is silent, how often the heartbeat asks whether it is back.
-const PROBE_EVERY: Duration = Duration::from_millis(200);
-
-/// Runs until shutdown, once per lease renewal period: refreshes this node's membership key,
-/// which doubles as the probe that tells [`RedisHealth`] whether Redis answers (every
-/// [`PROBE_EVERY`] while it is silent); while Redis is silent, sweeps long-expired PostgreSQL
-/// leases; and rebuilds the geo index when Redis answers again (drivers moved meanwhile were not
-/// indexed) or has come back without it.
-async fn heartbeat(mut beat: Heartbeat) {
-    let node = NodeId(beat.info.id.clone());
-    loop {
-        let health = beat.leases.health().clone();
-        let was_silent = health.is_silent();
-        tokio::time::sleep(if was_silent { PROBE_EVERY } else { beat.every }).await;
-        if health.is_silent() {
-            if let Err(error) = beat.leases.postgres().sweep().await {
-                log::warn!("lease sweep failed node={node} error={error}");
-            }
-            if beat.stale_in_redis && health.never_answered() {
-                if let Ok(cleared) = beat
-                    .leases
-                    .clear_stale_in_redis(&beat.prefix, &node.0)
-                    .await
-                {
-                    beat.stale_in_redis = false;
-                    if cleared > 0 {
-                        log::warn!(
-                            "cleared leases from a previous run node={node} count={cleared}"
-                        );
-                    }
-                }
-            }
-        }
-        beat.info.active_actors = beat.registry.len();
-        beat.info.held_leases = beat.metrics.snapshot().held;
-        beat.info.seen_at = chrono::Utc::now();
-        let announced = beat.membership.announce(&beat.info).await;
-        health.observe(&announced);
-        if let Err(error) = &announced {
-            if !was_silent {
-                log::warn!("membership refresh failed node={node} error={error}");
-            }
-            continue;
-        }
-        if beat.stale_in_redis && !health.never_answered() {
-            // Redis has answered, so this run may hold leases there: too late to clear safely.
-            beat.stale_in_redis = false;
-            log::warn!("leases of a previous run left to expire by TTL node={node}");
-        }
-        let why = match beat.index.is_built().await {
-            Ok(false) => Some("index_missing"),
-            _ if was_silent => Some("redis_back"),
-            _ => None,
-        };
-        if let Some(why) = why {
-            if let Err(error) = rebuild_index(&beat.index, &beat.db, beat.limit, &node, why).await {
-                log::warn!("driver geo index rebuild failed node={node} error={error}");
-            }
-        }
     }
 }
 
@@ -332,7 +235,9 @@ impl Application {
             }
         };
         let index = DriverIndex::new(redis.clone(), &prefix, health.clone());
-        if let Err(error) = rebuild_index(&index, &db, statement_timeout, &node_id, "start").await {
+        if let Err(error) =
+            heartbeat::rebuild_index(&index, &db, statement_timeout, &node_id, "start").await
+        {
             log::warn!("driver geo index not rebuilt at start node={node_id} error={error}");
         }
 
@@ -371,6 +276,19 @@ impl Application {
             settings.lease.renew_every(),
         )?;
         let drain = Arc::new(Drain::default());
+        let router = Arc::new(Router::new(
+            registry.clone(),
+            deps.clone(),
+            leases.clone(),
+            forwarder,
+        ));
+        let inbound = Inbound::new(
+            settings.cluster.secret.clone(),
+            &node_id.0,
+            &settings.redis.key_prefix,
+            redis.clone(),
+            health.clone(),
+        );
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             deps,
@@ -378,12 +296,11 @@ impl Application {
             leases: leases.clone(),
             redis,
             http_metrics: http::metrics::HttpMetrics::default(),
-            forwarder,
-            cluster_secret: settings.cluster.secret.clone(),
+            router: router.clone(),
+            inbound,
             drain: drain.clone(),
             postgres_probe: Default::default(),
         });
-        let swept = state.clone();
         let limiter = web::Data::new(http::rate_limit::RateLimiter::new(&settings.rate_limit));
 
         let mut server = HttpServer::new(move || {
@@ -425,8 +342,9 @@ impl Application {
         if let Err(error) = announced {
             log::warn!("membership not announced node={node_id}, the heartbeat retries: {error}");
         }
-        let sweeping = actix_web::rt::spawn(http::offers::sweep(
-            swept,
+        let sweeping = actix_web::rt::spawn(crate::cluster::offers::sweep(
+            router,
+            drain.clone(),
             settings.offer.clone(),
             settings.database.statement_timeout(),
         ));
@@ -436,7 +354,7 @@ impl Application {
             settings.database.statement_timeout(),
             node_id.clone(),
         ));
-        let announcing = actix_web::rt::spawn(heartbeat(Heartbeat {
+        let announcing = actix_web::rt::spawn(heartbeat::run(Heartbeat {
             membership: membership.clone(),
             info,
             registry: registry.clone(),

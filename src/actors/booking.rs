@@ -14,110 +14,22 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures::FutureExt;
 
+use super::messages::{Act, Done, IdleStop, Passivate, RequestMeta};
 use super::registry::BookingRegistry;
+use super::search::{assign_nearest, return_to_index};
 use super::{BookingError, SharedDeps};
-use crate::domain::booking::{apply, BookingStatus, Command, Party, Transition, TransitionError};
-use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
+use crate::domain::action::Action;
+use crate::domain::booking::{apply, BookingStatus, Command, Transition, TransitionError};
+use crate::domain::ids::{BookingId, DriverId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Acquire, Grant, LeaseLost, Release};
 use crate::lease::postgres::{self as pg_leases, Activation};
 use crate::lease::{booking_key, LeaseError, LeaseOwner};
-use crate::storage::bookings::{self as store, AssignError, Audit, ReleasedDriver};
-use crate::storage::idempotency::{self, IdempotencyKey};
-use crate::storage::models::{Booking, Driver};
-use crate::storage::writer::{Answer, Assigned, Assignment, Change, Outcome};
-use crate::storage::{drivers, pool};
+use crate::storage::bookings as store;
+use crate::storage::models::Booking;
+use crate::storage::pool;
+use crate::storage::writer::{Change, Outcome};
 use crate::telemetry::{self, ActorLine};
-use diesel_async::AsyncConnection;
-
-/// What every booking message carries about the request behind it.
-#[derive(Debug, Clone)]
-pub struct RequestMeta {
-    pub request_id: RequestId,
-    /// The caller's token subject, for the audit trail.
-    pub actor: Option<String>,
-    /// When the message was sent, for the log line's `waited_us`.
-    pub sent_at: Instant,
-    /// After this, the caller has given up: the actor refuses the message without writing, so a
-    /// change is never made after its requester was told it failed.
-    pub deadline: Instant,
-    /// When the request carried an `Idempotency-Key`: the key, and the message of the success
-    /// answer to store with the change.
-    pub idempotency: Option<(IdempotencyKey, &'static str)>,
-}
-
-impl RequestMeta {
-    /// The answer to store with the write when the request has an `Idempotency-Key`: a 200
-    /// whose body `body` renders from the success message, the written row and its driver.
-    fn answer(
-        &self,
-        body: fn(&'static str, &Booking, Option<&Driver>) -> String,
-    ) -> Option<Answer> {
-        self.idempotency.clone().map(|(key, message)| Answer {
-            key,
-            status: 200,
-            render: Arc::new(move |row, driver| body(message, row, driver)),
-        })
-    }
-}
-
-/// The success body of an assignment: the booking and the driver it claimed.
-fn assigned_body(message: &'static str, booking: &Booking, driver: Option<&Driver>) -> String {
-    let data = serde_json::json!({ "booking": booking, "driver": driver });
-    crate::envelope::success_body(message, data)
-}
-
-/// Assign the nearest online driver to this pending booking.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<(Booking, Driver), BookingError>")]
-pub struct Assign {
-    /// The rider asking, or `None` for an operator.
-    pub by: Option<RiderId>,
-    pub meta: RequestMeta,
-}
-
-/// The assigned driver accepts the booking.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<Booking, BookingError>")]
-pub struct Accept {
-    pub driver_id: DriverId,
-    /// An operator acting for the driver.
-    pub operator: bool,
-    pub meta: RequestMeta,
-}
-
-/// The rider or the assigned driver cancels; a held driver goes back online.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<Booking, BookingError>")]
-pub struct Cancel {
-    pub by: Party,
-    pub reason: Option<String>,
-    pub meta: RequestMeta,
-}
-
-/// The assigned driver completes the ride; the driver goes back online.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<Booking, BookingError>")]
-pub struct Complete {
-    pub driver_id: DriverId,
-    /// An operator acting for the driver.
-    pub operator: bool,
-    pub actual_fare: Fare,
-    pub meta: RequestMeta,
-}
-
-/// The system takes back an offer its driver did not accept in time (the offer sweep): the
-/// booking goes back to pending, or is cancelled when `give_up`, and the driver back online.
-#[derive(Message, Clone)]
-#[rtype(result = "Result<Booking, BookingError>")]
-pub struct ExpireOffer {
-    pub driver_id: DriverId,
-    /// The offer's `assigned_at` as the sweep read it, which found it old enough: only that
-    /// very offer is taken back, never a newer assignment (even of the same driver).
-    pub assigned_at: chrono::DateTime<chrono::Utc>,
-    pub give_up: bool,
-    pub meta: RequestMeta,
-}
 
 /// What a transition writes besides its new status, and what it asks of the booking's row
 /// beyond the state machine's rules ([`Write::admits`]).
@@ -151,7 +63,7 @@ impl Write {
             // new one made since, maybe to the same driver): nothing to take back.
             Self::TakeBackOffer { assigned_at } if booking.assigned_at != Some(*assigned_at) => {
                 Err(BookingError::Refused {
-                    error: TransitionError::NotAssigned(booking.status()?),
+                    error: TransitionError::NotAssigned(booking.status),
                     booking: Box::new(booking.clone()),
                 })
             }
@@ -196,18 +108,6 @@ impl Write {
         change
     }
 }
-
-/// Sent by the registry's idle sweep to an actor whose idle clock ran out when it looked: the
-/// actor stops unless a message kept it alive since.
-#[derive(Message, Clone, Copy)]
-#[rtype(result = "()")]
-pub struct IdleStop;
-
-/// Stop after the messages already queued: release the lease (waiting for Redis) and stop.
-/// Sent by the registry at shutdown and by the actor itself when it has nothing left to own.
-#[derive(Message, Clone)]
-#[rtype(result = "()")]
-pub struct Passivate;
 
 /// Why an activation failed; replayed to every message that was queued behind it.
 #[derive(Debug, Clone)]
@@ -360,7 +260,7 @@ impl BookingActor {
             return Err(BookingError::DeadlinePassed);
         }
         let (booking, token) = self.ready()?;
-        match apply(booking.state()?, cmd) {
+        match apply(booking.state(), cmd) {
             Ok(transition) => Ok((booking, token, transition)),
             Err(error) => Err(BookingError::Refused {
                 error,
@@ -379,7 +279,7 @@ impl BookingActor {
         if let (Some(row), Phase::Ready { booking, .. }) = (written, &mut self.phase) {
             **booking = row.clone();
             // Terminal: answer what is already queued, give the lease back, stop.
-            if row.status().map_or(true, |status| status.is_terminal()) {
+            if row.status.is_terminal() {
                 ctx.address().do_send(Passivate);
             }
         }
@@ -438,7 +338,7 @@ impl BookingActor {
         let verdict: futures::future::BoxFuture<'static, (BookingError, Option<Instant>)> =
             match error {
                 BookingError::Refused { error, booking }
-                    if !confirmed && !booking.status().is_ok_and(|s| s.is_terminal()) =>
+                    if !confirmed && !booking.status.is_terminal() =>
                 {
                     let deps = self.deps.clone();
                     Box::pin(async move {
@@ -472,6 +372,43 @@ impl BookingActor {
         )))
     }
 
+    /// Assigns the nearest online driver: the search and its claims run as one atomic future.
+    fn assign(
+        &mut self,
+        cmd: Command,
+        meta: RequestMeta,
+    ) -> AtomicResponse<Self, Result<Done, BookingError>> {
+        let started = Instant::now();
+        let planned = self.plan(cmd, &meta);
+        self.keep_alive_for(&planned);
+        let (booking, token) = match planned {
+            Ok((booking, token, _)) => (booking, token),
+            Err(error) => return self.refuse("Assign", meta, started, error),
+        };
+        let deps = self.deps.clone();
+        let confirmed = self.confirmed_at.is_some_and(|at| at >= meta.sent_at);
+        let asked = meta.clone();
+        let work = async move {
+            let (booking, driver) =
+                assign_nearest(&deps, booking, token, &asked, confirmed).await?;
+            Ok(Done {
+                booking,
+                driver: Some(driver),
+            })
+        };
+        AtomicResponse::new(Box::pin(work.into_actor(self).map(
+            move |result: Result<Done, BookingError>, act, ctx| {
+                if result.is_ok() {
+                    act.confirmed_at = Some(started);
+                }
+                let fenced = matches!(result, Err(BookingError::Fenced));
+                act.settle(result.as_ref().ok().map(|done| &done.booking), fenced, ctx);
+                act.log("Assign", &meta, started, result.as_ref().map(drop));
+                result
+            },
+        )))
+    }
+
     /// Runs a transition write as an atomic future: the next message waits until it is done.
     fn write_transition(
         &mut self,
@@ -479,7 +416,7 @@ impl BookingActor {
         cmd: Command,
         write: Write,
         meta: RequestMeta,
-    ) -> AtomicResponse<Self, Result<Booking, BookingError>> {
+    ) -> AtomicResponse<Self, Result<Done, BookingError>> {
         let started = Instant::now();
         let planned = self
             .plan(cmd, &meta)
@@ -497,7 +434,10 @@ impl BookingActor {
                     if let Some(driver) = released {
                         return_to_index(&deps, driver);
                     }
-                    Ok(*updated)
+                    Ok(Done {
+                        booking: *updated,
+                        driver: None,
+                    })
                 }
                 Outcome::Fenced => Err(BookingError::Fenced),
                 Outcome::KeyTaken => Err(BookingError::KeyTaken),
@@ -510,7 +450,7 @@ impl BookingActor {
                     act.confirmed_at = Some(started);
                 }
                 act.settle(
-                    result.as_ref().ok(),
+                    result.as_ref().ok().map(|done| &done.booking),
                     matches!(result, Err(BookingError::Fenced)),
                     ctx,
                 );
@@ -519,36 +459,6 @@ impl BookingActor {
             },
         )))
     }
-}
-
-/// A released driver becomes findable again, off the request's path: the index is only a
-/// search aid, so the answer does not wait for it and a failure is logged, not returned (the
-/// driver is online in PostgreSQL and the SQL search still finds it).
-fn return_to_index(deps: &SharedDeps, driver: ReleasedDriver) {
-    let Some(at) = driver.location else { return };
-    let deps = deps.clone();
-    actix_rt::spawn(async move {
-        if let Err(error) = deps.drivers.put(driver.id, at).await {
-            log::warn!(
-                "geo index update failed node={} driver={} error={error}",
-                deps.node_id,
-                driver.id
-            );
-        }
-    });
-}
-
-/// A claimed driver leaves the index, off the request's path (see [`return_to_index`]).
-fn remove_from_index(deps: &SharedDeps, driver: DriverId) {
-    let deps = deps.clone();
-    actix_rt::spawn(async move {
-        if let Err(error) = deps.drivers.remove(driver).await {
-            log::warn!(
-                "geo index update failed node={} driver={driver} error={error}",
-                deps.node_id
-            );
-        }
-    });
 }
 
 /// Acquires the booking's lease: one attempt. When another holder has it, the caller routes the
@@ -715,290 +625,34 @@ impl Handler<LeaseLost> for BookingActor {
     }
 }
 
-impl Handler<Assign> for BookingActor {
-    // Atomic: the whole claim-and-assign finishes before the next message for this booking starts.
-    type Result = AtomicResponse<Self, Result<(Booking, Driver), BookingError>>;
+impl Handler<Act> for BookingActor {
+    // Atomic: the whole write (for an assignment, the whole claim) finishes before the next
+    // message for this booking starts.
+    type Result = AtomicResponse<Self, Result<Done, BookingError>>;
 
-    fn handle(&mut self, msg: Assign, _ctx: &mut Self::Context) -> Self::Result {
-        let started = Instant::now();
-        let planned = self.plan(Command::Assign { by: msg.by }, &msg.meta);
-        self.keep_alive_for(&planned);
-        let (booking, token) = match planned {
-            Ok((booking, token, _)) => (booking, token),
-            Err(error) => return self.refuse("Assign", msg.meta, started, error),
-        };
-        let deps = self.deps.clone();
-        let meta = msg.meta.clone();
-        let confirmed = self.confirmed_at.is_some_and(|at| at >= meta.sent_at);
-        let work = async move { assign_nearest(&deps, booking, token, &meta, confirmed).await };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(
-            move |result, act, ctx| {
-                if result.is_ok() {
-                    act.confirmed_at = Some(started);
-                }
-                let fenced = matches!(result, Err(BookingError::Fenced));
-                act.settle(result.as_ref().ok().map(|(b, _)| b), fenced, ctx);
-                act.log("Assign", &msg.meta, started, result.as_ref().map(drop));
-                result
+    fn handle(&mut self, msg: Act, _ctx: &mut Self::Context) -> Self::Result {
+        let Act { action, meta } = msg;
+        let name = action.name();
+        let cmd = action.command();
+        let write = match action {
+            Action::Assign { .. } => return self.assign(cmd, meta),
+            Action::Accept { .. } => Write::Change {
+                cancellation_reason: None,
             },
-        )))
-    }
-}
-
-/// How often assignment searches PostgreSQL again after every driver it found was claimed first.
-const SQL_SEARCH_ROUNDS: usize = 3;
-
-/// Tries the nearest candidates in order; a candidate taken meanwhile costs one rolled-back claim.
-/// Candidates come from the geo index first. The index lags claims and releases by a moment, so
-/// under load its nearest few can all be taken while free drivers stand a little further out:
-/// when none of its candidates can be claimed, PostgreSQL (the truth) is asked for the rest.
-///
-/// `no_drivers_available` is a refusal like the state machine's, so it obeys the same rule
-/// ([`BookingActor::refuse`]): it is answered only from a copy of the booking confirmed after the
-/// request was sent. `confirmed` says the actor's copy was; a claim that found every candidate
-/// taken confirmed it too (it compares the token); otherwise the token is read before answering,
-/// and a newer one means this actor is stale (`Fenced`: it steps down, the request is routed
-/// again).
-async fn assign_nearest(
-    deps: &SharedDeps,
-    booking: Booking,
-    token: i64,
-    meta: &RequestMeta,
-    mut confirmed: bool,
-) -> Result<(Booking, Driver), BookingError> {
-    if let Some(indexed) = indexed_candidates(deps, &booking).await {
-        confirmed |= !indexed.is_empty();
-        if let Some(done) = claim_batched(deps, &booking, token, indexed, meta).await? {
-            return Ok(done);
-        }
-    }
-    // Every candidate found online was claimed by someone else before us, or locked for a moment;
-    // drivers released meanwhile are online again, so search again. The last round waits for
-    // locked candidates instead of skipping them: only a search that finds nobody online, or
-    // finds every candidate taken after waiting, means no driver is available. No pooled
-    // connection is held while the writer works: the writer needs one too.
-    for round in 1..=SQL_SEARCH_ROUNDS {
-        let mut conn = pool::conn(&deps.pool).await?;
-        let online: Vec<DriverId> = drivers::nearby_sql(
-            &mut conn,
-            booking.pickup(),
-            deps.assign.radius_km,
-            booking.vehicle_type.as_deref(),
-            deps.assign.max_candidates,
-        )
-        .await?
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-        if online.is_empty() {
-            break;
-        }
-        confirmed = true;
-        let claimed = match round == SQL_SEARCH_ROUNDS {
-            false => {
-                drop(conn);
-                claim_batched(deps, &booking, token, online, meta).await?
-            }
-            true => claim_waiting(deps, &mut conn, &booking, token, &online, meta).await?,
-        };
-        if let Some(done) = claimed {
-            return Ok(done);
-        }
-    }
-    if !confirmed {
-        let mut conn = pool::conn(&deps.pool).await?;
-        if store::fencing_token(&mut conn, BookingId(booking.id)).await? != Some(token) {
-            return Err(BookingError::Fenced);
-        }
-    }
-    Err(BookingError::NoDriversAvailable {
-        booking: Box::new(booking),
-    })
-}
-
-/// The first of `candidates` that is free and not locked, assigned to `booking` through the
-/// node's group-commit writer, with the assignments of other bookings waiting at the same time.
-async fn claim_batched(
-    deps: &SharedDeps,
-    booking: &Booking,
-    token: i64,
-    candidates: Vec<DriverId>,
-    meta: &RequestMeta,
-) -> Result<Option<(Booking, Driver)>, BookingError> {
-    if candidates.is_empty() {
-        return Ok(None);
-    }
-    let assign = Assignment {
-        booking_id: booking.id,
-        token,
-        candidates,
-        vehicle_type: booking.vehicle_type.clone(),
-        request_id: meta.request_id.as_str().to_owned(),
-        actor: meta.actor.clone(),
-        deadline: meta.deadline,
-        answer: meta.answer(assigned_body),
-    };
-    match deps.writer.assign(assign).await? {
-        Assigned::Assigned(assigned, driver) => {
-            remove_from_index(deps, DriverId(driver.id));
-            Ok(Some((*assigned, *driver)))
-        }
-        Assigned::NoneFree => Ok(None),
-        Assigned::Fenced => Err(BookingError::Fenced),
-        Assigned::KeyTaken => Err(BookingError::KeyTaken),
-        Assigned::Expired => Err(BookingError::DeadlinePassed),
-    }
-}
-
-/// Like [`claim_batched`], but waiting for candidates another transaction holds locked: on its
-/// own, outside any batch (a batch never waits on a lock), in one transaction with the stored
-/// answer when the request has an idempotency key.
-async fn claim_waiting(
-    deps: &SharedDeps,
-    conn: &mut diesel_async::AsyncPgConnection,
-    booking: &Booking,
-    token: i64,
-    candidates: &[DriverId],
-    meta: &RequestMeta,
-) -> Result<Option<(Booking, Driver)>, BookingError> {
-    let audit = Audit {
-        node_id: &deps.node_id.0,
-        request_id: meta.request_id.as_str(),
-        fencing_token: token,
-        actor: meta.actor.as_deref(),
-    };
-    let claimed = match &meta.idempotency {
-        None => store::assign(conn, booking, candidates, audit)
-            .await
-            .map_err(Claimed::Assign),
-        // The assignment and its stored answer commit together, or neither does.
-        Some((key, message)) => {
-            conn.transaction(async |tx| {
-                let claimed = store::assign(tx, booking, candidates, audit)
-                    .await
-                    .map_err(Claimed::Assign)?;
-                if let Some((assigned, driver)) = &claimed {
-                    let body = assigned_body(message, assigned, Some(driver));
-                    if !idempotency::store(tx, key, 200, &body).await? {
-                        return Err(Claimed::KeyTaken);
-                    }
-                }
-                Ok(claimed)
-            })
-            .await
-        }
-    };
-    match claimed {
-        Ok(Some((assigned, driver))) => {
-            remove_from_index(deps, DriverId(driver.id));
-            Ok(Some((assigned, driver)))
-        }
-        Ok(None) => Ok(None),
-        Err(Claimed::Assign(AssignError::Fenced)) => Err(BookingError::Fenced),
-        Err(Claimed::Assign(AssignError::DriverTaken)) => Ok(None),
-        Err(Claimed::Assign(AssignError::Db(error))) => Err(error.into()),
-        Err(Claimed::KeyTaken) => Err(BookingError::KeyTaken),
-    }
-}
-
-/// Why a claim did not stand.
-enum Claimed {
-    Assign(AssignError),
-    /// A copy of the request stored its answer first; this claim was rolled back.
-    KeyTaken,
-}
-
-impl From<diesel::result::Error> for Claimed {
-    fn from(error: diesel::result::Error) -> Self {
-        Self::Assign(AssignError::Db(error))
-    }
-}
-
-/// Nearest indexed drivers to the pickup, or `None` when the index cannot help: it knows
-/// positions but not vehicle classes, it holds no drivers near the poles, and it may be down.
-async fn indexed_candidates(deps: &SharedDeps, booking: &Booking) -> Option<Vec<DriverId>> {
-    if booking.vehicle_type.is_some() {
-        return None;
-    }
-    let search = deps
-        .drivers
-        .search(
-            booking.pickup(),
-            deps.assign.radius_km,
-            deps.assign.max_candidates,
-        )
-        .await;
-    match search {
-        Ok(hits) => Some(hits?.into_iter().map(|(id, _)| id).collect()),
-        Err(error) => {
-            log::warn!(
-                "geo search failed, using SQL node={} booking={} error={error}",
-                deps.node_id,
-                booking.id
-            );
-            None
-        }
-    }
-}
-
-impl Handler<Accept> for BookingActor {
-    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
-
-    fn handle(&mut self, msg: Accept, _ctx: &mut Self::Context) -> Self::Result {
-        let cmd = Command::Accept {
-            driver_id: msg.driver_id,
-            operator: msg.operator,
-        };
-        let write = Write::Change {
-            cancellation_reason: None,
-        };
-        self.write_transition("Accept", cmd, write, msg.meta)
-    }
-}
-
-impl Handler<Cancel> for BookingActor {
-    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
-
-    fn handle(&mut self, msg: Cancel, _ctx: &mut Self::Context) -> Self::Result {
-        self.write_transition(
-            "Cancel",
-            Command::Cancel { by: msg.by },
-            Write::Change {
-                cancellation_reason: msg.reason,
+            Action::Cancel { reason, .. } => Write::Change {
+                cancellation_reason: reason,
             },
-            msg.meta,
-        )
-    }
-}
-
-impl Handler<Complete> for BookingActor {
-    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
-
-    fn handle(&mut self, msg: Complete, _ctx: &mut Self::Context) -> Self::Result {
-        let cmd = Command::Complete {
-            driver_id: msg.driver_id,
-            operator: msg.operator,
+            // A driver's fare is bounded by the ride's estimate; an operator's is not.
+            Action::Complete {
+                actual_fare,
+                operator,
+                ..
+            } => Write::Complete {
+                fare: actual_fare,
+                max_ratio: (!operator).then_some(self.deps.booking.max_fare_ratio),
+            },
+            Action::ExpireOffer { assigned_at, .. } => Write::TakeBackOffer { assigned_at },
         };
-        // A driver's fare is bounded by the ride's estimate; an operator's is not.
-        let write = Write::Complete {
-            fare: msg.actual_fare,
-            max_ratio: (!msg.operator).then_some(self.deps.booking.max_fare_ratio),
-        };
-        self.write_transition("Complete", cmd, write, msg.meta)
-    }
-}
-
-impl Handler<ExpireOffer> for BookingActor {
-    type Result = AtomicResponse<Self, Result<Booking, BookingError>>;
-
-    fn handle(&mut self, msg: ExpireOffer, _ctx: &mut Self::Context) -> Self::Result {
-        let cmd = Command::ExpireOffer {
-            driver_id: msg.driver_id,
-            give_up: msg.give_up,
-        };
-        let write = Write::TakeBackOffer {
-            assigned_at: msg.assigned_at,
-        };
-        self.write_transition("ExpireOffer", cmd, write, msg.meta)
+        self.write_transition(name, cmd, write, meta)
     }
 }

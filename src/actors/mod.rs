@@ -3,7 +3,9 @@
 //! requests for one booking are handled strictly one at a time inside the node.
 
 pub mod booking;
+pub mod messages;
 pub mod registry;
+mod search;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -15,7 +15,8 @@ use actix::dev::ToEnvelope;
 use actix::{Actor, Addr, Handler, MailboxError, Message};
 use actix_rt::Arbiter;
 
-use super::booking::{BookingActor, IdleStop, Passivate};
+use super::booking::BookingActor;
+use super::messages::{IdleStop, Passivate};
 use super::{BookingError, SharedDeps};
 use crate::domain::ids::BookingId;
 use crate::storage::models::Booking;

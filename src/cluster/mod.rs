@@ -10,6 +10,10 @@ pub mod auth;
 pub mod drain;
 pub mod forward;
 pub mod headers;
+pub mod heartbeat;
+pub mod inbound;
+pub mod offers;
+pub mod router;
 
 use std::time::Duration;
 

@@ -1,16 +1,21 @@
-//! Booking transitions: each handler validates its body into a [`BookingOp`], which is routed to
-//! the booking's actor on whichever node owns it (see `routing`). The actor decides; the handler
-//! only validates.
+//! Booking transitions: each handler validates its body into an [`Action`], which
+//! `cluster::router` runs on the booking's actor on whichever node owns it; [`render`] turns the
+//! outcome into the answer. The actor decides; the handler only validates.
 
-use actix_web::{web, HttpResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse, ResponseError};
 use serde::Deserialize;
 use utoipa::ToSchema;
 
 use super::bookings::booking_id;
 use super::extract::{self, Idempotency, Keyed};
-use super::routing::{self, BookingOp, ForwardedCall};
 use super::State;
 use crate::auth::{rules, Principal};
+use crate::cluster::forward::Relayed;
+use crate::cluster::headers::SERVED_BY;
+use crate::cluster::router::{ForwardedCall, RouteError, Routed};
+use crate::domain::action::Action;
 use crate::domain::booking::Party;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError};
@@ -86,7 +91,7 @@ pub async fn assign(
         &state,
         &caller,
         id,
-        BookingOp::Assign { by },
+        Action::Assign { by },
         key.0,
         request_id,
     )
@@ -125,7 +130,7 @@ pub async fn accept(
     let id = booking_id(&path)?;
     let driver_id = DriverId(extract::body_id(request.body.driver_id, "driver_id")?);
     rules::is_driver(&caller, driver_id)?;
-    let op = BookingOp::Accept {
+    let op = Action::Accept {
         driver_id,
         operator: caller.is_ops(),
     };
@@ -172,7 +177,7 @@ pub async fn cancel(
         &state,
         &caller,
         id,
-        BookingOp::Cancel { by, reason },
+        Action::Cancel { by, reason },
         request.key,
         request_id,
     )
@@ -203,10 +208,10 @@ pub async fn complete(
     let id = booking_id(&path)?;
     let body = request.body;
     let driver_id = DriverId(extract::body_id(body.driver_id, "driver_id")?);
-    let op = BookingOp::Complete {
+    let op = Action::Complete {
         driver_id,
         operator: caller.is_ops(),
-        actual_fare_cents: Fare::from_amount(body.actual_fare, "actual_fare")?.cents(),
+        actual_fare: Fare::from_amount(body.actual_fare, "actual_fare")?,
     };
     rules::is_driver(&caller, driver_id)?;
     run(&state, &caller, id, op, request.key, request_id).await
@@ -217,7 +222,7 @@ async fn run(
     state: &State,
     caller: &Principal,
     id: BookingId,
-    action: BookingOp,
+    action: Action,
     idempotency: Option<IdempotencyKey>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
@@ -226,5 +231,52 @@ async fn run(
         idempotency,
         actor: Some(caller.to_string()),
     };
-    routing::route(state, id, call, request_id, 0, state.deps.request_timeout).await
+    let budget = state.deps.request_timeout;
+    render(state.router.route(id, call, request_id, 0, budget).await)
+}
+
+/// The answer to a routed booking action. Every answer a booking actor gave names the node it
+/// ran on (`X-RideLock-Served-By`); a relayed one is sent as the owner sent it.
+pub(crate) fn render(routed: Result<Routed, RouteError>) -> Result<HttpResponse, ApiError> {
+    Ok(match routed? {
+        Routed::Done {
+            done,
+            message,
+            served_by,
+        } => {
+            let mut response = HttpResponse::Ok()
+                .content_type("application/json")
+                .body(done.body(message));
+            name_server(&mut response, &served_by);
+            response
+        }
+        Routed::Refused { error, served_by } => {
+            let mut response = ApiError::from(error).error_response();
+            name_server(&mut response, &served_by);
+            response
+        }
+        Routed::Relayed(relayed) => relay(relayed),
+        Routed::Replayed(stored) => super::idempotent::replayed(stored),
+    })
+}
+
+fn name_server(response: &mut HttpResponse, node: &str) {
+    if let Ok(value) = HeaderValue::from_str(node) {
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static(SERVED_BY), value);
+    }
+}
+
+fn relay(relayed: Relayed) -> HttpResponse {
+    let status = StatusCode::from_u16(relayed.status).unwrap_or(StatusCode::BAD_GATEWAY);
+    let mut response = HttpResponse::build(status);
+    response.content_type("application/json");
+    if let Some(after) = relayed.retry_after {
+        response.insert_header(("Retry-After", after));
+    }
+    if let Some(node) = relayed.served_by {
+        response.insert_header((SERVED_BY, node));
+    }
+    response.body(relayed.body)
 }

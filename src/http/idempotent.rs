@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::envelope::success_body;
 use crate::error::ApiError;
-use crate::storage::idempotency::{self, IdempotencyKey, Seen};
+use crate::storage::idempotency::{self, IdempotencyKey, Seen, Stored};
 
 /// The answer to send instead of handling the request, if it carries a key that was answered
 /// before.
@@ -23,25 +23,21 @@ pub(crate) async fn replay(
     };
     Ok(match idempotency::lookup(conn, key).await? {
         Seen::New => None,
-        Seen::Repeat(stored) => {
-            let status = u16::try_from(stored.status)
-                .ok()
-                .and_then(|s| StatusCode::from_u16(s).ok())
-                .unwrap_or(StatusCode::OK);
-            Some(
-                HttpResponse::build(status)
-                    .content_type("application/json")
-                    .insert_header(("Idempotency-Replayed", "true"))
-                    .body(stored.body),
-            )
-        }
-        Seen::Reused => {
-            return Err(ApiError::Unprocessable {
-                code: "idempotency_key_reused",
-                message: "This Idempotency-Key was used for a different request".to_owned(),
-            })
-        }
+        Seen::Repeat(stored) => Some(replayed(stored)),
+        Seen::Reused => return Err(ApiError::key_reused()),
     })
+}
+
+/// A stored answer sent again, marked `Idempotency-Replayed: true`.
+pub(crate) fn replayed(stored: Stored) -> HttpResponse {
+    let status = u16::try_from(stored.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::OK);
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .insert_header(("Idempotency-Replayed", "true"))
+        .body(stored.body)
 }
 
 /// The success body for `data`, stored under `key` (if any) in the caller's transaction. A

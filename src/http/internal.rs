@@ -1,27 +1,20 @@
-//! `POST /internal/bookings/{id}`: a booking action forwarded by another node. Only calls signed
-//! with the cluster secret, meant for this node, recent, within their deadline and never seen
-//! before are accepted (401 otherwise, before the body is even parsed); the action is then
-//! routed like any other, with the hops and what is left of the deadline the caller passed on.
+//! `POST /internal/bookings/{id}`: a booking action forwarded by another node. `cluster::inbound`
+//! admits the call (401 otherwise, before the body is even parsed); the action is then routed
+//! like any other, with the hops and what is left of the deadline the caller passed on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime};
 
 use actix_web::{web, HttpRequest, HttpResponse};
 
+use super::booking_actions::render;
 use super::bookings::booking_id;
-use super::routing::{self, ForwardedCall, MAX_HOPS};
 use super::State;
-use crate::cluster::auth::{self, Refusal, Signature, Signed};
+use crate::cluster::auth;
 use crate::cluster::forward::ForwardMetrics;
+use crate::cluster::headers;
+use crate::cluster::inbound::{self, Presented};
 use crate::domain::ids::RequestId;
-use crate::domain::values::FieldError;
 use crate::error::ApiError;
-
-/// What a verified call carries besides the action.
-struct Call {
-    hops: u8,
-    budget: Duration,
-}
 
 pub async fn booking(
     state: State,
@@ -30,17 +23,29 @@ pub async fn booking(
     request_id: RequestId,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let call = match verify(&state, &req, &body).await {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let presented = Presented {
+        node: header(auth::NODE_HEADER),
+        to: header(auth::TO_HEADER),
+        hops: header(auth::HOPS_HEADER),
+        budget_ms: header(auth::BUDGET_HEADER),
+        timestamp_ms: header(auth::TIMESTAMP_HEADER),
+        signature: header(auth::SIGNATURE_HEADER),
+        request_id: header(headers::REQUEST_ID),
+        path: req.path(),
+    };
+    let metrics = &state.router.forwarder().metrics;
+    let call = match state.inbound.admit(&presented, &body).await {
         Ok(call) => call,
         Err(refusal) => {
-            ForwardMetrics::bump(&state.forwarder.metrics.refused);
+            ForwardMetrics::bump(&metrics.refused);
             if let Some(suppressed) = REFUSAL_LOG.admit() {
                 // The sender's node header is the caller's text: quoted, escaped and cut short.
                 log::warn!(
                     "internal call refused node={} from={:?} req={} reason={refusal} \
                      (refusals not logged since the last line: {suppressed})",
                     state.deps.node_id,
-                    cut(header(&req, auth::NODE_HEADER).unwrap_or("-"), 64),
+                    cut(presented.node.unwrap_or("-"), 64),
                     request_id.as_str()
                 );
             }
@@ -50,20 +55,16 @@ pub async fn booking(
             });
         }
     };
-    ForwardMetrics::bump(&state.forwarder.metrics.received);
+    ForwardMetrics::bump(&metrics.received);
     let id = booking_id(&path)?;
-    let forwarded: ForwardedCall = serde_json::from_slice(&body)
-        .map_err(|e| FieldError::new("body", format!("is not a booking operation: {e}")))?;
-    let subject = forwarded.actor.as_deref();
-    // A token subject, or the offer sweep of the node that sent the call.
-    let known = |s: &str| {
-        s == super::offers::SYSTEM_ACTOR || crate::auth::Principal::from_subject(s).is_some()
-    };
-    if subject.is_some_and(|s| !known(s)) {
-        return Err(FieldError::new("actor", "must be a token subject").into());
-    }
+    let forwarded = inbound::parse_call(&body)?;
     let budget = call.budget.min(state.deps.request_timeout);
-    routing::route(&state, id, forwarded, request_id, call.hops, budget).await
+    render(
+        state
+            .router
+            .route(id, forwarded, request_id, call.hops, budget)
+            .await,
+    )
 }
 
 /// Refused internal calls are logged at most once a second: anyone can send them.
@@ -108,84 +109,6 @@ fn cut(text: &str, chars: usize) -> &str {
     text.char_indices()
         .nth(chars)
         .map_or(text, |(end, _)| &text[..end])
-}
-
-fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-async fn verify(state: &State, req: &HttpRequest, body: &[u8]) -> Result<Call, Refusal> {
-    let number = |name: &str| header(req, name).and_then(auth::parse_number);
-    let (Some(node), Some(to), Some(hops), Some(budget_ms), Some(timestamp_ms), Some(signature)) = (
-        header(req, auth::NODE_HEADER),
-        header(req, auth::TO_HEADER),
-        number(auth::HOPS_HEADER),
-        number(auth::BUDGET_HEADER),
-        number(auth::TIMESTAMP_HEADER),
-        header(req, auth::SIGNATURE_HEADER).and_then(Signature::parse),
-    ) else {
-        return Err(Refusal::Missing);
-    };
-    let hops = u8::try_from(hops)
-        .ok()
-        .filter(|h| *h <= MAX_HOPS)
-        .ok_or(Refusal::Missing)?;
-    let signed = Signed {
-        timestamp_ms,
-        node,
-        to,
-        hops,
-        budget_ms,
-        request_id: header(req, super::request_id::HEADER).unwrap_or(""),
-        path: req.path(),
-        body,
-    };
-    let now = SystemTime::now();
-    signed.verify(
-        &state.cluster_secret,
-        &signature,
-        &state.deps.node_id.0,
-        now,
-    )?;
-    first_sighting(state, &signature).await?;
-    Ok(Call {
-        hops,
-        budget: signed.budget_left(now),
-    })
-}
-
-/// Remembers a verified signature for twice the accepted clock skew (after which its timestamp
-/// is refused anyway); a second call with it is a replay. If Redis cannot answer (or is known to
-/// be silent, and is not asked), the call is let through: it is signed, recent and meant for us.
-/// That trade is written down in the README.
-async fn first_sighting(state: &State, signature: &Signature) -> Result<(), Refusal> {
-    let health = state.leases.health();
-    if health.is_silent() {
-        return Ok(());
-    }
-    let key = format!("{}seen:{}", state.deps.key_prefix, signature.to_hex());
-    let ttl_ms = u64::try_from((auth::MAX_SKEW * 2).as_millis()).unwrap_or(u64::MAX);
-    let mut conn = state.redis.clone();
-    let set: redis::RedisResult<Option<String>> = redis::cmd("SET")
-        .arg(&key)
-        .arg(1)
-        .arg("NX")
-        .arg("PX")
-        .arg(ttl_ms)
-        .query_async(&mut conn)
-        .await;
-    health.observe(&set);
-    match set {
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(Refusal::Replayed),
-        Err(error) => {
-            log::warn!(
-                "replay check skipped node={} error={error}",
-                state.deps.node_id
-            );
-            Ok(())
-        }
-    }
 }
 
 #[cfg(test)]

@@ -257,7 +257,7 @@ pub async fn render(state: State, caller: Principal) -> Result<HttpResponse, Api
              ridelock_lease_{name}_total{{node=\"{node}\"}} {value}"
         );
     }
-    let f = &state.forwarder.metrics;
+    let f = &state.router.forwarder().metrics;
     let forwards = [
         (
             "sent",

@@ -14,12 +14,10 @@ mod health;
 mod idempotent;
 mod internal;
 pub mod metrics;
-pub mod offers;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
 mod riders;
-mod routing;
 
 use std::sync::Arc;
 
@@ -29,8 +27,8 @@ use serde::Serialize;
 
 use crate::actors::registry::BookingRegistry;
 use crate::actors::SharedDeps;
-use crate::cluster::forward::Forwarder;
-use crate::config::Secret;
+use crate::cluster::inbound::Inbound;
+use crate::cluster::router::Router;
 use crate::domain::values::FieldError;
 use crate::envelope::{Envelope, ListEnvelope};
 use crate::error::ApiError;
@@ -45,10 +43,10 @@ pub struct AppState {
     pub leases: Leases,
     pub redis: redis::aio::ConnectionManager,
     pub http_metrics: metrics::HttpMetrics,
-    /// Sends booking actions to the node that owns the booking.
-    pub forwarder: Forwarder,
-    /// Verifies calls to `/internal/...` from other nodes.
-    pub cluster_secret: Secret,
+    /// Runs booking actions on the node that owns the booking.
+    pub router: Arc<Router>,
+    /// Admits calls to `/internal/...` from other nodes.
+    pub inbound: Inbound,
     /// Requests in flight, and whether the node is shutting down.
     pub drain: Arc<crate::cluster::drain::Drain>,
     /// `/api/health`'s shared PostgreSQL probe.

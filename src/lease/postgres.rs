@@ -144,7 +144,7 @@ pub async fn activate(
     let Some(row) = bookings::find(conn, id).await? else {
         return Ok(Activation::NotFound);
     };
-    if row.status().map_or(true, |status| status.is_terminal()) {
+    if row.status.is_terminal() {
         return Ok(Activation::Terminal(row));
     }
     // Gone since the update looked: an empty holder, and the caller tries again.

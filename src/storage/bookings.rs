@@ -402,7 +402,7 @@ pub async fn changes_by(
     conn: &mut AsyncPgConnection,
     id: BookingId,
     request_id: &str,
-) -> QueryResult<Vec<(String, String)>> {
+) -> QueryResult<Vec<(BookingStatus, String)>> {
     booking_events::table
         .filter(booking_events::booking_id.eq(id.0))
         .filter(booking_events::request_id.eq(request_id))

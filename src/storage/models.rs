@@ -4,7 +4,10 @@
 
 use bigdecimal::{BigDecimal, ToPrimitive};
 use chrono::{DateTime, Utc};
+use diesel::deserialize::{self, FromSql};
+use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
+use diesel::sql_types::Text;
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
@@ -68,7 +71,8 @@ pub struct Booking {
     #[schema(value_type = Option<f64>)]
     pub actual_fare: Option<BigDecimal>,
     pub vehicle_type: Option<String>,
-    pub status: String,
+    #[schema(value_type = String)]
+    pub status: BookingStatus,
     pub cancellation_reason: Option<String>,
     pub fencing_token: i64,
     pub created_at: DateTime<Utc>,
@@ -81,26 +85,18 @@ pub struct Booking {
 }
 
 impl Booking {
-    /// The status column. A status this build does not know (a newer node's, during a rolling
-    /// deploy) is an error, never a guess.
-    pub fn status(&self) -> QueryResult<BookingStatus> {
-        self.status
-            .parse()
-            .map_err(|e: String| diesel::result::Error::DeserializationError(e.into()))
-    }
-
     /// The estimate, in whole cents (the column holds two decimals).
     pub fn estimated(&self) -> Fare {
         let cents = (&self.estimated_fare * BigDecimal::from(100)).to_i64();
         Fare::from_cents(cents.unwrap_or(Fare::MAX_CENTS))
     }
 
-    pub fn state(&self) -> QueryResult<BookingState> {
-        Ok(BookingState {
-            status: self.status()?,
+    pub fn state(&self) -> BookingState {
+        BookingState {
+            status: self.status,
             rider_id: RiderId(self.rider_id),
             driver_id: self.driver_id.map(DriverId),
-        })
+        }
     }
 
     pub fn pickup(&self) -> GeoPoint {
@@ -127,8 +123,10 @@ pub struct BookingDetail {
 pub struct BookingEvent {
     pub id: i64,
     pub booking_id: i64,
-    pub from_status: Option<String>,
-    pub to_status: String,
+    #[schema(value_type = Option<String>)]
+    pub from_status: Option<BookingStatus>,
+    #[schema(value_type = String)]
+    pub to_status: BookingStatus,
     pub driver_id: Option<i64>,
     pub node_id: String,
     pub fencing_token: i64,
@@ -139,6 +137,23 @@ pub struct BookingEvent {
     /// an operator as `ops`, without the name.
     #[schema(examples("rider:12"))]
     pub actor: Option<String>,
+}
+
+/// The status column as the domain's [`BookingStatus`]. A status this build does not know (a newer
+/// node's, during a rolling deploy) fails the read, never a guess.
+impl FromSql<Text, Pg> for BookingStatus {
+    fn from_sql(bytes: PgValue<'_>) -> deserialize::Result<Self> {
+        let text = <String as FromSql<Text, Pg>>::from_sql(bytes)?;
+        Ok(text.parse()?)
+    }
+}
+
+impl Queryable<Text, Pg> for BookingStatus {
+    type Row = Self;
+
+    fn build(row: Self) -> deserialize::Result<Self> {
+        Ok(row)
+    }
 }
 
 pub fn fare_to_decimal(fare: Fare) -> BigDecimal {

@@ -1,0 +1,536 @@
+//! Where a booking action runs: on the node whose booking actor holds the booking's lease.
+//!
+//! [`Router::route`] first offers the action to this node's actor. If the lease is free, that actor takes
+//! it and the action runs here. If another node holds it, the action is forwarded to that node's
+//! internal endpoint and its answer relayed as it is. If the owner does not answer (down, paused,
+//! unreachable), the lease is watched until it moves (the owner released it, or it expired because
+//! nobody renewed it), polling with exponential backoff and full jitter, never sleeping past the
+//! key's remaining TTL; then the action is offered here again, so this node takes over. A request
+//! that runs out of its deadline first fails with a `Retry-After` wait; `http` renders the
+//! typed outcome ([`Routed`], [`RouteError`]).
+//!
+//! An action is only ever sent to a second owner after the lease moved away from the first:
+//! the new owner's activation bumps the fencing token, so whatever the silent owner still tries
+//! to write is refused by PostgreSQL. A write refused that way (`Fenced`) is routed again from
+//! the start, never retried as the same write.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::forward::{ForwardError, Forwarder, Relayed};
+use crate::actors::messages::{Act, Done, RequestMeta};
+use crate::actors::registry::BookingRegistry;
+use crate::actors::{BookingError, SharedDeps};
+use crate::domain::action::Action;
+use crate::domain::booking::authorize;
+use crate::domain::ids::{BookingId, DriverId, RequestId};
+use crate::lease::failover::Leases;
+use crate::lease::{booking_key, LeaseError, LeaseOwner};
+use crate::storage::idempotency::{self, IdempotencyKey, Seen, Stored};
+use crate::storage::models::Booking;
+use crate::storage::{bookings, drivers, pool, StoreError};
+
+/// What travels to the owner node: the action, the request's Idempotency-Key if it had one, and
+/// the caller's token subject for the audit trail (the owner trusts it as it trusts the action:
+/// the call is signed by a node that verified the token). A call without `actor` (from a build
+/// before it was recorded) is recorded without one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardedCall {
+    pub action: Action,
+    pub idempotency: Option<IdempotencyKey>,
+    #[serde(default)]
+    pub actor: Option<String>,
+}
+
+/// How a routed action was answered.
+pub enum Routed {
+    /// A booking actor made the change: this node's, or (`served_by`) an earlier owner whose
+    /// answer was lost, as the audit trail shows.
+    Done {
+        done: Box<Done>,
+        message: &'static str,
+        served_by: String,
+    },
+    /// This node's actor refused the action.
+    Refused {
+        error: BookingError,
+        served_by: String,
+    },
+    /// The owner node's answer, to be relayed as it is.
+    Relayed(Relayed),
+    /// The request's Idempotency-Key was answered before (on any node): that answer.
+    Replayed(Stored),
+}
+
+impl Routed {
+    /// Whether the action took effect (or had, for a replayed or relayed success).
+    pub fn succeeded(&self) -> bool {
+        match self {
+            Self::Done { .. } => true,
+            Self::Refused { .. } => false,
+            Self::Relayed(relayed) => (200..300).contains(&relayed.status),
+            Self::Replayed(stored) => (200..300).contains(&stored.status),
+        }
+    }
+
+    /// For a log line: the refusal's code, or the status of a relayed or stored answer.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Done { .. } => "ok".to_owned(),
+            Self::Refused { error, .. } => error.code().to_owned(),
+            Self::Relayed(relayed) => relayed.status.to_string(),
+            Self::Replayed(stored) => stored.status.to_string(),
+        }
+    }
+}
+
+/// Why an action got no answer from any booking actor.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// Refused before any actor ran (a stranger, a missing booking, the deadline), or a store
+    /// failure.
+    #[error(transparent)]
+    Booking(#[from] BookingError),
+    /// The Idempotency-Key was used for a different request.
+    #[error("idempotency key reused for a different request")]
+    KeyReused,
+    /// No owner answered in time; worth asking again after `retry_after`.
+    #[error("no owner answered in time")]
+    LeaseUnavailable { retry_after: Duration },
+    /// The owner node refused this node's signature: a configuration fault (cluster.secret
+    /// differs between nodes, or clocks drifted apart), not the client's.
+    #[error("node {0} refused this node's signature")]
+    PeerRefused(String),
+}
+
+impl From<StoreError> for RouteError {
+    fn from(error: StoreError) -> Self {
+        Self::Booking(error.into())
+    }
+}
+
+impl From<diesel::result::Error> for RouteError {
+    fn from(error: diesel::result::Error) -> Self {
+        Self::Booking(error.into())
+    }
+}
+
+/// How many times one request may be passed from node to node. One forward is the normal case;
+/// a second covers an owner that handed the booking on while the request was travelling.
+pub const MAX_HOPS: u8 = 2;
+
+/// How many times a request fenced off mid-write is routed again.
+const MAX_REROUTES: usize = 3;
+
+/// First step of the lease watch's backoff, and its ceiling: a waiter notices a released lease
+/// within a fifth of a second, whatever the TTL.
+const FIRST_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Runs booking actions on the node that owns the booking. Cheap to share: one per node.
+pub struct Router {
+    registry: Arc<BookingRegistry>,
+    deps: SharedDeps,
+    leases: Leases,
+    forwarder: Forwarder,
+}
+
+impl Router {
+    pub fn new(
+        registry: Arc<BookingRegistry>,
+        deps: SharedDeps,
+        leases: Leases,
+        forwarder: Forwarder,
+    ) -> Self {
+        Self {
+            registry,
+            deps,
+            leases,
+            forwarder,
+        }
+    }
+
+    pub fn deps(&self) -> &SharedDeps {
+        &self.deps
+    }
+
+    pub fn forwarder(&self) -> &Forwarder {
+        &self.forwarder
+    }
+
+    /// Runs the call's action on the booking's owner node and returns what it answered.
+    /// `hops`: how many nodes passed the request on already; `budget`: what is left of its
+    /// deadline.
+    pub async fn route(
+        &self,
+        id: BookingId,
+        call: ForwardedCall,
+        request_id: RequestId,
+        hops: u8,
+        budget: Duration,
+    ) -> Result<Routed, RouteError> {
+        let action = &call.action;
+        let idem = call.idempotency.as_ref();
+        if let Some(stored) = self.replay(idem).await? {
+            // Answered before (on any node): the stored answer, without routing anything.
+            return Ok(Routed::Replayed(stored));
+        }
+        let deadline = Instant::now() + budget;
+        let key = booking_key(&self.deps.key_prefix, id);
+        let mut reroutes = 0;
+        // Set once a forwarded call may have been delivered without its answer reaching us: the
+        // action may already have taken effect on the old owner.
+        let mut maybe_applied = false;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(BookingError::DeadlinePassed.into());
+            }
+            // Before every attempt that may start an actor here (the first, or one after the
+            // owner moved or this node's actor stepped down).
+            if action.names_a_party() && !self.registry.is_live(id) {
+                self.screen(id, action).await?;
+            }
+            let owner = match self.perform(id, &call, &request_id, deadline).await {
+                Ok(routed) => return Ok(routed),
+                // A copy of this request with the same key was answered meanwhile (its change
+                // is why this one was refused, or it committed first): send its answer.
+                Err(error @ (BookingError::Refused { .. } | BookingError::KeyTaken))
+                    if idem.is_some() =>
+                {
+                    if let Some(stored) = self.replay(idem).await? {
+                        return Ok(Routed::Replayed(stored));
+                    }
+                    return Ok(self.refused(error));
+                }
+                Err(BookingError::Elsewhere(owner)) => owner,
+                // No lease to be had yet (Redis went silent, and PostgreSQL grants only once
+                // every Redis lease has expired): ask again then if the deadline allows;
+                // otherwise the client gets 503 with that wait as Retry-After. Other store
+                // failures answer 503 at once: waiting on a store that is down would only hold
+                // the connection.
+                Err(BookingError::LeaseUnavailable {
+                    retry_after,
+                    source: LeaseError::NotYet(_),
+                }) if Instant::now() + retry_after < deadline => {
+                    tokio::time::sleep(retry_after.max(Duration::from_millis(1))).await;
+                    continue;
+                }
+                Err(BookingError::Fenced) if reroutes < MAX_REROUTES => {
+                    reroutes += 1;
+                    continue;
+                }
+                // Only a state conflict can be our own earlier copy's doing; an identity
+                // refusal is answered as it is.
+                Err(BookingError::Refused { error, booking })
+                    if maybe_applied && !error.is_forbidden() =>
+                {
+                    // If the trail shows this request made the change, answer as the first
+                    // copy would have.
+                    if let Some(done) = self
+                        .applied_earlier(id, action, &request_id, &booking)
+                        .await
+                    {
+                        return Ok(done);
+                    }
+                    return Ok(self.refused(BookingError::Refused { error, booking }));
+                }
+                Err(error) => return Ok(self.refused(error)),
+            };
+            if owner.value.is_empty() {
+                // Released between our SET and our GET: simply try again.
+                continue;
+            }
+            let remote = owner.node != self.deps.node_id.0;
+            if remote && hops >= MAX_HOPS {
+                return Err(RouteError::LeaseUnavailable {
+                    retry_after: Duration::from_secs(1),
+                });
+            }
+            let address = match (remote, &owner.address) {
+                (false, _) => None,
+                (true, Some(address)) => Some(address.clone()),
+                (true, None) => self.forwarder.address_of(&owner.node).await,
+            };
+            let waited = self
+                .forward_or_wait(Forward {
+                    id,
+                    call: &call,
+                    request_id: &request_id,
+                    hops: hops + 1,
+                    key: &key,
+                    owner: &owner,
+                    address,
+                    deadline,
+                })
+                .await;
+            match waited {
+                Waited::Answered(relayed) if relayed.status == 401 => {
+                    log::error!(
+                        "peer refused our signed call node={} owner={} req={} body={}",
+                        self.deps.node_id,
+                        owner.node,
+                        request_id.as_str(),
+                        String::from_utf8_lossy(&relayed.body)
+                    );
+                    return Err(RouteError::PeerRefused(owner.node));
+                }
+                Waited::Answered(relayed) => return Ok(Routed::Relayed(relayed)),
+                Waited::LeaseMoved { maybe_delivered } => maybe_applied |= maybe_delivered,
+                Waited::Deadline { owner_silent } => {
+                    // Waiting for an expiry: it comes within the lease's remaining time.
+                    // Waiting for a live owner's answer: try again shortly.
+                    let retry_after = match owner_silent {
+                        true => owner.remaining.max(Duration::from_secs(1)),
+                        false => Duration::from_secs(1),
+                    };
+                    return Err(RouteError::LeaseUnavailable { retry_after });
+                }
+            }
+        }
+    }
+
+    /// The stored answer of a request with this key, if it was answered before.
+    async fn replay(&self, key: Option<&IdempotencyKey>) -> Result<Option<Stored>, RouteError> {
+        let Some(key) = key else {
+            return Ok(None);
+        };
+        let mut conn = pool::conn(&self.deps.pool).await?;
+        match idempotency::lookup(&mut conn, key).await? {
+            Seen::New => Ok(None),
+            Seen::Repeat(stored) => Ok(Some(stored)),
+            Seen::Reused => Err(RouteError::KeyReused),
+        }
+    }
+
+    /// Refuses a caller who is no party to the booking (or a booking that does not exist) from
+    /// a plain read, before an actor starts for it: starting one takes the booking's lease and
+    /// bumps its fencing token, which a stranger sweeping ids must not be able to cause. Runs
+    /// only when no actor is live here; a live actor already holds the lease and checks the same
+    /// rule ([`authorize`]) against its own state. A caller this lets through is checked again
+    /// by the actor, so a change committed between the read and the actor is never missed.
+    async fn screen(&self, id: BookingId, action: &Action) -> Result<(), RouteError> {
+        let mut conn = pool::conn(&self.deps.pool).await?;
+        let booking = bookings::find(&mut conn, id)
+            .await?
+            .ok_or(BookingError::NotFound(id))?;
+        authorize(booking.state(), action.command()).map_err(|error| {
+            RouteError::Booking(BookingError::Refused {
+                error,
+                booking: Box::new(booking),
+            })
+        })
+    }
+
+    /// A refusal by this node's actor, answered like a success: it says which node it ran on.
+    fn refused(&self, error: BookingError) -> Routed {
+        Routed::Refused {
+            error,
+            served_by: self.deps.node_id.0.clone(),
+        }
+    }
+
+    /// The success answer for `action`, if the trail shows `request_id` made its change: a copy
+    /// of the request forwarded earlier took effect, but its answer was lost with its node.
+    async fn applied_earlier(
+        &self,
+        id: BookingId,
+        action: &Action,
+        request_id: &RequestId,
+        booking: &Booking,
+    ) -> Option<Routed> {
+        let target = action.target();
+        let mut conn = pool::conn(&self.deps.pool).await.ok()?;
+        let (_, writer) = bookings::changes_by(&mut conn, id, request_id.as_str())
+            .await
+            .ok()?
+            .into_iter()
+            .find(|(status, _)| *status == target)?;
+        let driver = match action {
+            Action::Assign { .. } => Some(
+                drivers::find(&mut conn, DriverId(booking.driver_id?))
+                    .await
+                    .ok()??,
+            ),
+            _ => None,
+        };
+        Some(Routed::Done {
+            done: Box::new(Done {
+                booking: booking.clone(),
+                driver,
+            }),
+            message: action.success_message(),
+            served_by: writer,
+        })
+    }
+
+    /// Offers the call's action to this node's actor for the booking, to be answered before
+    /// `deadline`.
+    async fn perform(
+        &self,
+        id: BookingId,
+        call: &ForwardedCall,
+        request_id: &RequestId,
+        deadline: Instant,
+    ) -> Result<Routed, BookingError> {
+        let message = call.action.success_message();
+        let meta = RequestMeta {
+            request_id: request_id.clone(),
+            actor: call.actor.clone(),
+            sent_at: Instant::now(),
+            deadline,
+            idempotency: call.idempotency.clone().map(|key| (key, message)),
+        };
+        let act = Act {
+            action: call.action.clone(),
+            meta,
+        };
+        let done = self.registry.send(id, act, deadline).await?;
+        Ok(Routed::Done {
+            done: Box::new(done),
+            message,
+            served_by: self.deps.node_id.0.clone(),
+        })
+    }
+
+    /// Forwards to the owner (if it has an address) while watching its lease. Whichever comes
+    /// first: the owner's answer, the lease moving, or the deadline.
+    async fn forward_or_wait(&self, call: Forward<'_>) -> Waited {
+        let forwarder = &self.forwarder;
+        let budget = call.deadline.saturating_duration_since(Instant::now());
+        let forwarding = call.address.is_some();
+        let forward = async {
+            let address = call
+                .address
+                .as_deref()
+                .ok_or_else(|| ForwardError::NoAddress(call.owner.node.clone()))?;
+            // Serializing plain ids and strings cannot fail; an empty body would be refused.
+            let body = serde_json::to_vec(call.call).unwrap_or_default();
+            forwarder
+                .send(
+                    &call.owner.node,
+                    address,
+                    call.id,
+                    body,
+                    call.request_id,
+                    call.hops,
+                    budget,
+                )
+                .await
+        };
+        // With a call in flight the owner answers, or is silent; only a silent owner's lease can
+        // expire, and not before its remaining TTL, so the watch starts there. Without one the lease
+        // may be released at any moment (it is this node's own, being given back, or the owner is
+        // unknown), so the watch starts at once.
+        let first_check = if forwarding {
+            call.owner.remaining
+        } else {
+            Duration::ZERO
+        };
+        let watch = lease_moves(
+            &self.leases,
+            call.key,
+            call.owner.value.clone(),
+            first_check,
+        );
+        let expiry = tokio::time::sleep_until(call.deadline.into());
+        tokio::pin!(forward, watch, expiry);
+        let mut in_flight = true;
+        // Whether a call went out that may have reached the owner without its answer reaching us.
+        let mut maybe_delivered = false;
+        loop {
+            tokio::select! {
+                answer = &mut forward, if in_flight => match answer {
+                    Ok(relayed) => return Waited::Answered(relayed),
+                    Err(error) => {
+                        in_flight = false;
+                        maybe_delivered = forwarding && !error.never_sent();
+                        // No answer is coming: watch for the lease to move from now on, not from
+                        // its expiry (a node shutting down releases its leases any moment now).
+                        watch.set(lease_moves(&self.leases, call.key, call.owner.value.clone(), Duration::ZERO));
+                        if forwarding {
+                            log::warn!(
+                                "forward unanswered node={} owner={} booking={} req={} error={error}",
+                                self.deps.node_id,
+                                call.owner.node,
+                                call.id,
+                                call.request_id.as_str()
+                            );
+                            forwarder.forget(&call.owner.node);
+                        }
+                    }
+                },
+                holder = &mut watch => {
+                    // Re-acquired by the node we are waiting for (it passivated and took the
+                    // booking again): its answer is still coming.
+                    if let Some(now) = holder.filter(|h| in_flight && h.node == call.owner.node) {
+                        watch.set(lease_moves(&self.leases, call.key, now.value, now.remaining));
+                        continue;
+                    }
+                    return Waited::LeaseMoved {
+                        maybe_delivered: maybe_delivered || (in_flight && forwarding),
+                    };
+                }
+                () = &mut expiry => return Waited::Deadline { owner_silent: !in_flight },
+            }
+        }
+    }
+}
+
+struct Forward<'a> {
+    id: BookingId,
+    call: &'a ForwardedCall,
+    request_id: &'a RequestId,
+    /// Hops the forwarded call will carry.
+    hops: u8,
+    key: &'a str,
+    owner: &'a LeaseOwner,
+    /// The owner's internal address; `None` when it is this node or not a live member.
+    address: Option<String>,
+    deadline: Instant,
+}
+
+enum Waited {
+    Answered(Relayed),
+    /// The lease left the owner. `maybe_delivered`: a call to it was sent and not answered.
+    LeaseMoved {
+        maybe_delivered: bool,
+    },
+    /// `owner_silent`: no call was in flight any more (the owner could not be reached).
+    Deadline {
+        owner_silent: bool,
+    },
+}
+
+/// Resolves once `key` no longer carries `value` (released, expired or taken over), with its
+/// new holder if any. Polls after `first_check`, then with exponential backoff and full jitter
+/// (at most [`MAX_BACKOFF`]), each sleep capped by the key's remaining TTL so an expiry is
+/// noticed within a poll of happening. A Redis error counts as "no news": the caller's deadline
+/// bounds the wait.
+async fn lease_moves(
+    leases: &Leases,
+    key: &str,
+    value: String,
+    first_check: Duration,
+) -> Option<LeaseOwner> {
+    tokio::time::sleep(first_check).await;
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        let remaining = match leases.holder(key).await {
+            Ok(Some(now)) if now.value == value => now.remaining,
+            Ok(other) => return other,
+            Err(_) => Duration::ZERO,
+        };
+        let jitter = rand::rng().random_range(Duration::ZERO..=backoff);
+        let wait = if remaining.is_zero() {
+            jitter
+        } else {
+            jitter.min(remaining + Duration::from_millis(1))
+        };
+        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
