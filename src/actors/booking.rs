@@ -15,7 +15,7 @@ use actix::prelude::*;
 use futures::FutureExt;
 
 use super::messages::{Act, Done, IdleStop, Passivate, RequestMeta};
-use super::registry::BookingRegistry;
+use super::roster::Roster;
 use super::search::{assign_nearest, return_to_index};
 use super::{BookingError, SharedDeps};
 use crate::domain::action::Action;
@@ -156,12 +156,12 @@ enum Phase {
 pub struct BookingActor {
     id: BookingId,
     deps: SharedDeps,
-    registry: Arc<BookingRegistry>,
+    roster: Arc<Roster<Self>>,
     /// Tells this actor's registry entry from a successor's.
     generation: u64,
     phase: Phase,
     /// When this actor last had a message that keeps it alive, in the registry's clock
-    /// ([`BookingRegistry::now_ms`]); the registry's idle sweep reads it (one sweep per registry
+    /// ([`Roster::now_ms`]); the registry's idle sweep reads it (one sweep per registry
     /// instead of a timer per actor).
     kept: Arc<AtomicU64>,
     /// A moment at which this actor's copy of the booking was known to be the one in
@@ -177,14 +177,14 @@ impl BookingActor {
     pub fn new(
         id: BookingId,
         deps: SharedDeps,
-        registry: Arc<BookingRegistry>,
+        roster: Arc<Roster<Self>>,
         generation: u64,
         kept: Arc<AtomicU64>,
     ) -> Self {
         Self {
             id,
             deps,
-            registry,
+            roster,
             generation,
             phase: Phase::Activating,
             kept,
@@ -197,14 +197,14 @@ impl BookingActor {
     pub fn created(
         booking: Booking,
         deps: SharedDeps,
-        registry: Arc<BookingRegistry>,
+        roster: Arc<Roster<Self>>,
         generation: u64,
         kept: Arc<AtomicU64>,
     ) -> Self {
         let id = BookingId(booking.id);
         Self {
             created: Some(Box::new(booking)),
-            ..Self::new(id, deps, registry, generation, kept)
+            ..Self::new(id, deps, roster, generation, kept)
         }
     }
 
@@ -232,7 +232,7 @@ impl BookingActor {
     /// Restarts the idle clock: the actor stops `booking.idle_stop_ms` after this unless
     /// another message keeps it alive (the registry's sweep sends [`IdleStop`]).
     fn keep_alive(&self) {
-        self.kept.store(self.registry.now_ms(), Ordering::Relaxed);
+        self.kept.store(self.roster.now_ms(), Ordering::Relaxed);
     }
 
     /// The booking and token to act on, or the reason this actor cannot act. A lease whose
@@ -558,7 +558,7 @@ impl Actor for BookingActor {
                             act.keep_alive();
                         } else {
                             // Terminal: nothing left to own. See below for how it ends.
-                            act.registry.forget(act.id, act.generation);
+                            act.roster.forget(act.id, act.generation);
                         }
                     }
                     Err(failure) => {
@@ -568,7 +568,7 @@ impl Actor for BookingActor {
                         // address has delivered, actix stops it (no addresses, empty mailbox).
                         // A Passivate sent now could overtake a sender that got the address a
                         // moment before, whose message would then find the mailbox closed.
-                        act.registry.forget(act.id, act.generation);
+                        act.roster.forget(act.id, act.generation);
                         act.phase = Phase::Failed(failure);
                     }
                 }),
@@ -576,7 +576,7 @@ impl Actor for BookingActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.registry.forget(self.id, self.generation);
+        self.roster.forget(self.id, self.generation);
         if let Some(lease) = self.take_lease() {
             // A notice: the manager deletes the key if it is still ours.
             self.deps.leases.do_send(lease);
@@ -607,7 +607,7 @@ impl Handler<IdleStop> for BookingActor {
 
     fn handle(&mut self, _msg: IdleStop, ctx: &mut Self::Context) {
         let idle_ms = self
-            .registry
+            .roster
             .now_ms()
             .saturating_sub(self.kept.load(Ordering::Relaxed));
         if idle_ms >= self.deps.booking.idle_stop_ms {

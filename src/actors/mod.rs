@@ -5,6 +5,7 @@
 pub mod booking;
 pub mod messages;
 pub mod registry;
+mod roster;
 mod search;
 
 use std::sync::Arc;

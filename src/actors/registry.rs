@@ -2,13 +2,11 @@
 //!
 //! Booking actors run on the registry's own arbiters (threads), not on the HTTP workers, so an
 //! HTTP worker shutting down can never drop an actor mid-write; at shutdown the registry stops
-//! them itself, after their queued messages. A std `Mutex` is enough for the map: the critical
-//! section is a lookup or insert, never held across an await. Each entry carries a generation so a
-//! stopping actor can only remove itself, never the successor that replaced it.
+//! them itself, after their queued messages. Which actors are live is the [`Roster`], shared with
+//! the actors so a stopping one can remove its own entry.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::dev::ToEnvelope;
@@ -17,24 +15,15 @@ use actix_rt::Arbiter;
 
 use super::booking::BookingActor;
 use super::messages::{IdleStop, Passivate};
+use super::roster::{Entries, Entry, Roster};
 use super::{BookingError, SharedDeps};
 use crate::domain::ids::BookingId;
 use crate::storage::models::Booking;
 
-/// An actor's registry entry: its generation, its address, and its idle clock (shared with it).
-struct Entry {
-    generation: u64,
-    addr: Addr<BookingActor>,
-    kept: Arc<AtomicU64>,
-}
-
-type Entries = HashMap<BookingId, Entry>;
-
 pub struct BookingRegistry {
     deps: SharedDeps,
-    /// The origin of the actors' idle clocks ([`Self::now_ms`]).
-    epoch: Instant,
-    actors: Mutex<Entries>,
+    /// The live actors, shared with them.
+    roster: Arc<Roster<BookingActor>>,
     next_generation: AtomicU64,
     /// The threads booking actors run on; a booking always lands on `id % len`.
     arbiters: Vec<Arbiter>,
@@ -50,8 +39,7 @@ impl BookingRegistry {
     pub fn new(deps: SharedDeps, threads: usize) -> Arc<Self> {
         let registry = Arc::new(Self {
             deps,
-            epoch: Instant::now(),
-            actors: Mutex::new(HashMap::new()),
+            roster: Arc::default(),
             next_generation: AtomicU64::new(1),
             arbiters: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
         });
@@ -59,14 +47,9 @@ impl BookingRegistry {
         registry
     }
 
-    /// Milliseconds since the registry started: the clock of the actors' idle stops.
-    pub fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
     /// Actors whose idle clock ran out: told to stop (each checks its clock again first).
     fn stop_idle(&self) {
-        let now = self.now_ms();
+        let now = self.roster.now_ms();
         let idle_stop = self.deps.booking.idle_stop_ms;
         let idle: Vec<Addr<BookingActor>> = self
             .lock()
@@ -95,10 +78,8 @@ impl BookingRegistry {
             .is_some_and(|entry| entry.addr.connected())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Entries> {
-        self.actors
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Entries<BookingActor>> {
+        self.roster.lock()
     }
 
     fn actor(self: &Arc<Self>, id: BookingId) -> (u64, Addr<BookingActor>) {
@@ -125,18 +106,18 @@ impl BookingRegistry {
 
     fn start(
         self: &Arc<Self>,
-        actors: &mut Entries,
+        actors: &mut Entries<BookingActor>,
         id: BookingId,
         created: Option<Booking>,
     ) -> (u64, Addr<BookingActor>) {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let slot = id.0.unsigned_abs() as usize % self.arbiters.len();
-        let kept = Arc::new(AtomicU64::new(self.now_ms()));
-        let (deps, registry, clock) = (self.deps.clone(), self.clone(), kept.clone());
+        let kept = Arc::new(AtomicU64::new(self.roster.now_ms()));
+        let (deps, roster, clock) = (self.deps.clone(), self.roster.clone(), kept.clone());
         let addr =
             BookingActor::start_in_arbiter(&self.arbiters[slot].handle(), move |_| match created {
-                Some(row) => BookingActor::created(row, deps, registry, generation, clock),
-                None => BookingActor::new(id, deps, registry, generation, clock),
+                Some(row) => BookingActor::created(row, deps, roster, generation, clock),
+                None => BookingActor::new(id, deps, roster, generation, clock),
             });
         let entry = Entry {
             generation,
@@ -148,14 +129,8 @@ impl BookingRegistry {
     }
 
     /// Removes `id`'s entry if it still belongs to `generation`.
-    pub fn forget(&self, id: BookingId, generation: u64) {
-        let mut actors = self.lock();
-        if actors
-            .get(&id)
-            .is_some_and(|entry| entry.generation == generation)
-        {
-            actors.remove(&id);
-        }
+    fn forget(&self, id: BookingId, generation: u64) {
+        self.roster.forget(id, generation);
     }
 
     /// Sends `msg` to the booking's actor and waits for its reply until `deadline` (re-sends

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::bookings::booking_id;
 use super::extract::{self, Idempotency, Keyed};
+use super::schemas::{Assignment, Envelope, ErrorEnvelope, IdPath, IdempotencyHeader};
 use super::State;
 use crate::auth::{rules, Principal};
 use crate::cluster::forward::Relayed;
@@ -20,7 +21,6 @@ use crate::domain::booking::Party;
 use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError};
 use crate::error::ApiError;
-use crate::http::openapi::{Assignment, Envelope, ErrorEnvelope, IdPath, IdempotencyHeader};
 use crate::storage::idempotency::IdempotencyKey;
 use crate::storage::models::Booking;
 

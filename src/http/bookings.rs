@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::extract::{self, Keyed};
 use super::idempotent;
+use super::schemas::{Envelope, IdPath, IdempotencyHeader, ListEnvelope};
 use super::{respond, respond_list, State};
 use crate::actors::BookingError;
 use crate::auth::{rules, Principal};
@@ -18,7 +19,6 @@ use crate::domain::ids::{BookingId, DriverId, RequestId, RiderId};
 use crate::domain::values::{self, Fare, FieldError, GeoPoint};
 use crate::envelope::success_body;
 use crate::error::ApiError;
-use crate::http::openapi::{Envelope, IdPath, IdempotencyHeader, ListEnvelope};
 use crate::storage::bookings::{self, NewBooking, UserRef};
 use crate::storage::idempotency::IdempotencyKey;
 use crate::storage::models::{Booking, BookingDetail, BookingEvent};

@@ -10,12 +10,12 @@ use utoipa::ToSchema;
 
 use super::extract::{self, Body, Keyed};
 use super::idempotent;
+use super::schemas::{Envelope, ErrorEnvelope, IdPath, IdempotencyHeader, ListEnvelope};
 use super::{respond, respond_list, State};
 use crate::auth::{rules, Principal};
 use crate::domain::ids::DriverId;
 use crate::domain::values::{self, FieldError, GeoPoint};
 use crate::error::ApiError;
-use crate::http::openapi::{Envelope, ErrorEnvelope, IdPath, IdempotencyHeader, ListEnvelope};
 use crate::storage::drivers::{self, Availability, NewDriver, StatusRefusal};
 use crate::storage::models::Driver;
 use crate::storage::pool::{self, is_unique_violation};

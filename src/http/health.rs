@@ -8,12 +8,12 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
+use super::schemas::{Envelope, ListEnvelope};
 use super::{respond, State};
 use crate::auth::{rules, AuthMode, Authenticator, Principal};
 use crate::cluster::NodeInfo;
 use crate::domain::values::FieldError;
 use crate::error::ApiError;
-use crate::http::openapi::{Envelope, ListEnvelope};
 use crate::storage::bookings;
 use crate::storage::pool;
 

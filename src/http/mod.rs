@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
 mod riders;
+mod schemas;
 
 use std::sync::Arc;
 

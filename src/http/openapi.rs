@@ -8,13 +8,12 @@
 //! needed; 413 wherever there is a body; 422 wherever an `Idempotency-Key` is accepted.
 
 use actix_web::HttpResponse;
-use serde::Serialize;
 use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, RefOr, Response, ResponseBuilder};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{Modify, OpenApi};
 
-use crate::storage::models::{Booking, Driver};
+use super::schemas::{ErrorEnvelope, IDEMPOTENCY_KEY};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -71,66 +70,6 @@ pub async fn document() -> HttpResponse {
 /// The document as `ridelock openapi` prints it and `docs/openapi.json` holds it.
 pub fn pretty_document() -> serde_json::Result<String> {
     serde_json::to_string_pretty(&ApiDoc::openapi())
-}
-
-/// Every error: `success: false`, a sentence, a stable code, and for 400 the field
-/// (`data.field`), for 409 the current state.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorEnvelope {
-    /// Always false.
-    pub success: bool,
-    pub message: String,
-    /// Stable snake_case code, e.g. `invalid_request`, `booking_not_pending`.
-    pub error: String,
-    #[schema(value_type = Option<Object>)]
-    pub data: Option<serde_json::Value>,
-}
-
-/// A success: `data` is the resource.
-#[derive(Serialize, ToSchema)]
-pub struct Envelope<T: ToSchema> {
-    /// Always true.
-    pub success: bool,
-    pub message: String,
-    pub data: T,
-}
-
-/// A list: `data` is the array, `count` its length.
-#[derive(Serialize, ToSchema)]
-pub struct ListEnvelope<T: ToSchema> {
-    pub success: bool,
-    pub message: String,
-    pub data: Vec<T>,
-    pub count: usize,
-}
-
-/// `data` of a successful assign.
-#[derive(Serialize, ToSchema)]
-pub struct Assignment {
-    pub booking: Booking,
-    pub driver: Driver,
-}
-
-/// The `Idempotency-Key` header, where a request accepts one.
-pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
-
-/// The `{id}` of a rider, driver or booking path: `params(IdPath)`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Path)]
-#[expect(dead_code, reason = "describes a parameter; never built")]
-pub struct IdPath {
-    #[param(minimum = 1, maximum = 9223372036854775807_i64)]
-    id: i64,
-}
-
-/// The optional `Idempotency-Key` header: `params(IdempotencyHeader)`.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[expect(dead_code, reason = "describes a parameter; never built")]
-pub struct IdempotencyHeader {
-    /// Makes a retry safe: a repeat gets the first answer back
-    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
-    key: Option<String>,
 }
 
 struct CommonResponses;

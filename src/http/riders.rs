@@ -7,12 +7,12 @@ use utoipa::ToSchema;
 
 use super::extract::{self, Keyed};
 use super::idempotent;
+use super::schemas::{Envelope, ErrorEnvelope, IdPath, IdempotencyHeader};
 use super::{respond, State};
 use crate::auth::{rules, Principal};
 use crate::domain::ids::RiderId;
 use crate::domain::values::{self, FieldError};
 use crate::error::ApiError;
-use crate::http::openapi::{Envelope, ErrorEnvelope, IdPath, IdempotencyHeader};
 use crate::storage::models::Rider;
 use crate::storage::pool::{self, is_unique_violation};
 use crate::storage::riders::{self, NewRider};

@@ -132,7 +132,9 @@ async fn changes_sent_together_commit_as_one_batch_each_under_its_own_condition(
     let outcomes: Vec<Outcome> = outcomes.into_iter().map(|o| o.expect("written")).collect();
     for (i, outcome) in outcomes.iter().enumerate() {
         match (i, outcome) {
-            (0..20 | 27 | 28, Outcome::Written(row, None)) => assert_eq!(row.status.as_str(), "cancelled"),
+            (0..20 | 27 | 28, Outcome::Written(row, None)) => {
+                assert_eq!(row.status.as_str(), "cancelled")
+            }
             (20..27, Outcome::Fenced) | (29, Outcome::KeyTaken) => {}
             (30.., Outcome::Written(row, Some(released))) => {
                 assert_eq!(row.status.as_str(), "completed");
