@@ -2,6 +2,7 @@
 //! [`registry::BookingRegistry`]. Every mutation of a booking is a message to its actor, so
 //! requests for one booking are handled strictly one at a time inside the node.
 
+mod activation;
 pub mod booking;
 pub mod messages;
 pub mod registry;
