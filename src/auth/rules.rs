@@ -1,6 +1,6 @@
 //! Who may do what, as pure functions of the caller and the ids involved: each returns `Ok` or a
 //! 403 saying which rule was broken. Operators (`ops:<name>`) may do everything; riders and
-//! drivers act only for themselves. The rules table in the README lists the same rules.
+//! drivers act only for themselves. The rules table in docs/auth.md lists the same rules.
 //!
 //! Checks that need the booking's current parties (a rider's own booking, a driver's assigned
 //! one) run where that state is: reads compare the row they read, and actions are checked by the

@@ -28,7 +28,7 @@ fn config() -> ProptestConfig {
     }
 }
 
-/// The refusal codes the README's "Error codes" list promises clients.
+/// The refusal codes the "Error codes" list of docs/API.md promises clients.
 const STABLE_CODES: [&str; 6] = [
     "booking_not_pending",
     "booking_not_assigned",

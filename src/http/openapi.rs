@@ -84,7 +84,7 @@ impl Modify for CommonResponses {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A JWT whose `sub` is rider:<id>, driver:<id> or ops:<name> (README, Authentication)",
+                        "A JWT whose `sub` is rider:<id>, driver:<id> or ops:<name> (docs/auth.md, Authentication)",
                     ))
                     .build(),
             ),
@@ -131,7 +131,7 @@ fn add_common(operation: &mut Operation) {
         common.push(("401", "Missing, malformed, expired or wrongly signed token"));
         common.push((
             "403",
-            "The token's subject may not do this (README, Authorization)",
+            "The token's subject may not do this (docs/auth.md, Authorization)",
         ));
     }
     if operation.request_body.is_some() {

@@ -1,27 +1,10 @@
-//! Leases from Redis while it answers, from PostgreSQL while it is silent.
-//!
-//! [`RedisHealth`] (`crate::redis_health`) is this node's view of Redis: silent from the first command that could not
-//! reach it, timed out, or was refused because Redis cannot take writes now (a replica, loading,
-//! out of memory: [`means_unavailable`](crate::redis_health::means_unavailable)), answering again from the first lease grant or heartbeat
-//! probe (both `SET`s) that succeeded. While Redis is silent:
-//!
-//! - a lease this node already holds is carried over to PostgreSQL on the next heartbeat, by the
-//!   same conditional upsert that grants leases (so it fails if anyone holds the key there); a
-//!   carry-over confirmed only after the lease's local deadline loses the lease instead;
-//! - a new lease is granted from PostgreSQL only once a full TTL has passed since this node
-//!   found Redis silent; until then acquisitions answer [`LeaseError::NotYet`] and the request
-//!   waits (or gets 503 with `Retry-After`).
-//!
-//! When Redis is down for every node, a TTL after the switch every Redis lease anyone held has
-//! expired, so the two stores never cover one booking at once. When only this node is cut off,
-//! the others' Redis leases live on, and this node may take a booking another node still holds
-//! in Redis. That is why the other direction is covered too: a node that reaches Redis defers to
-//! PostgreSQL leases in the activation that follows every grant (the statement that bumps the
-//! fencing token checks the table, [`crate::lease::postgres::activate`]), and an actor whose
-//! booking was taken over that way finds out from the token before its next write or refusal
-//! ([`crate::actors::booking`]). Leases taken in PostgreSQL stay there until released, also
-//! after Redis returns. Whatever a switch gets wrong costs a reroute, never a second writer or
-//! an answer from a stale copy.
+//! Leases from Redis while it answers, from PostgreSQL while it is silent ([`RedisHealth`], in
+//! `crate::redis_health`, says which). A lease already held is carried over to PostgreSQL on the
+//! next heartbeat; a new one is granted there only a full TTL after Redis went silent, so the two
+//! stores never cover one booking at once. Leases taken in PostgreSQL stay there until released.
+//! docs/architecture.md ("Redis silent: leases from PostgreSQL") gives the whole argument,
+//! including a node cut off from Redis alone (the activation defers to PostgreSQL leases:
+//! [`crate::lease::postgres::activate`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

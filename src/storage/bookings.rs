@@ -61,7 +61,7 @@ pub enum UserRef {
 }
 
 /// The fencing token a booking is inserted with. The creating node's actor owns the booking
-/// under it without a bump ([`crate::actors::registry::BookingRegistry::adopt`]); any later
+/// under it without a bump (the booking registry's `adopt`); any later
 /// activation, on any node, bumps it.
 pub const CREATED_TOKEN: i64 = 1;
 

@@ -3,23 +3,9 @@
 //! statements (`UPDATE … FROM unnest(…)`, `INSERT … SELECT … FROM unnest(…)`), so many requests
 //! share one round trip per statement, one statement set-up and one commit.
 //!
-//! - **Nothing about safety changes.** Each change keeps its own condition (booking id, fencing
-//!   token, expected status, and for a taken-back offer the offer itself); its driver release
-//!   and audit event are written only for a row whose condition held. Each creation keeps the
-//!   per-rider limit exactly as `create_booking_within_limit` does: the riders' rows are locked
-//!   first, and the count is taken by the next statement, whose snapshot sees every booking the
-//!   previous holders committed. An idempotency record commits in the same transaction as its
-//!   change. Every caller is answered after the commit.
-//! - **One row's failure is its own.** A stale token makes that row's update match nothing; a
-//!   rider at its limit gets no row; the others are written. Should a statement fail anyway (an
-//!   unknown rider's foreign key, say), each item of the batch is retried alone, so only the one
-//!   at fault fails.
-//! - **No fixed wait.** The writer takes the first item as soon as it comes and, with it,
-//!   whatever else is already queued; the next batch forms while this one is in flight. A lone
-//!   item goes out at once.
-//!
-//! One booking appears at most once per batch (a second change of the same booking waits for
-//! the next), so every row of the change statement is a different booking.
+//! Each change keeps its own fenced condition, a row's failure is its own, and nothing waits on a
+//! timer: docs/architecture.md ("Group commit: the writer") says how, and why it is as safe as one
+//! statement per change. One booking appears at most once per batch.
 
 mod batch;
 mod claims;
