@@ -9,7 +9,6 @@
 //! - [`geo`]: the Redis geo index of available drivers (a search aid, never the truth).
 //! - [`storage`]: PostgreSQL, the system of record; every booking write is fenced by token.
 //! - [`domain`]: ids, validated values and the booking state machine, free of I/O.
-//! - [`loadtest`]: `ridelock loadtest`, the concurrency and load tool (public API only).
 //! - [`config`], [`telemetry`], [`error`], [`startup`], [`seed`]: wiring.
 
 pub mod actors;
@@ -21,7 +20,6 @@ pub mod error;
 pub mod geo;
 pub mod http;
 pub mod lease;
-pub mod loadtest;
 pub mod seed;
 pub mod startup;
 pub mod storage;
