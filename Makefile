@@ -11,7 +11,8 @@ SHELL := bash
 
 SERVICES := bash scripts/services.sh
 FMT_CHECK := cargo fmt --all -- --check
-CLIPPY := cargo clippy --all-targets -- -D warnings
+# --workspace: the server and the load-test client (loadtest/, its own crate) alike.
+CLIPPY := cargo clippy --workspace --all-targets -- -D warnings
 
 .PHONY: run cluster test loadtest bench services services-down clean-services fmt lint
 
@@ -42,7 +43,7 @@ test:
 	export RIDELOCK_ENV=test
 	$(FMT_CHECK)
 	$(CLIPPY)
-	cargo test --all-targets
+	cargo test --workspace --all-targets
 	bash scripts/fuzz.sh target/debug/ridelock
 
 # Every loadtest scenario against a running server (`make run` in another terminal).

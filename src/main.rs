@@ -5,10 +5,11 @@ use std::io::IsTerminal;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ridelock::config;
-use ridelock::loadtest::progress::Progress;
 use ridelock::startup::Application;
 use ridelock::storage::pool;
 use ridelock::telemetry;
+// The load-test client is its own crate (loadtest/): the binary carries it, the library does not.
+use ridelock_loadtest::progress::Progress;
 
 #[derive(Parser)]
 #[command(
@@ -64,7 +65,7 @@ struct LoadArgs {
     #[arg(long = "url", default_value = "http://127.0.0.1:3000")]
     urls: Vec<String>,
     #[arg(long, value_enum, default_value = "tutorial")]
-    scenario: ridelock::loadtest::Scenario,
+    scenario: ridelock_loadtest::Scenario,
     /// Concurrent assigns of one booking (same-booking).
     #[arg(long, default_value_t = 50)]
     concurrency: usize,
@@ -176,7 +177,7 @@ fn run(command: Command, settings: config::Settings) -> anyhow::Result<()> {
 }
 
 fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
-    let cfg = ridelock::loadtest::LoadConfig {
+    let cfg = ridelock_loadtest::LoadConfig {
         urls: args.urls,
         scenario: args.scenario,
         concurrency: args.concurrency,
@@ -199,15 +200,15 @@ fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(ridelock::loadtest::run(&cfg))?;
+    let report = runtime.block_on(ridelock_loadtest::run(&cfg))?;
     if let Some(path) = &args.report {
-        std::fs::write(path, ridelock::loadtest::html::render(&report))
+        std::fs::write(path, ridelock_loadtest::html::render(&report))
             .with_context(|| format!("writing the HTML report to {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", ridelock::loadtest::render(&report));
+        print!("{}", ridelock_loadtest::render(&report));
     }
     anyhow::ensure!(
         report.passed(),

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use ridelock::loadtest::html;
-use ridelock::loadtest::progress::Progress;
-use ridelock::loadtest::{run, LoadConfig, Scenario};
+use ridelock_loadtest::html;
+use ridelock_loadtest::progress::Progress;
+use ridelock_loadtest::{run, LoadConfig, Scenario};
 
 use crate::helpers::spawn_app;
 

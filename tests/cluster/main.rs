@@ -519,9 +519,9 @@ async fn a_forged_internal_call_is_refused_and_writes_nothing() {
 async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
     // Arrange
     let cluster = Cluster::start(3).await;
-    let cfg = ridelock::loadtest::LoadConfig {
+    let cfg = ridelock_loadtest::LoadConfig {
         urls: cluster.nodes.iter().map(|n| n.address.clone()).collect(),
-        scenario: ridelock::loadtest::Scenario::Lifecycle,
+        scenario: ridelock_loadtest::Scenario::Lifecycle,
         concurrency: 1,
         drivers: 0,
         bookings: 0,
@@ -531,12 +531,12 @@ async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
         rate: None,
         request_timeout: Duration::from_secs(10),
         token: Some(crate::auth::token("ops:loadtest")),
-        progress: ridelock::loadtest::progress::Progress::Off,
+        progress: ridelock_loadtest::progress::Progress::Off,
     };
 
     // Act: closed-loop riders, each request of a lifecycle to the next node in turn, so two of
     // every three booking actions are forwarded.
-    let report = ridelock::loadtest::run(&cfg).await.unwrap();
+    let report = ridelock_loadtest::run(&cfg).await.unwrap();
 
     // Assert: every request got its intended answer (the loadtest's own checks, through the
     // API), and PostgreSQL agrees.

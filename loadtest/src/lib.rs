@@ -2,6 +2,9 @@
 //! speaks API.md, spreading requests round-robin over one or more `--url`s, releases concurrent
 //! requests together, checks each scenario's invariants through the API afterwards, and reports
 //! per-endpoint latency (HDR histograms) and status codes. A broken invariant is a failed run.
+//!
+//! A crate of its own that knows the server only through HTTP: the `ridelock` binary runs it as
+//! its `loadtest` subcommand; the server library never imports it.
 
 pub mod client;
 pub mod html;

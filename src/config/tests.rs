@@ -1,0 +1,126 @@
+//! The rules of validation.rs, each against settings built here (no files, no environment).
+
+use super::*;
+
+fn auth(mode: AuthMode, secret: &str) -> AuthSettings {
+    AuthSettings {
+        mode,
+        algorithm: "HS256".into(),
+        secret: Secret::new(secret),
+        public_key_path: String::new(),
+        private_key_path: String::new(),
+        issuer: "ridelock".into(),
+        audience: "ridelock-api".into(),
+        leeway_secs: 30,
+        token_ttl_secs: 3600,
+        secondary_secret: Secret::new(""),
+        secondary_public_key_path: String::new(),
+        rider_max_ttl_secs: 86_400,
+        driver_max_ttl_secs: 86_400,
+        ops_max_ttl_secs: 3600,
+    }
+}
+
+#[test]
+fn auth_off_is_accepted_in_the_local_profile_only() {
+    let off = auth(AuthMode::Off, "");
+    assert!(off.validate("local", true).is_ok());
+    assert!(
+        off.validate("local", false).is_err(),
+        "off on a public address"
+    );
+    assert!(auth(AuthMode::Jwt, "dev-local-auth-secret")
+        .validate("local", false)
+        .is_err());
+    for profile in ["test", "production", "staging"] {
+        assert!(off.validate(profile, true).is_err(), "{profile}");
+    }
+}
+
+#[test]
+fn a_node_serving_other_machines_must_say_where_they_reach_it() {
+    let node = |url: &str| NodeSettings {
+        id: "n1".into(),
+        advertise_url: url.into(),
+    };
+    assert!(node("").check_advertise_url("127.0.0.1", true).is_ok());
+    let refused = node("").check_advertise_url("0.0.0.0", false);
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("node.advertise_url must be set")),
+        "an empty advertise URL on 0.0.0.0"
+    );
+    assert!(node("https://n1.ridelock.internal/")
+        .check_advertise_url("0.0.0.0", false)
+        .is_err_and(|e| e.to_string().contains("plain HTTP")));
+    for good in [
+        "http://10.0.0.5:3000",
+        "http://n1.ridelock.internal/",
+        "http://[fd00::5]:3000",
+    ] {
+        assert!(
+            node(good).check_advertise_url("0.0.0.0", false).is_ok(),
+            "{good}"
+        );
+    }
+    assert!(node("http://127.0.0.1:3001")
+        .check_advertise_url("127.0.0.1", true)
+        .is_ok());
+    for bad in [
+        "http://127.0.0.1:3000",
+        "http://localhost:3000",
+        "10.0.0.5:3000",
+        "http://",
+        "http://0.0.0.0:3000",
+        "http://[::]:3000",
+    ] {
+        assert!(
+            node(bad).check_advertise_url("0.0.0.0", false).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn every_profile_but_local_and_test_needs_private_secrets() {
+    for profile in ["production", "staging", "prod", "dev", ""] {
+        for secret in ["dev-test-auth-secret", "dev-local-auth-secret", "short"] {
+            assert!(
+                auth(AuthMode::Jwt, secret).validate(profile, true).is_err(),
+                "{profile:?} {secret}"
+            );
+        }
+    }
+    for profile in ["local", "test"] {
+        assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
+            .validate(profile, true)
+            .is_ok());
+    }
+}
+
+#[test]
+fn production_needs_a_private_auth_secret() {
+    assert!(auth(AuthMode::Jwt, "").validate("test", true).is_err());
+    assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
+        .validate("test", true)
+        .is_ok());
+    assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")
+        .validate("production", true)
+        .is_err());
+    assert!(auth(AuthMode::Jwt, "short")
+        .validate("production", true)
+        .is_err());
+    let private = "k7Qw9zX2mN4pR8tV1yB6cF3hJ5lS0dGa";
+    assert!(auth(AuthMode::Jwt, private)
+        .validate("production", true)
+        .is_ok());
+    let mut rs = auth(AuthMode::Jwt, "");
+    rs.algorithm = "RS256".into();
+    assert!(
+        rs.validate("production", true).is_err(),
+        "RS256 needs a public key"
+    );
+    rs.public_key_path = "/etc/ridelock/issuer.pem".into();
+    assert!(rs.validate("production", true).is_ok());
+    rs.algorithm = "none".into();
+    assert!(rs.validate("test", true).is_err());
+}
