@@ -3,6 +3,8 @@
 //! module). A reference upwards, or sideways between two modules of one layer, fails here with
 //! the file and line. Comments are not code and are skipped.
 
+#![allow(clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 
 /// Each top-level module of the library and its rank: a module may use only modules of a
