@@ -66,7 +66,7 @@ pub enum ApiError {
 
 impl ApiError {
     /// An Idempotency-Key that was used for a different request.
-    pub fn key_reused() -> Self {
+    pub(crate) fn key_reused() -> Self {
         Self::Unprocessable {
             code: "idempotency_key_reused",
             message: "This Idempotency-Key was used for a different request".to_owned(),

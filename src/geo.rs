@@ -23,15 +23,15 @@ use crate::redis_health::RedisHealth;
 use crate::storage::models::Driver;
 
 /// The largest latitude, north or south, a Redis geo set can hold.
-pub const INDEXED_LAT_MAX: f64 = 85.051_128_78;
+pub(crate) const INDEXED_LAT_MAX: f64 = 85.051_128_78;
 
 /// True when a Redis geo set can hold `at`.
-pub fn indexable(at: GeoPoint) -> bool {
+pub(crate) fn indexable(at: GeoPoint) -> bool {
     at.lat.abs() <= INDEXED_LAT_MAX
 }
 
 #[derive(Clone)]
-pub struct DriverIndex {
+pub(crate) struct DriverIndex {
     conn: ConnectionManager,
     key: String,
     /// Set with every rebuild: its absence means the index is gone.
@@ -91,7 +91,7 @@ impl DriverIndex {
     }
 
     /// False when the index is gone (Redis restarted without its data) and must be rebuilt.
-    pub async fn is_built(&self) -> Result<bool, RedisError> {
+    pub(crate) async fn is_built(&self) -> Result<bool, RedisError> {
         self.query(redis::cmd("EXISTS").arg(&self.marker)).await
     }
 

@@ -22,20 +22,20 @@
 pub mod seed;
 pub mod startup;
 // 5
-pub mod error;
+pub(crate) mod error;
 pub mod http;
 // 4
 pub mod cluster;
 // 3
-pub mod actors;
+pub(crate) mod actors;
 // 2 infrastructure
-pub mod geo;
+pub(crate) mod geo;
 pub mod lease;
-pub mod redis_health;
+pub(crate) mod redis_health;
 pub mod storage;
 // 1 base
 pub mod auth;
 pub mod config;
 pub mod domain;
-pub mod envelope;
+pub(crate) mod envelope;
 pub mod telemetry;

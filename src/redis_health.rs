@@ -11,7 +11,7 @@ use redis::RedisError;
 /// This node's view of whether Redis answers. Shared by the lease store, the geo index and the
 /// node's heartbeat, which probes Redis while it is silent.
 #[derive(Debug)]
-pub struct RedisHealth {
+pub(crate) struct RedisHealth {
     node_id: String,
     ttl: Duration,
     silent_since: Mutex<Option<Instant>>,
@@ -26,7 +26,7 @@ pub struct RedisHealth {
 /// under `noeviction` (`OOM`), a cluster without its slots (`CLUSTERDOWN`, `TRYAGAIN`), unable
 /// to persist (`MISCONF`) or short of replicas (`NOREPLICAS`). A refusal of the command itself
 /// (a wrong type, a script error) is not about Redis and is not counted.
-pub fn means_unavailable(error: &RedisError) -> bool {
+pub(crate) fn means_unavailable(error: &RedisError) -> bool {
     use redis::{ErrorKind, ServerErrorKind};
     if error.is_timeout()
         || error.is_io_error()
@@ -87,7 +87,7 @@ impl RedisHealth {
         &self.node_id
     }
 
-    pub fn is_silent(&self) -> bool {
+    pub(crate) fn is_silent(&self) -> bool {
         self.since().is_some()
     }
 
@@ -101,7 +101,7 @@ impl RedisHealth {
     }
 
     /// How long until PostgreSQL leases may be granted (zero: now); `None` while Redis answers.
-    pub fn grants_in(&self) -> Option<Duration> {
+    pub(crate) fn grants_in(&self) -> Option<Duration> {
         self.since()
             .map(|since| (since + self.ttl).saturating_duration_since(Instant::now()))
     }
@@ -110,7 +110,7 @@ impl RedisHealth {
     /// membership announcement, the replay check) says about Redis: only such a command tells
     /// that Redis takes lease writes again. A replica still answers reads, and a full Redis
     /// still deletes and extends keys.
-    pub fn observe<T>(&self, outcome: &Result<T, RedisError>) {
+    pub(crate) fn observe<T>(&self, outcome: &Result<T, RedisError>) {
         match outcome {
             Ok(_) => self.answered(),
             Err(error) => self.observe_error(error),
@@ -119,7 +119,7 @@ impl RedisHealth {
 
     /// Records a failed Redis command of any kind; a success of a read, renewal or release says
     /// nothing (see [`Self::observe`]).
-    pub fn observe_error(&self, error: &RedisError) {
+    pub(crate) fn observe_error(&self, error: &RedisError) {
         if means_unavailable(error) {
             self.silent(error);
         }
@@ -127,12 +127,12 @@ impl RedisHealth {
 
     /// True until a command first showed that Redis takes writes: until then this node has
     /// taken no lease in Redis (grants go to Redis only while it answers).
-    pub fn never_answered(&self) -> bool {
+    pub(crate) fn never_answered(&self) -> bool {
         !self.ever_answered.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Redis took a write: it answers (again).
-    pub(crate) fn answered(&self) {
+    pub fn answered(&self) {
         self.ever_answered
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let mut since = self.since();

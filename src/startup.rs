@@ -260,7 +260,6 @@ impl Application {
             drivers: index.clone(),
             leases: manager.clone(),
             key_prefix: prefix,
-            lease: settings.lease.clone(),
             booking: settings.booking.clone(),
             assign: settings.assign.clone(),
             request_timeout: settings.server.request_timeout(),

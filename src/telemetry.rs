@@ -12,7 +12,7 @@ pub fn init() {
 
 /// One line for one handled actor message.
 #[derive(Debug, Clone, Copy)]
-pub struct ActorLine<'a> {
+pub(crate) struct ActorLine<'a> {
     pub node: &'a str,
     pub actor: &'a str,
     pub msg: &'a str,
@@ -25,9 +25,9 @@ pub struct ActorLine<'a> {
 }
 
 /// The log target of actor-message lines.
-pub const ACTOR_TARGET: &str = "actors::booking";
+pub(crate) const ACTOR_TARGET: &str = "actors::booking";
 
-pub fn actor_message(line: ActorLine<'_>) {
+pub(crate) fn actor_message(line: ActorLine<'_>) {
     // Every actor message is a mutation, so every line is `info`.
     log::info!(
         target: ACTOR_TARGET,
@@ -44,6 +44,6 @@ pub fn actor_message(line: ActorLine<'_>) {
 }
 
 /// A lease that changed hands outside a request (heartbeat, release); always `req=-`.
-pub fn lease_event(node: &str, key: &str, what: &str, outcome: &str) {
+pub(crate) fn lease_event(node: &str, key: &str, what: &str, outcome: &str) {
     log::warn!(target: "lease::manager", "{what} node={node} lease={key} req=- outcome={outcome}");
 }

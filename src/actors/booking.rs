@@ -120,7 +120,7 @@ enum Phase {
     Failed(Failure),
 }
 
-pub struct BookingActor {
+pub(crate) struct BookingActor {
     id: BookingId,
     deps: SharedDeps,
     roster: Arc<Roster<Self>>,

@@ -48,7 +48,7 @@ pub(super) fn assigned_body(message: &str, booking: &Booking, driver: Option<&Dr
 
 /// What every booking message carries about the request behind it.
 #[derive(Debug, Clone)]
-pub struct RequestMeta {
+pub(crate) struct RequestMeta {
     pub request_id: RequestId,
     /// The caller's token subject, for the audit trail.
     pub actor: Option<String>,
@@ -81,10 +81,10 @@ impl RequestMeta {
 /// actor stops unless a message kept it alive since.
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct IdleStop;
+pub(crate) struct IdleStop;
 
 /// Stop after the messages already queued: release the lease (waiting for Redis) and stop.
 /// Sent by the registry at shutdown and by the actor itself when it has nothing left to own.
 #[derive(Message, Clone)]
 #[rtype(result = "()")]
-pub struct Passivate;
+pub(crate) struct Passivate;

@@ -3,9 +3,9 @@
 //! requests for one booking are handled strictly one at a time inside the node.
 
 mod activation;
-pub mod booking;
-pub mod messages;
-pub mod registry;
+pub(crate) mod booking;
+pub(crate) mod messages;
+pub(crate) mod registry;
 mod roster;
 mod search;
 
@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use actix::Addr;
 
-use crate::config::{AssignSettings, BookingSettings, LeaseSettings};
+use crate::config::{AssignSettings, BookingSettings};
 use crate::domain::booking::TransitionError;
 use crate::domain::ids::{BookingId, NodeId};
 use crate::domain::values::FieldError;
@@ -26,7 +26,7 @@ use crate::storage::writer::Writer;
 use crate::storage::{PgPool, StoreError};
 
 /// What a booking actor needs from the node, shared by all of them.
-pub struct BookingDeps {
+pub(crate) struct BookingDeps {
     pub node_id: NodeId,
     pub pool: PgPool,
     /// Group-commits the actors' state changes (`storage::writer`).
@@ -34,14 +34,13 @@ pub struct BookingDeps {
     pub drivers: DriverIndex,
     pub leases: Addr<LeaseManager>,
     pub key_prefix: String,
-    pub lease: LeaseSettings,
     pub booking: BookingSettings,
     pub assign: AssignSettings,
     /// How long a request may take in all, forwarding and waiting for a lease included.
     pub request_timeout: Duration,
 }
 
-pub type SharedDeps = Arc<BookingDeps>;
+pub(crate) type SharedDeps = Arc<BookingDeps>;
 
 /// Why a booking message was not applied.
 #[derive(Debug, thiserror::Error)]

@@ -20,7 +20,7 @@ use super::{BookingError, SharedDeps};
 use crate::domain::ids::BookingId;
 use crate::storage::models::Booking;
 
-pub struct BookingRegistry {
+pub(crate) struct BookingRegistry {
     deps: SharedDeps,
     /// The live actors, shared with them.
     roster: Arc<Roster<BookingActor>>,
@@ -67,12 +67,8 @@ impl BookingRegistry {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Whether `id` has a running actor on this node.
-    pub fn is_live(&self, id: BookingId) -> bool {
+    pub(crate) fn is_live(&self, id: BookingId) -> bool {
         self.lock()
             .get(&id)
             .is_some_and(|entry| entry.addr.connected())
@@ -96,7 +92,7 @@ impl BookingRegistry {
     /// booking's first action finds its owner ready: it takes the lease in the background and
     /// needs no token bump (one commit fewer per booking). Nothing happens when the booking
     /// already has a live actor here.
-    pub fn adopt(self: &Arc<Self>, created: Booking) {
+    pub(crate) fn adopt(self: &Arc<Self>, created: Booking) {
         let id = BookingId(created.id);
         let mut actors = self.lock();
         if !actors.get(&id).is_some_and(|entry| entry.addr.connected()) {
@@ -164,7 +160,7 @@ impl BookingRegistry {
 
     /// Shutdown: every actor finishes the messages already queued, releases its lease and stops;
     /// then the arbiters end. Waits at most `within`.
-    pub async fn stop_all(&self, within: Duration) {
+    pub(crate) async fn stop_all(&self, within: Duration) {
         let actors: Vec<Addr<BookingActor>> = self
             .lock()
             .values()

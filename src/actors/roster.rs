@@ -14,15 +14,15 @@ use actix::{Actor, Addr};
 use crate::domain::ids::BookingId;
 
 /// An actor's entry: its generation, its address, and its idle clock (shared with it).
-pub struct Entry<A: Actor> {
+pub(crate) struct Entry<A: Actor> {
     pub generation: u64,
     pub addr: Addr<A>,
     pub kept: Arc<AtomicU64>,
 }
 
-pub type Entries<A> = HashMap<BookingId, Entry<A>>;
+pub(crate) type Entries<A> = HashMap<BookingId, Entry<A>>;
 
-pub struct Roster<A: Actor> {
+pub(crate) struct Roster<A: Actor> {
     /// The origin of the actors' idle clocks ([`Self::now_ms`]).
     epoch: Instant,
     entries: Mutex<Entries<A>>,
@@ -50,7 +50,7 @@ impl<A: Actor> Roster<A> {
     }
 
     /// Removes `id`'s entry if it still belongs to `generation`.
-    pub fn forget(&self, id: BookingId, generation: u64) {
+    pub(crate) fn forget(&self, id: BookingId, generation: u64) {
         let mut entries = self.lock();
         if entries
             .get(&id)

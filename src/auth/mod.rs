@@ -7,7 +7,7 @@
 //! `auth.mode = "off"` (the local profile only) trusts every caller as an operator, so the
 //! tutorial's curl commands work unchanged on `make run`.
 
-pub mod rules;
+pub(crate) mod rules;
 mod token;
 
 use std::fmt;
@@ -39,7 +39,7 @@ impl Principal {
         }
     }
 
-    pub fn is_ops(&self) -> bool {
+    pub(crate) fn is_ops(&self) -> bool {
         matches!(self, Self::Ops(_))
     }
 }
@@ -94,7 +94,7 @@ impl AuthError {
 
 /// A caller refused by a rule of [`rules`]: a 403 naming the rule (`code`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forbidden {
+pub(crate) struct Forbidden {
     pub code: &'static str,
     pub message: String,
 }

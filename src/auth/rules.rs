@@ -16,7 +16,7 @@ fn forbidden(code: &'static str, message: String) -> Forbidden {
 
 /// Operators only: creating riders and drivers, the driver list, lock stats, cluster nodes,
 /// metrics.
-pub fn ops_only(caller: &Principal) -> Result<(), Forbidden> {
+pub(crate) fn ops_only(caller: &Principal) -> Result<(), Forbidden> {
     if caller.is_ops() {
         return Ok(());
     }
@@ -27,7 +27,7 @@ pub fn ops_only(caller: &Principal) -> Result<(), Forbidden> {
 }
 
 /// The caller is this rider, or an operator.
-pub fn is_rider(caller: &Principal, rider: RiderId) -> Result<(), Forbidden> {
+pub(crate) fn is_rider(caller: &Principal, rider: RiderId) -> Result<(), Forbidden> {
     match caller {
         Principal::Ops(_) => Ok(()),
         Principal::Rider(me) if *me == rider => Ok(()),
@@ -36,7 +36,7 @@ pub fn is_rider(caller: &Principal, rider: RiderId) -> Result<(), Forbidden> {
 }
 
 /// The caller is this driver, or an operator.
-pub fn is_driver(caller: &Principal, driver: DriverId) -> Result<(), Forbidden> {
+pub(crate) fn is_driver(caller: &Principal, driver: DriverId) -> Result<(), Forbidden> {
     match caller {
         Principal::Ops(_) => Ok(()),
         Principal::Driver(me) if *me == driver => Ok(()),
@@ -45,7 +45,7 @@ pub fn is_driver(caller: &Principal, driver: DriverId) -> Result<(), Forbidden> 
 }
 
 /// The caller is the party a body names (`user_id` + `user_type`), or an operator.
-pub fn is_party(caller: &Principal, party: Party) -> Result<(), Forbidden> {
+pub(crate) fn is_party(caller: &Principal, party: Party) -> Result<(), Forbidden> {
     match party {
         Party::Rider(rider) => is_rider(caller, rider),
         Party::Driver(driver) => is_driver(caller, driver),
@@ -61,7 +61,7 @@ fn mismatch(caller: &Principal, named: &str) -> Forbidden {
 
 /// Who asks for a driver to be assigned: the rider (checked against the booking by its actor),
 /// or an operator (`None`). Drivers do not.
-pub fn assigner(caller: &Principal) -> Result<Option<RiderId>, Forbidden> {
+pub(crate) fn assigner(caller: &Principal) -> Result<Option<RiderId>, Forbidden> {
     match caller {
         Principal::Ops(_) => Ok(None),
         Principal::Rider(rider) => Ok(Some(*rider)),
@@ -73,7 +73,7 @@ pub fn assigner(caller: &Principal) -> Result<Option<RiderId>, Forbidden> {
 }
 
 /// A booking is read by its rider, its driver, or an operator.
-pub fn reads_booking(
+pub(crate) fn reads_booking(
     caller: &Principal,
     rider: RiderId,
     driver: Option<DriverId>,

@@ -62,7 +62,7 @@ impl Lifetimes {
     }
 
     /// The longest lifetime `who` may hold a token for, seconds.
-    pub fn max_for(&self, who: &Principal) -> u64 {
+    pub(crate) fn max_for(&self, who: &Principal) -> u64 {
         match who {
             Principal::Rider(_) => self.rider,
             Principal::Driver(_) => self.driver,

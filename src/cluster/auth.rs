@@ -96,7 +96,7 @@ impl Signed<'_> {
 
     /// What is left of the caller's deadline at `now`: time the call spent travelling, or queued
     /// at a paused node, is gone. A receiver whose clock runs behind gains nothing from it.
-    pub fn budget_left(&self, now: SystemTime) -> Duration {
+    pub(crate) fn budget_left(&self, now: SystemTime) -> Duration {
         let budget = Duration::from_millis(self.budget_ms);
         let ends = UNIX_EPOCH + Duration::from_millis(self.timestamp_ms) + budget;
         ends.duration_since(now)
@@ -125,7 +125,7 @@ impl Signature {
     }
 
     /// The canonical text: what [`Signed::sign`] sends and the replay check keys on.
-    pub fn to_hex(&self) -> String {
+    pub(crate) fn to_hex(self) -> String {
         hex(&self.0)
     }
 }
@@ -140,7 +140,7 @@ fn lower_hex_digit(digit: u8) -> Option<u8> {
 
 /// A number header in its one canonical form: decimal digits, no sign, no leading zero, at most
 /// 19 of them. `u64::from_str` would also take `+7` and `007`.
-pub fn parse_number(text: &str) -> Option<u64> {
+pub(crate) fn parse_number(text: &str) -> Option<u64> {
     let canonical = !text.is_empty()
         && text.len() <= 19
         && text.bytes().all(|b| b.is_ascii_digit())

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 /// Requests in flight, and whether new ones are still taken.
 #[derive(Default)]
-pub struct Drain {
+pub(crate) struct Drain {
     draining: AtomicBool,
     in_flight: AtomicUsize,
 }
 
 /// Counts one request in flight until dropped.
-pub struct InFlight<'a>(&'a Drain);
+pub(crate) struct InFlight<'a>(&'a Drain);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
@@ -36,7 +36,7 @@ impl Drain {
 
     /// Refuses new requests from now on, then waits (at most `within`) until none is in flight.
     /// True if it got there.
-    pub async fn settle(&self, within: Duration) -> bool {
+    pub(crate) async fn settle(&self, within: Duration) -> bool {
         self.draining.store(true, Ordering::SeqCst);
         let until = Instant::now() + within;
         while self.in_flight.load(Ordering::SeqCst) > 0 {

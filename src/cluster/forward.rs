@@ -14,13 +14,13 @@ use crate::config::Secret;
 use crate::domain::ids::{BookingId, RequestId};
 
 /// The internal endpoint a forwarded booking request goes to.
-pub fn internal_path(id: BookingId) -> String {
+pub(crate) fn internal_path(id: BookingId) -> String {
     format!("/internal/bookings/{id}")
 }
 
 /// Forwarding counters, for `/metrics`.
 #[derive(Default)]
-pub struct ForwardMetrics {
+pub(crate) struct ForwardMetrics {
     /// Requests this node sent to an owner.
     pub sent: AtomicU64,
     /// ... and got an answer for (any status).
@@ -40,7 +40,7 @@ impl ForwardMetrics {
 }
 
 /// The owner's answer, to be relayed as it is.
-pub struct Relayed {
+pub(crate) struct Relayed {
     pub status: u16,
     pub retry_after: Option<String>,
     pub served_by: Option<String>,
@@ -51,7 +51,7 @@ pub struct Relayed {
 /// send the same request again unless the lease has moved since (then the old owner's writes are
 /// fenced off).
 #[derive(Debug, thiserror::Error)]
-pub enum ForwardError {
+pub(crate) enum ForwardError {
     #[error("owner node {0} has no live address")]
     NoAddress(String),
     #[error("owner did not answer: {0}")]
@@ -64,7 +64,7 @@ pub enum ForwardError {
 
 impl ForwardError {
     /// True when the call certainly never reached the owner (so it cannot have taken effect).
-    pub fn never_sent(&self) -> bool {
+    pub(crate) fn never_sent(&self) -> bool {
         match self {
             Self::NoAddress(_) | Self::Signing(_) | Self::Draining => true,
             Self::NoAnswer(error) => error.is_connect(),
@@ -72,7 +72,7 @@ impl ForwardError {
     }
 }
 
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     client: reqwest::Client,
     secret: Secret,
     node_id: String,
@@ -117,12 +117,8 @@ impl Forwarder {
         })
     }
 
-    pub fn node_id(&self) -> &str {
-        &self.node_id
-    }
-
     /// The internal address `node` announced, if it is a live member.
-    pub async fn address_of(&self, node: &str) -> Option<String> {
+    pub(crate) async fn address_of(&self, node: &str) -> Option<String> {
         if let Some((address, read_at)) = self.lock().get(node) {
             if read_at.elapsed() < self.address_ttl {
                 return Some(address.clone());
@@ -141,7 +137,7 @@ impl Forwarder {
     }
 
     /// Drops a cached address after its node failed to answer.
-    pub fn forget(&self, node: &str) {
+    pub(crate) fn forget(&self, node: &str) {
         self.lock().remove(node);
     }
 

@@ -17,7 +17,7 @@ use crate::storage::{drivers, pool, PgPool};
 
 /// Reloads the geo index from PostgreSQL's online drivers; `why` goes in the log line. Gives up
 /// when PostgreSQL does not answer within `limit` (the heartbeat calls it, and must go on).
-pub async fn rebuild_index(
+pub(crate) async fn rebuild_index(
     index: &DriverIndex,
     db: &PgPool,
     limit: Duration,
@@ -35,7 +35,7 @@ pub async fn rebuild_index(
 }
 
 /// What the node heartbeat works with.
-pub struct Heartbeat {
+pub(crate) struct Heartbeat {
     pub membership: Membership,
     pub info: NodeInfo,
     pub registry: Arc<BookingRegistry>,

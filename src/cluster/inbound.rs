@@ -18,7 +18,7 @@ use crate::domain::values::FieldError;
 use crate::redis_health::RedisHealth;
 
 /// The signature headers of a call, as the caller sent them (see `cluster::auth`).
-pub struct Presented<'a> {
+pub(crate) struct Presented<'a> {
     pub node: Option<&'a str>,
     pub to: Option<&'a str>,
     pub hops: Option<&'a str>,
@@ -30,13 +30,13 @@ pub struct Presented<'a> {
 }
 
 /// What an admitted call carries besides the action.
-pub struct Admitted {
+pub(crate) struct Admitted {
     pub hops: u8,
     pub budget: Duration,
 }
 
 /// Checks calls from other nodes.
-pub struct Inbound {
+pub(crate) struct Inbound {
     secret: Secret,
     node_id: String,
     key_prefix: String,
@@ -62,7 +62,11 @@ impl Inbound {
     }
 
     /// Admits a call whose signature covers `presented` and `body`, or says why not.
-    pub async fn admit(&self, presented: &Presented<'_>, body: &[u8]) -> Result<Admitted, Refusal> {
+    pub(crate) async fn admit(
+        &self,
+        presented: &Presented<'_>,
+        body: &[u8],
+    ) -> Result<Admitted, Refusal> {
         let number = |text: Option<&str>| text.and_then(auth::parse_number);
         let (
             Some(node),
@@ -138,7 +142,7 @@ impl Inbound {
 
 /// The booking action of an admitted call's body. The actor it names must be a token subject,
 /// or the offer sweep of the node that sent it.
-pub fn parse_call(body: &[u8]) -> Result<ForwardedCall, FieldError> {
+pub(crate) fn parse_call(body: &[u8]) -> Result<ForwardedCall, FieldError> {
     let call: ForwardedCall = serde_json::from_slice(body)
         .map_err(|e| FieldError::new("body", format!("is not a booking operation: {e}")))?;
     let known = |s: &str| s == SYSTEM_ACTOR || Principal::from_subject(s).is_some();

@@ -7,13 +7,13 @@
 //! that node announced here; [`auth`] signs and verifies those node-to-node calls.
 
 pub mod auth;
-pub mod drain;
-pub mod forward;
-pub mod headers;
-pub mod heartbeat;
-pub mod inbound;
-pub mod offers;
-pub mod router;
+pub(crate) mod drain;
+pub(crate) mod forward;
+pub(crate) mod headers;
+pub(crate) mod heartbeat;
+pub(crate) mod inbound;
+pub(crate) mod offers;
+pub(crate) mod router;
 
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 
 /// One live node, as it last announced itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
-pub struct NodeInfo {
+pub(crate) struct NodeInfo {
     pub id: String,
     /// Where other nodes reach this one (`node.advertise_url`).
     pub address: String,
@@ -35,13 +35,13 @@ pub struct NodeInfo {
     pub seen_at: DateTime<Utc>,
 }
 
-pub fn node_key(prefix: &str, node_id: &str) -> String {
+pub(crate) fn node_key(prefix: &str, node_id: &str) -> String {
     format!("{prefix}node:{node_id}")
 }
 
 /// This node's announcements.
 #[derive(Clone)]
-pub struct Membership {
+pub(crate) struct Membership {
     redis: ConnectionManager,
     key: String,
     ttl: Duration,
@@ -57,7 +57,7 @@ impl Membership {
     }
 
     /// Sets (or refreshes) this node's key for one TTL.
-    pub async fn announce(&self, info: &NodeInfo) -> Result<(), redis::RedisError> {
+    pub(crate) async fn announce(&self, info: &NodeInfo) -> Result<(), redis::RedisError> {
         // Plain strings, numbers and dates: serializing cannot fail.
         let value = serde_json::to_string(info).unwrap_or_default();
         let mut conn = self.redis.clone();
@@ -66,7 +66,7 @@ impl Membership {
     }
 
     /// Removes this node's key (clean shutdown).
-    pub async fn withdraw(&self) -> anyhow::Result<()> {
+    pub(crate) async fn withdraw(&self) -> anyhow::Result<()> {
         let mut conn = self.redis.clone();
         let _: i64 = conn.del(&self.key).await?;
         Ok(())
@@ -74,7 +74,10 @@ impl Membership {
 }
 
 /// Every node whose key is alive, by id. Keys are found with SCAN, never KEYS.
-pub async fn live_nodes(redis: &ConnectionManager, prefix: &str) -> anyhow::Result<Vec<NodeInfo>> {
+pub(crate) async fn live_nodes(
+    redis: &ConnectionManager,
+    prefix: &str,
+) -> anyhow::Result<Vec<NodeInfo>> {
     let mut conn = redis.clone();
     let keys: Vec<String> = {
         let mut iter = conn

@@ -21,7 +21,7 @@ use crate::storage::bookings::{self, StaleOffer};
 use crate::storage::pool;
 
 /// The audit trail's actor for offers taken back.
-pub const SYSTEM_ACTOR: &str = "system:offer-timeout";
+pub(crate) const SYSTEM_ACTOR: &str = "system:offer-timeout";
 
 /// Runs until aborted at shutdown. `limit`: how long the search may take.
 pub async fn sweep(

@@ -39,7 +39,7 @@ use crate::storage::{bookings, drivers, pool, StoreError};
 /// before it was recorded) is recorded without one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ForwardedCall {
+pub(crate) struct ForwardedCall {
     pub action: Action,
     pub idempotency: Option<IdempotencyKey>,
     #[serde(default)]
@@ -47,7 +47,7 @@ pub struct ForwardedCall {
 }
 
 /// How a routed action was answered.
-pub enum Routed {
+pub(crate) enum Routed {
     /// A booking actor made the change: this node's, or (`served_by`) an earlier owner whose
     /// answer was lost, as the audit trail shows.
     Done {
@@ -78,7 +78,7 @@ impl Routed {
     }
 
     /// For a log line: the refusal's code, or the status of a relayed or stored answer.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Self::Done { .. } => "ok".to_owned(),
             Self::Refused { error, .. } => error.code().to_owned(),
@@ -90,7 +90,7 @@ impl Routed {
 
 /// Why an action got no answer from any booking actor.
 #[derive(Debug, thiserror::Error)]
-pub enum RouteError {
+pub(crate) enum RouteError {
     /// Refused before any actor ran (a stranger, a missing booking, the deadline), or a store
     /// failure.
     #[error(transparent)]
@@ -121,7 +121,7 @@ impl From<diesel::result::Error> for RouteError {
 
 /// How many times one request may be passed from node to node. One forward is the normal case;
 /// a second covers an owner that handed the booking on while the request was travelling.
-pub const MAX_HOPS: u8 = 2;
+pub(crate) const MAX_HOPS: u8 = 2;
 
 /// How many times a request fenced off mid-write is routed again.
 const MAX_REROUTES: usize = 3;
@@ -132,7 +132,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Runs booking actions on the node that owns the booking. Cheap to share: one per node.
-pub struct Router {
+pub(crate) struct Router {
     registry: Arc<BookingRegistry>,
     deps: SharedDeps,
     leases: Leases,
@@ -154,11 +154,11 @@ impl Router {
         }
     }
 
-    pub fn deps(&self) -> &SharedDeps {
+    pub(crate) fn deps(&self) -> &SharedDeps {
         &self.deps
     }
 
-    pub fn forwarder(&self) -> &Forwarder {
+    pub(crate) fn forwarder(&self) -> &Forwarder {
         &self.forwarder
     }
 

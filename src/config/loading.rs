@@ -13,7 +13,7 @@ pub fn profile() -> String {
 
 /// The profiles whose public development secrets and (local only) `auth.mode = "off"` are
 /// accepted. Every other profile, named or not, must bring private secrets.
-pub fn is_development(profile: &str) -> bool {
+pub(crate) fn is_development(profile: &str) -> bool {
     matches!(profile, "local" | "test")
 }
 

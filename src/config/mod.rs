@@ -23,7 +23,7 @@ use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
 use jsonwebtoken::Algorithm;
 use serde::{Deserialize, Serialize};
 
-pub use loading::{is_development, load, load_profile, profile};
+pub use loading::{load, load_profile, profile};
 
 /// A value that must not appear in logs (URLs may carry passwords).
 #[derive(Clone, Deserialize)]
@@ -159,7 +159,7 @@ impl OfferSettings {
         Duration::from_millis(self.timeout_ms)
     }
 
-    pub fn sweep_every(&self) -> Duration {
+    pub(crate) fn sweep_every(&self) -> Duration {
         Duration::from_millis(self.sweep_every_ms)
     }
 }
@@ -180,7 +180,7 @@ impl IdempotencySettings {
         Duration::from_secs(self.retention_secs)
     }
 
-    pub fn purge_every(&self) -> Duration {
+    pub(crate) fn purge_every(&self) -> Duration {
         Duration::from_millis(self.purge_every_ms)
     }
 }
@@ -248,11 +248,11 @@ impl LeaseSettings {
         Duration::from_millis(self.ttl_ms)
     }
 
-    pub fn renew_every(&self) -> Duration {
+    pub(crate) fn renew_every(&self) -> Duration {
         Duration::from_millis(self.renew_every_ms)
     }
 
-    pub fn drift(&self) -> Duration {
+    pub(crate) fn drift(&self) -> Duration {
         Duration::from_millis(self.drift_ms)
     }
 }
@@ -261,7 +261,7 @@ impl DatabaseSettings {
     /// A connection pool for this database; connections are opened lazily. Checked-out
     /// connections are not pinged first (`RecyclingMethod::Fast`): that would cost a round trip
     /// per request, and a dead connection already surfaces as a 503 on its first query.
-    pub fn statement_timeout(&self) -> Duration {
+    pub(crate) fn statement_timeout(&self) -> Duration {
         Duration::from_millis(self.statement_timeout_ms)
     }
 
@@ -322,7 +322,7 @@ impl RedisSettings {
             .context("configuring the Redis connection")
     }
 
-    pub fn response_timeout(&self) -> Duration {
+    pub(crate) fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
     }
 }

@@ -68,7 +68,7 @@ impl AuthSettings {
 
 impl Settings {
     /// Fails on settings that would make the service unsafe or unusable.
-    pub fn validate(&self, profile: &str) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self, profile: &str) -> anyhow::Result<()> {
         if self.node.id.is_empty() {
             bail!("node.id must be set (RIDELOCK_NODE__ID) in the {profile} profile");
         }

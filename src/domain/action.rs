@@ -12,7 +12,7 @@ use super::values::Fare;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
-pub enum Action {
+pub(crate) enum Action {
     /// `by`: the rider asking, or `None` for an operator.
     Assign {
         by: Option<RiderId>,
@@ -71,7 +71,7 @@ impl Action {
 
     /// Whether the action names a caller the booking must know (everything but an operator's
     /// assign, accept or complete, and the system's own offer sweep).
-    pub fn names_a_party(&self) -> bool {
+    pub(crate) fn names_a_party(&self) -> bool {
         match self {
             Self::Assign { by } => by.is_some(),
             Self::Accept { operator, .. } | Self::Complete { operator, .. } => !operator,
@@ -94,7 +94,7 @@ impl Action {
     }
 
     /// The message of the success answer (API.md).
-    pub fn success_message(&self) -> &'static str {
+    pub(crate) fn success_message(&self) -> &'static str {
         match self {
             Self::Assign { .. } => "Driver assigned successfully",
             Self::Accept { .. } => "Booking accepted successfully",
@@ -122,11 +122,11 @@ mod fare_cents {
 
     use crate::domain::values::Fare;
 
-    pub fn serialize<S: Serializer>(fare: &Fare, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(fare: &Fare, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_i64(fare.cents())
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Fare, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Fare, D::Error> {
         i64::deserialize(d).map(Fare::from_cents)
     }
 }

@@ -21,7 +21,7 @@ pub enum BookingStatus {
 }
 
 impl BookingStatus {
-    pub const ALL: [BookingStatus; 5] = [
+    pub(crate) const ALL: [BookingStatus; 5] = [
         Self::Pending,
         Self::Assigned,
         Self::Accepted,
@@ -44,7 +44,7 @@ impl BookingStatus {
     }
 
     /// Whether a booking in this state holds its driver.
-    pub fn holds_driver(self) -> bool {
+    pub(crate) fn holds_driver(self) -> bool {
         matches!(self, Self::Assigned | Self::Accepted)
     }
 }
@@ -150,7 +150,7 @@ impl TransitionError {
     }
 
     /// Identity failures (403) as opposed to state conflicts (409).
-    pub fn is_forbidden(self) -> bool {
+    pub(crate) fn is_forbidden(self) -> bool {
         matches!(self, Self::NotAssignedDriver | Self::NotAParty)
     }
 }
@@ -160,7 +160,7 @@ impl TransitionError {
 /// row it read before starting anything for a caller, so a stranger costs no lease and no write.
 /// A booking without a driver has no "right driver": a driver acting for itself is refused as a
 /// stranger, an operator gets the state conflict from `apply`.
-pub fn authorize(state: BookingState, cmd: Command) -> Result<(), TransitionError> {
+pub(crate) fn authorize(state: BookingState, cmd: Command) -> Result<(), TransitionError> {
     let stranger = match cmd {
         Command::Assign { by } => by.is_some_and(|rider| rider != state.rider_id),
         Command::ExpireOffer { driver_id, .. } => state.driver_id != Some(driver_id),

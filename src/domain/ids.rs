@@ -33,13 +33,13 @@ int_id! {
 /// Correlates every log line and audit event caused by one HTTP request (the `X-Request-ID`).
 /// A client's own id is kept when it is printable and short; otherwise a UUID is generated.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct RequestId(Arc<str>);
+pub(crate) struct RequestId(Arc<str>);
 
 impl RequestId {
     /// Longest client-supplied id we keep.
-    pub const MAX_LEN: usize = 128;
+    pub(crate) const MAX_LEN: usize = 128;
 
-    pub fn generate() -> Self {
+    pub(crate) fn generate() -> Self {
         Self(Uuid::new_v4().to_string().into())
     }
 
@@ -67,7 +67,7 @@ impl fmt::Display for RequestId {
 /// The id of one server instance, as configured in `node.id`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct NodeId(pub String);
+pub(crate) struct NodeId(pub String);
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -1,6 +1,6 @@
 //! Plain domain types and rules: no actix, diesel or redis here, so everything is unit-tested in place.
 
-pub mod action;
+pub(crate) mod action;
 pub mod booking;
 #[cfg(test)]
 mod booking_properties;

@@ -12,7 +12,7 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    pub fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+    pub(crate) fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
         Self {
             field: field.into(),
             problem: problem.into(),
@@ -29,10 +29,10 @@ pub struct GeoPoint {
 
 impl GeoPoint {
     /// Grid, in degrees, that [`GeoPoint::coarse`] snaps to: 0.002° is about 220 m of latitude.
-    pub const COARSE_DEGREES: f64 = 0.002;
+    pub(crate) const COARSE_DEGREES: f64 = 0.002;
 
     /// Great-circle distance to `other`, km (haversine, on the mean Earth radius).
-    pub fn distance_km(self, other: GeoPoint) -> f64 {
+    pub(crate) fn distance_km(self, other: GeoPoint) -> f64 {
         let (lat1, lat2) = (self.lat.to_radians(), other.lat.to_radians());
         let dlat = lat2 - lat1;
         let dlng = (other.lng - self.lng).to_radians();
@@ -42,7 +42,7 @@ impl GeoPoint {
 
     /// This point snapped to a [`Self::COARSE_DEGREES`] grid: where a car is, as riders and
     /// drivers may see it, not where it is to the metre.
-    pub fn coarse(self) -> Self {
+    pub(crate) fn coarse(self) -> Self {
         let snap = |x: f64| (x / Self::COARSE_DEGREES).round() * Self::COARSE_DEGREES;
         Self {
             lat: snap(self.lat).clamp(-90.0, 90.0),
@@ -64,7 +64,7 @@ impl GeoPoint {
     /// The latitude and longitude ranges that hold every point within `radius_km` of this one:
     /// what a search must scan before it measures distances. Near a pole the circle covers every
     /// longitude; across the antimeridian its longitudes come in two ranges.
-    pub fn search_box(self, radius_km: f64) -> SearchBox {
+    pub(crate) fn search_box(self, radius_km: f64) -> SearchBox {
         // A hair wider than the circle (about a millimetre), so rounding never leaves a point on
         // its edge outside.
         let angle = (radius_km / EARTH_RADIUS_KM) * 1.000_001 + 1e-10;
@@ -98,7 +98,7 @@ impl GeoPoint {
 }
 
 /// The mean Earth radius the SQL distance uses.
-pub const EARTH_RADIUS_KM: f64 = 6371.0088;
+pub(crate) const EARTH_RADIUS_KM: f64 = 6371.0088;
 
 /// A range no longitude falls in.
 const EMPTY_RANGE: (f64, f64) = (1.0, 0.0);
@@ -106,7 +106,7 @@ const EMPTY_RANGE: (f64, f64) = (1.0, 0.0);
 /// Latitude range and up to two longitude ranges (inclusive; an unused one is empty, min > max)
 /// that together hold a search circle. See [`GeoPoint::search_box`].
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SearchBox {
+pub(crate) struct SearchBox {
     pub lat: (f64, f64),
     pub lng: [(f64, f64); 2],
 }
@@ -117,11 +117,11 @@ pub struct Fare(i64);
 
 impl Fare {
     /// The largest fare we accept (guards against unit mix-ups such as cents sent as dollars).
-    pub const MAX_CENTS: i64 = 10_000_000;
+    pub(crate) const MAX_CENTS: i64 = 10_000_000;
 
     /// Smallest and largest amounts accepted, as the OpenAPI document states them.
-    pub const MIN_AMOUNT: f64 = 0.01;
-    pub const MAX_AMOUNT: f64 = Self::MAX_CENTS as f64 / 100.0;
+    pub(crate) const MIN_AMOUNT: f64 = 0.01;
+    pub(crate) const MAX_AMOUNT: f64 = Self::MAX_CENTS as f64 / 100.0;
 
     /// Accepts an amount from 0.01 to 100000, rounded to whole cents.
     pub fn from_amount(amount: f64, field: &str) -> Result<Self, FieldError> {
@@ -131,15 +131,15 @@ impl Fare {
         Ok(Self((amount * 100.0).round() as i64))
     }
 
-    pub fn from_cents(cents: i64) -> Self {
+    pub(crate) fn from_cents(cents: i64) -> Self {
         Self(cents)
     }
 
-    pub fn cents(self) -> i64 {
+    pub(crate) fn cents(self) -> i64 {
         self.0
     }
 
-    pub fn as_amount(self) -> f64 {
+    pub(crate) fn as_amount(self) -> f64 {
         self.0 as f64 / 100.0
     }
 
@@ -172,13 +172,13 @@ impl fmt::Display for Fare {
 /// Free text: at most `max_chars` characters as sent, no control characters, not only
 /// whitespace; stored trimmed. (The limits apply to the text as sent, so they are exactly what the
 /// OpenAPI document says: `maxLength` and [`TEXT_PATTERN`].)
-pub fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldError> {
+pub(crate) fn text(value: &str, field: &str, max_chars: usize) -> Result<String, FieldError> {
     optional_text(value, field, max_chars)?
         .ok_or_else(|| FieldError::new(field, "must not be empty"))
 }
 
 /// [`text`] where blank means "none": the same limits on what is sent, `None` if only whitespace.
-pub fn optional_text(
+pub(crate) fn optional_text(
     value: &str,
     field: &str,
     max_chars: usize,
@@ -201,19 +201,23 @@ pub fn optional_text(
 
 /// [`text`] as a regular expression: no control characters, and at least one that is not
 /// whitespace.
-pub const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
+#[cfg(test)]
+pub(crate) const TEXT_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$";
 
 /// [`phone`] as a regular expression (its length limit is `maxLength` 32).
-pub const PHONE_PATTERN: &str = r"^[+ ().-]*([0-9][+ ().-]*){3,}$";
+#[cfg(test)]
+pub(crate) const PHONE_PATTERN: &str = r"^[+ ().-]*([0-9][+ ().-]*){3,}$";
 
 /// [`email`] as a regular expression (its length limit is `maxLength` 320).
-pub const EMAIL_PATTERN: &str = r"^[^@\s\u0000-\u001f\u007f-\u009f]+@[^.\s\u0000-\u001f\u007f-\u009f][^\s\u0000-\u001f\u007f-\u009f]*\.[^\s\u0000-\u001f\u007f-\u009f]*$";
+#[cfg(test)]
+pub(crate) const EMAIL_PATTERN: &str = r"^[^@\s\u0000-\u001f\u007f-\u009f]+@[^.\s\u0000-\u001f\u007f-\u009f][^\s\u0000-\u001f\u007f-\u009f]*\.[^\s\u0000-\u001f\u007f-\u009f]*$";
 
 /// [`vehicle_type`] as a regular expression.
-pub const VEHICLE_TYPE_PATTERN: &str = r"^[a-z0-9_-]{1,32}$";
+#[cfg(test)]
+pub(crate) const VEHICLE_TYPE_PATTERN: &str = r"^[a-z0-9_-]{1,32}$";
 
 /// A person's contact details, validated: name, phone and optional email.
-pub fn contact(
+pub(crate) fn contact(
     name: &str,
     phone_number: &str,
     email_address: Option<&str>,
@@ -226,7 +230,7 @@ pub fn contact(
 }
 
 /// A phone number: digits with optional `+`, spaces, dashes, dots and parentheses; 3 to 32 chars.
-pub fn phone(value: &str, field: &str) -> Result<String, FieldError> {
+pub(crate) fn phone(value: &str, field: &str) -> Result<String, FieldError> {
     let digits = value.chars().filter(char::is_ascii_digit).count();
     let allowed = value
         .chars()
@@ -241,7 +245,7 @@ pub fn phone(value: &str, field: &str) -> Result<String, FieldError> {
 }
 
 /// A minimal shape check; real verification is a confirmation mail, not a regex.
-pub fn email(value: &str, field: &str) -> Result<String, FieldError> {
+pub(crate) fn email(value: &str, field: &str) -> Result<String, FieldError> {
     let well_formed = value.chars().count() <= 320
         && value.split_once('@').is_some_and(|(user, host)| {
             !user.is_empty() && host.contains('.') && !host.starts_with('.')
@@ -254,7 +258,7 @@ pub fn email(value: &str, field: &str) -> Result<String, FieldError> {
 }
 
 /// A vehicle class such as `standard`, `premium` or `xl`: lowercase letters, digits, `_`, `-`.
-pub fn vehicle_type(value: &str, field: &str) -> Result<String, FieldError> {
+pub(crate) fn vehicle_type(value: &str, field: &str) -> Result<String, FieldError> {
     let ok = !value.is_empty()
         && value.len() <= 32
         && value

@@ -26,7 +26,7 @@ use crate::storage::models::Booking;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AcceptBody {
+pub(crate) struct AcceptBody {
     /// The token's driver (unless ops), and the booking's assigned driver.
     #[serde(deserialize_with = "extract::whole_number")]
     #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
@@ -35,7 +35,7 @@ pub struct AcceptBody {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CancelBody {
+pub(crate) struct CancelBody {
     /// Blank counts as none.
     #[schema(max_length = 500, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     reason: Option<String>,
@@ -49,7 +49,7 @@ pub struct CancelBody {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CompleteBody {
+pub(crate) struct CompleteBody {
     /// The token's driver (unless ops), and the booking's driver.
     #[serde(deserialize_with = "extract::whole_number")]
     #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
@@ -237,7 +237,7 @@ async fn run(
 
 /// The answer to a routed booking action. Every answer a booking actor gave names the node it
 /// ran on (`X-RideLock-Served-By`); a relayed one is sent as the owner sent it.
-pub(crate) fn render(routed: Result<Routed, RouteError>) -> Result<HttpResponse, ApiError> {
+pub fn render(routed: Result<Routed, RouteError>) -> Result<HttpResponse, ApiError> {
     Ok(match routed? {
         Routed::Done {
             done,

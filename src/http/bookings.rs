@@ -36,7 +36,7 @@ use std::time::Instant;
     "rider_id": 1, "pickup_lat": 40.7128, "pickup_lng": -74.006,
     "dropoff_lat": 40.7589, "dropoff_lng": -73.9851, "estimated_fare": 25.5
 }))]
-pub struct CreateBooking {
+pub(crate) struct CreateBooking {
     /// The token's rider (unless ops).
     #[serde(deserialize_with = "extract::whole_number")]
     #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
@@ -80,7 +80,7 @@ impl TryFrom<CreateBooking> for NewBooking {
 }
 
 #[derive(Deserialize)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     user_type: Option<String>,
     status: Option<String>,
     limit: Option<String>,
@@ -306,7 +306,7 @@ pub async fn events(
     responses((status = 200, description = "The bookings", body = ListEnvelope<Booking>)),
     security(("bearer" = [])),
 )]
-pub async fn list_for_user(
+pub(crate) async fn list_for_user(
     state: State,
     caller: Principal,
     path: web::Path<String>,

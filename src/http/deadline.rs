@@ -24,7 +24,7 @@ pub const GRACE: Duration = Duration::from_secs(1);
 
 /// How long a request may run, registered as app data.
 #[derive(Debug, Clone, Copy)]
-pub struct RequestDeadline(pub Duration);
+pub(crate) struct RequestDeadline(pub Duration);
 
 impl RequestDeadline {
     pub fn after(request_timeout: Duration) -> Self {

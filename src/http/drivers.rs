@@ -23,7 +23,7 @@ use diesel_async::AsyncConnection;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateDriver {
+pub(crate) struct CreateDriver {
     #[schema(
         min_length = 1,
         max_length = 200,
@@ -61,7 +61,7 @@ impl TryFrom<CreateDriver> for NewDriver {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct Location {
+pub(crate) struct Location {
     #[schema(minimum = -90, maximum = 90)]
     lat: f64,
     #[schema(minimum = -180, maximum = 180)]
@@ -70,14 +70,14 @@ pub struct Location {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct StatusChange {
+pub(crate) struct StatusChange {
     /// `busy` is set by the system only.
     #[schema(pattern = "^(online|offline)$")]
     status: String,
 }
 
 #[derive(Deserialize)]
-pub struct NearbyQuery {
+pub(crate) struct NearbyQuery {
     lat: Option<String>,
     lng: Option<String>,
     radius: Option<String>,
@@ -89,7 +89,7 @@ pub struct NearbyQuery {
 /// grid point, to 0.1 km (so no run of searches can follow one driver, or place it closer than
 /// its grid cell by triangulation).
 #[derive(Serialize, ToSchema)]
-pub struct NearbyDriver {
+pub(crate) struct NearbyDriver {
     /// Operators only.
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<i64>,
@@ -262,7 +262,7 @@ pub async fn get(
     responses((status = 200, description = "The driver", body = Envelope<Driver>)),
     security(("bearer" = [])),
 )]
-pub async fn update_location(
+pub(crate) async fn update_location(
     state: State,
     caller: Principal,
     path: web::Path<String>,
@@ -323,7 +323,7 @@ pub async fn update_location(
     ),
     security(("bearer" = [])),
 )]
-pub async fn update_status(
+pub(crate) async fn update_status(
     state: State,
     caller: Principal,
     path: web::Path<String>,

@@ -15,7 +15,7 @@ use crate::error::ApiError;
 use crate::storage::idempotency::IdempotencyKey;
 
 /// Largest JSON body accepted; a larger one is refused with 413 before it is read to the end.
-pub const BODY_LIMIT: usize = 64 * 1024;
+pub(crate) const BODY_LIMIT: usize = 64 * 1024;
 
 /// Deepest nesting of arrays and objects accepted in a body. Every body of API.md is one flat
 /// object; the limit keeps a hostile body from costing more than its size.
@@ -83,7 +83,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Keyed<T> {
 }
 
 /// Deserializes a JSON object body; an empty body counts as `{}` so missing fields are named.
-pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FieldError> {
     let text = bytes.trim_ascii();
     let text = if text.is_empty() { &b"{}"[..] } else { text };
     if text.first() != Some(&b'{') {
@@ -170,7 +170,7 @@ fn body_error(error: &serde_path_to_error::Error<serde_json::Error>) -> FieldErr
 /// path alone.
 pub struct Idempotency(pub Option<IdempotencyKey>);
 
-pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
+pub(crate) const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 impl FromRequest for Idempotency {
     type Error = ApiError;
@@ -209,7 +209,7 @@ pub fn id(raw: &str, field: &str) -> Result<i64, FieldError> {
 }
 
 /// A positive integer id from a JSON body.
-pub fn body_id(value: i64, field: &str) -> Result<i64, FieldError> {
+pub(crate) fn body_id(value: i64, field: &str) -> Result<i64, FieldError> {
     (value > 0)
         .then_some(value)
         .ok_or_else(|| FieldError::new(field, "must be a positive integer"))
@@ -217,7 +217,7 @@ pub fn body_id(value: i64, field: &str) -> Result<i64, FieldError> {
 
 /// Deserializes an integer field written as `7` or `7.0`: JSON (and JSON Schema) does not tell
 /// the two apart, so neither does the API. Fractions and values beyond i64 are refused.
-pub fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
+pub(crate) fn whole_number<'de, D: serde::Deserializer<'de>>(de: D) -> Result<i64, D::Error> {
     struct Whole;
     impl serde::de::Visitor<'_> for Whole {
         type Value = i64;

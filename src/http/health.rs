@@ -27,7 +27,7 @@ const PROBE_FRESH: Duration = Duration::from_secs(1);
 /// `/api/health` without a token, so however often it is called, PostgreSQL is asked at most once
 /// per [`PROBE_FRESH`] (callers arriving during a probe wait for its answer).
 #[derive(Default)]
-pub struct PostgresProbe {
+pub(crate) struct PostgresProbe {
     last: tokio::sync::Mutex<Option<(Instant, bool)>>,
 }
 
@@ -113,7 +113,7 @@ pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpRespons
 
 /// What `/api/health` answers (the envelope without `data`).
 #[derive(Serialize, ToSchema)]
-pub struct HealthReport {
+pub(crate) struct HealthReport {
     success: bool,
     message: String,
     timestamp: chrono::DateTime<chrono::Utc>,
@@ -136,7 +136,7 @@ struct Services {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct LockView {
+pub(crate) struct LockView {
     resource: String,
     #[serde(rename = "lockId")]
     lock_id: String,
@@ -148,7 +148,7 @@ pub struct LockView {
 
 /// `/api/locks/stats`'s query: a page of the lock list.
 #[derive(serde::Deserialize)]
-pub struct StatsQuery {
+pub(crate) struct StatsQuery {
     limit: Option<String>,
     after: Option<String>,
 }
@@ -170,7 +170,7 @@ const LOCKS_PER_PAGE_MAX: usize = 1000;
     responses((status = 200, description = "Lock statistics", body = Envelope<LockStats>)),
     security(("bearer" = [])),
 )]
-pub async fn lock_stats(
+pub(crate) async fn lock_stats(
     state: State,
     caller: Principal,
     query: web::Query<StatsQuery>,
@@ -265,7 +265,7 @@ pub async fn lock_stats(
 
 /// `data` of `/api/locks/stats`, in the shape of API.md.
 #[derive(Serialize, ToSchema)]
-pub struct LockStats<'a> {
+pub(crate) struct LockStats<'a> {
     /// Live locks in all, on every page (the tutorial's field).
     #[serde(rename = "totalLocks")]
     total_locks: usize,
@@ -305,7 +305,10 @@ struct Counters {
     responses((status = 200, description = "Live nodes", body = ListEnvelope<NodeInfo>)),
     security(("bearer" = [])),
 )]
-pub async fn cluster_nodes(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
+pub(crate) async fn cluster_nodes(
+    state: State,
+    caller: Principal,
+) -> Result<HttpResponse, ApiError> {
     rules::ops_only(&caller)?;
     let nodes = crate::cluster::live_nodes(&state.redis, &state.deps.key_prefix)
         .await

@@ -14,7 +14,7 @@ use crate::storage::idempotency::{self, IdempotencyKey, Seen, Stored};
 
 /// The answer to send instead of handling the request, if it carries a key that was answered
 /// before.
-pub(crate) async fn replay(
+pub async fn replay(
     conn: &mut AsyncPgConnection,
     key: Option<&IdempotencyKey>,
 ) -> Result<Option<HttpResponse>, ApiError> {
@@ -29,7 +29,7 @@ pub(crate) async fn replay(
 }
 
 /// A stored answer sent again, marked `Idempotency-Replayed: true`.
-pub(crate) fn replayed(stored: Stored) -> HttpResponse {
+pub fn replayed(stored: Stored) -> HttpResponse {
     let status = u16::try_from(stored.status)
         .ok()
         .and_then(|s| StatusCode::from_u16(s).ok())
@@ -43,7 +43,7 @@ pub(crate) fn replayed(stored: Stored) -> HttpResponse {
 /// The success body for `data`, stored under `key` (if any) in the caller's transaction. A
 /// concurrent copy of the request that stored first makes this fail with `RollbackTransaction`,
 /// so the caller's change is undone; [`finish`] then answers what that copy answered.
-pub(crate) async fn answer(
+pub async fn answer(
     tx: &mut AsyncPgConnection,
     key: Option<&IdempotencyKey>,
     status: StatusCode,
@@ -61,7 +61,7 @@ pub(crate) async fn answer(
 
 /// What to send for a transaction that ended with [`answer`]: its body, or the stored answer of
 /// the copy that won. Other errors are the caller's to map.
-pub(crate) async fn finish(
+pub async fn finish(
     conn: &mut AsyncPgConnection,
     key: Option<&IdempotencyKey>,
     status: StatusCode,

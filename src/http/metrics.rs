@@ -71,7 +71,7 @@ type Routes = BTreeMap<&'static str, BTreeMap<String, RouteStats>>;
 const SHARDS: usize = 16;
 
 /// Request counts and latencies, per method and route pattern.
-pub struct HttpMetrics {
+pub(crate) struct HttpMetrics {
     /// Per shard: method label → route pattern → figures. Both keys come from closed sets (see
     /// [`method_label`] and the route table), so a table cannot grow past their product.
     shards: [Mutex<Routes>; SHARDS],

@@ -5,7 +5,7 @@
 mod booking_actions;
 mod bookings;
 pub mod deadline;
-pub mod drain;
+pub(crate) mod drain;
 mod drivers;
 #[cfg(test)]
 mod dto_properties;
@@ -13,10 +13,10 @@ mod extract;
 mod health;
 mod idempotent;
 mod internal;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod openapi;
 pub mod rate_limit;
-pub mod request_id;
+pub(crate) mod request_id;
 mod riders;
 mod schemas;
 
@@ -37,7 +37,7 @@ use crate::lease::failover::Leases;
 use crate::lease::manager::LeaseMetrics;
 
 /// What handlers share.
-pub struct AppState {
+pub(crate) struct AppState {
     pub registry: Arc<BookingRegistry>,
     pub deps: SharedDeps,
     pub lease_metrics: Arc<LeaseMetrics>,
@@ -54,7 +54,7 @@ pub struct AppState {
     pub postgres_probe: health::PostgresProbe,
 }
 
-pub type State = web::Data<AppState>;
+pub(crate) type State = web::Data<AppState>;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(extract::BODY_LIMIT))

@@ -47,7 +47,7 @@ use super::schemas::{ErrorEnvelope, IDEMPOTENCY_KEY};
     components(schemas(ErrorEnvelope)),
     modifiers(&CommonResponses),
 )]
-pub struct ApiDoc;
+pub(crate) struct ApiDoc;
 
 /// `GET /api/openapi.json`.
 #[utoipa::path(

@@ -37,7 +37,7 @@ pub enum CallerKey {
 
 /// A bucket's share: refill rate and size.
 #[derive(Debug, Clone, Copy)]
-pub struct Share {
+pub(crate) struct Share {
     per_second: f64,
     burst: f64,
 }

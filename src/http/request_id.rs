@@ -11,7 +11,7 @@ use actix_web::{Error, FromRequest, HttpMessage, HttpRequest};
 
 use crate::domain::ids::RequestId;
 
-pub use crate::cluster::headers::REQUEST_ID as HEADER;
+pub(crate) use crate::cluster::headers::REQUEST_ID as HEADER;
 
 /// Middleware: assigns the request id and echoes it.
 pub async fn assign(

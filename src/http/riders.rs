@@ -20,7 +20,7 @@ use diesel_async::AsyncConnection;
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct CreateRider {
+pub(crate) struct CreateRider {
     #[schema(
         min_length = 1,
         max_length = 200,

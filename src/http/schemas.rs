@@ -10,7 +10,7 @@ use crate::storage::models::{Booking, Driver};
 /// Every error: `success: false`, a sentence, a stable code, and for 400 the field
 /// (`data.field`), for 409 the current state.
 #[derive(Serialize, ToSchema)]
-pub struct ErrorEnvelope {
+pub(crate) struct ErrorEnvelope {
     /// Always false.
     pub success: bool,
     pub message: String,
@@ -22,7 +22,7 @@ pub struct ErrorEnvelope {
 
 /// A success: `data` is the resource.
 #[derive(Serialize, ToSchema)]
-pub struct Envelope<T: ToSchema> {
+pub(crate) struct Envelope<T: ToSchema> {
     /// Always true.
     pub success: bool,
     pub message: String,
@@ -31,7 +31,7 @@ pub struct Envelope<T: ToSchema> {
 
 /// A list: `data` is the array, `count` its length.
 #[derive(Serialize, ToSchema)]
-pub struct ListEnvelope<T: ToSchema> {
+pub(crate) struct ListEnvelope<T: ToSchema> {
     pub success: bool,
     pub message: String,
     pub data: Vec<T>,
@@ -46,13 +46,13 @@ pub struct Assignment {
 }
 
 /// The `Idempotency-Key` header, where a request accepts one.
-pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+pub(crate) const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
 
 /// The `{id}` of a rider, driver or booking path: `params(IdPath)`.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Path)]
 #[expect(dead_code, reason = "describes a parameter; never built")]
-pub struct IdPath {
+pub(crate) struct IdPath {
     #[param(minimum = 1, maximum = 9223372036854775807_i64)]
     id: i64,
 }
@@ -61,7 +61,7 @@ pub struct IdPath {
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[expect(dead_code, reason = "describes a parameter; never built")]
-pub struct IdempotencyHeader {
+pub(crate) struct IdempotencyHeader {
     /// Makes a retry safe: a repeat gets the first answer back
     #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
     key: Option<String>,

@@ -17,7 +17,7 @@ use super::postgres::PgLeases;
 use super::redis::{LeaseRecord, RedisLeases};
 use super::store::LeaseStore;
 use super::{LeaseError, LeaseOwner};
-pub use crate::redis_health::RedisHealth;
+use crate::redis_health::RedisHealth;
 
 /// Records what a lease command's outcome says about Redis: a grant (or a refusal because the
 /// key is held) shows Redis takes writes; an unavailable store is observed as an error.
@@ -35,7 +35,7 @@ fn observe_lease<T>(health: &RedisHealth, outcome: &Result<T, LeaseError>, grant
 
 /// A page of live leases: see [`Leases::page`].
 #[derive(Debug)]
-pub struct LeasePage {
+pub(crate) struct LeasePage {
     /// Live leases in all, on every page.
     pub total: usize,
     /// This page's, ordered by key (a lease that expired since it was counted is left out).
@@ -46,7 +46,7 @@ pub struct LeasePage {
 
 /// The lease store the manager uses: Redis and PostgreSQL behind [`RedisHealth`]. Cheap to clone.
 #[derive(Clone)]
-pub struct Leases {
+pub(crate) struct Leases {
     inner: Arc<Inner>,
 }
 
@@ -160,7 +160,7 @@ impl Leases {
 
     /// Deletes the PostgreSQL leases naming `node_id`: a previous run of this node crashed
     /// holding them. How many. Only at start-up, before this run holds any.
-    pub async fn clear_stale_in_postgres(
+    pub(crate) async fn clear_stale_in_postgres(
         &self,
         prefix: &str,
         node_id: &str,
@@ -181,7 +181,7 @@ impl Leases {
     /// Safe only while this run holds no Redis lease: at start-up, or while Redis has never
     /// answered a write since ([`RedisHealth::never_answered`]; no grant goes to Redis before).
     /// Lease values do not say which run took them, so this must never run later.
-    pub async fn clear_stale_in_redis(
+    pub(crate) async fn clear_stale_in_redis(
         &self,
         prefix: &str,
         node_id: &str,

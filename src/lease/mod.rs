@@ -6,23 +6,23 @@
 //! tells a booking actor at once when its lease is lost.
 //! Leases give fast mutual exclusion; safety rests on the fencing tokens in PostgreSQL.
 
-pub mod failover;
-pub mod manager;
-pub mod postgres;
+pub(crate) mod failover;
+pub(crate) mod manager;
+pub(crate) mod postgres;
 pub mod redis;
-pub mod store;
+pub(crate) mod store;
 
 use std::time::Duration;
 
 use crate::domain::ids::BookingId;
 
 /// The Redis key of a booking's lease: `<prefix>lock:booking:<id>`.
-pub fn booking_key(prefix: &str, id: BookingId) -> String {
+pub(crate) fn booking_key(prefix: &str, id: BookingId) -> String {
     format!("{prefix}lock:booking:{id}")
 }
 
 /// The value stored under a lease key, `<node_id>:<uuid>`, so `GET` says who holds it.
-pub fn lease_value(node_id: &str) -> String {
+pub(crate) fn lease_value(node_id: &str) -> String {
     format!("{node_id}:{}", uuid::Uuid::new_v4())
 }
 
@@ -46,7 +46,7 @@ pub struct LeaseOwner {
 }
 
 impl LeaseOwner {
-    pub fn from_value(value: String, remaining: Duration) -> Self {
+    pub(crate) fn from_value(value: String, remaining: Duration) -> Self {
         Self {
             node: owner_node(&value).to_owned(),
             value,

@@ -76,7 +76,7 @@ impl Live {
 }
 
 /// Who holds `key` in the table now, if anyone, on a connection the caller has.
-pub async fn holder_on(
+pub(crate) async fn holder_on(
     conn: &mut AsyncPgConnection,
     key: &str,
 ) -> diesel::QueryResult<Option<LeaseOwner>> {
@@ -96,7 +96,7 @@ pub async fn holder_on(
 }
 
 /// What an activation found.
-pub enum Activation {
+pub(crate) enum Activation {
     /// The booking, with its fencing token bumped for the new owner.
     Owned(Booking),
     /// A completed or cancelled booking, untouched: it can never change.
@@ -112,7 +112,7 @@ pub enum Activation {
 /// PostgreSQL's `leases` table. That check is part of the same statement, so a node that got
 /// the lease from Redis pays nothing for deferring to one that got it from PostgreSQL. Every
 /// later write of the actor is conditional on the new token.
-pub async fn activate(
+pub(crate) async fn activate(
     conn: &mut AsyncPgConnection,
     id: BookingId,
     key: &str,
@@ -170,7 +170,7 @@ fn millis(d: Duration) -> i64 {
 
 /// Lease commands on the node's PostgreSQL pool (cheap to clone).
 #[derive(Clone)]
-pub struct PgLeases {
+pub(crate) struct PgLeases {
     pool: PgPool,
     /// Where this node serves, written with every lease it takes.
     address: String,
@@ -284,7 +284,10 @@ impl PgLeases {
     }
 
     /// Check-and-delete of each lease; how many were still ours.
-    pub async fn release_all(&self, leases: &[(String, String)]) -> Result<usize, LeaseError> {
+    pub(crate) async fn release_all(
+        &self,
+        leases: &[(String, String)],
+    ) -> Result<usize, LeaseError> {
         Ok(self.keys(RELEASE, leases, Extra::Nothing).await?.len())
     }
 

@@ -135,7 +135,10 @@ impl RedisLeases {
 
     /// Check-and-delete of many leases, pipelined in chunks of [`RENEW_CHUNK`]; how many were
     /// still ours. A node shutting down with 100,000 leases gives them back in 100 round trips.
-    pub async fn release_all(&self, leases: &[(String, String)]) -> Result<usize, LeaseError> {
+    pub(crate) async fn release_all(
+        &self,
+        leases: &[(String, String)],
+    ) -> Result<usize, LeaseError> {
         let mut released = 0;
         for chunk in leases.chunks(RENEW_CHUNK) {
             let mut pipe = redis::pipe();
@@ -186,7 +189,7 @@ impl RedisLeases {
 
     /// The value and remaining time of each of `keys` that still exists, pipelined in chunks of
     /// [`RENEW_CHUNK`].
-    pub async fn records(&self, keys: Vec<String>) -> Result<Vec<LeaseRecord>, LeaseError> {
+    pub(crate) async fn records(&self, keys: Vec<String>) -> Result<Vec<LeaseRecord>, LeaseError> {
         let mut records = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(RENEW_CHUNK) {
             // A key of another type under the pattern (another application's) fails its own
@@ -235,7 +238,11 @@ impl RedisLeases {
 
     /// Deletes leases under `prefix` that name `node_id`: a previous run of this node crashed
     /// holding them, and this run will reactivate those bookings with new fencing tokens.
-    pub async fn clear_node(&self, prefix: &str, node_id: &str) -> Result<usize, LeaseError> {
+    pub(crate) async fn clear_node(
+        &self,
+        prefix: &str,
+        node_id: &str,
+    ) -> Result<usize, LeaseError> {
         let mut cleared = 0;
         for record in self.list(prefix).await? {
             if super::owner_node(&record.value) == node_id

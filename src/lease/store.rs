@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 
 use super::LeaseError;
 
-pub trait LeaseStore: Send + Sync + 'static {
+pub(crate) trait LeaseStore: Send + Sync + 'static {
     /// Takes `key` for `value` for `ttl` if nobody holds it (or `value` already does).
     fn acquire(
         &self,

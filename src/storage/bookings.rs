@@ -55,7 +55,7 @@ pub enum AssignError {
 
 /// Which side of a booking a listing is for.
 #[derive(Debug, Clone, Copy)]
-pub enum UserRef {
+pub(crate) enum UserRef {
     Rider(RiderId),
     Driver(DriverId),
 }
@@ -63,7 +63,7 @@ pub enum UserRef {
 /// The fencing token a booking is inserted with. The creating node's actor owns the booking
 /// under it without a bump (the booking registry's `adopt`); any later
 /// activation, on any node, bumps it.
-pub const CREATED_TOKEN: i64 = 1;
+pub(crate) const CREATED_TOKEN: i64 = 1;
 
 /// The booking and its creation event in one statement (one round trip, one commit), unless the
 /// rider already has its share of active bookings (migration `000009` says how that is atomic).
@@ -108,7 +108,7 @@ pub async fn find(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<Op
         .optional()
 }
 
-pub async fn find_detail(
+pub(crate) async fn find_detail(
     conn: &mut AsyncPgConnection,
     id: BookingId,
 ) -> QueryResult<Option<BookingDetail>> {
@@ -230,7 +230,7 @@ pub(crate) struct AssignRow {
 }
 
 impl AssignRow {
-    pub(crate) fn split(self) -> (Booking, Driver) {
+    pub fn split(self) -> (Booking, Driver) {
         let driver = Driver {
             id: self.d_id,
             name: self.d_name,
@@ -319,7 +319,7 @@ pub struct ReleasedDriver {
 
 /// An assignment nobody accepted in time, as the offer sweep finds it.
 #[derive(Debug, Clone, QueryableByName)]
-pub struct StaleOffer {
+pub(crate) struct StaleOffer {
     #[diesel(sql_type = BigInt)]
     pub id: i64,
     #[diesel(sql_type = BigInt)]
@@ -334,7 +334,7 @@ pub struct StaleOffer {
 /// Bookings assigned at least `timeout_ms` ago by PostgreSQL's clock (one clock for every
 /// node's sweep) and still not accepted, oldest first (from the partial index of migration
 /// `000010`). `assigned_at` is the assigning node's clock: nodes are assumed NTP-synchronised.
-pub async fn stale_offers(
+pub(crate) async fn stale_offers(
     conn: &mut AsyncPgConnection,
     timeout_ms: i64,
     limit: i64,
@@ -359,10 +359,10 @@ pub async fn stale_offers(
 }
 
 /// Why a booking is cancelled when its offers keep expiring.
-pub const NO_DRIVER_ACCEPTED: &str = "no driver accepted the ride in time";
+pub(crate) const NO_DRIVER_ACCEPTED: &str = "no driver accepted the ride in time";
 
 /// A user's bookings, newest first; `before` is an exclusive booking-id cursor.
-pub async fn list_for_user(
+pub(crate) async fn list_for_user(
     conn: &mut AsyncPgConnection,
     user: UserRef,
     status: Option<BookingStatus>,
@@ -398,7 +398,7 @@ pub async fn events(conn: &mut AsyncPgConnection, id: BookingId) -> QueryResult<
 
 /// The changes `request_id` made to the booking, as (status moved to, node that wrote it): how a
 /// request whose first answer was lost finds out that it did take effect, and where.
-pub async fn changes_by(
+pub(crate) async fn changes_by(
     conn: &mut AsyncPgConnection,
     id: BookingId,
     request_id: &str,
@@ -425,7 +425,7 @@ pub async fn fencing_token(
 }
 
 /// Current fencing tokens of the given bookings, for lock statistics.
-pub async fn fencing_tokens(
+pub(crate) async fn fencing_tokens(
     conn: &mut AsyncPgConnection,
     ids: &[i64],
 ) -> QueryResult<std::collections::HashMap<i64, i64>> {

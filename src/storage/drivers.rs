@@ -13,7 +13,7 @@ use crate::domain::values::{GeoPoint, EARTH_RADIUS_KM};
 /// A validated new driver; drivers start offline and without a location.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = super::schema::drivers)]
-pub struct NewDriver {
+pub(crate) struct NewDriver {
     pub name: String,
     pub phone: String,
     pub email: Option<String>,
@@ -22,7 +22,7 @@ pub struct NewDriver {
 
 /// The statuses a driver may set itself; `busy` belongs to the system.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Availability {
+pub(crate) enum Availability {
     Online,
     Offline,
 }
@@ -38,7 +38,7 @@ impl Availability {
 
 /// Why a status change was refused.
 #[derive(Debug)]
-pub enum StatusRefusal {
+pub(crate) enum StatusRefusal {
     /// The driver holds a booking; its status is the system's until the booking ends.
     Busy(Box<Driver>),
     /// A driver without a location cannot be found by riders, so it cannot go online.
@@ -79,7 +79,10 @@ pub async fn list(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Driver>> {
 }
 
 /// Drivers by id, in no particular order.
-pub async fn find_many(conn: &mut AsyncPgConnection, ids: &[i64]) -> QueryResult<Vec<Driver>> {
+pub(crate) async fn find_many(
+    conn: &mut AsyncPgConnection,
+    ids: &[i64],
+) -> QueryResult<Vec<Driver>> {
     use super::schema::drivers::dsl::*;
     drivers
         .filter(id.eq_any(ids))
@@ -98,7 +101,7 @@ pub async fn online(conn: &mut AsyncPgConnection) -> QueryResult<Vec<Driver>> {
         .await
 }
 
-pub async fn update_location(
+pub(crate) async fn update_location(
     conn: &mut AsyncPgConnection,
     driver_id: DriverId,
     at: GeoPoint,
@@ -120,7 +123,7 @@ pub async fn update_location(
 
 /// Sets `online`/`offline` unless the driver is busy (or, to go online, has no location).
 /// `Ok(None)`: no such driver.
-pub async fn set_availability(
+pub(crate) async fn set_availability(
     conn: &mut AsyncPgConnection,
     driver_id: DriverId,
     to: Availability,
@@ -164,7 +167,7 @@ struct NearbyRow {
 /// Online drivers within `radius_km` of `at`, nearest first, computed in SQL. Used when the Redis
 /// geo index cannot answer; the search box ([`GeoPoint::search_box`]) on the partial location
 /// index narrows the scan, and holds the whole circle near a pole and across the antimeridian.
-pub async fn nearby_sql(
+pub(crate) async fn nearby_sql(
     conn: &mut AsyncPgConnection,
     at: GeoPoint,
     radius_km: f64,

@@ -29,7 +29,7 @@ pub struct IdempotencyKey {
 
 impl IdempotencyKey {
     /// Longest key accepted.
-    pub const MAX_LEN: usize = 255;
+    pub(crate) const MAX_LEN: usize = 255;
 
     /// `None` when `key` is empty, too long or not printable ASCII.
     pub fn new(scope: &str, key: &str, method: &str, path: &str, body: &[u8]) -> Option<Self> {
@@ -75,7 +75,10 @@ pub enum Seen {
     Reused,
 }
 
-pub async fn lookup(conn: &mut AsyncPgConnection, key: &IdempotencyKey) -> QueryResult<Seen> {
+pub(crate) async fn lookup(
+    conn: &mut AsyncPgConnection,
+    key: &IdempotencyKey,
+) -> QueryResult<Seen> {
     let stored: Option<Stored> = prepared(
         diesel::sql_query(
             "SELECT fingerprint, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
@@ -120,7 +123,7 @@ pub async fn store(
 
 /// Deletes up to `batch` keys stored more than `retention_secs` ago, oldest first; how many. Rows
 /// another node is deleting at the same moment are skipped, not waited for.
-pub async fn purge_expired(
+pub(crate) async fn purge_expired(
     conn: &mut AsyncPgConnection,
     retention_secs: u64,
     batch: u32,

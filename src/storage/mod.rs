@@ -3,14 +3,15 @@
 //! lease changes nothing.
 
 pub mod bookings;
-pub mod drivers;
+pub(crate) mod drivers;
 pub mod idempotency;
-pub mod models;
+pub(crate) mod models;
 pub mod pool;
-pub mod prepared;
-pub mod riders;
+pub(crate) mod prepared;
+pub(crate) mod riders;
 #[rustfmt::skip]
-pub mod schema;
+pub(crate) mod schema;
 pub mod writer;
 
-pub use pool::{PgPool, StoreError};
+pub(crate) use pool::PgPool;
+pub use pool::StoreError;

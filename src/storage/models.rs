@@ -109,7 +109,7 @@ impl Booking {
 
 /// A booking with the names and phones of its parties, for `GET /api/bookings/:id`.
 #[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct BookingDetail {
+pub(crate) struct BookingDetail {
     #[serde(flatten)]
     pub booking: Booking,
     pub rider_name: String,
@@ -156,7 +156,7 @@ impl Queryable<Text, Pg> for BookingStatus {
     }
 }
 
-pub fn fare_to_decimal(fare: Fare) -> BigDecimal {
+pub(crate) fn fare_to_decimal(fare: Fare) -> BigDecimal {
     BigDecimal::new(fare.cents().into(), 2)
 }
 

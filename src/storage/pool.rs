@@ -9,10 +9,10 @@ use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
 use diesel_async::AsyncPgConnection;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 
-pub type PgPool = Pool<AsyncPgConnection>;
-pub type PooledConn = Object<AsyncPgConnection>;
+pub(crate) type PgPool = Pool<AsyncPgConnection>;
+pub(crate) type PooledConn = Object<AsyncPgConnection>;
 
-pub const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
+pub(crate) const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations");
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -86,7 +86,7 @@ pub fn run_migrations(database_url: &str) -> anyhow::Result<usize> {
 }
 
 /// True when `error` is a unique-constraint violation on `constraint`.
-pub fn is_unique_violation(error: &DieselError, constraint: &str) -> bool {
+pub(crate) fn is_unique_violation(error: &DieselError, constraint: &str) -> bool {
     matches!(
         error,
         DieselError::DatabaseError(DatabaseErrorKind::UniqueViolation, info)

@@ -17,10 +17,10 @@ use diesel::QueryResult;
 
 /// A statement cached by its SQL text; see the module documentation.
 #[derive(Debug, Clone, Copy)]
-pub struct Prepared<Q>(Q);
+pub(crate) struct Prepared<Q>(Q);
 
 /// Caches `statement`'s prepared form on the connection, keyed by its SQL text.
-pub fn prepared<Q>(statement: Q) -> Prepared<Q> {
+pub(crate) fn prepared<Q>(statement: Q) -> Prepared<Q> {
     Prepared(statement)
 }
 

@@ -10,7 +10,7 @@ use crate::domain::ids::RiderId;
 /// A validated new rider.
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = super::schema::riders)]
-pub struct NewRider {
+pub(crate) struct NewRider {
     pub name: String,
     pub phone: String,
     pub email: Option<String>,

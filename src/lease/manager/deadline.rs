@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// a woken holder can be handed a message before the manager's heartbeat has run and found the
 /// lease expired; the holder then steps down on its own instead of acting on stale ownership.
 #[derive(Debug, Clone)]
-pub struct Deadline(Arc<AtomicU64>);
+pub(crate) struct Deadline(Arc<AtomicU64>);
 
 impl Deadline {
     fn base() -> Instant {

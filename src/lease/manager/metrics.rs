@@ -7,7 +7,7 @@ use std::time::Duration;
 
 /// Lease counters and acquisition latencies, shared with the stats endpoint.
 #[derive(Default)]
-pub struct LeaseMetrics {
+pub(crate) struct LeaseMetrics {
     pub acquired: AtomicU64,
     pub released: AtomicU64,
     pub expired: AtomicU64,
@@ -23,7 +23,7 @@ pub struct LeaseMetrics {
 
 /// A point-in-time copy of [`LeaseMetrics`].
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct MetricsSnapshot {
+pub(crate) struct MetricsSnapshot {
     pub acquired: u64,
     pub released: u64,
     pub expired: u64,
@@ -37,7 +37,7 @@ pub struct MetricsSnapshot {
 }
 
 #[derive(Debug, Clone, Copy, Default, serde::Serialize, utoipa::ToSchema)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub p50: f64,
     pub p99: f64,
     pub max: f64,

@@ -18,9 +18,9 @@ use std::time::Instant;
 
 use actix::prelude::*;
 
-pub use deadline::Deadline;
+pub(crate) use deadline::Deadline;
 use metrics::bump;
-pub use metrics::{LeaseMetrics, MetricsSnapshot, Percentiles};
+pub(crate) use metrics::{LeaseMetrics, Percentiles};
 
 use super::store::LeaseStore;
 use super::{lease_value, LeaseError};
@@ -30,7 +30,7 @@ use crate::telemetry;
 /// Asks for the lease `key` on behalf of `holder`, which is told if the lease is lost later.
 #[derive(Message)]
 #[rtype(result = "Result<Grant, LeaseError>")]
-pub struct Acquire {
+pub(crate) struct Acquire {
     pub key: String,
     pub holder: Recipient<LeaseLost>,
 }
@@ -39,7 +39,7 @@ pub struct Acquire {
 /// Answers `true` if it was, `false` if the lease had been lost (or given back) before.
 #[derive(Message)]
 #[rtype(result = "bool")]
-pub struct Release {
+pub(crate) struct Release {
     pub key: Arc<str>,
     pub value: Arc<str>,
 }
@@ -47,14 +47,19 @@ pub struct Release {
 /// Sent to a holder whose lease could not be renewed in time. The holder must stop writing.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
-pub struct LeaseLost {
+pub(crate) struct LeaseLost {
+    /// Which lease: a booking actor holds one, so only the manager's tests read it.
+    #[cfg_attr(
+        not(test),
+        expect(dead_code, reason = "a booking actor holds one lease")
+    )]
     pub key: Arc<str>,
 }
 
 /// A granted lease. Its key and value are the very strings the manager holds (one allocation
 /// each per lease, however many hold them): a node may hold a lease per live booking.
 #[derive(Debug, Clone)]
-pub struct Grant {
+pub(crate) struct Grant {
     pub key: Arc<str>,
     /// `<node_id>:<uuid>`: proves ownership to the renew and release scripts.
     pub value: Arc<str>,
@@ -69,7 +74,7 @@ struct Held {
     holder: Recipient<LeaseLost>,
 }
 
-pub struct LeaseManager {
+pub(crate) struct LeaseManager {
     node_id: String,
     store: Arc<dyn LeaseStore>,
     settings: LeaseSettings,
@@ -390,7 +395,7 @@ impl Handler<Release> for LeaseManager {
 /// deleted in pipelined batches. Answers how many were deleted.
 #[derive(Message)]
 #[rtype(result = "Result<usize, LeaseError>")]
-pub struct ReleaseAll;
+pub(crate) struct ReleaseAll;
 
 impl Handler<ReleaseAll> for LeaseManager {
     type Result = ResponseFuture<Result<usize, LeaseError>>;

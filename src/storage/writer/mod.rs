@@ -29,7 +29,7 @@ use crate::domain::values::Fare;
 
 /// How to render the answer stored under an idempotency key from the written row (and, for an
 /// assignment, the driver it claimed).
-pub type Render = Arc<dyn Fn(&Booking, Option<&Driver>) -> String + Send + Sync>;
+pub(crate) type Render = Arc<dyn Fn(&Booking, Option<&Driver>) -> String + Send + Sync>;
 
 /// The answer to store under a request's `Idempotency-Key`, committed with its change.
 pub struct Answer {
@@ -228,7 +228,7 @@ pub struct BatchSizes {
 }
 
 /// Upper bounds of the batch-size buckets.
-pub const BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+pub(crate) const BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
 
 impl BatchSizes {
     fn record(&self, size: usize) {
@@ -263,7 +263,7 @@ pub struct Writer {
 impl Writer {
     /// Most items in one batch: beyond this a statement's own work dominates and a longer batch
     /// only delays its first item.
-    pub const MAX_BATCH: usize = 128;
+    pub(crate) const MAX_BATCH: usize = 128;
 
     /// Starts the writer's task on the current actix/tokio runtime; it ends when every handle
     /// is dropped. `node_id` goes into every audit event it writes.
