@@ -15,6 +15,7 @@ use crate::support::database::Count;
 use crate::support::fixtures::{booking_body, Api, PICKUP};
 use crate::support::poll::eventually;
 use crate::support::redis_server::RedisServer;
+use crate::support::reply::Reply;
 
 #[actix_web::test]
 async fn unknown_methods_add_no_metrics_series() {
@@ -297,13 +298,8 @@ async fn a_rider_holds_at_most_its_share_of_active_bookings_however_many_creates
             request = request.header("Idempotency-Key", format!("race-{i}"));
         }
         async move {
-            let reply = request.send().await.unwrap();
-            let status = reply.status().as_u16();
-            let body: serde_json::Value = reply.json().await.unwrap();
-            (
-                status,
-                body["error"].as_str().unwrap_or_default().to_owned(),
-            )
+            let reply = Reply::send(request).await.unwrap();
+            (reply.status.as_u16(), reply.error().to_owned())
         }
     });
     let replies = futures::future::join_all(creates).await;
@@ -432,10 +428,8 @@ async fn copies_of_a_keyed_create_at_the_riders_last_slot_all_get_the_one_bookin
             .header("Idempotency-Key", "last-slot")
             .json(&body);
         async move {
-            let reply = request.send().await.unwrap();
-            let status = reply.status().as_u16();
-            let body: serde_json::Value = reply.json().await.unwrap();
-            (status, body["data"]["id"].as_i64())
+            let reply = Reply::send(request).await.unwrap();
+            (reply.status.as_u16(), reply.data()["id"].as_i64())
         }
     });
     let replies = futures::future::join_all(copies).await;

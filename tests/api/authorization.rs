@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::support::app::{spawn_app, spawn_app_with, TestApp};
 use crate::support::fixtures::{booking_body, Api, PICKUP};
+use crate::support::reply::Reply;
 
 /// Two riders, two online drivers, and rider A's booking assigned to driver 1.
 struct World {
@@ -679,18 +680,14 @@ async fn the_same_idempotency_key_from_two_riders_makes_two_bookings() {
         let token = crate::support::auth::token(&format!("rider:{rider}"));
         let app = &app;
         async move {
-            let reply = app
+            let request = app
                 .client
                 .post(format!("{}/api/bookings", app.address))
                 .bearer_auth(token)
                 .header("Idempotency-Key", "shared-key-1")
-                .json(&booking_body(rider, PICKUP.0, PICKUP.1))
-                .send()
-                .await
-                .unwrap();
-            let status = reply.status().as_u16();
-            let body: Value = reply.json().await.unwrap();
-            (status, body["data"]["rider_id"].as_i64())
+                .json(&booking_body(rider, PICKUP.0, PICKUP.1));
+            let reply = Reply::send(request).await.unwrap();
+            (reply.status.as_u16(), reply.data()["rider_id"].as_i64())
         }
     };
 

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::support::app::{spawn_app, TestApp};
 use crate::support::fixtures::{Api, PICKUP};
+use crate::support::reply::Reply;
 
 #[actix_web::test]
 async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
@@ -173,9 +174,8 @@ impl InternalCall {
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        let reply = Reply::send(request).await.unwrap();
+        (reply.status.as_u16(), reply.body)
     }
 }
 

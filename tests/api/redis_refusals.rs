@@ -14,6 +14,7 @@ use crate::support::app::{spawn_app_with, TestApp};
 use crate::support::fixtures::{booking_body, lease_key, Api, PICKUP};
 use crate::support::poll::eventually;
 use crate::support::redis_server::RedisServer;
+use crate::support::reply::Reply;
 
 /// One answer of the traffic: the step, its status and body.
 type Step = (&'static str, u16, Value);
@@ -37,10 +38,8 @@ impl Traffic {
                 let post = |path: String, body: Value| {
                     let request = client.post(format!("{base}{path}")).json(&body);
                     async move {
-                        let response = request.send().await.expect("request sent");
-                        let status = response.status().as_u16();
-                        let body: Value = response.json().await.expect("a JSON answer");
-                        (status, body)
+                        let reply = Reply::send(request).await.unwrap_or_else(|e| panic!("{e}"));
+                        (reply.status.as_u16(), reply.body)
                     }
                 };
                 while !stop.load(Ordering::SeqCst) {

@@ -496,15 +496,12 @@ async fn a_forged_internal_call_is_refused_and_writes_nothing() {
             ridelock::cluster::auth::now_ms().to_string(),
         )
         .header("x-ridelock-signature", "00".repeat(32))
-        .body(r#"{"action":{"op":"assign"},"actor":"ops:test"}"#)
-        .send()
-        .await
-        .unwrap();
+        .body(r#"{"action":{"op":"assign"},"actor":"ops:test"}"#);
+    let forged = Reply::send(forged).await.unwrap();
 
     // Assert
-    assert_eq!(forged.status().as_u16(), 401);
-    let body: serde_json::Value = forged.json().await.unwrap();
-    assert_eq!(body["error"], "cluster_auth_failed");
+    assert_eq!(forged.status, 401);
+    assert_eq!(forged.body["error"], "cluster_auth_failed");
     assert_eq!(
         database::events(&mut cluster.db().await).await.len(),
         before,
