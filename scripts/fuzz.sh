@@ -154,7 +154,7 @@ die_with_log() {
   exit 1
 }
 
-# The server binds port 0 and logs the port it got (as tests/cluster/harness.rs reads it), so no
+# The server binds port 0 and logs the port it got (as tests/support/cluster.rs reads it), so no
 # other process can take a port picked for it in between.
 start_server() {
   env "${RUN_ENV[@]}" RUST_LOG=info "$BINARY" serve >>"$OUT/$RUN.log" 2>&1 &

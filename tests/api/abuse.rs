@@ -10,8 +10,12 @@ use reqwest::Method;
 use ridelock::config::Secret;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_node, TestApp, PICKUP};
-use crate::redis_server::RedisServer;
+use crate::support::app::{spawn_app, spawn_app_with, spawn_node, TestApp};
+use crate::support::database::Count;
+use crate::support::fixtures::{booking_body, Api, PICKUP};
+use crate::support::poll::eventually;
+use crate::support::redis_server::RedisServer;
+use crate::support::reply::Reply;
 
 #[actix_web::test]
 async fn unknown_methods_add_no_metrics_series() {
@@ -63,7 +67,7 @@ async fn fencing_token(app: &TestApp, booking: i64) -> i64 {
 async fn actors_and_acquisitions(app: &TestApp) -> (f64, f64) {
     let text = app.get_text("/metrics").await;
     let node = &app.node_id;
-    let value = |name: String| crate::metrics::value(&text, &name).unwrap();
+    let value = |name: String| crate::support::metrics::value(&text, &name).unwrap();
     (
         value(format!("ridelock_booking_actors{{node=\"{node}\"}}")),
         value(format!("ridelock_lease_acquired_total{{node=\"{node}\"}}")),
@@ -81,11 +85,10 @@ async fn strangers_sweeping_booking_ids_start_no_actor_take_no_lease_and_write_n
         .assigned_booking(rider_a, PICKUP.0, PICKUP.1, false)
         .await;
     let pending = app.booking(rider_a, PICKUP.0, PICKUP.1).await;
-    let idle = app
-        .eventually(Duration::from_secs(10), || async {
-            actors_and_acquisitions(&app).await.0 == 0.0
-        })
-        .await;
+    let idle = eventually(Duration::from_secs(10), || async {
+        actors_and_acquisitions(&app).await.0 == 0.0
+    })
+    .await;
     assert!(idle, "the assigned booking's actor idles out");
     let tokens_before = (
         fencing_token(&app, assigned).await,
@@ -256,12 +259,6 @@ async fn a_driver_may_charge_up_to_the_bound() {
     .expect(200, None);
 }
 
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 /// The rider's bookings pending, assigned or accepted, as PostgreSQL holds them.
 async fn active_bookings(app: &TestApp, rider: i64) -> i64 {
     let mut conn = app.db().await;
@@ -295,19 +292,14 @@ async fn a_rider_holds_at_most_its_share_of_active_bookings_however_many_creates
         let client = reqwest::Client::new();
         let mut request = client
             .post(format!("{}/api/bookings", node.address))
-            .bearer_auth(crate::auth::token(&me))
-            .json(&crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1));
+            .bearer_auth(crate::support::auth::token(&me))
+            .json(&booking_body(rider, PICKUP.0, PICKUP.1));
         if i % 4 < 2 {
             request = request.header("Idempotency-Key", format!("race-{i}"));
         }
         async move {
-            let reply = request.send().await.unwrap();
-            let status = reply.status().as_u16();
-            let body: serde_json::Value = reply.json().await.unwrap();
-            (
-                status,
-                body["error"].as_str().unwrap_or_default().to_owned(),
-            )
+            let reply = Reply::send(request).await.unwrap();
+            (reply.status.as_u16(), reply.error().to_owned())
         }
     });
     let replies = futures::future::join_all(creates).await;
@@ -336,7 +328,7 @@ async fn a_rider_holds_at_most_its_share_of_active_bookings_however_many_creates
     )
     .await
     .expect(200, None);
-    let again = crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1);
+    let again = booking_body(rider, PICKUP.0, PICKUP.1);
     n2.as_subject(&me, Method::POST, "/api/bookings", Some(again))
         .await
         .expect(201, None);
@@ -364,7 +356,7 @@ async fn each_caller_gets_its_share_then_429_with_retry_after_and_nothing_writte
     )
     .await;
     let (rider_a, rider_b) = (format!("rider:{a}"), format!("rider:{b}"));
-    let book = |rider: i64| Some(crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1));
+    let book = |rider: i64| Some(booking_body(rider, PICKUP.0, PICKUP.1));
 
     // Act + Assert: rider A's three go through, the fourth is refused before it writes.
     for _ in 0..3 {
@@ -426,7 +418,7 @@ async fn copies_of_a_keyed_create_at_the_riders_last_slot_all_get_the_one_bookin
     // Arrange: the limit is 1, so the first copy fills it; the others wait for the rider's lock.
     let app = spawn_app_with(|s| s.booking.max_active_per_rider = 1).await;
     let rider = app.rider().await;
-    let body = crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1);
+    let body = booking_body(rider, PICKUP.0, PICKUP.1);
 
     // Act: eight copies at once, one Idempotency-Key.
     let copies = (0..8).map(|_| {
@@ -436,10 +428,8 @@ async fn copies_of_a_keyed_create_at_the_riders_last_slot_all_get_the_one_bookin
             .header("Idempotency-Key", "last-slot")
             .json(&body);
         async move {
-            let reply = request.send().await.unwrap();
-            let status = reply.status().as_u16();
-            let body: serde_json::Value = reply.json().await.unwrap();
-            (status, body["data"]["id"].as_i64())
+            let reply = Reply::send(request).await.unwrap();
+            (reply.status.as_u16(), reply.data()["id"].as_i64())
         }
     });
     let replies = futures::future::join_all(copies).await;

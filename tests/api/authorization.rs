@@ -9,7 +9,9 @@ use ridelock::auth::{mint, AuthMode, Principal};
 use ridelock::config::Secret;
 use serde_json::{json, Value};
 
-use crate::helpers::{booking_body, spawn_app, spawn_app_with, TestApp, PICKUP};
+use crate::support::app::{spawn_app, spawn_app_with, TestApp};
+use crate::support::fixtures::{booking_body, Api, PICKUP};
+use crate::support::reply::Reply;
 
 /// Two riders, two online drivers, and rider A's booking assigned to driver 1.
 struct World {
@@ -619,7 +621,7 @@ async fn rs256_tokens_are_verified_with_the_public_key_and_hs256_ones_refused() 
     rs256.private_key_path = format!("{fixtures}/rs256-private.pem");
     let ops = Principal::Ops("support".into());
     let good = mint(&rs256, &ops, Duration::from_secs(60)).unwrap();
-    let hs256 = crate::auth::token("ops:support");
+    let hs256 = crate::support::auth::token("ops:support");
 
     // Act
     let accepted = app
@@ -675,21 +677,17 @@ async fn the_same_idempotency_key_from_two_riders_makes_two_bookings() {
     let app = spawn_app().await;
     let (a, b) = (app.rider().await, app.rider().await);
     let send = |rider: i64| {
-        let token = crate::auth::token(&format!("rider:{rider}"));
+        let token = crate::support::auth::token(&format!("rider:{rider}"));
         let app = &app;
         async move {
-            let reply = app
+            let request = app
                 .client
                 .post(format!("{}/api/bookings", app.address))
                 .bearer_auth(token)
                 .header("Idempotency-Key", "shared-key-1")
-                .json(&booking_body(rider, PICKUP.0, PICKUP.1))
-                .send()
-                .await
-                .unwrap();
-            let status = reply.status().as_u16();
-            let body: Value = reply.json().await.unwrap();
-            (status, body["data"]["rider_id"].as_i64())
+                .json(&booking_body(rider, PICKUP.0, PICKUP.1));
+            let reply = Reply::send(request).await.unwrap();
+            (reply.status.as_u16(), reply.data()["rider_id"].as_i64())
         }
     };
 
@@ -739,27 +737,11 @@ async fn nearby_shows_riders_and_drivers_the_car_not_the_person() {
     assert_eq!(exact["lat"], json!(PICKUP.0 + 0.02));
 }
 
-#[derive(diesel::QueryableByName, Debug, PartialEq)]
-struct TrailRow {
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    to_status: String,
-    #[diesel(sql_type = diesel::sql_types::Text)]
-    node_id: String,
-    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
-    actor: Option<String>,
-}
-
 /// The booking's trail as PostgreSQL holds it: (status moved to, node that wrote it, actor).
 async fn trail(app: &TestApp, booking: i64) -> Vec<(String, String, Option<String>)> {
-    use diesel_async::RunQueryDsl;
-    let rows: Vec<TrailRow> = diesel::sql_query(
-        "SELECT to_status, node_id, actor FROM booking_events WHERE booking_id = $1 ORDER BY id",
-    )
-    .bind::<diesel::sql_types::BigInt, _>(booking)
-    .load(&mut app.db().await)
-    .await
-    .unwrap();
-    rows.into_iter()
+    let events = crate::support::database::events_of(&mut app.db().await, booking).await;
+    events
+        .into_iter()
         .map(|row| (row.to_status, row.node_id, row.actor))
         .collect()
 }

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_invalid, booking_body, spawn_app, Reply, TestApp, PICKUP};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::fixtures::{booking_body, Api, PICKUP};
+use crate::support::reply::{assert_invalid, Reply};
 
 /// A 403 with `code` whose body tells a stranger nothing about the booking.
 #[track_caller]

@@ -2,93 +2,16 @@
 //! tables, and in the audit trail, where a driver given two bookings at once would show even
 //! though the unique index keeps the tables from ever holding both.
 
-#[path = "../support/audit.rs"]
-mod audit;
-
 use std::time::Duration;
 
-use diesel::prelude::*;
-use diesel::sql_types::{BigInt, Nullable, Text};
-use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, PICKUP};
-
-#[derive(QueryableByName, Debug)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-async fn count(conn: &mut AsyncPgConnection, sql: &str) -> i64 {
-    diesel::sql_query(sql)
-        .get_result::<Count>(conn)
-        .await
-        .unwrap()
-        .n
-}
-
-#[derive(QueryableByName, Debug)]
-struct Step {
-    #[diesel(sql_type = Nullable<Text>)]
-    from_status: Option<String>,
-    #[diesel(sql_type = Text)]
-    to_status: String,
-    #[diesel(sql_type = BigInt)]
-    fencing_token: i64,
-}
-
-/// The booking's audit trail, oldest first, as `from→to` steps; asserts the steps chain, follow
-/// the state machine's arrows and never go back in fencing token.
-async fn legal_trail(conn: &mut AsyncPgConnection, booking: i64) -> Vec<String> {
-    let steps: Vec<Step> = diesel::sql_query(
-        "SELECT from_status, to_status, fencing_token FROM booking_events WHERE booking_id = $1 ORDER BY id",
-    )
-    .bind::<BigInt, _>(booking)
-    .load(conn)
-    .await
-    .unwrap();
-    let legal = [
-        (None, "pending"),
-        (Some("pending"), "assigned"),
-        (Some("assigned"), "accepted"),
-        (Some("accepted"), "completed"),
-        (Some("pending"), "cancelled"),
-        (Some("assigned"), "cancelled"),
-        (Some("accepted"), "cancelled"),
-    ];
-    let mut previous: Option<&str> = None;
-    let mut token = 0;
-    for step in &steps {
-        let arrow = (step.from_status.as_deref(), step.to_status.as_str());
-        assert!(
-            legal.contains(&arrow),
-            "booking {booking}: illegal step {arrow:?} in {steps:?}"
-        );
-        assert_eq!(
-            step.from_status.as_deref(),
-            previous,
-            "booking {booking}: broken chain {steps:?}"
-        );
-        assert!(
-            step.fencing_token >= token,
-            "booking {booking}: token went back {steps:?}"
-        );
-        previous = Some(step.to_status.as_str());
-        token = step.fencing_token;
-    }
-    steps
-        .iter()
-        .map(|s| {
-            format!(
-                "{}→{}",
-                s.from_status.as_deref().unwrap_or("∅"),
-                s.to_status
-            )
-        })
-        .collect()
-}
+use crate::support::app::spawn_app;
+use crate::support::audit::{self, legal_trail};
+use crate::support::database::{a_backend_waits_on_a_lock, count, RowLock};
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::poll::eventually;
 
 #[actix_web::test]
 async fn fifty_concurrent_assigns_of_one_booking_have_exactly_one_winner() {
@@ -143,26 +66,17 @@ async fn an_assignment_waits_out_a_free_driver_locked_for_a_moment_instead_of_an
     let rider = app.rider().await;
     let driver = app.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
-    let mut locker = app.db().await;
-    diesel_async::SimpleAsyncConnection::batch_execute(
-        &mut locker,
-        &format!("BEGIN; SELECT id FROM drivers WHERE id = {driver} FOR UPDATE"),
-    )
-    .await
-    .unwrap();
+    let locker = RowLock::take(&app.db_url, "drivers", driver).await;
 
     // Act: assign while the row is locked; release the lock once the assignment is seen
     // waiting for it.
     let assign = app.post(format!("/api/bookings/{booking}/assign"), json!(null));
     let release = async {
-        let waited = app
-            .eventually(Duration::from_secs(5), || async {
-                backend_waits_on_a_lock(&mut app.db().await, &app.db_name).await
-            })
-            .await;
-        diesel_async::SimpleAsyncConnection::batch_execute(&mut locker, "ROLLBACK")
-            .await
-            .unwrap();
+        let waited = eventually(Duration::from_secs(5), || async {
+            a_backend_waits_on_a_lock(&mut app.db().await).await
+        })
+        .await;
+        locker.release().await;
         waited
     };
     let (reply, waited) = futures::join!(assign, release);
@@ -174,20 +88,6 @@ async fn an_assignment_waits_out_a_free_driver_locked_for_a_moment_instead_of_an
     assert_eq!(reply.data()["driver"]["id"].as_i64(), Some(driver));
     let mut conn = app.db().await;
     audit::assert_no_driver_booked_twice(&mut conn).await;
-}
-
-/// Whether a backend of database `db` is waiting for a lock (the assignment queued behind the
-/// test's `FOR UPDATE`).
-async fn backend_waits_on_a_lock(conn: &mut AsyncPgConnection, db: &str) -> bool {
-    diesel::sql_query(
-        "SELECT count(*) AS n FROM pg_stat_activity
-          WHERE datname = $1 AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()",
-    )
-    .bind::<Text, _>(db)
-    .get_result::<Count>(conn)
-    .await
-    .unwrap()
-    .n > 0
 }
 
 #[actix_web::test]

@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_invalid, booking_body, spawn_app, TestApp, PICKUP};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::fixtures::{booking_body, Api, PICKUP};
+use crate::support::poll::eventually;
+use crate::support::reply::assert_invalid;
 
 /// A valid booking body for `rider` with `field` set to `value`.
 fn body_with(rider: i64, field: &str, value: Value) -> Value {
@@ -82,11 +85,10 @@ async fn the_creating_node_owns_a_new_booking_so_its_first_action_needs_no_token
     let rider = n1.rider().await;
     n1.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = n1.booking(rider, PICKUP.0, PICKUP.1).await;
-    let held = n1
-        .eventually(Duration::from_secs(2), || async {
-            n1.lease_in_redis(booking).is_some()
-        })
-        .await;
+    let held = eventually(Duration::from_secs(2), || async {
+        n1.lease_in_redis(booking).is_some()
+    })
+    .await;
     assert!(held, "the creating node took the booking's lease");
 
     // Act: the first action reaches the other node.

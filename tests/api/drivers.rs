@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_invalid, spawn_app, Reply, TestApp, PICKUP};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::reply::{assert_invalid, Reply};
 
 /// Registers an offline driver without a location; returns its id.
 async fn offline_driver(app: &TestApp, phone: &str) -> i64 {

@@ -8,20 +8,9 @@ use ridelock::cluster::auth::{self, Signed};
 use ridelock::config::Secret;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp, PICKUP};
-
-async fn counter(app: &TestApp, name: &str) -> f64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    crate::metrics::value(&text, name).unwrap_or_else(|| panic!("{name} missing from /metrics"))
-}
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::reply::Reply;
 
 #[actix_web::test]
 async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
@@ -51,8 +40,8 @@ async fn an_action_sent_to_a_node_without_the_lease_runs_on_the_owner() {
     accepted.expect(200, None);
     assert_eq!(accepted.served_by.as_deref(), Some("n1"));
     assert_eq!(accepted.data()["fencing_token"], json!(1));
-    assert_eq!(counter(&n2, "ridelock_forwards_sent_total").await, 1.0);
-    assert_eq!(counter(&n1, "ridelock_forwards_received_total").await, 1.0);
+    assert_eq!(n2.metric("ridelock_forwards_sent_total").await, 1.0);
+    assert_eq!(n1.metric("ridelock_forwards_received_total").await, 1.0);
     let stats = n2.get("/api/locks/stats").await;
     assert_eq!(stats.data()["active_actors"], json!(0), "{:#}", stats.body);
     assert_eq!(stats.data()["held_leases"], json!(0), "{:#}", stats.body);
@@ -185,9 +174,8 @@ impl InternalCall {
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
-        let response = request.send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        let reply = Reply::send(request).await.unwrap();
+        (reply.status.as_u16(), reply.body)
     }
 }
 
@@ -393,5 +381,5 @@ async fn a_call_at_the_hop_limit_is_not_passed_on_again() {
     assert_eq!(status, 503, "{reply:#}");
     assert_eq!(reply["error"], "lease_unavailable");
     assert_eq!(n1.fingerprint().await, before);
-    assert_eq!(counter(&n2, "ridelock_forwards_sent_total").await, 0.0);
+    assert_eq!(n2.metric("ridelock_forwards_sent_total").await, 0.0);
 }

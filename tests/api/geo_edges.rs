@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, TestApp};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::fixtures::Api;
+use crate::support::poll::eventually;
 
 /// The driver ids `nearby` lists around `(lat, lng)`, nearest first.
 async fn nearby(app: &TestApp, lat: f64, lng: f64, radius: f64) -> Vec<i64> {
@@ -69,14 +71,13 @@ async fn drivers_at_the_poles_and_the_antimeridian_are_found_and_survive_a_resta
         .arg(&marker)
         .query(&mut app.redis())
         .unwrap();
-    let rebuilt = app
-        .eventually(Duration::from_secs(5), || async {
-            redis::cmd("EXISTS")
-                .arg(&marker)
-                .query::<bool>(&mut app.redis())
-                .unwrap()
-        })
-        .await;
+    let rebuilt = eventually(Duration::from_secs(5), || async {
+        redis::cmd("EXISTS")
+            .arg(&marker)
+            .query::<bool>(&mut app.redis())
+            .unwrap()
+    })
+    .await;
     assert!(rebuilt, "the heartbeat did not rebuild the index");
     assert_eq!(nearby(&app, 89.0, 59.0, 5.0).await, vec![north]);
 }

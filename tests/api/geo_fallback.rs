@@ -3,7 +3,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{spawn_app, PICKUP};
+use crate::support::app::spawn_app;
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::poll::eventually;
 
 #[actix_web::test]
 async fn assignment_and_nearby_fall_back_to_sql_when_the_geo_index_fails() {
@@ -97,17 +99,16 @@ async fn the_index_is_rebuilt_from_postgresql_when_redis_comes_back_empty() {
         .unwrap();
 
     // Act: wait for the node's heartbeat (every lease renewal period).
-    let rebuilt = app
-        .eventually(std::time::Duration::from_secs(3), || {
-            let members: Vec<i64> = redis::cmd("ZRANGE")
-                .arg(&index)
-                .arg(0)
-                .arg(-1)
-                .query(&mut redis)
-                .unwrap();
-            async move { members.len() == 2 }
-        })
-        .await;
+    let rebuilt = eventually(std::time::Duration::from_secs(3), || {
+        let members: Vec<i64> = redis::cmd("ZRANGE")
+            .arg(&index)
+            .arg(0)
+            .arg(-1)
+            .query(&mut redis)
+            .unwrap();
+        async move { members.len() == 2 }
+    })
+    .await;
 
     // Assert: both drivers are back, from PostgreSQL.
     assert!(rebuilt, "the index was not rebuilt");

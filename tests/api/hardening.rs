@@ -5,7 +5,9 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_invalid, booking_body, spawn_app, TestApp, PICKUP};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::fixtures::{booking_body, Api, PICKUP};
+use crate::support::reply::assert_invalid;
 
 /// Posts `body` (raw text) to `path` and checks a 400 naming `field`, with nothing written.
 async fn assert_refused(app: &TestApp, cases: &[(&str, String, &str)], path: &str) {

@@ -6,10 +6,12 @@ use serde_json::{json, Value};
 
 use std::time::Duration;
 
-use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 
-use crate::helpers::{booking_body, spawn_app, spawn_app_with, TestApp, PICKUP};
+use crate::support::app::{spawn_app, spawn_app_with, TestApp};
+use crate::support::database::count;
+use crate::support::fixtures::{booking_body, Api, PICKUP};
+use crate::support::poll::eventually;
 
 /// POST with an Idempotency-Key: (status, raw body, replayed?).
 async fn post_with_key(app: &TestApp, path: &str, key: &str, body: &Value) -> (u16, String, bool) {
@@ -258,18 +260,12 @@ async fn repeated_rider_driver_and_location_posts_get_their_first_answers() {
     assert_eq!((again.0, &again.1, again.2), (200, &first.1, true));
 }
 
-#[derive(diesel::QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
 async fn stored_keys(app: &TestApp) -> i64 {
-    diesel::sql_query("SELECT count(*) AS n FROM idempotency_keys")
-        .get_result::<Count>(&mut app.db().await)
-        .await
-        .unwrap()
-        .n
+    count(
+        &mut app.db().await,
+        "SELECT count(*) AS n FROM idempotency_keys",
+    )
+    .await
 }
 
 #[actix_web::test]
@@ -306,11 +302,10 @@ async fn expired_keys_are_purged_in_batches_and_a_later_retry_is_a_new_request()
     assert_eq!(fresh.0, 201, "{}", fresh.1);
 
     // Act: the purge runs.
-    let purged = app
-        .eventually(Duration::from_secs(5), || async {
-            stored_keys(&app).await == 1
-        })
-        .await;
+    let purged = eventually(Duration::from_secs(5), || async {
+        stored_keys(&app).await == 1
+    })
+    .await;
 
     // Assert: every expired key went, the fresh one stayed and is still recognised; a retry of
     // the expired one is decided again, as a new request.

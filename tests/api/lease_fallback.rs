@@ -9,11 +9,11 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, spawn_node, TestApp, PICKUP};
-use crate::proxy::{host_port, Proxy};
-
-/// `config/test.toml`'s lease TTL.
-const TTL: Duration = Duration::from_millis(2000);
+use crate::support::app::{spawn_app_with, spawn_node, TestApp};
+use crate::support::database::Count;
+use crate::support::fixtures::{lease_key, Api, PICKUP, TTL};
+use crate::support::poll::eventually;
+use crate::support::proxy::{host_port, Proxy};
 
 /// A node whose Redis connection goes through a proxy; the test keeps the real Redis URL. Its
 /// actors do not stop when idle, so a booking stays held until the test says otherwise.
@@ -71,7 +71,7 @@ async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_
     app.online_driver(PICKUP.0 + 0.002, PICKUP.1).await;
     let b = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
     let c = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
-    let key_a = format!("{}lock:booking:{a}", app.redis_prefix);
+    let key_a = lease_key(&app.redis_prefix, a);
 
     // Act 1: cut the node off from Redis.
     let cut_at = Instant::now();
@@ -79,11 +79,10 @@ async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_
 
     // Assert 1: the held lease is carried over to PostgreSQL within a heartbeat or two, and
     // booking A is served on without a pause.
-    let carried = app
-        .eventually(TTL, || async {
-            pg_leases(&app).await.iter().any(|row| row.key == key_a)
-        })
-        .await;
+    let carried = eventually(TTL, || async {
+        pg_leases(&app).await.iter().any(|row| row.key == key_a)
+    })
+    .await;
     assert!(carried, "booking A's lease was not carried over");
     let accepted = app
         .post(
@@ -128,11 +127,10 @@ async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_
 
     // Act 3: Redis is reachable again.
     proxy.heal();
-    let back = app
-        .eventually(Duration::from_secs(5), || async {
-            app.get("/api/health").await.body["services"]["lease_backend"] == json!("redis")
-        })
-        .await;
+    let back = eventually(Duration::from_secs(5), || async {
+        app.get("/api/health").await.body["services"]["lease_backend"] == json!("redis")
+    })
+    .await;
 
     // Assert 3: new leases come from Redis again; the ones taken in PostgreSQL stay there.
     assert!(back, "the node did not return to Redis");
@@ -176,11 +174,6 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
     assert_eq!(accepted.served_by.as_deref(), Some("n1"));
     assert_eq!(accepted.data()["fencing_token"], json!(1));
     assert_eq!(n1.lease_in_redis(booking), None);
-    #[derive(QueryableByName)]
-    struct Count {
-        #[diesel(sql_type = BigInt)]
-        n: i64,
-    }
     let writers: Count = diesel::sql_query(
         "SELECT count(DISTINCT node_id) AS n FROM booking_events \
          WHERE booking_id = $1 AND from_status IS NOT NULL",
@@ -237,34 +230,31 @@ async fn releasing_a_lease_carried_over_during_a_blip_deletes_its_redis_key_too(
     app.post(format!("/api/bookings/{booking}/assign"), json!({}))
         .await
         .expect(200, None);
-    let key = format!("{}lock:booking:{booking}", app.redis_prefix);
+    let key = lease_key(&app.redis_prefix, booking);
     let held = app.lease_in_redis(booking).expect("held in Redis");
 
     // Act: a blip. The lease is carried over to PostgreSQL, Redis answers again, and the idle
     // actor releases its lease.
     proxy.cut();
-    let carried = app
-        .eventually(Duration::from_secs(3), || async {
-            pg_leases(&app).await.iter().any(|row| row.key == key)
-        })
-        .await;
+    let carried = eventually(Duration::from_secs(3), || async {
+        pg_leases(&app).await.iter().any(|row| row.key == key)
+    })
+    .await;
     assert!(carried, "the lease was not carried over");
     proxy.heal();
-    let back = app
-        .eventually(Duration::from_secs(2), || async {
-            app.get("/api/health").await.body["services"]["lease_backend"] == json!("redis")
-        })
-        .await;
+    let back = eventually(Duration::from_secs(2), || async {
+        app.get("/api/health").await.body["services"]["lease_backend"] == json!("redis")
+    })
+    .await;
     assert!(
         back,
         "the node did not return to Redis before the actor's idle stop"
     );
     assert_eq!(app.lease_in_redis(booking).as_deref(), Some(held.as_str()));
-    let released = app
-        .eventually(Duration::from_secs(8), || async {
-            pg_leases(&app).await.is_empty()
-        })
-        .await;
+    let released = eventually(Duration::from_secs(8), || async {
+        pg_leases(&app).await.is_empty()
+    })
+    .await;
     assert!(released, "the idle actor did not release its lease");
 
     // Assert: the Redis key went with it, so the next activation on this node is served at once

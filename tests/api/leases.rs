@@ -7,11 +7,9 @@ use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 
-use crate::helpers::{spawn_app, spawn_app_with, spawn_node, TestApp, PICKUP};
-
-fn lease_key(app: &TestApp, booking: i64) -> String {
-    format!("{}lock:booking:{booking}", app.redis_prefix)
-}
+use crate::support::app::{spawn_app, spawn_app_with, spawn_node, TestApp};
+use crate::support::fixtures::{lease_key, Api, PICKUP};
+use crate::support::poll::eventually;
 
 async fn active_actors(app: &TestApp) -> u64 {
     app.get("/api/locks/stats").await.data()["active_actors"]
@@ -26,7 +24,7 @@ async fn a_stolen_lease_stops_the_actor_and_nobody_writes_until_it_is_free() {
     let rider = app.rider().await;
     app.online_driver(PICKUP.0, PICKUP.1).await;
     let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
-    let key = lease_key(&app, booking);
+    let key = lease_key(&app.redis_prefix, booking);
 
     // Act: another holder takes the key; the next heartbeat finds the lease is no longer ours.
     let _: () = redis::cmd("SET")
@@ -36,11 +34,10 @@ async fn a_stolen_lease_stops_the_actor_and_nobody_writes_until_it_is_free() {
         .arg(60_000)
         .query(&mut app.redis())
         .unwrap();
-    let stopped = app
-        .eventually(Duration::from_secs(5), || async {
-            active_actors(&app).await == 0
-        })
-        .await;
+    let stopped = eventually(Duration::from_secs(5), || async {
+        active_actors(&app).await == 0
+    })
+    .await;
     let before = app.fingerprint().await;
     let refused = app
         .post(
@@ -182,7 +179,7 @@ async fn a_restarted_node_clears_the_leases_its_previous_run_left_behind() {
     let rider = first.rider().await;
     first.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = first.booking(rider, PICKUP.0, PICKUP.1).await;
-    let key = lease_key(&first, booking);
+    let key = lease_key(&first.redis_prefix, booking);
     let _: () = redis::cmd("SET")
         .arg(&key)
         .arg("n1:crashed")
@@ -221,16 +218,15 @@ async fn a_live_actor_keeps_its_lease_past_the_ttl_through_heartbeat_renewals() 
     let rider = app.rider().await;
     app.online_driver(PICKUP.0, PICKUP.1).await;
     let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
-    let key = lease_key(&app, booking);
+    let key = lease_key(&app.redis_prefix, booking);
     let granted: String = redis::cmd("GET").arg(&key).query(&mut app.redis()).unwrap();
 
     // Act: wait until more than a TTL's worth of heartbeats has renewed the lease.
-    let renewed_past_ttl = app
-        .eventually(Duration::from_secs(6), || async {
-            let stats = app.get("/api/locks/stats").await;
-            stats.data()["counters"]["renewed"].as_u64().unwrap() >= 5
-        })
-        .await;
+    let renewed_past_ttl = eventually(Duration::from_secs(6), || async {
+        let stats = app.get("/api/locks/stats").await;
+        stats.data()["counters"]["renewed"].as_u64().unwrap() >= 5
+    })
+    .await;
 
     // Assert: same lease value, same fencing token, nothing lost.
     assert!(renewed_past_ttl, "the heartbeat should renew held leases");
@@ -257,7 +253,7 @@ async fn refusing_a_command_on_a_finished_booking_touches_neither_token_nor_leas
     .await
     .expect(200, None);
     assert!(
-        app.eventually(Duration::from_secs(5), || async {
+        eventually(Duration::from_secs(5), || async {
             active_actors(&app).await == 0
         })
         .await
@@ -280,7 +276,7 @@ async fn refusing_a_command_on_a_finished_booking_touches_neither_token_nor_leas
         "a refusal on a finished booking must not bump its token"
     );
     let key: Option<String> = redis::cmd("GET")
-        .arg(lease_key(&app, booking))
+        .arg(lease_key(&app.redis_prefix, booking))
         .query(&mut app.redis())
         .unwrap();
     assert_eq!(key, None);
@@ -303,7 +299,7 @@ async fn a_graceful_stop_gives_back_every_lease_without_waiting_for_the_ttl() {
     let mut keys = Vec::new();
     for _ in 0..3 {
         let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
-        keys.push(lease_key(&app, booking));
+        keys.push(lease_key(&app.redis_prefix, booking));
     }
     let held: usize = redis::cmd("EXISTS")
         .arg(&keys)
@@ -315,14 +311,13 @@ async fn a_graceful_stop_gives_back_every_lease_without_waiting_for_the_ttl() {
     app.stop().await;
 
     // Assert: the leases are gone within seconds, not a 60 s TTL.
-    let released = app
-        .eventually(Duration::from_secs(5), || async {
-            let left: usize = redis::cmd("EXISTS")
-                .arg(&keys)
-                .query(&mut app.redis())
-                .unwrap();
-            left == 0
-        })
-        .await;
+    let released = eventually(Duration::from_secs(5), || async {
+        let left: usize = redis::cmd("EXISTS")
+            .arg(&keys)
+            .query(&mut app.redis())
+            .unwrap();
+        left == 0
+    })
+    .await;
     assert!(released, "a stopping node must release its leases");
 }

@@ -3,7 +3,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{assert_invalid, spawn_app, TestApp, PICKUP};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::reply::assert_invalid;
 
 /// Lists `/api/users/<user>/bookings?<query>`; checks the envelope and that `count` matches.
 async fn list(app: &TestApp, user: i64, query: &str) -> Vec<i64> {
@@ -25,15 +27,6 @@ async fn list(app: &TestApp, user: i64, query: &str) -> Vec<i64> {
         .collect()
 }
 
-/// `n` pending bookings of `rider`, in creation order.
-async fn bookings(app: &TestApp, rider: i64, n: usize) -> Vec<i64> {
-    let mut ids = Vec::with_capacity(n);
-    for _ in 0..n {
-        ids.push(app.booking(rider, PICKUP.0, PICKUP.1).await);
-    }
-    ids
-}
-
 fn newest_first(mut ids: Vec<i64>) -> Vec<i64> {
     ids.sort_unstable_by(|a, b| b.cmp(a));
     ids
@@ -45,8 +38,8 @@ async fn a_riders_bookings_are_listed_newest_first() {
     let app = spawn_app().await;
     let rider = app.rider().await;
     let other = app.rider().await;
-    let mine = bookings(&app, rider, 3).await;
-    bookings(&app, other, 2).await;
+    let mine = app.bookings(rider, 3).await;
+    app.bookings(other, 2).await;
 
     // Act
     let listed = list(&app, rider, "user_type=rider").await;
@@ -60,7 +53,7 @@ async fn user_type_defaults_to_rider() {
     // Arrange
     let app = spawn_app().await;
     let rider = app.rider().await;
-    let mine = bookings(&app, rider, 2).await;
+    let mine = app.bookings(rider, 2).await;
 
     // Act
     let listed = list(&app, rider, "").await;
@@ -100,7 +93,7 @@ async fn the_status_filter_keeps_only_matching_bookings() {
     // Arrange
     let app = spawn_app().await;
     let rider = app.rider().await;
-    let ids = bookings(&app, rider, 3).await;
+    let ids = app.bookings(rider, 3).await;
     app.post(
         format!("/api/bookings/{}/cancel", ids[1]),
         json!({ "reason": "no", "user_id": rider, "user_type": "rider" }),
@@ -124,7 +117,7 @@ async fn paging_with_limit_and_before_visits_each_booking_exactly_once() {
     // Arrange
     let app = spawn_app().await;
     let rider = app.rider().await;
-    let all = bookings(&app, rider, 5).await;
+    let all = app.bookings(rider, 5).await;
 
     // Act
     let mut pages = Vec::new();
@@ -155,7 +148,7 @@ async fn limit_accepts_the_bounds_1_and_100() {
     // Arrange
     let app = spawn_app().await;
     let rider = app.rider().await;
-    let all = bookings(&app, rider, 3).await;
+    let all = app.bookings(rider, 3).await;
 
     // Act
     let one = list(&app, rider, "limit=1").await;
@@ -171,7 +164,7 @@ async fn an_invalid_listing_query_is_rejected_naming_the_parameter() {
     // Arrange
     let app = spawn_app().await;
     let rider = app.rider().await;
-    bookings(&app, rider, 1).await;
+    app.bookings(rider, 1).await;
     let cases = [
         (
             "user_type admin",

@@ -7,7 +7,7 @@ use ridelock_loadtest::html;
 use ridelock_loadtest::progress::Progress;
 use ridelock_loadtest::{run, LoadConfig, Scenario};
 
-use crate::helpers::spawn_app;
+use crate::support::app::spawn_app;
 
 fn config(url: String, scenario: Scenario) -> LoadConfig {
     LoadConfig {
@@ -21,7 +21,7 @@ fn config(url: String, scenario: Scenario) -> LoadConfig {
         lifecycles: Some(20),
         rate: None,
         request_timeout: Duration::from_secs(10),
-        token: Some(crate::auth::token("ops:loadtest")),
+        token: Some(crate::support::auth::token("ops:loadtest")),
         progress: Progress::Off,
     }
 }
@@ -93,7 +93,7 @@ async fn open_loop_lifecycles_start_at_the_given_rate_with_invariants_intact() {
 async fn a_broken_invariant_fails_the_run() {
     // Arrange: a server whose search radius (5 m) reaches none of the scenario's drivers (10 m
     // and more from the pickup), so the tutorial's assignment cannot have its one winner.
-    let app = crate::helpers::spawn_app_with(|s| s.assign.radius_km = 0.005).await;
+    let app = crate::support::app::spawn_app_with(|s| s.assign.radius_km = 0.005).await;
 
     // Act
     let report = run(&config(app.address.clone(), Scenario::Tutorial))

@@ -1,16 +1,8 @@
 //! The integration suite: one binary, real PostgreSQL and Redis, many real HTTP requests.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../support/auth.rs"]
-mod auth;
-#[path = "../support/database.rs"]
-mod database;
-#[path = "../support/metrics.rs"]
-mod metrics;
-#[path = "../support/proxy.rs"]
-mod proxy;
-#[path = "../support/redis_server.rs"]
-mod redis_server;
+#[path = "../support/mod.rs"]
+mod support;
 
 mod abuse;
 mod authorization;
@@ -22,7 +14,6 @@ mod forwarding;
 mod geo_edges;
 mod geo_fallback;
 mod hardening;
-mod helpers;
 mod idempotency;
 mod lease_fallback;
 mod leases;

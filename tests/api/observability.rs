@@ -6,7 +6,10 @@ use std::time::Duration;
 use diesel_async::RunQueryDsl;
 use serde_json::{json, Value};
 
-use crate::helpers::{booking_body, spawn_app, spawn_app_with, spawn_node, Reply, TestApp, PICKUP};
+use crate::support::app::{spawn_app, spawn_app_with, spawn_node, TestApp};
+use crate::support::fixtures::{booking_body, lease_key, Api, PICKUP};
+use crate::support::poll::eventually;
+use crate::support::reply::Reply;
 
 /// Sends a request with an `X-Request-ID` header.
 async fn send_with_request_id(
@@ -218,11 +221,10 @@ async fn an_idle_booking_actor_releases_its_lease() {
 
     // Act: wait, boundedly, for the 1 s idle stop of the test profile.
     let app_ref = &app;
-    let key_gone = app
-        .eventually(Duration::from_secs(5), move || async move {
-            app_ref.lease_in_redis(booking).is_none()
-        })
-        .await;
+    let key_gone = eventually(Duration::from_secs(5), move || async move {
+        app_ref.lease_in_redis(booking).is_none()
+    })
+    .await;
 
     // Assert
     assert!(key_gone, "lease key of booking {booking} still in Redis");
@@ -423,21 +425,19 @@ async fn cluster_nodes_lists_every_live_node_and_a_stopped_one_leaves_at_once() 
     assert_eq!(nodes[0]["address"], a.address.as_str());
     assert_eq!(nodes[1]["address"], b.address.as_str());
     assert_eq!(listed.body["count"], 2);
-    let counted = a
-        .eventually(Duration::from_secs(3), || async {
-            let n1 = a.get("/api/cluster/nodes").await.data()[0].clone();
-            n1["active_actors"] == 1 && n1["held_leases"] == 1
-        })
-        .await;
+    let counted = eventually(Duration::from_secs(3), || async {
+        let n1 = a.get("/api/cluster/nodes").await.data()[0].clone();
+        n1["active_actors"] == 1 && n1["held_leases"] == 1
+    })
+    .await;
     assert!(counted, "n1 announces its actor and lease");
 
     b.stop().await;
-    let left = a
-        .eventually(Duration::from_secs(3), || async {
-            let listed = a.get("/api/cluster/nodes").await;
-            listed.data().as_array().is_some_and(|n| n.len() == 1)
-        })
-        .await;
+    let left = eventually(Duration::from_secs(3), || async {
+        let listed = a.get("/api/cluster/nodes").await;
+        listed.data().as_array().is_some_and(|n| n.len() == 1)
+    })
+    .await;
     assert!(left, "a stopped node withdraws its membership");
 }
 
@@ -449,7 +449,7 @@ async fn lock_stats_come_in_pages_with_complete_counts() {
     let mut redis = app.redis();
     for id in 1..=245 {
         let _: () = redis::cmd("SET")
-            .arg(format!("{}lock:booking:{id}", app.redis_prefix))
+            .arg(lease_key(&app.redis_prefix, id))
             .arg(format!("n9:{id}"))
             .arg("PX")
             .arg(60_000)
@@ -532,7 +532,7 @@ async fn a_key_of_another_type_under_the_lock_pattern_stops_neither_stats_nor_a_
     // Arrange: another application's hash where lease keys live, and one real lease.
     let app = spawn_app_with(|s| s.booking.idle_stop_ms = 60_000).await;
     let _: () = redis::cmd("HSET")
-        .arg(format!("{}lock:booking:900000", app.redis_prefix))
+        .arg(lease_key(&app.redis_prefix, 900000))
         .arg("field")
         .arg("value")
         .query(&mut app.redis())

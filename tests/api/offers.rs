@@ -5,13 +5,16 @@
 
 use std::time::Duration;
 
-use diesel::sql_types::{BigInt, Nullable, Text};
+use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use ridelock::config::Settings;
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, spawn_node, TestApp, PICKUP};
+use crate::support::app::{spawn_app_with, spawn_node, TestApp};
+use crate::support::database::events_of;
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::poll::eventually;
 
 /// Offers expire after 300 ms and are looked for every 100 ms.
 fn quick(s: &mut Settings) {
@@ -26,44 +29,16 @@ fn never_sweeps(s: &mut Settings) {
     s.offer.sweep_every_ms = 3_600_000;
 }
 
-#[derive(QueryableByName, Debug, PartialEq)]
-struct Event {
-    #[diesel(sql_type = Nullable<Text>)]
-    from_status: Option<String>,
-    #[diesel(sql_type = Text)]
-    to_status: String,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    driver_id: Option<i64>,
-    #[diesel(sql_type = Text)]
-    node_id: String,
-    #[diesel(sql_type = BigInt)]
-    fencing_token: i64,
-    #[diesel(sql_type = Nullable<Text>)]
-    actor: Option<String>,
-}
-
-async fn events(app: &TestApp, booking: i64) -> Vec<Event> {
-    diesel::sql_query(
-        "SELECT from_status, to_status, driver_id, node_id, fencing_token, actor
-         FROM booking_events WHERE booking_id = $1 ORDER BY id",
-    )
-    .bind::<BigInt, _>(booking)
-    .load(&mut app.db().await)
-    .await
-    .unwrap()
-}
-
 async fn status_of(app: &TestApp, booking: i64) -> String {
     let reply = app.get(format!("/api/bookings/{booking}")).await;
     reply.data()["status"].as_str().unwrap().to_owned()
 }
 
 async fn wait_for_status(app: &TestApp, booking: i64, status: &str) {
-    let reached = app
-        .eventually(Duration::from_secs(10), || async {
-            status_of(app, booking).await == status
-        })
-        .await;
+    let reached = eventually(Duration::from_secs(10), || async {
+        status_of(app, booking).await == status
+    })
+    .await;
     assert!(reached, "booking {booking} never became {status}");
 }
 
@@ -99,7 +74,7 @@ async fn an_offer_nobody_accepts_goes_back_to_pending_and_after_the_last_one_is_
     );
 
     // The trail: each expiry names the driver, the system and the writer's fencing token.
-    let trail = events(&app, booking).await;
+    let trail = events_of(&mut app.db().await, booking).await;
     let steps: Vec<(Option<&str>, &str)> = trail
         .iter()
         .map(|e| (e.from_status.as_deref(), e.to_status.as_str()))
@@ -162,7 +137,7 @@ async fn an_offer_found_by_another_node_is_taken_back_by_the_owner() {
     wait_for_status(&n1, booking, "pending").await;
 
     // Assert: written by n1, the owner, under the token of its activation.
-    let trail = events(&n1, booking).await;
+    let trail = events_of(&mut n1.db().await, booking).await;
     let expiry = trail.last().unwrap();
     assert_eq!(expiry.node_id, "n1");
     assert_eq!(expiry.fencing_token, trail[1].fencing_token);
@@ -185,7 +160,7 @@ async fn an_offer_made_before_a_restart_still_expires() {
     // Assert
     wait_for_status(&again, booking, "pending").await;
     assert_eq!(driver_status(&again, driver).await, "online");
-    let trail = events(&again, booking).await;
+    let trail = events_of(&mut again.db().await, booking).await;
     let expiry = trail.last().unwrap();
     assert!(expiry.fencing_token > trail[1].fencing_token, "{trail:?}");
 }

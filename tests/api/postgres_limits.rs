@@ -3,11 +3,11 @@
 //! within the request's deadline, and nothing is written. A PostgreSQL that stops answering
 //! altogether is the chaos suite's (`freeze_postgres_for_two_ttls`).
 
-use diesel::sql_types::BigInt;
-use diesel_async::RunQueryDsl;
 use serde_json::json;
 
-use crate::helpers::{spawn_app_with, PICKUP};
+use crate::support::app::spawn_app_with;
+use crate::support::database::RowLock;
+use crate::support::fixtures::{Api, PICKUP};
 
 #[actix_web::test]
 async fn a_statement_stuck_on_a_lock_is_cancelled_and_answered_503_writing_nothing() {
@@ -23,16 +23,7 @@ async fn a_statement_stuck_on_a_lock_is_cancelled_and_answered_503_writing_nothi
     app.online_driver(PICKUP.0, PICKUP.1).await;
     let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
     let before = app.fingerprint().await;
-    let mut locker = app.db().await;
-    diesel::sql_query("BEGIN")
-        .execute(&mut locker)
-        .await
-        .unwrap();
-    diesel::sql_query("SELECT id FROM bookings WHERE id = $1 FOR UPDATE")
-        .bind::<BigInt, _>(booking)
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let locker = RowLock::take(&app.db_url, "bookings", booking).await;
 
     // Act
     let accepted = app
@@ -41,10 +32,7 @@ async fn a_statement_stuck_on_a_lock_is_cancelled_and_answered_503_writing_nothi
             json!({ "driver_id": driver }),
         )
         .await;
-    diesel::sql_query("ROLLBACK")
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    locker.release().await;
 
     // Assert: refused as unavailable (not held until the deadline), told when to come back, and
     // nothing written; once the lock is gone the same request goes through.

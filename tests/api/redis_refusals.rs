@@ -10,8 +10,11 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp, PICKUP};
-use crate::redis_server::RedisServer;
+use crate::support::app::{spawn_app_with, TestApp};
+use crate::support::fixtures::{booking_body, lease_key, Api, PICKUP};
+use crate::support::poll::eventually;
+use crate::support::redis_server::RedisServer;
+use crate::support::reply::Reply;
 
 /// One answer of the traffic: the step, its status and body.
 type Step = (&'static str, u16, Value);
@@ -35,16 +38,14 @@ impl Traffic {
                 let post = |path: String, body: Value| {
                     let request = client.post(format!("{base}{path}")).json(&body);
                     async move {
-                        let response = request.send().await.expect("request sent");
-                        let status = response.status().as_u16();
-                        let body: Value = response.json().await.expect("a JSON answer");
-                        (status, body)
+                        let reply = Reply::send(request).await.unwrap_or_else(|e| panic!("{e}"));
+                        (reply.status.as_u16(), reply.body)
                     }
                 };
                 while !stop.load(Ordering::SeqCst) {
                     let (status, body) = post(
                         "/api/bookings".into(),
-                        crate::helpers::booking_body(rider, PICKUP.0, PICKUP.1),
+                        booking_body(rider, PICKUP.0, PICKUP.1),
                     )
                     .await;
                     seen.push(("create", status, body.clone()));
@@ -99,11 +100,10 @@ async fn lease_backend(app: &TestApp) -> (Value, Value) {
 
 /// Waits until health says leases come from `backend`.
 async fn wait_for_backend(app: &TestApp, backend: &str, within: Duration) {
-    let switched = app
-        .eventually(within, || async {
-            lease_backend(app).await.0 == json!(backend)
-        })
-        .await;
+    let switched = eventually(within, || async {
+        lease_backend(app).await.0 == json!(backend)
+    })
+    .await;
     assert!(
         switched,
         "lease backend still {:?}",
@@ -123,10 +123,7 @@ async fn node_on(redis: &RedisServer, drivers: usize) -> TestApp {
 }
 
 fn held_in_redis(redis: &RedisServer, app: &TestApp, booking: i64) -> Option<String> {
-    redis.cmd(&[
-        "GET",
-        &format!("{}lock:booking:{booking}", app.redis_prefix),
-    ])
+    redis.cmd(&["GET", &lease_key(&app.redis_prefix, booking)])
 }
 
 #[actix_web::test]
@@ -224,7 +221,7 @@ async fn a_node_starts_without_redis_serves_from_postgres_and_takes_redis_up_whe
     let rider = first.rider().await;
     let left = first.booking(rider, PICKUP.0, PICKUP.1).await;
     first.stop().await;
-    let stale_key = format!("{}lock:booking:{left}", first.redis_prefix);
+    let stale_key = lease_key(&first.redis_prefix, left);
     let _: () = redis.cmd(&["SET", &stale_key, "n1:crashed", "PX", "600000"]);
     let index = |name: &str| format!("{}drivers:{name}", first.redis_prefix);
     let _: i64 = redis.cmd(&["DEL", &index("available"), &index("indexed")]);
@@ -263,12 +260,11 @@ async fn a_node_starts_without_redis_serves_from_postgres_and_takes_redis_up_whe
     // booking the old run held is granted from Redis.
     wait_for_backend(&app, "redis", Duration::from_secs(3)).await;
     assert_eq!(held_in_redis(&redis, &app, left), None);
-    let indexed = app
-        .eventually(Duration::from_secs(3), || async {
-            // The driver still online: the other one took the booking assigned above.
-            redis.cmd::<i64>(&["ZCARD", &index("available")]) == 1
-        })
-        .await;
+    let indexed = eventually(Duration::from_secs(3), || async {
+        // The driver still online: the other one took the booking assigned above.
+        redis.cmd::<i64>(&["ZCARD", &index("available")]) == 1
+    })
+    .await;
     assert!(indexed, "the geo index was not rebuilt");
     app.post(format!("/api/bookings/{left}/assign"), json!(null))
         .await

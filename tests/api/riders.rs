@@ -2,7 +2,9 @@
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_invalid, spawn_app};
+use crate::support::app::spawn_app;
+use crate::support::fixtures::Api;
+use crate::support::reply::assert_invalid;
 
 #[actix_web::test]
 async fn creating_a_rider_stores_it_and_returns_201() {

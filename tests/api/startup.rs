@@ -3,10 +3,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::database;
-use crate::redis_server::free_port;
+use crate::support::database;
+use crate::support::poll;
+use crate::support::redis_server::free_port;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ridelock");
 
@@ -32,24 +33,37 @@ fn serve(mut cmd: Command, port: u16, db_url: &str, prefix: &str) -> Child {
 
 /// Waits for `/api/health` to answer 200; the child's stderr if it exits first.
 async fn wait_healthy(child: &mut Child, port: u16) -> Result<(), String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
     let url = format!("http://127.0.0.1:{port}/api/health");
-    while Instant::now() < deadline {
-        if let Some(status) = child.try_wait().expect("child status") {
+    // Per look: whether it answered healthy, or how it exited.
+    let seen = poll::until(
+        Duration::from_secs(30),
+        || {
+            let exited = child.try_wait().expect("child status");
+            let url = url.clone();
+            async move {
+                match exited {
+                    Some(status) => Some(Err(status)),
+                    None => reqwest::get(&url)
+                        .await
+                        .is_ok_and(|reply| reply.status() == 200)
+                        .then_some(Ok(())),
+                }
+            }
+        },
+        Option::is_some,
+    )
+    .await;
+    match seen {
+        Ok(Some(Ok(()))) => Ok(()),
+        Ok(Some(Err(status))) => {
             let mut err = String::new();
             if let Some(mut stderr) = child.stderr.take() {
                 std::io::Read::read_to_string(&mut stderr, &mut err).ok();
             }
-            return Err(format!("exited with {status}: {err}"));
+            Err(format!("exited with {status}: {err}"))
         }
-        if let Ok(reply) = reqwest::get(&url).await {
-            if reply.status() == 200 {
-                return Ok(());
-            }
-        }
-        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        Ok(None) | Err(_) => Err("no healthy answer within 30 s".into()),
     }
-    Err("no healthy answer within 30 s".into())
 }
 
 fn stop(mut child: Child) {

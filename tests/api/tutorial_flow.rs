@@ -3,7 +3,8 @@
 use futures::future::join_all;
 use serde_json::json;
 
-use crate::helpers::{booking_body, spawn_app, PICKUP};
+use crate::support::app::spawn_app;
+use crate::support::fixtures::{booking_body, Api, PICKUP};
 
 #[actix_web::test]
 async fn tutorial_flow_creates_ten_bookings_and_exactly_one_of_five_assigns_wins() {

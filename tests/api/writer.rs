@@ -5,8 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use diesel::sql_types::{BigInt, Text};
-use diesel::QueryableByName;
+use diesel::sql_types::Text;
 use diesel_async::RunQueryDsl;
 use ridelock::domain::booking::BookingStatus;
 use ridelock::domain::ids::DriverId;
@@ -20,7 +19,9 @@ use ridelock::storage::writer::{
 };
 use ridelock::storage::StoreError;
 
-use crate::helpers::{spawn_app, TestApp, PICKUP};
+use crate::support::app::{spawn_app, TestApp};
+use crate::support::database::{count, RowLock};
+use crate::support::fixtures::{Api, PICKUP};
 
 fn writer_for(app: &TestApp) -> Writer {
     let pool = app.settings().database.pool().expect("pool");
@@ -55,20 +56,6 @@ fn keyed(mut change: Change, key: &str) -> Change {
         render: Arc::new(|row, _| format!(r#"{{"status":"{}"}}"#, row.status)),
     });
     change
-}
-
-#[derive(QueryableByName)]
-struct Count {
-    #[diesel(sql_type = BigInt)]
-    n: i64,
-}
-
-async fn count(app: &TestApp, sql: &str) -> i64 {
-    let row: Count = diesel::sql_query(sql)
-        .get_result(&mut app.db().await)
-        .await
-        .expect(sql);
-    row.n
 }
 
 fn batches(writer: &Writer) -> u64 {
@@ -158,8 +145,7 @@ async fn changes_sent_together_commit_as_one_batch_each_under_its_own_condition(
             .join(",")
     };
     let all_pending = ids(&pending);
-    let cancelled = count(
-        &app,
+    let cancelled = count(&mut app.db().await,
         &format!("SELECT count(*) AS n FROM bookings WHERE id IN ({all_pending}) AND status = 'cancelled' AND cancellation_reason = 'changed my mind' AND cancelled_at IS NOT NULL"),
     )
     .await;
@@ -169,14 +155,13 @@ async fn changes_sent_together_commit_as_one_batch_each_under_its_own_condition(
         .copied()
         .filter(|&b| b != pending[27] && b != pending[28])
         .collect::<Vec<_>>());
-    let still_pending = count(
-        &app,
+    let still_pending = count(&mut app.db().await,
         &format!("SELECT count(*) AS n FROM bookings WHERE id IN ({untouched}) AND status = 'pending' AND fencing_token = 0"),
     )
     .await;
     assert_eq!(still_pending, 8);
     let events = count(
-        &app,
+        &mut app.db().await,
         "SELECT count(*) AS n FROM booking_events WHERE node_id = 'writer-test'",
     )
     .await;
@@ -186,26 +171,22 @@ async fn changes_sent_together_commit_as_one_batch_each_under_its_own_condition(
     );
     let booked: Vec<i64> = accepted.iter().map(|(b, _)| *b).collect();
     let drivers: Vec<i64> = accepted.iter().map(|(_, d)| *d).collect();
-    let completed = count(
-        &app,
+    let completed = count(&mut app.db().await,
         &format!("SELECT count(*) AS n FROM bookings WHERE id IN ({}) AND status = 'completed' AND actual_fare = 20 AND completed_at IS NOT NULL", ids(&booked)),
     )
     .await;
     assert_eq!(completed, 4);
-    let free = count(
-        &app,
+    let free = count(&mut app.db().await,
         &format!("SELECT count(*) AS n FROM drivers WHERE id IN ({}) AND status = 'online' AND current_booking_id IS NULL", ids(&drivers)),
     )
     .await;
     assert_eq!(free, 4, "every completion handed its driver back");
-    let answers = count(
-        &app,
+    let answers = count(&mut app.db().await,
         "SELECT count(*) AS n FROM idempotency_keys WHERE key LIKE 'fresh-%' AND body = '{\"status\":\"cancelled\"}'",
     )
     .await;
     assert_eq!(answers, 2, "each stored answer committed with its change");
-    let first = count(
-        &app,
+    let first = count(&mut app.db().await,
         "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'taken' AND body = 'the first answer'",
     )
     .await;
@@ -230,8 +211,7 @@ async fn a_second_change_of_one_booking_waits_for_the_next_batch_and_finds_the_f
     assert!(matches!(first, Ok(Outcome::Written(..))), "{first:?}");
     assert!(matches!(second, Ok(Outcome::Fenced)), "{second:?}");
     assert_eq!(batches(&writer), 2);
-    let events = count(
-        &app,
+    let events = count(&mut app.db().await,
         &format!("SELECT count(*) AS n FROM booking_events WHERE booking_id = {booking} AND to_status = 'cancelled'"),
     )
     .await;
@@ -266,7 +246,7 @@ async fn a_change_that_breaks_a_constraint_fails_alone() {
         outcomes[5]
     );
     let pending = count(
-        &app,
+        &mut app.db().await,
         &format!(
             "SELECT count(*) AS n FROM bookings WHERE id = {} AND status = 'pending'",
             bookings[5]
@@ -275,7 +255,11 @@ async fn a_change_that_breaks_a_constraint_fails_alone() {
     .await;
     assert_eq!(pending, 1);
     assert_eq!(
-        count(&app, "SELECT count(*) AS n FROM idempotency_keys").await,
+        count(
+            &mut app.db().await,
+            "SELECT count(*) AS n FROM idempotency_keys"
+        )
+        .await,
         0
     );
 }
@@ -309,7 +293,7 @@ async fn a_change_whose_deadline_passed_in_the_queue_is_not_written() {
         "{on_time_outcome:?}"
     );
     let pending = count(
-        &app,
+        &mut app.db().await,
         &format!("SELECT count(*) AS n FROM bookings WHERE id = {late} AND status = 'pending'"),
     )
     .await;
@@ -378,15 +362,14 @@ async fn creations_sent_together_keep_each_riders_limit_and_an_unknown_rider_fai
         batches(&writer)
     );
     for rider in riders {
-        let active = count(
-            &app,
+        let active = count(&mut app.db().await,
             &format!("SELECT count(*) AS n FROM bookings WHERE rider_id = {rider} AND status = 'pending'"),
         )
         .await;
         assert_eq!(active, 4, "rider {rider}");
     }
     let events = count(
-        &app,
+        &mut app.db().await,
         "SELECT count(*) AS n FROM booking_events e JOIN bookings b ON b.id = e.booking_id \
          WHERE e.node_id = 'writer-test' AND e.from_status IS NULL AND e.to_status = 'pending' \
          AND e.fencing_token = 1 AND b.fencing_token = 1",
@@ -429,13 +412,13 @@ async fn two_copies_of_a_keyed_creation_in_one_batch_make_one_booking() {
     assert!(matches!(second, Ok(Created::KeyTaken)), "{second:?}");
     assert_eq!(batches(&writer), 1);
     let bookings = count(
-        &app,
+        &mut app.db().await,
         &format!("SELECT count(*) AS n FROM bookings WHERE rider_id = {rider}"),
     )
     .await;
     assert_eq!(bookings, 1);
     let stored = count(
-        &app,
+        &mut app.db().await,
         &format!(
             "SELECT count(*) AS n FROM idempotency_keys WHERE key = 'once' AND status = 201 \
              AND body = '{{\"id\":{}}}'",
@@ -515,8 +498,7 @@ async fn assignments_sent_together_never_give_one_driver_twice() {
     given.sort();
     assert_eq!(given, drivers.iter().map(|d| d.0).collect::<Vec<_>>());
     assert_eq!(batches(&writer), 1, "one batch");
-    let events = count(
-        &app,
+    let events = count(&mut app.db().await,
         "SELECT count(*) AS n FROM booking_events WHERE node_id = 'writer-test' AND to_status = 'assigned'",
     )
     .await;
@@ -532,16 +514,7 @@ async fn a_batch_passes_over_a_driver_another_transaction_holds_and_plans_the_ne
     let drivers = drivers_in_a_row(&app).await;
     let first = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
     let second = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
-    let mut holder = app.db().await;
-    diesel::sql_query("BEGIN")
-        .execute(&mut holder)
-        .await
-        .expect("begin");
-    diesel::sql_query("SELECT id FROM drivers WHERE id = $1 FOR UPDATE")
-        .bind::<BigInt, _>(drivers[0].0)
-        .execute(&mut holder)
-        .await
-        .expect("lock driver 1");
+    let holder = RowLock::take(&app.db_url, "drivers", drivers[0].0).await;
     let writer = writer_for(&app);
     let assign = |booking: i64| assignment(booking, 0, &drivers);
 
@@ -549,10 +522,7 @@ async fn a_batch_passes_over_a_driver_another_transaction_holds_and_plans_the_ne
     let outcomes =
         futures::future::join_all([writer.assign(assign(first)), writer.assign(assign(second))])
             .await;
-    diesel::sql_query("ROLLBACK")
-        .execute(&mut holder)
-        .await
-        .expect("rollback");
+    holder.release().await;
 
     // Assert: nobody waited for the lock; both bookings got a driver, neither the locked one.
     let mut given = Vec::new();
@@ -568,7 +538,7 @@ async fn a_batch_passes_over_a_driver_another_transaction_holds_and_plans_the_ne
     given.sort();
     assert_eq!(given, vec![drivers[1].0, drivers[2].0]);
     let busy = count(
-        &app,
+        &mut app.db().await,
         &format!(
             "SELECT count(*) AS n FROM drivers WHERE status = 'busy' AND id = {}",
             drivers[0].0

@@ -11,19 +11,8 @@
 //! after another, at random, for that long.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../support/audit.rs"]
-mod audit;
-#[path = "../support/auth.rs"]
-mod auth;
-#[path = "../support/database.rs"]
-mod database;
-#[path = "../cluster/harness.rs"]
-mod harness;
-#[path = "../support/metrics.rs"]
-mod metrics;
-#[path = "../support/proxy.rs"]
-mod proxy;
-mod services;
+#[path = "../support/mod.rs"]
+mod support;
 mod traffic;
 
 use std::io::Write as _;
@@ -32,14 +21,19 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use diesel::sql_types::BigInt;
-use diesel::QueryableByName;
 use diesel_async::{AsyncConnection, AsyncPgConnection};
 use futures::future::join_all;
 use serde_json::json;
 use uuid::Uuid;
 
-use harness::{Cluster, Setup, TTL};
-use proxy::{host_port, Proxy};
+use support::audit::{self, assert_one_writer_per_token, assert_state_machine};
+use support::cluster::{Cluster, Setup};
+use support::database::{self, Count, Event, Stored};
+use support::faults::Fault;
+use support::fixtures::{Api, TTL};
+use support::poll::eventually;
+use support::reply::{ReadError, Reply};
+use support::services;
 use traffic::{Client, Outcome};
 
 /// Riders living lifecycles at once, and online drivers for them.
@@ -158,7 +152,6 @@ impl DriverWatch {
 struct Chaos {
     name: &'static str,
     cluster: Cluster,
-    proxies: Vec<Proxy>,
     client: Client,
     stop: Arc<AtomicBool>,
     riders: Vec<tokio::task::JoinHandle<()>>,
@@ -177,25 +170,16 @@ struct Chaos {
 impl Chaos {
     async fn start(name: &'static str) -> Self {
         let services = services::up().await;
-        let mut proxies = Vec::new();
-        for _ in 0..3 {
-            proxies.push(Proxy::start(&host_port(&services.redis_url)).await);
-        }
         let cluster = Cluster::start_on(Setup {
             count: 3,
             database_server: services.pg_url.clone(),
             redis: services.redis_url.clone(),
-            node_redis: proxies
-                .iter()
-                .map(|proxy| proxy.redis_url(&services.redis_url))
-                .collect(),
+            redis_proxies: true,
             log_filter: "info".to_owned(),
         })
         .await;
         let client = Client::new(cluster.nodes.iter().map(|n| n.address.clone()).collect());
-        for i in 0..DRIVERS {
-            client.driver(i).await;
-        }
+        client.drivers(DRIVERS).await;
         let stop = Arc::new(AtomicBool::new(false));
         let (mut riders, mut rider_ids) = (Vec::new(), Vec::new());
         for _ in 0..RIDERS {
@@ -210,7 +194,6 @@ impl Chaos {
         Self {
             name,
             cluster,
-            proxies,
             client,
             stop,
             riders,
@@ -247,7 +230,7 @@ impl Chaos {
         victims: &[(i64, i64)],
         via: &[usize],
         fault: Instant,
-    ) -> (Duration, Vec<harness::Reply>) {
+    ) -> (Duration, Vec<Reply>) {
         let tasks = victims.iter().enumerate().map(|(i, &(booking, driver))| {
             let cluster = &self.cluster;
             async move {
@@ -262,38 +245,28 @@ impl Chaos {
                     );
                     let node = via[attempt % via.len()];
                     attempt += 1;
-                    let sent = cluster
+                    let request = cluster
                         .client
                         .post(format!("{}{path}", cluster.nodes[node].address))
                         .header("Idempotency-Key", &key)
                         .json(&body)
-                        .timeout(self.client.attempt_timeout)
-                        .send()
-                        .await;
-                    let response = match sent {
-                        Ok(response) => response,
-                        Err(error) if error.is_timeout() && !error.is_connect() => {
+                        .timeout(self.client.attempt_timeout);
+                    match Reply::send(request).await {
+                        Ok(reply) if reply.status == 200 => return (fault.elapsed(), reply),
+                        Ok(reply) => assert_eq!(reply.status, 503, "{path}: {}", reply.body),
+                        Err(ReadError::Send(error))
+                            if error.is_timeout() && !error.is_connect() =>
+                        {
                             panic!("{path} on node {node} hung: {error}")
                         }
-                        Err(_) => {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                            continue;
+                        Err(ReadError::Send(_)) => {}
+                        Err(ReadError::Body(status, _)) => {
+                            panic!("{path}: {status}, not JSON: \"\"")
                         }
-                    };
-                    let status = response.status().as_u16();
-                    let served_by = harness::header(&response, "x-ridelock-served-by");
-                    let text = response.text().await.unwrap_or_default();
-                    let body: serde_json::Value = serde_json::from_str(&text)
-                        .unwrap_or_else(|_| panic!("{path}: {status}, not JSON: {text:?}"));
-                    if status == 200 {
-                        let reply = harness::Reply {
-                            status,
-                            body,
-                            served_by,
-                        };
-                        return (fault.elapsed(), reply);
+                        Err(ReadError::NotJson(status, text)) => {
+                            panic!("{path}: {status}, not JSON: {text:?}")
+                        }
                     }
-                    assert_eq!(status, 503, "{path}: {body}");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
@@ -371,16 +344,12 @@ impl Chaos {
 
         // PostgreSQL and the logs.
         self.cluster.assert_no_driver_booked_twice().await;
-        let events = self.cluster.assert_one_writer_per_token().await;
+        let events = assert_one_writer_per_token(&mut self.cluster.db().await).await;
         assert_state_machine(&events);
-        assert_acks_stored(&acks, &events, &self.cluster.stored().await);
+        let stored = database::stored(&mut self.cluster.db().await).await;
+        assert_acks_stored(&acks, &events, &stored);
         // Retries never double-applied: one booking per acknowledged create (and, with nothing
         // abandoned, every create was acknowledged once, however often it was sent).
-        #[derive(QueryableByName)]
-        struct Count {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
         let created: Count = diesel_async::RunQueryDsl::get_result(
             diesel::sql_query("SELECT count(*) AS n FROM bookings WHERE rider_id = ANY($1)")
                 .bind::<diesel::sql_types::Array<BigInt>, _>(&self.rider_ids),
@@ -399,10 +368,10 @@ impl Chaos {
 /// later one.
 fn assert_acks_stored(
     acks: &[traffic::Ack],
-    events: &[harness::Event],
-    stored: &std::collections::HashMap<i64, harness::Stored>,
+    events: &[Event],
+    stored: &std::collections::HashMap<i64, Stored>,
 ) {
-    let by_request: std::collections::HashMap<(i64, &str), &harness::Event> = events
+    let by_request: std::collections::HashMap<(i64, &str), &Event> = events
         .iter()
         .map(|e| ((e.booking_id, e.request_id.as_str()), e))
         .collect();
@@ -429,27 +398,13 @@ fn assert_acks_stored(
     }
 }
 
-/// Every event follows the state machine of API.md.
-fn assert_state_machine(events: &[harness::Event]) {
-    for event in events {
-        let allowed = matches!(
-            (event.from_status.as_deref(), event.to_status.as_str()),
-            (None, "pending")
-                | (Some("pending"), "assigned" | "cancelled")
-                | (Some("assigned"), "accepted" | "cancelled")
-                | (Some("accepted"), "completed" | "cancelled")
-        );
-        assert!(allowed, "transition outside the state machine: {event:?}");
-    }
-}
-
 /// One keyed assign of `booking` (retried on 503 like any client step): its final status, or 0
 /// if it was never answered.
 async fn assign_status(client: &Client, booking: i64) -> u16 {
     let key = Uuid::new_v4().to_string();
     let path = format!("/api/bookings/{booking}/assign");
     match client.post(&path, &json!({}), &key).await {
-        Outcome::Answered(answer) => answer.status,
+        Outcome::Answered(answer) => answer.status.as_u16(),
         Outcome::GaveUp => 0,
     }
 }
@@ -466,7 +421,7 @@ async fn kill_9_a_node() {
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
-    chaos.cluster.signal(0, libc::SIGKILL);
+    Fault::Kill(0).apply(&chaos.cluster).await;
     let (recovery, replies) = chaos.recover(&victims, &[1, 2], fault).await;
     traffic_for(Duration::from_secs(2)).await;
 
@@ -488,10 +443,10 @@ async fn sigstop_a_node_for_two_ttls_then_sigcont() {
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
-    chaos.cluster.signal(0, libc::SIGSTOP);
+    Fault::Pause(0).apply(&chaos.cluster).await;
     let (recovery, replies) = chaos.recover(&victims, &[1, 2], fault).await;
     tokio::time::sleep((TTL * 2).saturating_sub(fault.elapsed())).await;
-    chaos.cluster.signal(0, libc::SIGCONT);
+    Fault::Pause(0).undo(&chaos.cluster).await;
     traffic_for(Duration::from_secs(3)).await;
 
     chaos.figure("recovery_ms", recovery.as_millis());
@@ -513,10 +468,10 @@ async fn sigstop_a_node_for_half_a_ttl() {
     let victims = chaos.victims(0).await;
     traffic_for(Duration::from_secs(1)).await;
 
-    chaos.cluster.signal(0, libc::SIGSTOP);
+    Fault::Pause(0).apply(&chaos.cluster).await;
     tokio::time::sleep(TTL / 2).await;
     // Still asleep: nobody took its leases or wrote its bookings under a new token.
-    let stored = chaos.cluster.stored().await;
+    let stored = database::stored(&mut chaos.cluster.db().await).await;
     for &(booking, _) in &victims {
         let lease = chaos.cluster.lease(booking);
         assert!(
@@ -525,7 +480,7 @@ async fn sigstop_a_node_for_half_a_ttl() {
         );
         assert_eq!(stored[&booking].fencing_token, 1, "{:?}", stored[&booking]);
     }
-    chaos.cluster.signal(0, libc::SIGCONT);
+    Fault::Pause(0).undo(&chaos.cluster).await;
     let woke = Instant::now();
     let (served_in, replies) = chaos.recover(&victims, &[1, 2], woke).await;
     traffic_for(Duration::from_secs(1)).await;
@@ -546,14 +501,14 @@ async fn cut_one_node_off_from_redis() {
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
-    chaos.proxies[0].cut();
+    Fault::CutFromRedis(0).apply(&chaos.cluster).await;
     traffic_for(TTL * 3).await;
     // The cut node's bookings, asked of the others: forwarded to it, or taken over in Redis and
     // then refused by its PostgreSQL lease; served either way.
     let asked = Instant::now();
     let (served, _) = chaos.recover(&victims, &[1, 2], asked).await;
     let healed = Instant::now();
-    chaos.proxies[0].heal();
+    Fault::CutFromRedis(0).undo(&chaos.cluster).await;
     traffic_for(Duration::from_secs(2)).await;
 
     let log = chaos.cluster.log(0);
@@ -571,9 +526,9 @@ async fn restart_redis_without_persistence_while_leases_are_held() {
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
-    services::stop_redis().await;
-    assert_redis_refuses(&chaos.cluster.redis_url).await;
-    services::start_redis().await;
+    Fault::StopRedis.apply(&chaos.cluster).await;
+    Fault::StopRedis.prove(&chaos.cluster).await;
+    Fault::StopRedis.undo(&chaos.cluster).await;
     let restarted = fault.elapsed();
     let (recovery, _) = chaos.recover(&victims, &[1, 2], fault).await;
     traffic_for(Duration::from_secs(3)).await;
@@ -599,12 +554,12 @@ async fn stop_redis_for_thirty_seconds() {
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
-    services::stop_redis().await;
-    assert_redis_refuses(&chaos.cluster.redis_url).await;
+    Fault::StopRedis.apply(&chaos.cluster).await;
+    Fault::StopRedis.prove(&chaos.cluster).await;
     traffic_for(Duration::from_secs(30)).await;
-    assert_redis_refuses(&chaos.cluster.redis_url).await;
+    Fault::StopRedis.prove(&chaos.cluster).await;
     let back = Instant::now();
-    services::start_redis().await;
+    Fault::StopRedis.undo(&chaos.cluster).await;
     traffic_for(Duration::from_secs(3)).await;
 
     // Requests kept succeeding throughout, from the switch on.
@@ -623,59 +578,32 @@ async fn stop_redis_for_thirty_seconds() {
     chaos.finish().await;
 }
 
-/// Stops PostgreSQL for `outage` under traffic: requests fail fast with 503 and `Retry-After`,
-/// and the nodes' pools recover by themselves when it is back.
-/// How a scenario takes PostgreSQL away.
-#[derive(Clone, Copy, PartialEq)]
-enum PgFault {
-    /// Stopped: connections are refused at once.
-    Stop,
-    /// Frozen with SIGSTOP: connections and statements get no answer at all.
-    Freeze,
-}
-
-async fn postgres_outage(name: &'static str, fault_kind: PgFault, outage: Duration) {
+/// Takes PostgreSQL away (`fault`: stopped or frozen) for `outage` under traffic: requests fail
+/// fast with 503 and `Retry-After`, and the nodes' pools recover by themselves when it is back.
+async fn postgres_outage(name: &'static str, fault: Fault, outage: Duration) {
+    assert!(
+        matches!(fault, Fault::StopPostgres | Fault::FreezePostgres),
+        "{fault:?} is no PostgreSQL outage"
+    );
     let chaos = Chaos::start(name).await;
     traffic_for(Duration::from_secs(1)).await;
 
-    let fault = Instant::now();
-    match fault_kind {
-        PgFault::Stop => services::stop_postgres().await,
-        PgFault::Freeze => services::freeze_postgres().await,
-    }
+    let fault_at = Instant::now();
+    fault.apply(&chaos.cluster).await;
     let stopped = Instant::now();
     // It is gone: a connection of our own is refused (stopped) or never answered (frozen).
-    let direct = tokio::time::timeout(
-        Duration::from_secs(2),
-        AsyncPgConnection::establish(&chaos.cluster.db_url),
-    )
-    .await;
-    match fault_kind {
-        PgFault::Stop => assert!(
-            matches!(direct, Ok(Err(_))),
-            "PostgreSQL still took a connection after stop-postgres"
-        ),
-        PgFault::Freeze => assert!(
-            direct.is_err(),
-            "PostgreSQL answered a connection while frozen"
-        ),
-    }
-    tokio::time::sleep(outage.saturating_sub(fault.elapsed())).await;
+    fault.prove(&chaos.cluster).await;
+    tokio::time::sleep(outage.saturating_sub(fault_at.elapsed())).await;
     let refusals_until = Instant::now();
-    match fault_kind {
-        PgFault::Stop => services::start_postgres().await,
-        PgFault::Freeze => services::thaw_postgres().await,
-    }
+    fault.undo(&chaos.cluster).await;
     let back = Instant::now();
-    chaos.watch.postgres_stopped(fault, back);
+    chaos.watch.postgres_stopped(fault_at, back);
     // The first lifecycle step answered 2xx after PostgreSQL came back.
-    let recovered = chaos
-        .cluster
-        .eventually(Duration::from_secs(10), || async {
-            let acks = chaos.client.seen.acks.lock().unwrap();
-            acks.iter().any(|a| a.at > back)
-        })
-        .await;
+    let recovered = eventually(Duration::from_secs(10), || async {
+        let acks = chaos.client.seen.acks.lock().unwrap();
+        acks.iter().any(|a| a.at > back)
+    })
+    .await;
     let recovery = {
         let acks = chaos.client.seen.acks.lock().unwrap();
         let first = acks.iter().map(|a| a.at).filter(|at| *at > back).min();
@@ -691,22 +619,23 @@ async fn postgres_outage(name: &'static str, fault_kind: PgFault, outage: Durati
         unavailable.iter().filter(during).count()
     };
     assert!(told > 0, "no 503 while PostgreSQL was down");
-    chaos.figure("outage_ms", back.duration_since(fault).as_millis());
+    chaos.figure("outage_ms", back.duration_since(fault_at).as_millis());
     chaos.figure("503_while_down", told);
     chaos.figure("first_2xx_after_back_ms", recovery.as_millis());
     let slowest = chaos.client.counts.slowest_503_ms.load(Ordering::Relaxed);
     // Stopped, a refused connection answers at once; frozen, nothing answers, and every request
     // must still be answered by its deadline (the pool's connection limit, the statement limit
     // or the request deadline itself), never held until the client gives up.
-    let bound = match fault_kind {
-        PgFault::Stop => Duration::from_secs(5),
-        PgFault::Freeze => traffic::server_deadline() + Duration::from_millis(500),
+    let bound = if fault == Fault::FreezePostgres {
+        traffic::server_deadline() + Duration::from_millis(500)
+    } else {
+        Duration::from_secs(5)
     };
     assert!(
         u128::from(slowest) < bound.as_millis(),
         "a 503 took {slowest} ms: requests hung past {bound:?}"
     );
-    if fault_kind == PgFault::Freeze {
+    if fault == Fault::FreezePostgres {
         let slowest = chaos.client.counts.slowest_2xx_ms.load(Ordering::Relaxed);
         assert!(
             u128::from(slowest) < bound.as_millis(),
@@ -716,27 +645,19 @@ async fn postgres_outage(name: &'static str, fault_kind: PgFault, outage: Durati
     chaos.finish().await;
 }
 
-/// Redis is down: a connection of our own is refused.
-async fn assert_redis_refuses(url: &str) {
-    let url = url.to_owned();
-    let direct = tokio::task::spawn_blocking(move || {
-        redis::Client::open(url)
-            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
-            .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
-    })
-    .await
-    .unwrap();
-    assert!(direct.is_err(), "Redis still answered: {direct:?}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_postgres_for_five_seconds() {
-    postgres_outage("postgres_stopped_5s", PgFault::Stop, Duration::from_secs(5)).await;
+    postgres_outage(
+        "postgres_stopped_5s",
+        Fault::StopPostgres,
+        Duration::from_secs(5),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stop_postgres_for_two_ttls() {
-    postgres_outage("postgres_stopped_2ttl", PgFault::Stop, TTL * 2).await;
+    postgres_outage("postgres_stopped_2ttl", Fault::StopPostgres, TTL * 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,7 +666,7 @@ async fn freeze_postgres_for_two_ttls() {
     // would simply wait the freeze out. It lasts past the deadline too, so that requests caught
     // in it must be answered 503 by their deadline while PostgreSQL still says nothing.
     let outage = (TTL * 2).max(traffic::server_deadline() + Duration::from_secs(1));
-    postgres_outage("postgres_frozen_2ttl", PgFault::Freeze, outage).await;
+    postgres_outage("postgres_frozen_2ttl", Fault::FreezePostgres, outage).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -755,7 +676,7 @@ async fn sigterm_a_node_under_load() {
     traffic_for(Duration::from_secs(1)).await;
 
     let fault = Instant::now();
-    chaos.cluster.signal(0, libc::SIGTERM);
+    Fault::Terminate(0).apply(&chaos.cluster).await;
     let (recovery, _) = chaos.recover(&victims, &[1, 2], fault).await;
     traffic_for(Duration::from_secs(2)).await;
 
@@ -799,6 +720,47 @@ async fn contention_storm() {
     chaos.finish().await;
 }
 
+/// The soak's rounds: a name, the fault (none: a quiet round), and how long the traffic runs
+/// before it, while it lasts, and after it is undone. (PostgreSQL's outage is a round of its own:
+/// [`postgres_outage`], with its checks.)
+const SOAK_ROUNDS: [(&str, Option<Fault>, Duration, Duration, Duration); 5] = [
+    (
+        "soak_kill_9",
+        Some(Fault::Kill(0)),
+        Duration::from_secs(5),
+        Duration::from_secs(10),
+        Duration::ZERO,
+    ),
+    (
+        "soak_cut",
+        Some(Fault::CutFromRedis(1)),
+        Duration::ZERO,
+        TTL.saturating_mul(3),
+        Duration::from_secs(5),
+    ),
+    (
+        "soak_redis_restart",
+        Some(Fault::StopRedis),
+        Duration::from_secs(5),
+        Duration::ZERO,
+        Duration::from_secs(10),
+    ),
+    (
+        "soak_sigstop",
+        Some(Fault::Pause(2)),
+        Duration::from_secs(5),
+        TTL.saturating_mul(2),
+        Duration::from_secs(10),
+    ),
+    (
+        "soak_quiet",
+        None,
+        Duration::from_secs(30),
+        Duration::ZERO,
+        Duration::ZERO,
+    ),
+];
+
 /// The faults above, one after another at random, under one long run of traffic per fault.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long soak: RIDELOCK_CHAOS_SOAK_SECS=600 cargo test --test chaos -- --ignored soak"]
@@ -811,50 +773,23 @@ async fn soak() {
     let mut round = 0;
     while Instant::now() < until {
         round += 1;
-        let pick = rand::random_range(0..6);
+        let pick = rand::random_range(0..=SOAK_ROUNDS.len());
         println!("soak round={round} fault={pick}");
-        match pick {
-            0 => kill_9_a_node_inner().await,
-            1 => {
-                let chaos = Chaos::start("soak_cut").await;
-                chaos.proxies[1].cut();
-                traffic_for(TTL * 3).await;
-                chaos.proxies[1].heal();
-                traffic_for(Duration::from_secs(5)).await;
-                chaos.finish().await;
-            }
-            2 => {
-                let chaos = Chaos::start("soak_redis_restart").await;
-                traffic_for(Duration::from_secs(5)).await;
-                services::stop_redis().await;
-                assert_redis_refuses(&chaos.cluster.redis_url).await;
-                services::start_redis().await;
-                traffic_for(Duration::from_secs(10)).await;
-                chaos.finish().await;
-            }
-            3 => postgres_outage("soak_postgres", PgFault::Stop, Duration::from_secs(5)).await,
-            4 => {
-                let chaos = Chaos::start("soak_sigstop").await;
-                traffic_for(Duration::from_secs(5)).await;
-                chaos.cluster.signal(2, libc::SIGSTOP);
-                tokio::time::sleep(TTL * 2).await;
-                chaos.cluster.signal(2, libc::SIGCONT);
-                traffic_for(Duration::from_secs(10)).await;
-                chaos.finish().await;
-            }
-            _ => {
-                let chaos = Chaos::start("soak_quiet").await;
-                traffic_for(Duration::from_secs(30)).await;
-                chaos.finish().await;
+        let Some(&(name, fault, before, lasting, after)) = SOAK_ROUNDS.get(pick) else {
+            postgres_outage("soak_postgres", Fault::StopPostgres, Duration::from_secs(5)).await;
+            continue;
+        };
+        let chaos = Chaos::start(name).await;
+        traffic_for(before).await;
+        if let Some(fault) = fault {
+            fault.apply(&chaos.cluster).await;
+            fault.prove(&chaos.cluster).await;
+            traffic_for(lasting).await;
+            if fault.can_be_undone() {
+                fault.undo(&chaos.cluster).await;
             }
         }
+        traffic_for(after).await;
+        chaos.finish().await;
     }
-}
-
-async fn kill_9_a_node_inner() {
-    let chaos = Chaos::start("soak_kill_9").await;
-    traffic_for(Duration::from_secs(5)).await;
-    chaos.cluster.signal(0, libc::SIGKILL);
-    traffic_for(Duration::from_secs(10)).await;
-    chaos.finish().await;
 }

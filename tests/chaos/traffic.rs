@@ -12,7 +12,8 @@ use rand::Rng;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use crate::harness::{PICKUP, TTL};
+use crate::support::fixtures::{booking_body, Api, PICKUP, TTL};
+use crate::support::reply::{ReadError, Reply};
 
 /// How long one step is retried before the client gives up on it (its outcome then unknown).
 const GIVE_UP: Duration = Duration::from_secs(45);
@@ -99,23 +100,17 @@ pub struct Client {
     pub attempt_timeout: Duration,
 }
 
-/// A final answer: status, JSON body (null if it was not JSON) and `X-RideLock-Served-By`.
-pub struct Answer {
-    pub status: u16,
-    pub body: Value,
-    pub served_by: Option<String>,
-}
-
 pub enum Outcome {
-    Answered(Answer),
+    /// A final answer (its body null if it was not JSON).
+    Answered(Reply),
     /// Retried until [`GIVE_UP`] without a final answer, or hung (see [`Seen::odd`]).
     GaveUp,
 }
 
 /// What one attempt got.
 enum Attempt {
-    Json(Answer),
-    NotJson(u16, String),
+    Json(Reply),
+    NotJson(reqwest::StatusCode, String),
     NoAnswer,
     Hung(Duration),
 }
@@ -125,7 +120,7 @@ impl Client {
         let attempt_timeout = server_deadline() + TTL * 2 + Duration::from_secs(2);
         Self {
             http: reqwest::Client::builder()
-                .default_headers(crate::auth::ops())
+                .default_headers(crate::support::auth::ops())
                 .pool_max_idle_per_host(32)
                 .timeout(attempt_timeout)
                 .connect_timeout(Duration::from_secs(1))
@@ -150,39 +145,24 @@ impl Client {
     /// one after the request went out is a hang.
     async fn attempt(&self, request: reqwest::RequestBuilder) -> Attempt {
         let sent = Instant::now();
-        let outcome = async {
-            let response = request.send().await?;
-            let status = response.status().as_u16();
-            let served_by = crate::harness::header(&response, "x-ridelock-served-by");
-            let retry_after = crate::harness::header(&response, "retry-after");
-            let text = response.text().await?;
-            Ok::<_, reqwest::Error>((status, served_by, retry_after, text))
-        }
-        .await;
-        match outcome {
-            Ok((status, served_by, retry_after, text)) => {
-                match serde_json::from_str::<Value>(&text) {
-                    Ok(body) => {
-                        if status == 503 {
-                            self.seen.unavailable.lock().unwrap().push(Unavailable {
-                                at: Instant::now(),
-                                what: format!("{}", body["error"]),
-                                retry_after,
-                            });
-                        }
-                        Attempt::Json(Answer {
-                            status,
-                            body,
-                            served_by,
-                        })
-                    }
-                    Err(_) => Attempt::NotJson(status, text),
+        match Reply::send(request).await {
+            Ok(reply) => {
+                if reply.status == 503 {
+                    self.seen.unavailable.lock().unwrap().push(Unavailable {
+                        at: Instant::now(),
+                        what: format!("{}", reply.body["error"]),
+                        retry_after: reply.retry_after.clone(),
+                    });
                 }
+                Attempt::Json(reply)
             }
-            Err(error) if error.is_timeout() && !error.is_connect() => {
+            Err(ReadError::NotJson(status, text)) => Attempt::NotJson(status, text),
+            Err(ReadError::Send(error) | ReadError::Body(_, error))
+                if error.is_timeout() && !error.is_connect() =>
+            {
                 Attempt::Hung(sent.elapsed())
             }
-            Err(_) => Attempt::NoAnswer,
+            Err(ReadError::Send(_) | ReadError::Body(..)) => Attempt::NoAnswer,
         }
     }
 
@@ -235,7 +215,7 @@ impl Client {
                     }
                 }
                 Attempt::Json(answer) => {
-                    let status = answer.status;
+                    let status = answer.status.as_u16();
                     if (200..300).contains(&status) {
                         let ms = sent.elapsed().as_millis() as u64;
                         c.slowest_2xx_ms.fetch_max(ms, Ordering::Relaxed);
@@ -270,11 +250,7 @@ impl Client {
                         .lock()
                         .unwrap()
                         .push(format!("{asked} -> {status}, not JSON: {text:?}"));
-                    return Outcome::Answered(Answer {
-                        status,
-                        body: Value::Null,
-                        served_by: None,
-                    });
+                    return Outcome::Answered(Reply::bare(status, Value::Null));
                 }
                 Attempt::Hung(waited) => {
                     c.hung.fetch_add(1, Ordering::Relaxed);
@@ -298,7 +274,7 @@ impl Client {
         }
     }
 
-    fn ack(&self, booking: i64, answer: &Answer, request_id: String) {
+    fn ack(&self, booking: i64, answer: &Reply, request_id: String) {
         let data = &answer.body["data"];
         let booking_row = match data.get("booking") {
             Some(row) => row,
@@ -338,12 +314,7 @@ impl Client {
     /// by either party; a booking nobody could be assigned to is cancelled by its rider.
     pub async fn lifecycles(&self, rider: i64, stop: Arc<AtomicBool>) {
         while !stop.load(Ordering::Relaxed) {
-            let create = json!({
-                "rider_id": rider,
-                "pickup_lat": PICKUP.0, "pickup_lng": PICKUP.1,
-                "dropoff_lat": PICKUP.0 + 0.05, "dropoff_lng": PICKUP.1 + 0.05,
-                "estimated_fare": 20.0,
-            });
+            let create = booking_body(rider, PICKUP.0, PICKUP.1);
             let key = Uuid::new_v4().to_string();
             let id = request_id();
             let method = reqwest::Method::POST;
@@ -387,53 +358,18 @@ impl Client {
             self.step(booking, action, body).await;
         }
     }
+}
 
-    /// Creates an online driver near the pickup.
-    pub async fn driver(&self, i: usize) -> i64 {
-        let phone = format!("+1 666 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
-        let key = Uuid::new_v4().to_string();
-        let Outcome::Answered(reply) = self
-            .post(
-                "/api/drivers",
-                &json!({ "name": "Driver", "phone": phone }),
-                &key,
-            )
-            .await
-        else {
-            panic!("driver not created");
-        };
-        assert_eq!(reply.status, 201, "driver not created: {}", reply.body);
-        let id = reply.body["data"]["id"].as_i64().unwrap();
-        let at = json!({ "lat": PICKUP.0 + 0.0001 * i as f64, "lng": PICKUP.1 });
-        let key = Uuid::new_v4().to_string();
-        self.post(&format!("/api/drivers/{id}/location"), &at, &key)
-            .await;
-        let online = json!({ "status": "online" });
-        self.send(
-            reqwest::Method::PATCH,
-            &format!("/api/drivers/{id}/status"),
-            Some(&online),
-            None,
-        )
-        .await;
-        id
-    }
-
-    pub async fn rider(&self) -> i64 {
-        let phone = format!("+1 555 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
-        let key = Uuid::new_v4().to_string();
-        let Outcome::Answered(reply) = self
-            .post(
-                "/api/riders",
-                &json!({ "name": "Rider", "phone": phone }),
-                &key,
-            )
-            .await
-        else {
-            panic!("rider not created");
-        };
-        assert_eq!(reply.status, 201, "rider not created: {}", reply.body);
-        reply.body["data"]["id"].as_i64().unwrap()
+/// The fixtures' riders and drivers, made through the nodes in turn like any traffic, each POST
+/// with a key of its own.
+impl Api for Client {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let key = (method == reqwest::Method::POST).then(|| Uuid::new_v4().to_string());
+        let asked = format!("{method} {path}");
+        match self.send(method, path, body.as_ref(), key.as_deref()).await {
+            Outcome::Answered(reply) => reply,
+            Outcome::GaveUp => panic!("{asked}: no answer"),
+        }
     }
 }
 

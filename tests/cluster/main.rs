@@ -5,16 +5,9 @@
 //! every acknowledged write present.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../support/audit.rs"]
-mod audit;
-#[path = "../support/auth.rs"]
-mod auth;
-#[path = "../support/database.rs"]
-mod database;
-mod harness;
-#[path = "../support/metrics.rs"]
-mod metrics;
 mod privacy;
+#[path = "../support/mod.rs"]
+mod support;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -22,7 +15,13 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use serde_json::json;
 
-use harness::{Cluster, Reply, TTL};
+use support::audit::assert_one_writer_per_token;
+use support::cluster::Cluster;
+use support::database::{self, a_backend_waits_on_a_lock, Event, RowLock};
+use support::faults::Fault;
+use support::fixtures::{Api, TTL};
+use support::poll::eventually;
+use support::reply::Reply;
 
 /// An acknowledged (2xx) transition, as the client saw it.
 #[derive(Debug, Clone)]
@@ -104,7 +103,7 @@ fn reached(reply: &Reply, status: &str) -> bool {
 }
 
 /// Every acknowledged transition is in the trail, under the token the client was told.
-fn assert_acks_recorded(acks: &[Ack], events: &[harness::Event]) {
+fn assert_acks_recorded(acks: &[Ack], events: &[Event]) {
     for ack in acks {
         assert!(
             events.iter().any(|e| e.booking_id == ack.booking
@@ -129,17 +128,17 @@ fn recoveries(acks: &[Ack], fault: Instant) -> Vec<Duration> {
 }
 
 /// n1 owns 30 assigned bookings; accepts and completes for them flow through n2 and n3 (so they
-/// are forwarded to n1), and 300 ms in, n1 gets `signal`. The acknowledgements, the signal's
+/// are forwarded to n1), and 300 ms in, `fault` hits n1. The acknowledgements, the fault's
 /// time, and the bookings.
 async fn traffic_with_fault_on_n1(
     cluster: &Cluster,
-    signal: libc::c_int,
+    fault: Fault,
 ) -> (Vec<Ack>, Instant, Vec<(i64, i64)>) {
     let pairs = cluster.owned_by(0, 30).await;
     let traffic = drive(cluster, &pairs, &[1, 2], Duration::from_millis(20));
     let fault = async {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        cluster.signal(0, signal);
+        fault.apply(cluster).await;
         Instant::now()
     };
     let (acks, at) = tokio::join!(traffic, fault);
@@ -148,9 +147,9 @@ async fn traffic_with_fault_on_n1(
 
 /// After [`traffic_with_fault_on_n1`]: every step landed, and the trail and drivers are sound.
 async fn assert_traffic_landed(cluster: &Cluster, acks: &[Ack], pairs: &[(i64, i64)]) {
-    let events = cluster.assert_one_writer_per_token().await;
+    let events = assert_one_writer_per_token(&mut cluster.db().await).await;
     assert_acks_recorded(acks, &events);
-    let statuses = cluster.statuses().await;
+    let statuses = database::statuses(&mut cluster.db().await).await;
     for (booking, _) in pairs {
         assert_eq!(statuses[booking], "completed", "booking {booking}");
     }
@@ -192,7 +191,7 @@ async fn one_booking_requested_round_robin_has_one_owner_and_fifty_assigns_one_w
     assert_eq!(won.len(), 1, "{replies:#?}");
     for reply in &replies {
         if reply.status != 200 {
-            reply.expect(409);
+            reply.expect_status(409);
             assert_eq!(
                 reply.body["error"], "booking_not_pending",
                 "{:#}",
@@ -226,7 +225,7 @@ async fn one_booking_requested_round_robin_has_one_owner_and_fifty_assigns_one_w
             assert!(cluster.metric(i, "ridelock_forwards_sent_total").await >= 1.0);
         }
     }
-    let events = cluster.assert_one_writer_per_token().await;
+    let events = assert_one_writer_per_token(&mut cluster.db().await).await;
     let assigned: Vec<_> = events
         .iter()
         .filter(|e| e.to_status == "assigned")
@@ -271,7 +270,7 @@ async fn two_hundred_bookings_against_twenty_drivers_across_nodes_book_no_driver
     assert_eq!(won.len(), 20, "one assignment per driver");
     for reply in &replies {
         if reply.status != 200 {
-            reply.expect(409);
+            reply.expect_status(409);
         }
     }
     let drivers: std::collections::HashSet<i64> = won
@@ -279,14 +278,14 @@ async fn two_hundred_bookings_against_twenty_drivers_across_nodes_book_no_driver
         .map(|r| r.data()["driver"]["id"].as_i64().unwrap())
         .collect();
     assert_eq!(drivers.len(), 20, "no driver won twice");
-    let statuses = cluster.statuses().await;
+    let statuses = database::statuses(&mut cluster.db().await).await;
     for reply in &won {
         let id = reply.data()["booking"]["id"].as_i64().unwrap();
         assert_eq!(statuses[&id], "assigned");
     }
     assert_eq!(statuses.values().filter(|s| *s == "assigned").count(), 20);
     cluster.assert_no_driver_booked_twice().await;
-    cluster.assert_one_writer_per_token().await;
+    assert_one_writer_per_token(&mut cluster.db().await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,7 +294,7 @@ async fn a_killed_owner_s_bookings_are_served_elsewhere_within_the_ttl_with_high
     let mut cluster = Cluster::start(3).await;
 
     // Act: n1, owner of 30 busy bookings (token 1), is killed -9 in the middle of the traffic.
-    let (acks, killed_at, pairs) = traffic_with_fault_on_n1(&cluster, libc::SIGKILL).await;
+    let (acks, killed_at, pairs) = traffic_with_fault_on_n1(&cluster, Fault::Kill(0)).await;
     assert!(cluster
         .exit_status(0, Duration::from_secs(5))
         .await
@@ -326,7 +325,7 @@ async fn an_owner_paused_for_two_ttls_is_taken_over_and_fenced_off_when_it_wakes
 
     // Act: pause n1. Each booking is accepted through n2 meanwhile, and a complete for it is
     // queued at the paused n1 itself; after 2 × TTL, n1 wakes and handles what it queued.
-    cluster.signal(0, libc::SIGSTOP);
+    Fault::Pause(0).apply(&cluster).await;
     let paused_at = Instant::now();
     let accepts = join_all(pairs.iter().map(|&(booking, driver)| {
         let cluster = &cluster;
@@ -349,7 +348,7 @@ async fn an_owner_paused_for_two_ttls_is_taken_over_and_fenced_off_when_it_wakes
     }));
     let wake = async {
         tokio::time::sleep(TTL * 2).await;
-        cluster.signal(0, libc::SIGCONT);
+        Fault::Pause(0).undo(&cluster).await;
         Instant::now()
     };
     let (accepted, completed, woke_at) = tokio::join!(accepts, completes_at_the_sleeper, wake);
@@ -358,7 +357,7 @@ async fn an_owner_paused_for_two_ttls_is_taken_over_and_fenced_off_when_it_wakes
     let longest = accepted.iter().map(|(_, took)| *took).max().unwrap();
     println!("SIGSTOP 2×TTL: takeover of 10 bookings took at most {longest:?}");
     for (reply, _) in &accepted {
-        reply.expect(200);
+        reply.expect_status(200);
         assert_eq!(reply.served_by.as_deref(), Some("n2"));
         assert_eq!(reply.data()["fencing_token"], json!(2), "{:#}", reply.body);
     }
@@ -366,12 +365,12 @@ async fn an_owner_paused_for_two_ttls_is_taken_over_and_fenced_off_when_it_wakes
     // What n1 found queued on waking did not run on its stale actors (token 1): they stepped
     // down, and the completes ran on the new owner.
     for reply in &completed {
-        reply.expect(200);
+        reply.expect_status(200);
         assert_eq!(reply.served_by.as_deref(), Some("n2"), "{:#}", reply.body);
         assert_eq!(reply.data()["fencing_token"], json!(2));
     }
     // The trail: token 1 (n1's) wrote nothing after the pause; one writer per token throughout.
-    let events = cluster.assert_one_writer_per_token().await;
+    let events = assert_one_writer_per_token(&mut cluster.db().await).await;
     let paused_wall = chrono::Utc::now() - chrono::Duration::from_std(paused_at.elapsed()).unwrap();
     for event in events.iter().filter(|e| e.fencing_token == 1) {
         assert_eq!(event.node_id, "n1");
@@ -397,13 +396,12 @@ async fn an_owner_paused_for_half_a_ttl_keeps_its_bookings() {
     // Act: pause n1 for TTL / 2, just after one of its renewals (so the pause, not the time
     // since the last heartbeat, is what is measured), while accepts arrive through n2.
     let renewed = cluster.metric(0, "ridelock_lease_renewed_total").await;
-    let synced = cluster
-        .eventually(Duration::from_secs(2), || async {
-            cluster.metric(0, "ridelock_lease_renewed_total").await > renewed
-        })
-        .await;
+    let synced = eventually(Duration::from_secs(2), || async {
+        cluster.metric(0, "ridelock_lease_renewed_total").await > renewed
+    })
+    .await;
     assert!(synced, "n1 renews its leases");
-    cluster.signal(0, libc::SIGSTOP);
+    Fault::Pause(0).apply(&cluster).await;
     let accepts = join_all(pairs.iter().map(|&(booking, driver)| {
         let cluster = &cluster;
         async move {
@@ -416,13 +414,13 @@ async fn an_owner_paused_for_half_a_ttl_keeps_its_bookings() {
     }));
     let wake = async {
         tokio::time::sleep(TTL / 2).await;
-        cluster.signal(0, libc::SIGCONT);
+        Fault::Pause(0).undo(&cluster).await;
     };
     let (accepted, ()) = tokio::join!(accepts, wake);
 
     // Assert: no takeover. n1 answered every accept under its token 1 and kept its leases.
     for reply in &accepted {
-        reply.expect(200);
+        reply.expect_status(200);
         assert_eq!(reply.served_by.as_deref(), Some("n1"), "{:#}", reply.body);
         assert_eq!(reply.data()["fencing_token"], json!(1));
     }
@@ -434,7 +432,7 @@ async fn an_owner_paused_for_half_a_ttl_keeps_its_bookings() {
         );
     }
     assert_eq!(stat(&cluster, 1, "held_leases").await, 0);
-    let events = cluster.assert_one_writer_per_token().await;
+    let events = assert_one_writer_per_token(&mut cluster.db().await).await;
     assert!(events
         .iter()
         .filter(|e| e.fencing_token > 0)
@@ -447,7 +445,7 @@ async fn a_node_stopped_with_sigterm_under_load_hands_its_bookings_over_without_
     let mut cluster = Cluster::start(3).await;
 
     // Act: n1, owner of 30 busy bookings, gets SIGTERM in the middle of the traffic.
-    let (acks, termed_at, pairs) = traffic_with_fault_on_n1(&cluster, libc::SIGTERM).await;
+    let (acks, termed_at, pairs) = traffic_with_fault_on_n1(&cluster, Fault::Terminate(0)).await;
 
     // Assert: n1 drained and exited cleanly; no step waited anywhere near a TTL.
     let exit = cluster.exit_status(0, Duration::from_secs(10)).await;
@@ -481,7 +479,7 @@ async fn a_forged_internal_call_is_refused_and_writes_nothing() {
     let rider = cluster.rider().await;
     cluster.drivers(1).await;
     let booking = cluster.bookings(rider, 1).await[0];
-    let before = cluster.events().await.len();
+    let before = database::events(&mut cluster.db().await).await.len();
 
     // Act: an outsider calls the internal endpoint with a signature it made up.
     let forged = cluster
@@ -498,17 +496,21 @@ async fn a_forged_internal_call_is_refused_and_writes_nothing() {
             ridelock::cluster::auth::now_ms().to_string(),
         )
         .header("x-ridelock-signature", "00".repeat(32))
-        .body(r#"{"action":{"op":"assign"},"actor":"ops:test"}"#)
-        .send()
-        .await
-        .unwrap();
+        .body(r#"{"action":{"op":"assign"},"actor":"ops:test"}"#);
+    let forged = Reply::send(forged).await.unwrap();
 
     // Assert
-    assert_eq!(forged.status().as_u16(), 401);
-    let body: serde_json::Value = forged.json().await.unwrap();
-    assert_eq!(body["error"], "cluster_auth_failed");
-    assert_eq!(cluster.events().await.len(), before, "nothing written");
-    assert_eq!(cluster.statuses().await[&booking], "pending");
+    assert_eq!(forged.status, 401);
+    assert_eq!(forged.body["error"], "cluster_auth_failed");
+    assert_eq!(
+        database::events(&mut cluster.db().await).await.len(),
+        before,
+        "nothing written"
+    );
+    assert_eq!(
+        database::statuses(&mut cluster.db().await).await[&booking],
+        "pending"
+    );
     assert_eq!(
         cluster.metric(1, "ridelock_forwards_refused_total").await,
         1.0
@@ -530,7 +532,7 @@ async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
         lifecycles: None,
         rate: None,
         request_timeout: Duration::from_secs(10),
-        token: Some(crate::auth::token("ops:loadtest")),
+        token: Some(support::auth::token("ops:loadtest")),
         progress: ridelock_loadtest::progress::Progress::Off,
     };
 
@@ -548,29 +550,17 @@ async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
             .into_iter()
             .sum();
     assert!(forwarded > 0.0);
-    cluster.assert_one_writer_per_token().await;
+    assert_one_writer_per_token(&mut cluster.db().await).await;
     cluster.assert_no_driver_booked_twice().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_whose_answer_died_with_its_node_is_answered_as_done_not_refused() {
-    use diesel::sql_types::BigInt;
-    use diesel_async::RunQueryDsl;
-
     // Arrange: n1 owns an assigned booking. The test holds the booking's row lock, so n1's
     // accept will wait inside PostgreSQL.
     let cluster = Cluster::start(3).await;
     let (booking, driver) = cluster.owned_by(0, 1).await[0];
-    let mut locker = cluster.db().await;
-    diesel::sql_query("BEGIN")
-        .execute(&mut locker)
-        .await
-        .unwrap();
-    diesel::sql_query("SELECT id FROM bookings WHERE id = $1 FOR UPDATE")
-        .bind::<BigInt, _>(booking)
-        .execute(&mut locker)
-        .await
-        .unwrap();
+    let locker = RowLock::take(&cluster.db_url, "bookings", booking).await;
 
     // Act: the accept reaches n2, which forwards it to n1; n1's write queues behind our lock.
     // Then n1 is paused, and the lock released: PostgreSQL commits n1's write on its own, but
@@ -578,42 +568,25 @@ async fn a_change_whose_answer_died_with_its_node_is_answered_as_done_not_refuse
     let path = format!("/api/bookings/{booking}/accept");
     let accept = cluster.post(1, &path, json!({ "driver_id": driver }));
     let fault = async {
-        #[derive(diesel::QueryableByName)]
-        struct Waiting {
-            #[diesel(sql_type = BigInt)]
-            n: i64,
-        }
-        let mut watcher = cluster.db().await;
-        let until = Instant::now() + Duration::from_secs(5);
-        let mut blocked = false;
-        while !blocked && Instant::now() < until {
-            let rows: Vec<Waiting> = diesel::sql_query(
-                "SELECT count(*) AS n FROM pg_stat_activity \
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'",
-            )
-            .load(&mut watcher)
-            .await
-            .unwrap();
-            blocked = rows[0].n > 0;
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let watcher = tokio::sync::Mutex::new(cluster.db().await);
+        let blocked = eventually(Duration::from_secs(5), || async {
+            a_backend_waits_on_a_lock(&mut *watcher.lock().await).await
+        })
+        .await;
         assert!(blocked, "n1's write should be waiting for the row lock");
-        cluster.signal(0, libc::SIGSTOP);
-        diesel::sql_query("COMMIT")
-            .execute(&mut locker)
-            .await
-            .unwrap();
+        Fault::Pause(0).apply(&cluster).await;
+        locker.release().await;
     };
     let (reply, ()) = tokio::join!(accept, fault);
-    cluster.signal(0, libc::SIGCONT);
+    Fault::Pause(0).undo(&cluster).await;
 
     // Assert: the client hears that its accept was done (by n1, under token 1), not a 409; the
     // trail has exactly one accept.
     let reply = reply.unwrap();
-    reply.expect(200);
+    reply.expect_status(200);
     assert_eq!(reply.data()["status"], "accepted");
     assert_eq!(reply.served_by.as_deref(), Some("n1"), "{:#}", reply.body);
-    let events = cluster.assert_one_writer_per_token().await;
+    let events = assert_one_writer_per_token(&mut cluster.db().await).await;
     let accepts: Vec<_> = events
         .iter()
         .filter(|e| e.to_status == "accepted")

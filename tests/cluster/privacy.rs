@@ -4,27 +4,7 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::harness::{Cluster, Setup};
-
-/// Sends `body` to node `node` as `subject` (a fresh token, not the harness's operator one).
-async fn as_subject(
-    cluster: &Cluster,
-    node: usize,
-    subject: &str,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut request = cluster
-        .client
-        .request(method, format!("{}{path}", cluster.nodes[node].address))
-        .bearer_auth(crate::auth::token(subject));
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    (response.status().as_u16(), response.json().await.unwrap())
-}
+use crate::support::cluster::{Cluster, Setup};
 
 #[actix_web::test]
 async fn a_lifecycle_through_two_nodes_logging_at_trace_leaves_nothing_personal_in_the_logs() {
@@ -103,20 +83,21 @@ async fn a_lifecycle_through_two_nodes_logging_at_trace_leaves_nothing_personal_
         ),
     ];
     for (node, subject, method, path, body) in steps {
-        let (status, reply) = as_subject(&cluster, node, subject, method, &path, body).await;
-        assert!((200..300).contains(&status), "{path}: {reply:#}");
+        let reply = cluster.as_subject(node, subject, method, &path, body).await;
+        let reply = reply.unwrap();
+        assert!(reply.status.is_success(), "{path}: {:#}", reply.body);
     }
     let booking = {
-        let (_, list) = as_subject(
-            &cluster,
-            0,
-            &r,
-            Method::GET,
-            &format!("/api/users/{rider}/bookings"),
-            None,
-        )
-        .await;
-        list["data"][0]["id"].as_i64().unwrap()
+        let list = cluster
+            .as_subject(
+                0,
+                &r,
+                Method::GET,
+                &format!("/api/users/{rider}/bookings"),
+                None,
+            )
+            .await;
+        list.unwrap().data()[0]["id"].as_i64().unwrap()
     };
     let actions: Vec<(usize, &str, &str, Option<Value>)> = vec![
         (0, &r, "assign", None),
@@ -130,20 +111,23 @@ async fn a_lifecycle_through_two_nodes_logging_at_trace_leaves_nothing_personal_
     ];
     for (node, subject, action, body) in actions {
         let path = format!("/api/bookings/{booking}/{action}");
-        let (status, reply) = as_subject(&cluster, node, subject, Method::POST, &path, body).await;
-        assert_eq!(status, 200, "{action}: {reply:#}");
+        let reply = cluster
+            .as_subject(node, subject, Method::POST, &path, body)
+            .await;
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, 200, "{action}: {:#}", reply.body);
     }
     for node in 0..2 {
-        let (status, _) = as_subject(
-            &cluster,
-            node,
-            &r,
-            Method::GET,
-            &format!("/api/bookings/{booking}"),
-            None,
-        )
-        .await;
-        assert_eq!(status, 200);
+        let reply = cluster
+            .as_subject(
+                node,
+                &r,
+                Method::GET,
+                &format!("/api/bookings/{booking}"),
+                None,
+            )
+            .await;
+        assert_eq!(reply.unwrap().status, 200);
     }
 
     // Assert

@@ -3,12 +3,17 @@
 //! partial unique index `bookings_one_active_per_driver` refuses that row, so such a check passes
 //! whatever the nodes do. These checks read what the index does not guard: the audit trail
 //! (`booking_events`), where every assignment that ever existed stays, and the nodes' logs, where
-//! a write the index refused would show.
-#![allow(dead_code)]
+//! a write the index refused would show. And the single-writer invariants of the trail: per
+//! booking, fencing tokens never go back, each token has one writer, each step starts where the
+//! previous one ended, and every step is an arrow of the state machine.
+
+use std::collections::HashMap;
 
 use diesel::sql_types::{BigInt, Nullable, Text};
 use diesel::QueryableByName;
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+use super::database::{self, Event};
 
 /// An assignment of a driver that began before an earlier one of the same driver ended.
 #[derive(QueryableByName, Debug, Clone, PartialEq, Eq)]
@@ -121,6 +126,93 @@ pub fn unique_violations(log: &str) -> Vec<&str> {
         .filter(|line| {
             line.contains("bookings_one_active_per_driver")
                 || line.contains("duplicate key value violates unique constraint")
+        })
+        .collect()
+}
+
+/// Checks the single-writer invariants on the whole event trail: per booking, tokens never go
+/// back, each token has one writer, and each event starts where the previous one ended. The trail.
+pub async fn assert_one_writer_per_token(conn: &mut AsyncPgConnection) -> Vec<Event> {
+    let events = database::events(conn).await;
+    let mut last: HashMap<i64, &Event> = HashMap::new();
+    let mut writers: HashMap<(i64, i64), &str> = HashMap::new();
+    for event in &events {
+        if let Some(previous) = last.get(&event.booking_id) {
+            assert_follows(previous, event);
+        }
+        if event.fencing_token > 0 {
+            let writer = writers
+                .entry((event.booking_id, event.fencing_token))
+                .or_insert(event.node_id.as_str());
+            assert_eq!(
+                *writer, event.node_id,
+                "two writers under one token: {event:?}"
+            );
+        }
+        last.insert(event.booking_id, event);
+    }
+    events
+}
+
+/// `event`, the next step of `previous`'s booking, starts where `previous` ended, under the same
+/// fencing token or a later one.
+#[track_caller]
+fn assert_follows(previous: &Event, event: &Event) {
+    assert!(
+        event.fencing_token >= previous.fencing_token,
+        "token went back: {previous:?} then {event:?}"
+    );
+    assert_eq!(
+        event.from_status.as_deref(),
+        Some(previous.to_status.as_str()),
+        "broken chain: {previous:?} then {event:?}"
+    );
+}
+
+/// The state machine of API.md: a booking's possible steps, `None` being its creation.
+const ARROWS: [(Option<&str>, &str); 7] = [
+    (None, "pending"),
+    (Some("pending"), "assigned"),
+    (Some("assigned"), "accepted"),
+    (Some("accepted"), "completed"),
+    (Some("pending"), "cancelled"),
+    (Some("assigned"), "cancelled"),
+    (Some("accepted"), "cancelled"),
+];
+
+/// Every event follows the state machine of API.md.
+pub fn assert_state_machine(events: &[Event]) {
+    for event in events {
+        let arrow = (event.from_status.as_deref(), event.to_status.as_str());
+        assert!(
+            ARROWS.contains(&arrow),
+            "transition outside the state machine: {event:?}"
+        );
+    }
+}
+
+/// The booking's audit trail, oldest first, as `from→to` steps; asserts the steps chain from its
+/// creation, follow the state machine's arrows and never go back in fencing token.
+pub async fn legal_trail(conn: &mut AsyncPgConnection, booking: i64) -> Vec<String> {
+    let steps = database::events_of(conn, booking).await;
+    assert_state_machine(&steps);
+    if let [first, ..] = steps.as_slice() {
+        assert_eq!(
+            first.from_status, None,
+            "booking {booking}: a trail that does not start at creation: {steps:?}"
+        );
+    }
+    for pair in steps.windows(2) {
+        assert_follows(&pair[0], &pair[1]);
+    }
+    steps
+        .iter()
+        .map(|s| {
+            format!(
+                "{}→{}",
+                s.from_status.as_deref().unwrap_or("∅"),
+                s.to_status
+            )
         })
         .collect()
 }

@@ -2,7 +2,6 @@
 //! client still reaches Redis. Cut: open connections are dropped and new ones are accepted but
 //! never answered, as across a network partition; healed: connections are forwarded again (and
 //! the silent ones dropped, so the client reconnects).
-#![allow(dead_code)]
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

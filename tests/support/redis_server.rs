@@ -1,7 +1,6 @@
 //! A Redis server of the test's own (Debian's `redis-server`, which `make test` installs), for
 //! tests that turn Redis into something the shared one must never become: a replica, full, or
 //! stopped. Listens on a free loopback port in a temporary directory; killed when dropped.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

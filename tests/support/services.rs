@@ -1,6 +1,6 @@
 //! The chaos profile's PostgreSQL and Redis (scripts/services.sh; ports 25434 and 26381 unless
 //! `var/chaos/ports` says otherwise): started once per run, then stopped and started again, on the
-//! same ports, by the scenarios that need them down.
+//! same ports, by the faults that need them down (`faults.rs`).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -43,10 +43,11 @@ fn exported(env: &str, name: &str) -> String {
         .to_owned()
 }
 
+static UP: OnceCell<Services> = OnceCell::const_new();
+
 /// Starts the chaos services if they are not running (a scenario that failed midway may have
 /// left one stopped), once per scenario.
 pub async fn up() -> &'static Services {
-    static UP: OnceCell<Services> = OnceCell::const_new();
     let services = UP
         .get_or_init(|| async {
             let env = services("up").await;
@@ -59,6 +60,11 @@ pub async fn up() -> &'static Services {
     start_postgres().await;
     start_redis().await;
     services
+}
+
+/// The chaos services, once [`up`] has started them.
+pub fn started() -> Option<&'static Services> {
+    UP.get()
 }
 
 pub async fn stop_postgres() {

@@ -1,20 +1,20 @@
-//! Test harness: every test gets its own app on a random port, its own PostgreSQL database (cloned
-//! from a template migrated once per run) and its own Redis key prefix, all on the real servers
-//! named by DATABASE_URL and REDIS_URL (`make test` starts them).
+//! The in-process app of the api suite: every test gets its own app on a random port, its own
+//! PostgreSQL database (cloned from a template migrated once per run) and its own Redis key
+//! prefix, all on the real servers named by DATABASE_URL and REDIS_URL (`make test` starts them).
 
 use std::sync::Once;
-use std::time::{Duration, Instant};
 
 use diesel::sql_types::Text;
 use diesel::QueryableByName;
-use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use reqwest::StatusCode;
+use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use ridelock::config::{self, Secret, Settings};
 use ridelock::startup::Application;
-
-use crate::database::{self, with_database};
 use serde_json::{json, Value};
 use uuid::Uuid;
+
+use super::database::{self, with_database};
+use super::fixtures::{lease_key, Api};
+use super::reply::Reply;
 
 pub struct TestApp {
     pub address: String,
@@ -25,111 +25,6 @@ pub struct TestApp {
     pub node_id: String,
     pub client: reqwest::Client,
     server: ridelock::startup::StopHandle,
-}
-
-/// A JSON reply: status, body and the echoed request id.
-#[derive(Debug)]
-pub struct Reply {
-    pub status: StatusCode,
-    pub body: Value,
-    pub request_id: Option<String>,
-    /// The node whose booking actor handled a booking action (`X-RideLock-Served-By`).
-    pub served_by: Option<String>,
-    /// `Retry-After`, on a 503.
-    pub retry_after: Option<String>,
-    /// `WWW-Authenticate`, on a 401.
-    pub challenge: Option<String>,
-}
-
-async fn read_reply(response: reqwest::Response) -> Reply {
-    let status = response.status();
-    let header = |name: &str| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let (request_id, served_by) = (header("x-request-id"), header("x-ridelock-served-by"));
-    let (retry_after, challenge) = (header("retry-after"), header("www-authenticate"));
-    let text = response.text().await.expect("response body");
-    let body =
-        serde_json::from_str(&text).unwrap_or_else(|_| panic!("non-JSON body ({status}): {text}"));
-    Reply {
-        status,
-        body,
-        request_id,
-        served_by,
-        retry_after,
-        challenge,
-    }
-}
-
-impl Reply {
-    pub fn data(&self) -> &Value {
-        &self.body["data"]
-    }
-
-    pub fn error(&self) -> &str {
-        self.body["error"].as_str().unwrap_or("")
-    }
-
-    /// Asserts the status and, for failures, the envelope and `error` code.
-    #[track_caller]
-    pub fn expect(&self, status: u16, error: Option<&str>) -> &Self {
-        assert_eq!(
-            self.status.as_u16(),
-            status,
-            "unexpected reply: {:#}",
-            self.body
-        );
-        let success = (200..300).contains(&status);
-        assert_eq!(
-            self.body["success"],
-            json!(success),
-            "envelope: {:#}",
-            self.body
-        );
-        assert!(
-            self.body["message"].is_string(),
-            "message missing: {:#}",
-            self.body
-        );
-        if let Some(code) = error {
-            assert_eq!(self.error(), code, "error code: {:#}", self.body);
-        }
-        self
-    }
-
-    /// Asserts a 400 that names `field`, in the message and in `data.field`.
-    #[track_caller]
-    pub fn expect_invalid(&self, field: &str) {
-        self.expect(400, Some("invalid_request"));
-        assert_eq!(
-            self.body["data"]["field"],
-            json!(field),
-            "field: {:#}",
-            self.body
-        );
-        let message = self.body["message"].as_str().unwrap_or("");
-        assert!(
-            message.contains(field),
-            "message should name {field}: {message}"
-        );
-    }
-}
-
-/// A 400 naming `field`, with the case in the failure message.
-#[track_caller]
-pub fn assert_invalid(case: &str, reply: &Reply, field: &str) {
-    assert_eq!(reply.status.as_u16(), 400, "{case}: {:#}", reply.body);
-    assert_eq!(
-        reply.body["data"]["field"],
-        json!(field),
-        "{case}: {:#}",
-        reply.body
-    );
-    reply.expect_invalid(field);
 }
 
 fn init_env() {
@@ -191,7 +86,7 @@ pub async fn spawn_node(
         redis_prefix: prefix.to_owned(),
         node_id: node_id.to_owned(),
         client: reqwest::Client::builder()
-            .default_headers(crate::auth::ops())
+            .default_headers(super::auth::ops())
             .pool_max_idle_per_host(64)
             .build()
             .expect("http client"),
@@ -228,7 +123,7 @@ impl TestApp {
                 .header("Content-Type", "application/json")
                 .body(body.to_owned());
         }
-        read_reply(request.send().await.expect("request sent")).await
+        read(request).await
     }
 
     /// Sends a request with exactly this `Authorization` header (`None`: no header at all)
@@ -248,7 +143,7 @@ impl TestApp {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        read_reply(request.send().await.expect("request sent")).await
+        read(request).await
     }
 
     /// [`TestApp::as_caller`] with a fresh token for `subject` (`rider:3`, `driver:4`, `ops:x`).
@@ -259,7 +154,7 @@ impl TestApp {
         path: impl AsRef<str>,
         body: Option<Value>,
     ) -> Reply {
-        let bearer = format!("Bearer {}", crate::auth::token(subject));
+        let bearer = format!("Bearer {}", super::auth::token(subject));
         self.as_caller(Some(&bearer), method, path, body).await
     }
 
@@ -273,6 +168,11 @@ impl TestApp {
             .expect("request sent");
         assert_eq!(response.status().as_u16(), 200, "GET {path}");
         response.text().await.expect("text body")
+    }
+
+    /// A series from this node's `/metrics`, e.g. `ridelock_forwards_sent_total`.
+    pub async fn metric(&self, name: &str) -> f64 {
+        super::metrics::scrape(&self.client, &self.address, name).await
     }
 
     pub async fn get(&self, path: impl AsRef<str>) -> Reply {
@@ -304,7 +204,7 @@ impl TestApp {
     /// The value of a booking's lease key in Redis, if it exists.
     pub fn lease_in_redis(&self, booking: i64) -> Option<String> {
         redis::cmd("GET")
-            .arg(format!("{}lock:booking:{booking}", self.redis_prefix))
+            .arg(lease_key(&self.redis_prefix, booking))
             .query(&mut self.redis())
             .expect("GET the lease key")
     }
@@ -350,48 +250,7 @@ impl TestApp {
 
     /// A fresh connection to this test's database, for assertions.
     pub async fn db(&self) -> AsyncPgConnection {
-        AsyncPgConnection::establish(&self.db_url)
-            .await
-            .expect("connect to the test database")
-    }
-
-    /// Creates a rider through the API; returns its id.
-    pub async fn rider(&self) -> i64 {
-        let phone = format!("+1 555 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
-        let reply = self
-            .post(
-                "/api/riders",
-                json!({ "name": "Test Rider", "phone": phone }),
-            )
-            .await;
-        reply.expect(201, None);
-        reply.data()["id"].as_i64().expect("rider id")
-    }
-
-    /// Creates a driver through the API, at `(lat, lng)` and online; returns its id.
-    pub async fn online_driver(&self, lat: f64, lng: f64) -> i64 {
-        let phone = format!("+1 666 {}", &Uuid::new_v4().as_u128().to_string()[..10]);
-        let reply = self
-            .post(
-                "/api/drivers",
-                json!({ "name": "Test Driver", "phone": phone }),
-            )
-            .await;
-        reply.expect(201, None);
-        let id = reply.data()["id"].as_i64().expect("driver id");
-        self.post(
-            &format!("/api/drivers/{id}/location"),
-            json!({ "lat": lat, "lng": lng }),
-        )
-        .await
-        .expect(200, None);
-        self.patch(
-            &format!("/api/drivers/{id}/status"),
-            json!({ "status": "online" }),
-        )
-        .await
-        .expect(200, None);
-        id
+        database::connect(&self.db_url).await
     }
 
     /// A pending booking that no node owns: written straight into PostgreSQL by the creation
@@ -415,16 +274,6 @@ impl TestApp {
         .await
         .expect("insert an unowned booking");
         created.id
-    }
-
-    /// Creates a pending booking for `rider` picked up at `(lat, lng)` through the API; returns
-    /// its id. This node's actor owns it from then on (its lease is held).
-    pub async fn booking(&self, rider: i64, lat: f64, lng: f64) -> i64 {
-        let reply = self
-            .post("/api/bookings", booking_body(rider, lat, lng))
-            .await;
-        reply.expect(201, None);
-        reply.data()["id"].as_i64().expect("booking id")
     }
 
     /// A booking assigned to (and accepted by, if `accept`) its nearest driver: (booking, driver).
@@ -475,39 +324,21 @@ impl TestApp {
         .expect("fingerprint");
         row.digest
     }
+}
 
-    /// Polls `check` every 20 ms until it holds or `within` passes.
-    pub async fn eventually<F, Fut>(&self, within: Duration, mut check: F) -> bool
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = bool>,
-    {
-        let deadline = Instant::now() + within;
-        loop {
-            if check().await {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
+impl Api for TestApp {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        let body = body.map(|body| body.to_string());
+        self.request(method, path, body.as_deref()).await
     }
 }
 
-pub fn booking_body(rider: i64, lat: f64, lng: f64) -> Value {
-    json!({
-        "rider_id": rider,
-        "pickup_lat": lat,
-        "pickup_lng": lng,
-        "dropoff_lat": 40.7589,
-        "dropoff_lng": -73.9851,
-        "estimated_fare": 15.50
-    })
+/// The reply to `request`; panics if there is none, or it is not JSON.
+async fn read(request: reqwest::RequestBuilder) -> Reply {
+    Reply::send(request)
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
 }
-
-/// Lower Manhattan, where the tests' drivers and pickups are.
-pub const PICKUP: (f64, f64) = (40.7128, -74.0060);
 
 impl Drop for TestApp {
     fn drop(&mut self) {

@@ -1,0 +1,399 @@
+//! Three (or more) real `ridelock serve` processes on one test database and key prefix, with
+//! random ports, for the cluster and chaos suites; `faults.rs` hurts them. Cluster tests run one
+//! at a time: they measure takeover times, which a second cluster competing for the two cores
+//! would distort. The chaos suite starts the nodes on services it can stop, each node reaching
+//! Redis through a proxy it can cut.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel_async::AsyncPgConnection;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::database;
+use super::fixtures::{lease_key, Api};
+use super::poll;
+use super::proxy::{host_port, Proxy};
+use super::reply::{ReadError, Reply};
+
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct Node {
+    pub id: String,
+    pub address: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Node {
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).unwrap()
+    }
+}
+
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+    pub db_url: String,
+    db_name: String,
+    pub redis_url: String,
+    pub prefix: String,
+    pub client: reqwest::Client,
+    /// Per node, the proxy it reaches Redis through ([`Setup::redis_proxies`]); else empty.
+    pub proxies: Vec<Proxy>,
+    _serial: tokio::sync::MutexGuard<'static, ()>,
+}
+
+/// The port a node logged it listens on (`listening node=<id> port=<port>`), once it has.
+fn logged_port(log: &std::path::Path, id: &str) -> Option<u16> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let marker = format!("listening node={id} port=");
+    let line = text.lines().find(|line| line.contains(&marker))?;
+    line.split(&marker)
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Where a cluster's nodes find their services.
+pub struct Setup {
+    pub count: usize,
+    /// A PostgreSQL server URL: the cluster gets its own database there.
+    pub database_server: String,
+    /// Redis, as the test reaches it.
+    pub redis: String,
+    /// Whether each node reaches Redis through a proxy of its own, which a test can cut
+    /// ([`Cluster::proxies`]); else directly.
+    pub redis_proxies: bool,
+    /// The nodes' `RUST_LOG`.
+    pub log_filter: String,
+}
+
+impl Setup {
+    /// `count` nodes on the services `make test` started (DATABASE_URL, REDIS_URL).
+    pub fn from_env(count: usize) -> Self {
+        Self {
+            count,
+            database_server: std::env::var("DATABASE_URL")
+                .expect("DATABASE_URL (run through `make test`, which starts the services)"),
+            redis: std::env::var("REDIS_URL").expect("REDIS_URL"),
+            redis_proxies: false,
+            log_filter: "info".to_owned(),
+        }
+    }
+}
+
+impl Cluster {
+    /// Starts `count` nodes, `n1`…, and waits until every one serves and sees the others.
+    pub async fn start(count: usize) -> Self {
+        Self::start_on(Setup::from_env(count)).await
+    }
+
+    /// Like [`Cluster::start`], on the given services.
+    pub async fn start_on(setup: Setup) -> Self {
+        let serial = SERIAL.lock().await;
+        let count = setup.count;
+        let redis_url = setup.redis.clone();
+        let (db_name, db_url) = database::create_database(&setup.database_server);
+        let mut proxies = Vec::new();
+        if setup.redis_proxies {
+            for _ in 0..count {
+                proxies.push(Proxy::start(&host_port(&redis_url)).await);
+            }
+        }
+        let run = Uuid::new_v4().simple().to_string();
+        let prefix = format!("test:{run}:");
+        let logs = std::env::temp_dir().join(format!("ridelock-cluster-{run}"));
+        std::fs::create_dir_all(&logs).unwrap();
+        // Each node binds port 0 and logs the port it got: no window in which another process
+        // could take a port picked for it.
+        let mut nodes: Vec<Node> = (1..=count)
+            .map(|i| {
+                let id = format!("n{i}");
+                let log = logs.join(format!("{id}.log"));
+                let out = File::create(&log).unwrap();
+                let child = Command::new(env!("CARGO_BIN_EXE_ridelock"))
+                    .arg("serve")
+                    .env("RIDELOCK_ENV", "test")
+                    .env("DATABASE_URL", &db_url)
+                    .env(
+                        "REDIS_URL",
+                        proxies
+                            .get(i - 1)
+                            .map_or(redis_url.clone(), |proxy| proxy.redis_url(&redis_url)),
+                    )
+                    .env("RIDELOCK_SERVER__PORT", "0")
+                    .env("RIDELOCK_NODE__ID", &id)
+                    .env("RIDELOCK_REDIS__KEY_PREFIX", &prefix)
+                    // Actors stay for the whole test, so who owns a booking is decided by the
+                    // faults under test, not by an idle stop.
+                    .env("RIDELOCK_BOOKING__IDLE_STOP_MS", "60000")
+                    .env("RUST_LOG", &setup.log_filter)
+                    .stdout(Stdio::from(out.try_clone().unwrap()))
+                    .stderr(Stdio::from(out))
+                    .spawn()
+                    .expect("start a ridelock node");
+                Node {
+                    id,
+                    address: String::new(),
+                    child,
+                    log,
+                }
+            })
+            .collect();
+        let until = Instant::now() + Duration::from_secs(60);
+        for node in &mut nodes {
+            let started = poll::until(
+                until.saturating_duration_since(Instant::now()),
+                || {
+                    let seen = (
+                        logged_port(&node.log, &node.id),
+                        node.child.try_wait().unwrap(),
+                    );
+                    async move { seen }
+                },
+                |(port, exited)| port.is_some() || exited.is_some(),
+            )
+            .await;
+            let Ok((Some(port), _)) = started else {
+                let (_, exited) = started.unwrap_or_else(|seen| seen);
+                panic!(
+                    "node {} did not start ({exited:?}):\n{}",
+                    node.id,
+                    std::fs::read_to_string(&node.log).unwrap_or_default()
+                );
+            };
+            node.address = format!("http://127.0.0.1:{port}");
+        }
+        let cluster = Self {
+            nodes,
+            db_url,
+            db_name,
+            redis_url,
+            prefix,
+            client: reqwest::Client::builder()
+                .default_headers(super::auth::ops())
+                .pool_max_idle_per_host(64)
+                .timeout(Duration::from_secs(15))
+                .build()
+                .unwrap(),
+            proxies,
+            _serial: serial,
+        };
+        // Every node serves and counts them all: the last answer of each, if not.
+        let ready = poll::until(
+            Duration::from_secs(60),
+            || async {
+                let mut seen = Vec::with_capacity(count);
+                for i in 0..count {
+                    let answer = cluster.get(i, "/api/cluster/nodes").await;
+                    seen.push(
+                        answer.map(|nodes| (nodes.status.as_u16(), nodes.body["count"].clone())),
+                    );
+                }
+                seen
+            },
+            |seen| {
+                seen.iter()
+                    .all(|nodes| matches!(nodes, Ok((200, n)) if *n == json!(count)))
+            },
+        )
+        .await;
+        assert!(ready.is_ok(), "the cluster did not come up: {ready:?}");
+        cluster
+    }
+
+    /// Waits for a node to exit (after SIGTERM or SIGKILL).
+    pub async fn exit_status(&mut self, node: usize, within: Duration) -> Option<ExitStatus> {
+        let child = &mut self.nodes[node].child;
+        let exited = poll::until(
+            within,
+            || {
+                let status = child.try_wait().unwrap();
+                async move { status }
+            },
+            Option::is_some,
+        )
+        .await;
+        exited.unwrap_or_else(|last| last)
+    }
+
+    pub async fn request(
+        &self,
+        node: usize,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Reply, ReadError> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.nodes[node].address));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::send(request).await
+    }
+
+    pub async fn get(&self, node: usize, path: &str) -> Result<Reply, ReadError> {
+        self.request(node, reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, node: usize, path: &str, body: Value) -> Result<Reply, ReadError> {
+        self.request(node, reqwest::Method::POST, path, Some(body))
+            .await
+    }
+
+    /// Sends a request to node `node` as `subject` (a fresh token for it, instead of the
+    /// operator's every other request carries).
+    pub async fn as_subject(
+        &self,
+        node: usize,
+        subject: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Reply, ReadError> {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.nodes[node].address))
+            .bearer_auth(super::auth::token(subject));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        Reply::send(request).await
+    }
+
+    pub async fn db(&self) -> AsyncPgConnection {
+        database::connect(&self.db_url).await
+    }
+
+    /// `count` bookings assigned through `owner`, whose actors (and leases) therefore live there:
+    /// `(booking, driver)` pairs, each with fencing token 1.
+    pub async fn owned_by(&self, owner: usize, count: usize) -> Vec<(i64, i64)> {
+        let rider = self.rider().await;
+        self.drivers(count).await;
+        let mut pairs = Vec::with_capacity(count);
+        for booking in self.bookings(rider, count).await {
+            let reply = self
+                .post(owner, &format!("/api/bookings/{booking}/assign"), json!({}))
+                .await
+                .unwrap();
+            reply.expect_status(200);
+            assert_eq!(
+                reply.served_by.as_deref(),
+                Some(self.nodes[owner].id.as_str())
+            );
+            assert_eq!(reply.data()["booking"]["fencing_token"], json!(1));
+            pairs.push((booking, reply.data()["driver"]["id"].as_i64().unwrap()));
+        }
+        pairs
+    }
+
+    /// A counter from a node's `/metrics`, e.g. `ridelock_lease_renewed_total`.
+    pub async fn metric(&self, node: usize, name: &str) -> f64 {
+        super::metrics::scrape(&self.client, &self.nodes[node].address, name).await
+    }
+
+    /// The node's log so far.
+    pub fn log(&self, node: usize) -> String {
+        std::fs::read_to_string(&self.nodes[node].log).unwrap_or_default()
+    }
+
+    /// Lease keys under this cluster's prefix whose value names `node_id`.
+    pub fn leases_of(&self, node_id: &str) -> usize {
+        let mut redis = redis::Client::open(self.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(lease_key(&self.prefix, "*"))
+            .query(&mut redis)
+            .unwrap();
+        keys.iter()
+            .filter_map(|key| {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query::<Option<String>>(&mut redis)
+                    .ok()?
+            })
+            .filter(|value| value.starts_with(&format!("{node_id}:")))
+            .count()
+    }
+
+    /// The value of a booking's lease key, if any.
+    pub fn lease(&self, booking: i64) -> Option<String> {
+        let mut redis = redis::Client::open(self.redis_url.as_str())
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        redis::cmd("GET")
+            .arg(lease_key(&self.prefix, booking))
+            .query(&mut redis)
+            .unwrap()
+    }
+
+    /// No driver was ever in two bookings at once (from the audit trail: the unique index makes
+    /// the bookings table itself unable to show it), every driver row agrees with its active
+    /// booking, and no node logged a write that a unique index refused.
+    pub async fn assert_no_driver_booked_twice(&self) {
+        super::audit::assert_no_driver_booked_twice(&mut self.db().await).await;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let log = self.log(i);
+            let refused = super::audit::unique_violations(&log);
+            assert!(
+                refused.is_empty(),
+                "{} ({}) logged unique violations: {refused:#?}",
+                node.id,
+                node.log.display()
+            );
+        }
+    }
+}
+
+/// A cluster, to the fixtures, is its first node: riders, drivers and bookings are made there.
+impl Api for Cluster {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
+        self.request(0, method, path, body).await.unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            // A stopped process must be woken to die promptly.
+            // SAFETY: signals to our own children.
+            unsafe {
+                libc::kill(node.pid(), libc::SIGCONT);
+                libc::kill(node.pid(), libc::SIGKILL);
+            }
+            let _ = node.child.wait();
+            if std::thread::panicking() {
+                let log = std::fs::read_to_string(&node.log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(60).collect();
+                eprintln!(
+                    "---- last lines of {} ({}) ----",
+                    node.id,
+                    node.log.display()
+                );
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+        if std::thread::panicking() {
+            // Keep the database and the logs for a post-mortem.
+            return;
+        }
+        if let Some(dir) = <[Node]>::first(&self.nodes).and_then(|n| n.log.parent()) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        database::drop_test_data(
+            database::with_database(&self.db_url, "postgres"),
+            self.db_name.clone(),
+            self.redis_url.clone(),
+            self.prefix.clone(),
+        );
+    }
+}
