@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use crate::actors::BookingError;
 use crate::auth::{AuthError, Forbidden};
+use crate::cluster::headers::DRAINING as DRAINING_HEADER;
 use crate::cluster::router::RouteError;
 use crate::domain::values::FieldError;
 use crate::storage::StoreError;
@@ -53,6 +54,10 @@ pub enum ApiError {
     /// whatever it was writing either committed whole or not at all (see `http::deadline`).
     #[error("The request did not finish within its deadline")]
     DeadlineExceeded,
+    /// 503 `draining` + Retry-After, `X-RideLock-Draining` and `Connection: close`: the node is
+    /// shutting down and did nothing with the request, so it may go to any other node.
+    #[error("This node is shutting down; retry")]
+    Draining,
     /// 503 `lease_unavailable` + Retry-After: the booking's owner cannot serve it right now.
     #[error("Booking is busy elsewhere, retry shortly")]
     LeaseUnavailable { retry_after: Duration },
@@ -104,6 +109,7 @@ impl ApiError {
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::RateLimited { .. } => "rate_limited",
             Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Draining => "draining",
             Self::LeaseUnavailable { .. } => "lease_unavailable",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
@@ -115,7 +121,9 @@ impl ApiError {
             Self::LeaseUnavailable { retry_after } | Self::RateLimited { retry_after } => {
                 Some(*retry_after)
             }
-            Self::Unavailable(_) | Self::DeadlineExceeded => Some(Duration::from_secs(1)),
+            Self::Unavailable(_) | Self::DeadlineExceeded | Self::Draining => {
+                Some(Duration::from_secs(1))
+            }
             _ => None,
         }
     }
@@ -141,7 +149,7 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
             Self::LeaseUnavailable { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -149,7 +157,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        // A planned stop's refusals are expected, one per request that arrives meanwhile.
+        if status.is_server_error() && !matches!(self, Self::Draining) {
             log::error!(
                 "request failed status={} error={} cause={}",
                 status.as_u16(),
@@ -166,6 +175,10 @@ impl ResponseError for ApiError {
         let mut response = HttpResponse::build(status);
         if matches!(self, Self::Unauthorized { .. }) {
             response.insert_header(("WWW-Authenticate", "Bearer realm=\"ridelock\""));
+        }
+        if matches!(self, Self::Draining) {
+            response.insert_header((DRAINING_HEADER, "true"));
+            response.insert_header(("Connection", "close"));
         }
         if let Self::MethodNotAllowed { allow } = self {
             response.insert_header(("Allow", *allow));

@@ -1,14 +1,13 @@
 //! The drain's HTTP face: once the node drains (`cluster::drain`), every new request is refused
-//! at once, before any work: 503 `draining`, `Retry-After`, the connection closed.
+//! at once, before any work: [`ApiError::Draining`] (503, `Retry-After`, the connection closed).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpResponse};
-use serde_json::json;
+use actix_web::{Error, ResponseError};
 
 use super::State;
-use crate::cluster::headers::DRAINING as DRAINING_HEADER;
+use crate::error::ApiError;
 
 /// Middleware: counts requests in flight; refuses them once the node is draining.
 pub async fn guard(
@@ -22,15 +21,7 @@ pub async fn guard(
             .map(ServiceResponse::map_into_left_body);
     };
     let Some(_in_flight) = state.drain.enter() else {
-        let refusal = HttpResponse::ServiceUnavailable()
-            .insert_header(("Retry-After", "1"))
-            .insert_header((DRAINING_HEADER, "true"))
-            .insert_header(("Connection", "close"))
-            .json(json!({
-                "success": false,
-                "message": "This node is shutting down; retry",
-                "error": "draining",
-            }));
+        let refusal = ApiError::Draining.error_response();
         return Ok(req.into_response(refusal).map_into_right_body());
     };
     next.call(req)

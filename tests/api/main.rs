@@ -9,6 +9,7 @@ mod authorization;
 mod booking_actions;
 mod concurrency;
 mod create_booking;
+mod draining;
 mod drivers;
 mod forwarding;
 mod geo_edges;

@@ -1,0 +1,93 @@
+//! A stopping node (SIGTERM) refuses whatever arrives from then on at once, before any work: 503
+//! `draining` (API.md) with `Retry-After`, `X-RideLock-Draining` and the connection closed, so a
+//! load balancer or a forwarding node may send it elsewhere; the requests already in flight
+//! finish, and only then are the leases given back.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::support::app::spawn_app_with;
+use crate::support::database::{a_backend_waits_on_a_lock, count, RowLock};
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::poll::eventually;
+
+#[actix_web::test]
+async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_does_nothing() {
+    // Arrange: an assigned booking whose row another session holds locked, so that its accept
+    // stays in flight; and two idle keep-alive connections (a stopping node accepts no new
+    // ones): one for the accept, one for the request that arrives during the drain.
+    let app = spawn_app_with(|s| {
+        s.database.statement_timeout_ms = 20_000;
+        s.server.request_timeout_ms = 20_000;
+        s.database.idle_transaction_timeout_ms = 30_000;
+    })
+    .await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let health = format!("{}/api/health", app.address);
+    let (a, b) = tokio::join!(
+        app.client.get(&health).send(),
+        app.client.get(&health).send()
+    );
+    assert!(a.unwrap().status().is_success() && b.unwrap().status().is_success());
+    let riders = "SELECT count(*) AS n FROM riders";
+    let riders_before = count(&mut app.db().await, riders).await;
+    let locker = RowLock::take(&app.db_url, "bookings", booking).await;
+
+    // Act: the accept goes out and waits on the lock; the node is told to stop; a rider
+    // creation arrives meanwhile; then the lock goes.
+    let accept = app.post(
+        format!("/api/bookings/{booking}/accept"),
+        json!({ "driver_id": driver }),
+    );
+    let stop_and_arrive = async {
+        let blocked = eventually(Duration::from_secs(5), || async {
+            a_backend_waits_on_a_lock(&mut app.db().await).await
+        })
+        .await;
+        assert!(blocked, "the accept should wait on the lock");
+        let arrive = async {
+            // Draining starts a moment after the stop is asked for: a read finds out when.
+            let draining = eventually(Duration::from_secs(5), || async {
+                let response = app.client.get(&health).send().await.unwrap();
+                response.status() == 503
+            })
+            .await;
+            assert!(draining, "the node should drain");
+            let refused = app
+                .client
+                .post(format!("{}/api/riders", app.address))
+                .json(&json!({ "name": "Late Rider", "phone": "+15550009999" }))
+                .send()
+                .await
+                .unwrap();
+            locker.release().await;
+            refused
+        };
+        let ((), refused) = tokio::join!(app.stop(), arrive);
+        refused
+    };
+    let (accepted, refused) = tokio::join!(accept, stop_and_arrive);
+
+    // Assert: the newcomer was refused as draining, told to retry, its connection closed, and
+    // nothing of it written; the accept already in flight finished.
+    let refused_status = refused.status().as_u16();
+    let header = |name: &str| {
+        refused
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header("retry-after").as_deref(), Some("1"));
+    assert_eq!(header("x-ridelock-draining").as_deref(), Some("true"));
+    assert_eq!(header("connection").as_deref(), Some("close"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["success"], false);
+    assert_eq!(body["error"], "draining");
+    assert_eq!(refused_status, 503);
+    assert_eq!(count(&mut app.db().await, riders).await, riders_before);
+    accepted.expect(200, None);
+}
