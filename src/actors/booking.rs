@@ -20,7 +20,7 @@ use super::roster::Roster;
 use super::search::{assign_nearest, return_to_index};
 use super::{BookingError, SharedDeps};
 use crate::domain::action::Action;
-use crate::domain::booking::{apply, BookingStatus, Command, Transition, TransitionError};
+use crate::domain::booking::{apply, BookingStatus, Transition, TransitionError};
 use crate::domain::ids::{BookingId, DriverId};
 use crate::domain::values::Fare;
 use crate::lease::manager::{Grant, LeaseLost, Release};
@@ -217,17 +217,17 @@ impl BookingActor {
         }
     }
 
-    /// Checks `cmd` against the in-memory state; a refusal needs no round trip.
+    /// Checks `action` against the in-memory state; a refusal needs no round trip.
     fn plan(
         &self,
-        cmd: Command,
+        action: &Action,
         meta: &RequestMeta,
     ) -> Result<(Booking, i64, Transition), BookingError> {
         if Instant::now() >= meta.deadline {
             return Err(BookingError::DeadlinePassed);
         }
         let (booking, token) = self.ready()?;
-        match apply(booking.state(), cmd) {
+        match apply(booking.state(), action) {
             Ok(transition) => Ok((booking, token, transition)),
             Err(error) => Err(BookingError::Refused {
                 error,
@@ -342,11 +342,11 @@ impl BookingActor {
     /// Assigns the nearest online driver: the search and its claims run as one atomic future.
     fn assign(
         &mut self,
-        cmd: Command,
+        action: &Action,
         meta: RequestMeta,
     ) -> AtomicResponse<Self, Result<Done, BookingError>> {
         let started = Instant::now();
-        let planned = self.plan(cmd, &meta);
+        let planned = self.plan(action, &meta);
         self.keep_alive_for(&planned);
         let (booking, token) = match planned {
             Ok((booking, token, _)) => (booking, token),
@@ -380,13 +380,13 @@ impl BookingActor {
     fn write_transition(
         &mut self,
         msg_name: &'static str,
-        cmd: Command,
+        action: &Action,
         write: Write,
         meta: RequestMeta,
     ) -> AtomicResponse<Self, Result<Done, BookingError>> {
         let started = Instant::now();
         let planned = self
-            .plan(cmd, &meta)
+            .plan(action, &meta)
             .and_then(|plan| write.admits(&plan.0).map(|()| plan));
         self.keep_alive_for(&planned);
         let (booking, token, transition) = match planned {
@@ -535,14 +535,13 @@ impl Handler<Act> for BookingActor {
     fn handle(&mut self, msg: Act, _ctx: &mut Self::Context) -> Self::Result {
         let Act { action, meta } = msg;
         let name = action.name();
-        let cmd = action.command();
-        let write = match action {
-            Action::Assign { .. } => return self.assign(cmd, meta),
+        let write = match &action {
+            Action::Assign { .. } => return self.assign(&action, meta),
             Action::Accept { .. } => Write::Change {
                 cancellation_reason: None,
             },
             Action::Cancel { reason, .. } => Write::Change {
-                cancellation_reason: reason,
+                cancellation_reason: reason.clone(),
             },
             // A driver's fare is bounded by the ride's estimate; an operator's is not.
             Action::Complete {
@@ -550,11 +549,13 @@ impl Handler<Act> for BookingActor {
                 operator,
                 ..
             } => Write::Complete {
-                fare: actual_fare,
+                fare: *actual_fare,
                 max_ratio: (!operator).then_some(self.deps.booking.max_fare_ratio),
             },
-            Action::ExpireOffer { assigned_at, .. } => Write::TakeBackOffer { assigned_at },
+            Action::ExpireOffer { assigned_at, .. } => Write::TakeBackOffer {
+                assigned_at: *assigned_at,
+            },
         };
-        self.write_transition(name, cmd, write, meta)
+        self.write_transition(name, &action, write, meta)
     }
 }

@@ -317,7 +317,7 @@ impl Router {
         let booking = bookings::find(&mut conn, id)
             .await?
             .ok_or(BookingError::NotFound(id))?;
-        authorize(booking.state(), action.command()).map_err(|error| {
+        authorize(booking.state(), action).map_err(|error| {
             RouteError::Booking(BookingError::Refused {
                 error,
                 booking: Box::new(booking),

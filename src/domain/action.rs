@@ -1,13 +1,13 @@
 //! The one action type: what a caller asks of a booking, with its payload. A handler validates a
 //! request into an [`Action`]; it travels as it is to the node that owns the booking (it is the
-//! body of a forwarded call) and into that node's booking actor. [`Action::command`] is the
-//! state machine's view of it, without the payload.
+//! body of a forwarded call) and into that node's booking actor, whose state machine
+//! ([`super::booking::apply`]) judges it.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::booking::{BookingStatus, Command, Party};
 use super::ids::{DriverId, RiderId};
+use super::status::{BookingStatus, Party};
 use super::values::Fare;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,32 +43,6 @@ pub(crate) enum Action {
 }
 
 impl Action {
-    /// The state machine's command for this action.
-    pub fn command(&self) -> Command {
-        match *self {
-            Self::Assign { by } => Command::Assign { by },
-            Self::Accept {
-                driver_id,
-                operator,
-            } => Command::Accept {
-                driver_id,
-                operator,
-            },
-            Self::Cancel { by, .. } => Command::Cancel { by },
-            Self::Complete {
-                driver_id,
-                operator,
-                ..
-            } => Command::Complete {
-                driver_id,
-                operator,
-            },
-            Self::ExpireOffer {
-                driver_id, give_up, ..
-            } => Command::ExpireOffer { driver_id, give_up },
-        }
-    }
-
     /// Whether the action names a caller the booking must know (everything but an operator's
     /// assign, accept or complete, and the system's own offer sweep).
     pub(crate) fn names_a_party(&self) -> bool {

@@ -2,114 +2,9 @@
 //! Booking actors call [`apply`] before every write, so an illegal transition is refused without a
 //! round trip; the conditional updates in storage enforce the same arrows again in PostgreSQL.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
-
-use super::ids::{DriverId, RiderId};
-
-/// `pending → assigned → accepted → completed`; `pending | assigned | accepted → cancelled`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BookingStatus {
-    Pending,
-    Assigned,
-    Accepted,
-    Completed,
-    Cancelled,
-}
-
-impl BookingStatus {
-    pub(crate) const ALL: [BookingStatus; 5] = [
-        Self::Pending,
-        Self::Assigned,
-        Self::Accepted,
-        Self::Completed,
-        Self::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Pending => "pending",
-            Self::Assigned => "assigned",
-            Self::Accepted => "accepted",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::Cancelled)
-    }
-
-    /// Whether a booking in this state holds its driver.
-    pub(crate) fn holds_driver(self) -> bool {
-        matches!(self, Self::Assigned | Self::Accepted)
-    }
-}
-
-impl fmt::Display for BookingStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for BookingStatus {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|status| status.as_str() == s)
-            .ok_or_else(|| format!("unknown booking status {s:?}"))
-    }
-}
-
-/// Who asks for a cancellation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Party {
-    Rider(RiderId),
-    Driver(DriverId),
-}
-
-/// What the state machine needs to know about a booking.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BookingState {
-    pub status: BookingStatus,
-    pub rider_id: RiderId,
-    pub driver_id: Option<DriverId>,
-}
-
-/// A request to move a booking along an arrow.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Command {
-    /// `by`: the rider who asks, or `None` when an operator does.
-    Assign {
-        by: Option<RiderId>,
-    },
-    /// `operator`: an operator acting for the driver, who may learn the booking's state; a
-    /// driver acting for itself is refused as a stranger by a booking that has no driver.
-    Accept {
-        driver_id: DriverId,
-        operator: bool,
-    },
-    Cancel {
-        by: Party,
-    },
-    Complete {
-        driver_id: DriverId,
-        operator: bool,
-    },
-    /// The system: `driver_id` did not accept its offer in time. The booking goes back to
-    /// `pending` for another driver, or is cancelled when `give_up` (too many offers expired).
-    /// Legal only while that driver's offer stands (assigned to it, not yet accepted).
-    ExpireOffer {
-        driver_id: DriverId,
-        give_up: bool,
-    },
-}
+use super::action::Action;
+use super::ids::DriverId;
+pub use super::status::{BookingState, BookingStatus, Party};
 
 /// A legal move; `release_driver` names the driver that goes back online.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,27 +50,28 @@ impl TransitionError {
     }
 }
 
-/// Whether the caller named in `cmd` may ask for it at all: the identity half of [`apply`], and
+/// Whether the caller named in `action` may ask for it at all: the identity half of [`apply`], and
 /// the only refusals (403) that do not depend on the booking's progress. A router runs it on a
 /// row it read before starting anything for a caller, so a stranger costs no lease and no write.
 /// A booking without a driver has no "right driver": a driver acting for itself is refused as a
 /// stranger, an operator gets the state conflict from `apply`.
-pub(crate) fn authorize(state: BookingState, cmd: Command) -> Result<(), TransitionError> {
-    let stranger = match cmd {
-        Command::Assign { by } => by.is_some_and(|rider| rider != state.rider_id),
-        Command::ExpireOffer { driver_id, .. } => state.driver_id != Some(driver_id),
-        Command::Accept {
+pub(crate) fn authorize(state: BookingState, action: &Action) -> Result<(), TransitionError> {
+    let stranger = match *action {
+        Action::Assign { by } => by.is_some_and(|rider| rider != state.rider_id),
+        Action::ExpireOffer { driver_id, .. } => state.driver_id != Some(driver_id),
+        Action::Accept {
             driver_id,
             operator,
         }
-        | Command::Complete {
+        | Action::Complete {
             driver_id,
             operator,
+            ..
         } => match state.driver_id {
             None => !operator,
             Some(assigned) => assigned != driver_id,
         },
-        Command::Cancel { by } => match by {
+        Action::Cancel { by, .. } => match by {
             Party::Rider(rider) => rider != state.rider_id,
             Party::Driver(driver) => Some(driver) != state.driver_id,
         },
@@ -183,51 +79,51 @@ pub(crate) fn authorize(state: BookingState, cmd: Command) -> Result<(), Transit
     if !stranger {
         return Ok(());
     }
-    Err(match cmd {
-        Command::Accept { .. } | Command::Complete { .. } | Command::ExpireOffer { .. } => {
+    Err(match action {
+        Action::Accept { .. } | Action::Complete { .. } | Action::ExpireOffer { .. } => {
             TransitionError::NotAssignedDriver
         }
-        Command::Assign { .. } | Command::Cancel { .. } => TransitionError::NotAParty,
+        Action::Assign { .. } | Action::Cancel { .. } => TransitionError::NotAParty,
     })
 }
 
-/// Decides whether `cmd` is legal in `state`. Identity is checked before state ([`authorize`]),
+/// Decides whether `action` is legal in `state`. Identity is checked before state ([`authorize`]),
 /// so a stranger learns nothing about a booking's progress.
-pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, TransitionError> {
+pub(crate) fn apply(state: BookingState, action: &Action) -> Result<Transition, TransitionError> {
     use BookingStatus::*;
-    authorize(state, cmd)?;
+    authorize(state, action)?;
     let to = |to| Transition {
         from: state.status,
         to,
         release_driver: None,
     };
-    match cmd {
-        Command::Assign { .. } => match state.status {
+    match *action {
+        Action::Assign { .. } => match state.status {
             Pending => Ok(to(Assigned)),
             other => Err(TransitionError::NotPending(other)),
         },
-        Command::Accept { .. } => {
+        Action::Accept { .. } => {
             // Only an operator gets here for a booking without a driver.
             match state.status {
                 Assigned if state.driver_id.is_some() => Ok(to(Accepted)),
                 other => Err(TransitionError::NotAssigned(other)),
             }
         }
-        Command::Complete { .. } => match state.status {
+        Action::Complete { .. } => match state.status {
             Accepted if state.driver_id.is_some() => Ok(Transition {
                 release_driver: state.driver_id,
                 ..to(Completed)
             }),
             other => Err(TransitionError::NotAccepted(other)),
         },
-        Command::ExpireOffer { give_up, .. } => match state.status {
+        Action::ExpireOffer { give_up, .. } => match state.status {
             Assigned => Ok(Transition {
                 release_driver: state.driver_id,
                 ..to(if give_up { Cancelled } else { Pending })
             }),
             other => Err(TransitionError::NotAssigned(other)),
         },
-        Command::Cancel { .. } => {
+        Action::Cancel { .. } => {
             if state.status.is_terminal() {
                 return Err(TransitionError::AlreadyTerminal(state.status));
             }
@@ -243,9 +139,14 @@ pub fn apply(state: BookingState, cmd: Command) -> Result<Transition, Transition
 mod tests {
     use super::BookingStatus::*;
     use super::*;
+    use crate::domain::ids::RiderId;
+    use crate::domain::values::Fare;
 
     const RIDER: RiderId = RiderId(1);
     const DRIVER: DriverId = DriverId(7);
+    /// The payloads the state machine does not look at.
+    const FARE: Fare = Fare::from_cents(1_500);
+    const OFFERED_AT: chrono::DateTime<chrono::Utc> = chrono::DateTime::UNIX_EPOCH;
 
     fn state(status: BookingStatus) -> BookingState {
         BookingState {
@@ -258,19 +159,20 @@ mod tests {
     #[test]
     fn the_happy_path_follows_the_arrows() {
         assert_eq!(
-            apply(state(Pending), Command::Assign { by: None }).map(|t| t.to),
+            apply(state(Pending), &Action::Assign { by: None }).map(|t| t.to),
             Ok(Assigned)
         );
-        let accept = Command::Accept {
+        let accept = Action::Accept {
             driver_id: DRIVER,
             operator: true,
         };
-        assert_eq!(apply(state(Assigned), accept).map(|t| t.to), Ok(Accepted));
+        assert_eq!(apply(state(Assigned), &accept).map(|t| t.to), Ok(Accepted));
         let complete = apply(
             state(Accepted),
-            Command::Complete {
+            &Action::Complete {
                 driver_id: DRIVER,
                 operator: true,
+                actual_fare: FARE,
             },
         );
         assert_eq!(
@@ -283,7 +185,7 @@ mod tests {
     fn assign_is_refused_unless_pending() {
         for status in [Assigned, Accepted, Completed, Cancelled] {
             assert_eq!(
-                apply(state(status), Command::Assign { by: None }),
+                apply(state(status), &Action::Assign { by: None }),
                 Err(TransitionError::NotPending(status))
             );
         }
@@ -292,13 +194,14 @@ mod tests {
     #[test]
     fn a_driver_acting_on_a_booking_without_driver_is_a_stranger_an_operator_a_conflict() {
         for operator in [false, true] {
-            let accept = Command::Accept {
+            let accept = Action::Accept {
                 driver_id: DRIVER,
                 operator,
             };
-            let complete = Command::Complete {
+            let complete = Action::Complete {
                 driver_id: DRIVER,
                 operator,
+                actual_fare: FARE,
             };
             let (accepted, completed) = if operator {
                 (
@@ -311,21 +214,21 @@ mod tests {
                     TransitionError::NotAssignedDriver,
                 )
             };
-            assert_eq!(apply(state(Pending), accept), Err(accepted));
-            assert_eq!(apply(state(Pending), complete), Err(completed));
+            assert_eq!(apply(state(Pending), &accept), Err(accepted));
+            assert_eq!(apply(state(Pending), &complete), Err(completed));
         }
     }
 
     #[test]
     fn only_the_bookings_rider_or_an_operator_asks_for_assignment() {
-        let mine = Command::Assign { by: Some(RIDER) };
-        assert_eq!(apply(state(Pending), mine).map(|t| t.to), Ok(Assigned));
-        let theirs = Command::Assign {
+        let mine = Action::Assign { by: Some(RIDER) };
+        assert_eq!(apply(state(Pending), &mine).map(|t| t.to), Ok(Assigned));
+        let theirs = Action::Assign {
             by: Some(RiderId(2)),
         };
         for status in BookingStatus::ALL {
             assert_eq!(
-                apply(state(status), theirs),
+                apply(state(status), &theirs),
                 Err(TransitionError::NotAParty)
             );
         }
@@ -334,50 +237,58 @@ mod tests {
     #[test]
     fn authorize_refuses_exactly_what_apply_forbids() {
         let commands = [
-            Command::Assign { by: None },
-            Command::Assign { by: Some(RIDER) },
-            Command::Assign {
+            Action::Assign { by: None },
+            Action::Assign { by: Some(RIDER) },
+            Action::Assign {
                 by: Some(RiderId(2)),
             },
-            Command::Accept {
+            Action::Accept {
                 driver_id: DRIVER,
                 operator: false,
             },
-            Command::Accept {
+            Action::Accept {
                 driver_id: DriverId(8),
                 operator: false,
             },
-            Command::Accept {
+            Action::Accept {
                 driver_id: DriverId(8),
                 operator: true,
             },
-            Command::Complete {
+            Action::Complete {
                 driver_id: DRIVER,
                 operator: false,
+                actual_fare: FARE,
             },
-            Command::Complete {
+            Action::Complete {
                 driver_id: DriverId(8),
                 operator: true,
+                actual_fare: FARE,
             },
-            Command::Cancel {
+            Action::Cancel {
                 by: Party::Rider(RIDER),
+                reason: None,
             },
-            Command::Cancel {
+            Action::Cancel {
                 by: Party::Rider(RiderId(2)),
+                reason: None,
             },
-            Command::Cancel {
+            Action::Cancel {
                 by: Party::Driver(DRIVER),
+                reason: None,
             },
-            Command::Cancel {
+            Action::Cancel {
                 by: Party::Driver(DriverId(8)),
+                reason: None,
             },
-            Command::ExpireOffer {
+            Action::ExpireOffer {
                 driver_id: DRIVER,
                 give_up: false,
+                assigned_at: OFFERED_AT,
             },
-            Command::ExpireOffer {
+            Action::ExpireOffer {
                 driver_id: DriverId(8),
                 give_up: true,
+                assigned_at: OFFERED_AT,
             },
         ];
         for status in BookingStatus::ALL {
@@ -387,7 +298,7 @@ mod tests {
                     rider_id: RIDER,
                     driver_id,
                 };
-                for cmd in commands {
+                for cmd in &commands {
                     let forbidden = apply(s, cmd).err().filter(|e| e.is_forbidden());
                     assert_eq!(authorize(s, cmd).err(), forbidden, "{s:?} {cmd:?}");
                 }
@@ -397,83 +308,89 @@ mod tests {
 
     #[test]
     fn the_wrong_driver_is_forbidden_before_state_is_checked() {
-        let other = Command::Accept {
+        let other = Action::Accept {
             driver_id: DriverId(8),
             operator: true,
         };
         for status in [Assigned, Accepted, Completed] {
             assert_eq!(
-                apply(state(status), other),
+                apply(state(status), &other),
                 Err(TransitionError::NotAssignedDriver)
             );
         }
-        let complete = Command::Complete {
+        let complete = Action::Complete {
             driver_id: DriverId(8),
             operator: true,
+            actual_fare: FARE,
         };
         assert_eq!(
-            apply(state(Accepted), complete),
+            apply(state(Accepted), &complete),
             Err(TransitionError::NotAssignedDriver)
         );
     }
 
     #[test]
     fn accepting_or_completing_without_a_driver_is_a_state_conflict() {
-        let accept = Command::Accept {
+        let accept = Action::Accept {
             driver_id: DRIVER,
             operator: true,
         };
         assert_eq!(
-            apply(state(Pending), accept),
+            apply(state(Pending), &accept),
             Err(TransitionError::NotAssigned(Pending))
         );
-        let complete = Command::Complete {
+        let complete = Action::Complete {
             driver_id: DRIVER,
             operator: true,
+            actual_fare: FARE,
         };
         assert_eq!(
-            apply(state(Assigned), complete),
+            apply(state(Assigned), &complete),
             Err(TransitionError::NotAccepted(Assigned))
         );
     }
 
     #[test]
     fn cancel_releases_a_held_driver_and_refuses_strangers_and_terminal_states() {
-        let by_rider = Command::Cancel {
+        let by_rider = Action::Cancel {
             by: Party::Rider(RIDER),
+            reason: None,
         };
         assert_eq!(
-            apply(state(Pending), by_rider).map(|t| t.release_driver),
+            apply(state(Pending), &by_rider).map(|t| t.release_driver),
             Ok(None)
         );
         assert_eq!(
-            apply(state(Accepted), by_rider).map(|t| t.release_driver),
+            apply(state(Accepted), &by_rider).map(|t| t.release_driver),
             Ok(Some(DRIVER))
         );
-        let by_driver = Command::Cancel {
+        let by_driver = Action::Cancel {
             by: Party::Driver(DRIVER),
+            reason: None,
         };
         assert_eq!(
-            apply(state(Assigned), by_driver).map(|t| t.to),
+            apply(state(Assigned), &by_driver).map(|t| t.to),
             Ok(Cancelled)
         );
-        let stranger = Command::Cancel {
+        let stranger = Action::Cancel {
             by: Party::Rider(RiderId(2)),
+            reason: None,
         };
         assert_eq!(
-            apply(state(Pending), stranger),
+            apply(state(Pending), &stranger),
             Err(TransitionError::NotAParty)
         );
-        let no_driver_yet = Command::Cancel {
+        let no_driver_yet = Action::Cancel {
             by: Party::Driver(DRIVER),
+            reason: None,
         };
         assert_eq!(
-            apply(state(Pending), no_driver_yet),
+            apply(state(Pending), &no_driver_yet),
             Err(TransitionError::NotAParty)
         );
         for status in [Completed, Cancelled] {
             assert_eq!(
-                apply(state(status), by_rider),
+                apply(state(status), &by_rider),
                 Err(TransitionError::AlreadyTerminal(status))
             );
         }

@@ -5,4 +5,5 @@ pub mod booking;
 #[cfg(test)]
 mod booking_properties;
 pub mod ids;
+pub mod status;
 pub mod values;

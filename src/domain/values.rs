@@ -131,7 +131,7 @@ impl Fare {
         Ok(Self((amount * 100.0).round() as i64))
     }
 
-    pub(crate) fn from_cents(cents: i64) -> Self {
+    pub(crate) const fn from_cents(cents: i64) -> Self {
         Self(cents)
     }
 
