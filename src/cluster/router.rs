@@ -1,12 +1,12 @@
 //! Where a booking action runs: on the node whose booking actor holds the booking's lease.
 //!
-//! [`Router::route`] first offers the action to this node's actor. If the lease is free, that actor takes
-//! it and the action runs here. If another node holds it, the action is forwarded to that node's
-//! internal endpoint and its answer relayed as it is. If the owner does not answer (down, paused,
-//! unreachable), the lease is watched until it moves (the owner released it, or it expired because
-//! nobody renewed it), polling with exponential backoff and full jitter, never sleeping past the
-//! key's remaining TTL; then the action is offered here again, so this node takes over. A request
-//! that runs out of its deadline first fails with a `Retry-After` wait; `http` renders the
+//! [`Router::route`] first offers the action to this node's actor. If the lease is free, that actor
+//! takes it and the action runs here. If another node holds it, the action is forwarded to that
+//! node's internal endpoint and its answer relayed as it is. If the owner does not answer (down,
+//! paused, unreachable), the lease is watched until it moves (the owner released it, or it expired
+//! because nobody renewed it), polling with exponential backoff and full jitter, never sleeping
+//! past the key's remaining TTL; then the action is offered here again, so this node takes over. A
+//! request that runs out of its deadline first fails with a `Retry-After` wait; `http` renders the
 //! typed outcome ([`Routed`], [`RouteError`]).
 //!
 //! An action is only ever sent to a second owner after the lease moved away from the first:

@@ -1,6 +1,7 @@
 //! Typed settings, layered as `config/base.toml` → `config/$RIDELOCK_ENV.toml` → `RIDELOCK_*` env
 //! vars (plus the conventional `DATABASE_URL` / `REDIS_URL`). `validate()` refuses a configuration
-//! that would break the lease invariants (e.g. a heartbeat too slow for the TTL) before anything starts.
+//! that would break the lease invariants (e.g. a heartbeat too slow for the TTL) before anything
+//! starts.
 //!
 //! Here: the settings, section by section, and what each section builds (durations, the
 //! PostgreSQL pool, the Redis connection). Loading is in `loading.rs`, the checks in

@@ -1,6 +1,7 @@
-//! The booking state machine as plain functions: which command is legal in which state, and for whom.
-//! Booking actors call [`apply`] before every write, so an illegal transition is refused without a
-//! round trip; the conditional updates in storage enforce the same arrows again in PostgreSQL.
+//! The booking state machine as plain functions: which action is legal in which state, and for
+//! whom. Booking actors call [`apply`] before every write, so an illegal transition is refused
+//! without a round trip; the conditional updates in storage enforce the same arrows again in
+//! PostgreSQL.
 
 use super::action::Action;
 use super::ids::DriverId;

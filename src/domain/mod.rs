@@ -1,4 +1,5 @@
-//! Plain domain types and rules: no actix, diesel or redis here, so everything is unit-tested in place.
+//! Plain domain types and rules: no actix, diesel or redis here, so everything is unit-tested in
+//! place.
 
 pub(crate) mod action;
 pub mod booking;

@@ -1,5 +1,6 @@
 //! `X-Request-ID`: taken from the request when it is a sane id, generated otherwise, stored in the
-//! request's extensions for handlers and actor messages, and echoed on every response, errors included.
+//! request's extensions for handlers and actor messages, and echoed on every response, errors
+//! included.
 
 use std::future::{ready, Ready};
 

@@ -17,7 +17,8 @@ else
 end
 "#;
 
-/// Leases renewed (or released) per pipeline: about 6 ms of Redis time each (docs/benchmarks-history.md).
+/// Leases renewed (or released) per pipeline: about 6 ms of Redis time each
+/// (docs/benchmarks-history.md).
 const RENEW_CHUNK: usize = 1000;
 
 /// Deletes a lease only if it still carries our value (the tutorial's check-and-delete).

@@ -1,12 +1,12 @@
-//! Booking rows and their audit trail. Every change after creation is an `UPDATE … WHERE id = $1 AND
-//! fencing_token = $2 AND status = $from`, written with its `booking_events` row atomically: zero
-//! rows updated means the caller's token is stale, and nothing is written.
+//! Booking rows and their audit trail. Every change after creation is an `UPDATE … WHERE id = $1
+//! AND fencing_token = $2 AND status = $from`, written with its `booking_events` row atomically:
+//! zero rows updated means the caller's token is stale, and nothing is written.
 //!
 //! The writes of the lifecycle are each one statement (data-modifying CTEs), so each costs one
 //! round trip and one commit; profiling showed the server's and PostgreSQL's time going to round
-//! trips and per-statement overhead, not to the work itself (docs/benchmarks-history.md). They are raw SQL
-//! because diesel's DSL has no data-modifying CTEs; their rows are read back through the same
-//! `QueryableByName` models, and the integration suite exercises every branch.
+//! trips and per-statement overhead, not to the work itself (docs/benchmarks-history.md). They are
+//! raw SQL because diesel's DSL has no data-modifying CTEs; their rows are read back through the
+//! same `QueryableByName` models, and the integration suite exercises every branch.
 
 use chrono::Utc;
 use diesel::prelude::*;
