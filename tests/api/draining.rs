@@ -8,8 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::support::app::spawn_app_with;
-use crate::support::database::{a_backend_waits_on_a_lock, count, RowLock};
-use crate::support::fixtures::{Api, PICKUP};
+use crate::support::database::{a_backend_waits_on_a_lock, count};
 use crate::support::poll::eventually;
 
 #[actix_web::test]
@@ -23,9 +22,7 @@ async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_doe
         s.database.idle_transaction_timeout_ms = 30_000;
     })
     .await;
-    let rider = app.rider().await;
-    app.online_driver(PICKUP.0, PICKUP.1).await;
-    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let (booking, driver, locker) = app.locked_assigned_booking().await;
     let health = format!("{}/api/health", app.address);
     let (a, b) = tokio::join!(
         app.client.get(&health).send(),
@@ -34,7 +31,6 @@ async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_doe
     assert!(a.unwrap().status().is_success() && b.unwrap().status().is_success());
     let riders = "SELECT count(*) AS n FROM riders";
     let riders_before = count(&mut app.db().await, riders).await;
-    let locker = RowLock::take(&app.db_url, "bookings", booking).await;
 
     // Act: the accept goes out and waits on the lock; the node is told to stop; a rider
     // creation arrives meanwhile; then the lock goes.

@@ -6,8 +6,6 @@
 use serde_json::json;
 
 use crate::support::app::spawn_app_with;
-use crate::support::database::RowLock;
-use crate::support::fixtures::{Api, PICKUP};
 
 #[actix_web::test]
 async fn a_statement_stuck_on_a_lock_is_cancelled_and_answered_503_writing_nothing() {
@@ -19,11 +17,8 @@ async fn a_statement_stuck_on_a_lock_is_cancelled_and_answered_503_writing_nothi
         s.database.idle_transaction_timeout_ms = 30_000;
     })
     .await;
-    let rider = app.rider().await;
-    app.online_driver(PICKUP.0, PICKUP.1).await;
-    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let (booking, driver, locker) = app.locked_assigned_booking().await;
     let before = app.fingerprint().await;
-    let locker = RowLock::take(&app.db_url, "bookings", booking).await;
 
     // Act
     let accepted = app

@@ -12,8 +12,8 @@ use ridelock::startup::Application;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::database::{self, with_database};
-use super::fixtures::{lease_key, Api};
+use super::database::{self, with_database, RowLock};
+use super::fixtures::{lease_key, Api, PICKUP};
 use super::reply::Reply;
 
 pub struct TestApp {
@@ -299,6 +299,18 @@ impl TestApp {
             .expect(200, None);
         }
         (booking, driver)
+    }
+
+    /// A booking assigned to a driver at the pickup point, whose row another session holds
+    /// locked, so the next write of it waits: (booking, driver, the lock).
+    pub async fn locked_assigned_booking(&self) -> (i64, i64, RowLock) {
+        let rider = self.rider().await;
+        self.online_driver(PICKUP.0, PICKUP.1).await;
+        let (booking, driver) = self
+            .assigned_booking(rider, PICKUP.0, PICKUP.1, false)
+            .await;
+        let lock = RowLock::take(&self.db_url, "bookings", booking).await;
+        (booking, driver, lock)
     }
 
     /// A digest of every business column in every table. Fencing tokens are left out: an
