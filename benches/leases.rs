@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use ridelock::lease::redis::RedisLeases;
+use ridelock::redis_conn::RedisConn;
 
 const TTL: Duration = Duration::from_secs(10);
 
@@ -19,7 +20,7 @@ fn leases(c: &mut Criterion) {
     let conn = runtime
         .block_on(redis::Client::open(url).unwrap().get_connection_manager())
         .expect("Redis at REDIS_URL");
-    let store = RedisLeases::new(conn);
+    let store = RedisLeases::new(RedisConn::Single(conn));
     let prefix = format!("bench:{}:", uuid::Uuid::new_v4().simple());
     let next = AtomicU64::new(0);
     let fresh_key = || {

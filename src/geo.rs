@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 use redis::RedisError;
 
 use crate::domain::ids::DriverId;
@@ -32,25 +32,27 @@ pub(crate) fn indexable(at: GeoPoint) -> bool {
 
 #[derive(Clone)]
 pub(crate) struct DriverIndex {
-    conn: ConnectionManager,
+    conn: RedisConn,
     key: String,
-    /// Set with every rebuild: its absence means the index is gone.
+    /// Set with every rebuild: its absence means the index is gone. Both keys carry the hash tag
+    /// `{drivers}`, so a Redis Cluster keeps them in one slot: the rebuild's MULTI spans both,
+    /// and a failover cannot lose one without the other.
     marker: String,
     health: Arc<RedisHealth>,
 }
 
 impl DriverIndex {
-    pub fn new(conn: ConnectionManager, key_prefix: &str, health: Arc<RedisHealth>) -> Self {
+    pub fn new(conn: RedisConn, key_prefix: &str, health: Arc<RedisHealth>) -> Self {
         Self {
             conn,
-            key: format!("{key_prefix}drivers:available"),
-            marker: format!("{key_prefix}drivers:indexed"),
+            key: format!("{key_prefix}{{drivers}}:available"),
+            marker: format!("{key_prefix}{{drivers}}:indexed"),
             health,
         }
     }
 
     /// A connection, unless Redis is known to be silent.
-    fn conn(&self) -> Result<ConnectionManager, RedisError> {
+    fn conn(&self) -> Result<RedisConn, RedisError> {
         match self.health.is_silent() {
             true => Err(RedisError::from((
                 redis::ErrorKind::Io,

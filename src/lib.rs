@@ -12,7 +12,8 @@
 //! 3. [`actors`]: one `BookingActor` per live booking, its registry, driver search.
 //! 2. infrastructure: [`storage`] (PostgreSQL, fenced writes, the group-commit writer),
 //!    [`lease`] (Redis leases, PostgreSQL fallback leases, the lease manager), [`redis_health`]
-//!    (this node's view of Redis), [`geo`] (the Redis driver index, a search aid).
+//!    (this node's view of Redis), [`geo`] (the Redis driver index, a search aid), all on
+//!    [`redis_conn`] (the one Redis connection, in single, sentinel or cluster mode).
 //! 1. base: [`domain`] (ids, values, the booking state machine, the one action type),
 //!    [`config`], [`telemetry`], [`auth`] (tokens and rules), [`envelope`] (the success body).
 //!
@@ -31,6 +32,7 @@ pub(crate) mod actors;
 // 2 infrastructure
 pub(crate) mod geo;
 pub mod lease;
+pub mod redis_conn;
 pub(crate) mod redis_health;
 pub mod storage;
 // 1 base

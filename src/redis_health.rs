@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use redis::RedisError;
 
+use crate::redis_conn::means_unavailable;
+
 /// This node's view of whether Redis answers. Shared by the lease store, the geo index and the
 /// node's heartbeat, which probes Redis while it is silent.
 #[derive(Debug)]
@@ -17,55 +19,6 @@ pub(crate) struct RedisHealth {
     silent_since: Mutex<Option<Instant>>,
     /// Set by the first command that showed Redis takes writes; never cleared.
     ever_answered: std::sync::atomic::AtomicBool,
-}
-
-/// True for the errors that mean this Redis cannot take lease writes now, which the node treats
-/// exactly as silence: it could not be reached or did not answer in time, or it refused for
-/// reasons of its own state rather than the command's: a replica after a failover (`READONLY`),
-/// still loading its data (`LOADING`), a replica cut off from its primary (`MASTERDOWN`), full
-/// under `noeviction` (`OOM`), a cluster without its slots (`CLUSTERDOWN`, `TRYAGAIN`), unable
-/// to persist (`MISCONF`) or short of replicas (`NOREPLICAS`). A refusal of the command itself
-/// (a wrong type, a script error) is not about Redis and is not counted.
-pub(crate) fn means_unavailable(error: &RedisError) -> bool {
-    use redis::{ErrorKind, ServerErrorKind};
-    if error.is_timeout()
-        || error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-    {
-        return true;
-    }
-    let refusal = |code: &str| {
-        matches!(
-            code,
-            "READONLY"
-                | "LOADING"
-                | "MASTERDOWN"
-                | "CLUSTERDOWN"
-                | "TRYAGAIN"
-                | "OOM"
-                | "MISCONF"
-                | "NOREPLICAS"
-        )
-    };
-    if matches!(
-        error.kind(),
-        ErrorKind::Server(
-            ServerErrorKind::ReadOnly
-                | ServerErrorKind::BusyLoading
-                | ServerErrorKind::MasterDown
-                | ServerErrorKind::ClusterDown
-                | ServerErrorKind::TryAgain,
-        )
-    ) || error.code().is_some_and(refusal)
-    {
-        return true;
-    }
-    // A pipeline's error names only its first item's kind: any item's refusal counts.
-    error
-        .clone()
-        .into_server_errors()
-        .is_some_and(|items| items.iter().any(|(_, item)| refusal(item.code())))
 }
 
 impl RedisHealth {

@@ -52,7 +52,7 @@ pub async fn seed(settings: &Settings) -> anyhow::Result<Seeded> {
     let seeded = run(&mut conn).await?;
     let health = RedisHealth::new("seed", settings.lease.ttl());
     let index = DriverIndex::new(
-        settings.redis.connect()?,
+        crate::redis_conn::connect(&settings.redis)?,
         &settings.redis.key_prefix,
         health,
     );

@@ -183,7 +183,7 @@ impl Application {
         ));
         let db = settings.database.pool()?;
         let statement_timeout = settings.database.statement_timeout();
-        let redis = settings.redis.connect()?;
+        let redis = crate::redis_conn::connect(&settings.redis)?;
         let prefix = settings.redis.key_prefix.clone();
 
         // Bound first: PostgreSQL leases carry the address other nodes reach this one at.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// Each top-level module of the library and its rank: a module may use only modules of a
 /// strictly lower rank. Within a layer the ranks order the few one-way ties (`lease` and `geo`
 /// use `storage` and `redis_health`; `auth` uses `config`; `http` uses `error`).
-const RANKS: [(&str, u32); 15] = [
+const RANKS: [(&str, u32); 16] = [
     // 1 base
     ("domain", 10),
     ("envelope", 10),
@@ -18,6 +18,7 @@ const RANKS: [(&str, u32); 15] = [
     ("config", 11),
     ("auth", 12),
     // 2 infrastructure
+    ("redis_conn", 19),
     ("storage", 20),
     ("redis_health", 20),
     ("lease", 21),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 
 use super::auth::{self, Signed};
 use super::{node_key, NodeInfo};
@@ -76,7 +76,7 @@ pub(crate) struct Forwarder {
     client: reqwest::Client,
     secret: Secret,
     node_id: String,
-    redis: ConnectionManager,
+    redis: RedisConn,
     prefix: String,
     /// Node addresses as last read from membership keys, with when they were read.
     addresses: Mutex<HashMap<String, (String, Instant)>>,
@@ -89,7 +89,7 @@ impl Forwarder {
     pub fn new(
         secret: Secret,
         node_id: &str,
-        redis: ConnectionManager,
+        redis: RedisConn,
         prefix: &str,
         address_ttl: Duration,
     ) -> anyhow::Result<Self> {

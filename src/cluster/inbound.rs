@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use redis::aio::ConnectionManager;
+use crate::redis_conn::RedisConn;
 
 use super::auth::{self, Refusal, Signature, Signed};
 use super::offers::SYSTEM_ACTOR;
@@ -40,7 +40,7 @@ pub(crate) struct Inbound {
     secret: Secret,
     node_id: String,
     key_prefix: String,
-    redis: ConnectionManager,
+    redis: RedisConn,
     health: Arc<RedisHealth>,
 }
 
@@ -49,7 +49,7 @@ impl Inbound {
         secret: Secret,
         node_id: &str,
         key_prefix: &str,
-        redis: ConnectionManager,
+        redis: RedisConn,
         health: Arc<RedisHealth>,
     ) -> Self {
         Self {

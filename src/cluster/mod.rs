@@ -17,8 +17,8 @@ pub(crate) mod router;
 
 use std::time::Duration;
 
+use crate::redis_conn::RedisConn;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 
@@ -42,13 +42,13 @@ pub(crate) fn node_key(prefix: &str, node_id: &str) -> String {
 /// This node's announcements.
 #[derive(Clone)]
 pub(crate) struct Membership {
-    redis: ConnectionManager,
+    redis: RedisConn,
     key: String,
     ttl: Duration,
 }
 
 impl Membership {
-    pub fn new(redis: ConnectionManager, prefix: &str, node_id: &str, ttl: Duration) -> Self {
+    pub fn new(redis: RedisConn, prefix: &str, node_id: &str, ttl: Duration) -> Self {
         Self {
             redis,
             key: node_key(prefix, node_id),
@@ -74,27 +74,17 @@ impl Membership {
 }
 
 /// Every node whose key is alive, by id. Keys are found with SCAN, never KEYS.
-pub(crate) async fn live_nodes(
-    redis: &ConnectionManager,
-    prefix: &str,
-) -> anyhow::Result<Vec<NodeInfo>> {
-    let mut conn = redis.clone();
-    let keys: Vec<String> = {
-        let mut iter = conn
-            .scan_match::<_, String>(format!("{prefix}node:*"))
-            .await?;
-        let mut keys = Vec::new();
-        while let Some(key) = futures::StreamExt::next(&mut iter).await {
-            keys.push(key?);
-        }
-        keys
-    };
+pub(crate) async fn live_nodes(redis: &RedisConn, prefix: &str) -> anyhow::Result<Vec<NodeInfo>> {
+    let keys = redis.scan_match(&format!("{prefix}node:*")).await?;
     if keys.is_empty() {
         return Ok(Vec::new());
     }
     // MGET spelled out: the typed helper sends a plain GET for a single key, whose reply is not
-    // a list.
-    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
+    // a list. A cluster client splits it by slot.
+    let values: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut redis.clone())
+        .await?;
     let mut nodes: Vec<NodeInfo> = values
         .into_iter()
         .flatten()

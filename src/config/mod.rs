@@ -98,9 +98,26 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct RedisSettings {
+    /// How Redis is deployed: one server, Sentinel-managed, or a Redis Cluster.
+    pub mode: RedisMode,
+    /// The server in mode `single`.
     pub url: Secret,
+    /// Comma-separated `redis://` URLs: the sentinels in mode `sentinel`, some of the cluster's
+    /// nodes in mode `cluster` (the rest are learned from them). Unused in mode `single`.
+    pub nodes: Secret,
+    /// The name the sentinels monitor the primary under (mode `sentinel`).
+    pub service_name: String,
     pub key_prefix: String,
     pub response_timeout_ms: u64,
+}
+
+/// `redis.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    Single,
+    Sentinel,
+    Cluster,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -308,22 +325,17 @@ impl DatabaseSettings {
 }
 
 impl RedisSettings {
-    pub fn client(&self) -> anyhow::Result<redis::Client> {
-        redis::Client::open(self.url.expose()).context("parsing redis.url")
+    /// `nodes`, split at commas, blanks dropped.
+    pub fn node_urls(&self) -> Vec<&str> {
+        self.nodes
+            .expose()
+            .split(',')
+            .map(str::trim)
+            .filter(|url| !url.is_empty())
+            .collect()
     }
 
-    /// A multiplexed, self-reconnecting connection with this section's timeouts. It connects on
-    /// first use, not here, so a node starts while Redis is down and takes it up when it answers.
-    pub fn connect(&self) -> anyhow::Result<redis::aio::ConnectionManager> {
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_response_timeout(Some(self.response_timeout()))
-            .set_connection_timeout(Some(self.response_timeout()))
-            .set_number_of_retries(2);
-        redis::aio::ConnectionManager::new_lazy_with_config(self.client()?, config)
-            .context("configuring the Redis connection")
-    }
-
-    pub(crate) fn response_timeout(&self) -> Duration {
+    pub fn response_timeout(&self) -> Duration {
         Duration::from_millis(self.response_timeout_ms)
     }
 }

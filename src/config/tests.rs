@@ -124,3 +124,42 @@ fn production_needs_a_private_auth_secret() {
     rs.algorithm = "none".into();
     assert!(rs.validate("test", true).is_err());
 }
+
+fn redis(mode: RedisMode, nodes: &str) -> RedisSettings {
+    RedisSettings {
+        mode,
+        url: Secret::new("redis://127.0.0.1:6379/"),
+        nodes: Secret::new(nodes),
+        service_name: "ridelock".into(),
+        key_prefix: String::new(),
+        response_timeout_ms: 500,
+    }
+}
+
+#[test]
+fn redis_nodes_are_split_at_commas_and_required_beyond_single_mode() {
+    let three = redis(
+        RedisMode::Sentinel,
+        " redis://:pw@127.0.0.1:1/, ,redis://:pw@127.0.0.1:2/,redis://:pw@127.0.0.1:3/ ",
+    );
+    assert_eq!(
+        three.node_urls(),
+        [
+            "redis://:pw@127.0.0.1:1/",
+            "redis://:pw@127.0.0.1:2/",
+            "redis://:pw@127.0.0.1:3/"
+        ]
+    );
+    assert!(three.check_nodes().is_ok());
+    assert!(redis(RedisMode::Single, "").check_nodes().is_ok());
+    for mode in [RedisMode::Sentinel, RedisMode::Cluster] {
+        assert!(redis(mode, " , ").check_nodes().is_err(), "{mode:?}");
+        assert!(
+            redis(mode, "127.0.0.1:26392").check_nodes().is_err(),
+            "{mode:?}: not a URL"
+        );
+    }
+    let mut unnamed = redis(RedisMode::Sentinel, "redis://127.0.0.1:26392/");
+    unnamed.service_name = " ".into();
+    assert!(unnamed.check_nodes().is_err());
+}

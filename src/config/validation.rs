@@ -5,7 +5,7 @@ use anyhow::bail;
 use jsonwebtoken::Algorithm;
 
 use super::loading::{is_development, private_enough};
-use super::{AuthMode, AuthSettings, NodeSettings, Settings};
+use super::{AuthMode, AuthSettings, NodeSettings, RedisMode, RedisSettings, Settings};
 
 impl AuthSettings {
     /// `loopback`: the server listens on loopback only, so nobody else can reach it.
@@ -99,6 +99,7 @@ impl Settings {
         if self.database.url.expose().is_empty() || self.redis.url.expose().is_empty() {
             bail!("database.url and redis.url must be set (DATABASE_URL, REDIS_URL)");
         }
+        self.redis.check_nodes()?;
         if self.lease.renew_every_ms == 0 || self.lease.renew_every_ms * 3 > self.lease.ttl_ms {
             bail!("lease.renew_every_ms must be positive and at most lease.ttl_ms / 3");
         }
@@ -171,6 +172,31 @@ impl Settings {
             bail!("idempotency.purge_every_ms and idempotency.purge_batch must be positive");
         }
         self.auth.validate(profile, loopback)
+    }
+}
+
+impl RedisSettings {
+    /// Sentinel and cluster modes need their nodes, each a redis:// URL; `single` needs none.
+    pub(super) fn check_nodes(&self) -> anyhow::Result<()> {
+        let urls = self.node_urls();
+        match self.mode {
+            RedisMode::Single => Ok(()),
+            _ if urls.is_empty() => bail!(
+                "redis.nodes must list the {} (RIDELOCK_REDIS__NODES) in redis.mode {:?}",
+                match self.mode {
+                    RedisMode::Sentinel => "sentinels",
+                    _ => "cluster's nodes",
+                },
+                self.mode
+            ),
+            _ if urls.iter().any(|url| !url.starts_with("redis://")) => {
+                bail!("redis.nodes must be redis:// URLs, separated by commas")
+            }
+            RedisMode::Sentinel if self.service_name.trim().is_empty() => {
+                bail!("redis.service_name must name the primary the sentinels monitor")
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) struct AppState {
     pub deps: SharedDeps,
     pub lease_metrics: Arc<LeaseMetrics>,
     pub leases: Leases,
-    pub redis: redis::aio::ConnectionManager,
+    pub redis: crate::redis_conn::RedisConn,
     pub http_metrics: metrics::HttpMetrics,
     /// Runs booking actions on the node that owns the booking.
     pub router: Arc<Router>,

@@ -1,10 +1,11 @@
 //! The Redis side of leases. Every command is a single-key operation, so the same code works
-//! against Redis Cluster or a Sentinel-managed primary.
+//! against Redis Cluster or a Sentinel-managed primary; batches go through `RedisConn::batch`,
+//! which keeps a cluster's pipelines within one slot.
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{AsyncCommands, Script};
+use crate::redis_conn::RedisConn;
+use redis::Script;
 
 use super::LeaseError;
 
@@ -41,12 +42,12 @@ pub struct LeaseRecord {
 /// Lease commands on one multiplexed Redis connection (cheap to clone).
 #[derive(Clone)]
 pub struct RedisLeases {
-    conn: ConnectionManager,
+    conn: RedisConn,
     release: Script,
 }
 
 impl RedisLeases {
-    pub fn new(conn: ConnectionManager) -> Self {
+    pub fn new(conn: RedisConn) -> Self {
         Self {
             conn,
             release: Script::new(RELEASE),
@@ -102,23 +103,32 @@ impl RedisLeases {
         // than `redis.response_timeout_ms` (one pipeline of them took about 0.6 s).
         let mut renewed = Vec::with_capacity(leases.len());
         for chunk in leases.chunks(RENEW_CHUNK) {
-            let mut pipe = redis::pipe();
-            for (key, value) in chunk {
-                pipe.cmd("EVAL")
-                    .arg(RENEW)
-                    .arg(1)
-                    .arg(key)
-                    .arg(value)
-                    .arg(millis(ttl));
-            }
-            let mut conn = self.conn.clone();
-            let answers: Vec<i64> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(LeaseError::unavailable)?;
+            let commands = chunk
+                .iter()
+                .map(|(key, value)| {
+                    let mut eval = redis::cmd("EVAL");
+                    eval.arg(RENEW).arg(1).arg(key).arg(value).arg(millis(ttl));
+                    eval
+                })
+                .collect();
+            let answers = self.batch(commands).await?;
             renewed.extend(answers.into_iter().map(|n| n == 1));
         }
         Ok(renewed)
+    }
+
+    /// One reply per command, as integers (see `RedisConn::batch`).
+    async fn batch(&self, commands: Vec<redis::Cmd>) -> Result<Vec<i64>, LeaseError> {
+        let replies = self
+            .conn
+            .batch(commands, false)
+            .await
+            .map_err(LeaseError::unavailable)?;
+        replies
+            .into_iter()
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(LeaseError::unavailable)
     }
 
     /// Check-and-delete; `true` if the lease was still ours.
@@ -142,15 +152,15 @@ impl RedisLeases {
     ) -> Result<usize, LeaseError> {
         let mut released = 0;
         for chunk in leases.chunks(RENEW_CHUNK) {
-            let mut pipe = redis::pipe();
-            for (key, value) in chunk {
-                pipe.cmd("EVAL").arg(RELEASE).arg(1).arg(key).arg(value);
-            }
-            let mut conn = self.conn.clone();
-            let answers: Vec<i64> = pipe
-                .query_async(&mut conn)
-                .await
-                .map_err(LeaseError::unavailable)?;
+            let commands = chunk
+                .iter()
+                .map(|(key, value)| {
+                    let mut eval = redis::cmd("EVAL");
+                    eval.arg(RELEASE).arg(1).arg(key).arg(value);
+                    eval
+                })
+                .collect();
+            let answers = self.batch(commands).await?;
             released += answers.into_iter().filter(|n| *n == 1).count();
         }
         Ok(released)
@@ -172,20 +182,10 @@ impl RedisLeases {
 
     /// Every lease key under `prefix`, found with SCAN (never KEYS, which blocks Redis).
     pub async fn keys(&self, prefix: &str) -> Result<Vec<String>, LeaseError> {
-        let mut conn = self.conn.clone();
-        let pattern = format!("{prefix}lock:*");
-        let options = redis::ScanOptions::default()
-            .with_pattern(pattern)
-            .with_count(1000);
-        let mut iter = conn
-            .scan_options::<String>(options)
+        self.conn
+            .scan_match(&format!("{prefix}lock:*"))
             .await
-            .map_err(LeaseError::unavailable)?;
-        let mut keys = Vec::new();
-        while let Some(key) = futures::StreamExt::next(&mut iter).await {
-            keys.push(key.map_err(LeaseError::unavailable)?);
-        }
-        Ok(keys)
+            .map_err(LeaseError::unavailable)
     }
 
     /// The value and remaining time of each of `keys` that still exists, pipelined in chunks of
@@ -195,14 +195,14 @@ impl RedisLeases {
         for chunk in keys.chunks(RENEW_CHUNK) {
             // A key of another type under the pattern (another application's) fails its own
             // GET only: it is left out, and the rest of the page is read.
-            let mut pipe = redis::pipe();
-            pipe.ignore_errors();
+            let mut commands = Vec::with_capacity(chunk.len() * 2);
             for key in chunk {
-                pipe.get(key).pttl(key);
+                commands.push(redis::cmd("GET").arg(key).clone());
+                commands.push(redis::cmd("PTTL").arg(key).clone());
             }
-            let mut conn = self.conn.clone();
-            let flat: Vec<redis::Value> = pipe
-                .query_async(&mut conn)
+            let flat = self
+                .conn
+                .batch(commands, true)
                 .await
                 .map_err(LeaseError::unavailable)?;
             let replies = flat.chunks(2).map(|pair| {

@@ -7,10 +7,9 @@ use diesel::sql_types::BigInt;
 use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use reqwest::Method;
-use ridelock::config::Secret;
 use serde_json::json;
 
-use crate::support::app::{spawn_app, spawn_app_with, spawn_node, TestApp};
+use crate::support::app::{spawn_app, spawn_app_with, spawn_node, use_own_redis, TestApp};
 use crate::support::database::Count;
 use crate::support::fixtures::{booking_body, Api, PICKUP};
 use crate::support::poll::eventually;
@@ -196,7 +195,7 @@ async fn commits(app: &TestApp) -> i64 {
 async fn health_checks_without_a_token_cost_redis_nothing_and_postgres_one_probe_a_second() {
     // Arrange: a Redis of the test's own, so its command counts are this node's alone.
     let redis = RedisServer::start();
-    let app = spawn_app_with(|s| s.redis.url = Secret::new(redis.url())).await;
+    let app = spawn_app_with(|s| use_own_redis(s, &redis.url())).await;
     let anonymous = reqwest::Client::new();
     let url = format!("{}/api/health", app.address);
     let (pings, transactions) = (redis_calls(&redis, "ping"), commits(&app).await);

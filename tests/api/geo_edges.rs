@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::app::{spawn_app, TestApp};
-use crate::support::fixtures::Api;
+use crate::support::fixtures::{geo_index_key, geo_marker_key, Api};
 use crate::support::poll::eventually;
 
 /// The driver ids `nearby` lists around `(lat, lng)`, nearest first.
@@ -66,7 +66,7 @@ async fn drivers_at_the_poles_and_the_antimeridian_are_found_and_survive_a_resta
     assert_eq!(assigned_at(&app, rider, 0.5, 179.99).await, west);
 
     // The heartbeat rebuilds a lost index over the same rows without failing.
-    let marker = format!("{}drivers:indexed", app.redis_prefix);
+    let marker = geo_marker_key(&app.redis_prefix);
     let _: () = redis::cmd("DEL")
         .arg(&marker)
         .query(&mut app.redis())
@@ -87,7 +87,7 @@ async fn a_driver_moving_beyond_the_indexable_band_leaves_the_index() {
     // Arrange: an indexed online driver at 85°.
     let app = spawn_app().await;
     let driver = app.online_driver(85.0, 10.0).await;
-    let index = format!("{}drivers:available", app.redis_prefix);
+    let index = geo_index_key(&app.redis_prefix);
     let indexed = |app: &TestApp| -> Option<String> {
         redis::cmd("GEOPOS")
             .arg(&index)

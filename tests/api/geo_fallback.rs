@@ -4,7 +4,7 @@
 use serde_json::json;
 
 use crate::support::app::spawn_app;
-use crate::support::fixtures::{Api, PICKUP};
+use crate::support::fixtures::{geo_index_key, geo_marker_key, Api, PICKUP};
 use crate::support::poll::eventually;
 
 #[actix_web::test]
@@ -17,7 +17,7 @@ async fn assignment_and_nearby_fall_back_to_sql_when_the_geo_index_fails() {
     let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
     let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
     let mut redis = app.redis();
-    let index = format!("{}drivers:available", app.redis_prefix);
+    let index = geo_index_key(&app.redis_prefix);
     let _: () = redis::cmd("SET")
         .arg(&index)
         .arg("not a geo set")
@@ -58,7 +58,7 @@ async fn a_free_driver_missing_from_a_lagging_index_is_still_assigned() {
     let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
     let far = app.online_driver(PICKUP.0 + 0.01, PICKUP.1).await;
     let mut redis = app.redis();
-    let index = format!("{}drivers:available", app.redis_prefix);
+    let index = geo_index_key(&app.redis_prefix);
     let _: i64 = redis::cmd("ZREM")
         .arg(&index)
         .arg(far)
@@ -90,8 +90,8 @@ async fn the_index_is_rebuilt_from_postgresql_when_redis_comes_back_empty() {
     let near = app.online_driver(PICKUP.0 + 0.001, PICKUP.1).await;
     let far = app.online_driver(PICKUP.0 + 0.01, PICKUP.1).await;
     let mut redis = app.redis();
-    let index = format!("{}drivers:available", app.redis_prefix);
-    let marker = format!("{}drivers:indexed", app.redis_prefix);
+    let index = geo_index_key(&app.redis_prefix);
+    let marker = geo_marker_key(&app.redis_prefix);
     let _: i64 = redis::cmd("DEL")
         .arg(&index)
         .arg(&marker)

@@ -9,33 +9,37 @@ use diesel::QueryableByName;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 
-use crate::support::app::{spawn_app_with, spawn_node, TestApp};
+use crate::support::app::{spawn_app_with, spawn_node, use_own_redis, TestApp};
 use crate::support::database::Count;
 use crate::support::fixtures::{lease_key, Api, PICKUP, TTL};
 use crate::support::poll::eventually;
 use crate::support::proxy::{host_port, Proxy};
+use crate::support::redis_server::RedisServer;
 
-/// A node whose Redis connection goes through a proxy; the test keeps the real Redis URL. Its
-/// actors do not stop when idle, so a booking stays held until the test says otherwise.
-async fn node_behind_proxy() -> (TestApp, Proxy) {
+/// A node whose Redis connection goes through a proxy to a Redis of the test's own (one server
+/// in every mode the suite runs in, so that one proxy cuts it all); the test reaches that Redis
+/// directly. Its actors do not stop when idle, so a booking stays held until the test says
+/// otherwise.
+async fn node_behind_proxy() -> (TestApp, Proxy, RedisServer) {
     node_behind_proxy_with(|_| {}).await
 }
 
 async fn node_behind_proxy_with(
     customize: impl FnOnce(&mut ridelock::config::Settings),
-) -> (TestApp, Proxy) {
-    let redis_url = std::env::var("REDIS_URL").expect("REDIS_URL");
-    let proxy = Proxy::start(&host_port(&redis_url)).await;
-    let through = proxy.redis_url(&redis_url);
+) -> (TestApp, Proxy, RedisServer) {
+    let redis = RedisServer::start();
+    let proxy = Proxy::start(&host_port(&redis.url())).await;
+    let through = proxy.redis_url(&redis.url());
     let mut app = spawn_app_with(|s| {
-        s.redis.url = ridelock::config::Secret::new(&through);
+        use_own_redis(s, &through);
         s.booking.idle_stop_ms = 60_000;
         customize(s);
     })
     .await;
-    // Clean-up reaches Redis directly, after the proxy is gone.
-    app.redis_url = redis_url;
-    (app, proxy)
+    // The test's own reads reach Redis directly, not through the proxy it cuts.
+    app.redis_url = redis.url();
+    app.redis_at.url = redis.url();
+    (app, proxy, redis)
 }
 
 #[derive(QueryableByName, Debug)]
@@ -60,7 +64,7 @@ async fn pg_leases(app: &TestApp) -> Vec<LeaseRow> {
 #[actix_web::test]
 async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_to_redis() {
     // Arrange: booking A is held (in Redis) before the cut; B and C are pending.
-    let (app, proxy) = node_behind_proxy().await;
+    let (app, proxy, _redis) = node_behind_proxy().await;
     let rider = app.rider().await;
     let driver_a = app.online_driver(PICKUP.0, PICKUP.1).await;
     let a = app.booking(rider, PICKUP.0, PICKUP.1).await;
@@ -148,8 +152,11 @@ async fn a_node_cut_off_from_redis_keeps_serving_on_postgres_leases_and_returns_
 #[actix_web::test]
 async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
     // Arrange: n1 is cut off from Redis and holds the booking in PostgreSQL; n2 reaches Redis.
-    let (n1, proxy) = node_behind_proxy().await;
-    let n2 = spawn_node(&n1.db_name, &n1.db_url, &n1.redis_prefix, "n2", |_| {}).await;
+    let (n1, proxy, redis) = node_behind_proxy().await;
+    let n2 = spawn_node(&n1.db_name, &n1.db_url, &n1.redis_prefix, "n2", |s| {
+        use_own_redis(s, &redis.url())
+    })
+    .await;
     let rider = n1.rider().await;
     let driver = n1.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = n1.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
@@ -189,7 +196,7 @@ async fn a_node_that_reaches_redis_defers_to_a_booking_held_in_postgres() {
 async fn a_request_that_cannot_wait_out_the_switch_gets_503_with_retry_after_and_changes_nothing() {
     // Arrange: a request timeout shorter than the TTL the switch waits; a pending booking
     // nobody holds.
-    let (app, proxy) = node_behind_proxy_with(|s| s.server.request_timeout_ms = 500).await;
+    let (app, proxy, _redis) = node_behind_proxy_with(|s| s.server.request_timeout_ms = 500).await;
     let rider = app.rider().await;
     app.online_driver(PICKUP.0, PICKUP.1).await;
     let booking = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
@@ -219,7 +226,7 @@ async fn a_request_that_cannot_wait_out_the_switch_gets_503_with_retry_after_and
 async fn releasing_a_lease_carried_over_during_a_blip_deletes_its_redis_key_too() {
     // Arrange: a lease TTL long enough that the Redis key, not renewed since the cut, would
     // outlive the whole test; the actor stops 4 s after its last message.
-    let (app, proxy) = node_behind_proxy_with(|s| {
+    let (app, proxy, _redis) = node_behind_proxy_with(|s| {
         s.lease.ttl_ms = 20_000;
         s.booking.idle_stop_ms = 4_000;
     })

@@ -10,8 +10,10 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::app::{spawn_app_with, TestApp};
-use crate::support::fixtures::{booking_body, lease_key, Api, PICKUP};
+use crate::support::app::{spawn_app_with, use_own_redis, TestApp};
+use crate::support::fixtures::{
+    booking_body, geo_index_key, geo_marker_key, lease_key, Api, PICKUP,
+};
 use crate::support::poll::eventually;
 use crate::support::redis_server::RedisServer;
 use crate::support::reply::Reply;
@@ -114,7 +116,7 @@ async fn wait_for_backend(app: &TestApp, backend: &str, within: Duration) {
 /// A node on its own Redis, with drivers around the pickup.
 async fn node_on(redis: &RedisServer, drivers: usize) -> TestApp {
     let url = redis.url();
-    let app = spawn_app_with(|s| s.redis.url = ridelock::config::Secret::new(&url)).await;
+    let app = spawn_app_with(|s| use_own_redis(s, &url)).await;
     for i in 0..drivers {
         app.online_driver(PICKUP.0 + 0.0005 * i as f64, PICKUP.1)
             .await;
@@ -223,16 +225,17 @@ async fn a_node_starts_without_redis_serves_from_postgres_and_takes_redis_up_whe
     first.stop().await;
     let stale_key = lease_key(&first.redis_prefix, left);
     let _: () = redis.cmd(&["SET", &stale_key, "n1:crashed", "PX", "600000"]);
-    let index = |name: &str| format!("{}drivers:{name}", first.redis_prefix);
-    let _: i64 = redis.cmd(&["DEL", &index("available"), &index("indexed")]);
+    let (index, marker) = (
+        geo_index_key(&first.redis_prefix),
+        geo_marker_key(&first.redis_prefix),
+    );
+    let _: i64 = redis.cmd(&["DEL", &index, &marker]);
     let _: String = redis.cmd(&["SAVE"]);
     redis.kill();
 
     // Act: n1 starts again while Redis is down.
     let url = redis.url();
-    let app = first
-        .restarted(|s| s.redis.url = ridelock::config::Secret::new(&url))
-        .await;
+    let app = first.restarted(|s| use_own_redis(s, &url)).await;
 
     // Assert: it serves: health says Redis is down, search runs in SQL, and a booking is
     // assigned from a PostgreSQL lease (after the TTL wait, within the request's deadline).
@@ -262,7 +265,7 @@ async fn a_node_starts_without_redis_serves_from_postgres_and_takes_redis_up_whe
     assert_eq!(held_in_redis(&redis, &app, left), None);
     let indexed = eventually(Duration::from_secs(3), || async {
         // The driver still online: the other one took the booking assigned above.
-        redis.cmd::<i64>(&["ZCARD", &index("available")]) == 1
+        redis.cmd::<i64>(&["ZCARD", &index]) == 1
     })
     .await;
     assert!(indexed, "the geo index was not rebuilt");

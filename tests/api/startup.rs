@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::support::database;
 use crate::support::poll;
+use crate::support::redis_client::RedisAt;
 use crate::support::redis_server::free_port;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_ridelock");
@@ -104,7 +105,7 @@ async fn the_binary_runs_from_an_empty_directory_with_the_checkouts_config_hidde
     database::drop_test_data(
         database::with_database(&db_url, "postgres"),
         db_name,
-        std::env::var("REDIS_URL").unwrap(),
+        RedisAt::from_env(),
         prefix,
     );
     let _ = std::fs::remove_dir_all(&home);
@@ -160,6 +161,7 @@ async fn without_a_named_profile_the_binary_refuses_the_development_defaults() {
             .env("RIDELOCK_NODE__ID", "n1")
             .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/none")
             .env("REDIS_URL", "redis://127.0.0.1:1/")
+            .env("RIDELOCK_REDIS__MODE", "single")
             .current_dir(empty_dir("no-profile"));
         if let Some(profile) = profile {
             cmd.env("RIDELOCK_ENV", profile)

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::support::faults::Fault;
-use crate::support::fixtures::TTL;
+use crate::support::fixtures::{geo_marker_key, TTL};
 use crate::world::{traffic_for, Chaos};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +52,7 @@ async fn restart_redis_without_persistence_while_leases_are_held() {
         .get_connection()
         .unwrap();
     let marker: bool = redis::cmd("EXISTS")
-        .arg(format!("{}drivers:indexed", chaos.cluster.prefix))
+        .arg(geo_marker_key(&chaos.cluster.prefix))
         .query(&mut redis)
         .unwrap();
     assert!(marker, "the geo index was not rebuilt");

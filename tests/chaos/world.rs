@@ -15,6 +15,7 @@ use crate::support::audit::{assert_one_writer_per_token, assert_state_machine};
 use crate::support::cluster::{Cluster, Setup};
 use crate::support::database::{self, Count, Event, Stored};
 use crate::support::fixtures::{Api, TTL};
+use crate::support::redis_client::RedisAt;
 use crate::support::reply::{ReadError, Reply};
 use crate::support::services;
 use crate::traffic::{self, Client};
@@ -54,8 +55,14 @@ impl Chaos {
             count: 3,
             database_server: services.pg_url.clone(),
             redis: services.redis_url.clone(),
+            redis_at: RedisAt {
+                url: services.redis_url.clone(),
+                cluster_nodes: None,
+            },
             redis_proxies: true,
             log_filter: "info".to_owned(),
+            // The proxies front one server: the chaos profile's, whatever the suite's mode.
+            env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
         })
         .await;
         let client = Client::new(cluster.nodes.iter().map(|n| n.address.clone()).collect());

@@ -14,6 +14,7 @@ use uuid::Uuid;
 
 use super::database::{self, with_database, RowLock};
 use super::fixtures::{lease_key, Api, PICKUP};
+use super::redis_client::RedisAt;
 use super::reply::Reply;
 
 pub struct TestApp {
@@ -21,6 +22,8 @@ pub struct TestApp {
     pub db_name: String,
     pub db_url: String,
     pub redis_url: String,
+    /// Where this app's keys live (its Redis, or the cluster it uses).
+    pub redis_at: RedisAt,
     pub redis_prefix: String,
     pub node_id: String,
     pub client: reqwest::Client,
@@ -41,6 +44,13 @@ fn settings() -> Settings {
     init_env();
     config::load()
         .expect("test configuration (run through `make test`, which sets DATABASE_URL/REDIS_URL)")
+}
+
+/// Points `settings` at a Redis the test controls (a server of its own, a proxy it can cut): one
+/// server, whatever the mode the suite runs Redis in.
+pub fn use_own_redis(settings: &mut Settings, url: &str) {
+    settings.redis.mode = ridelock::config::RedisMode::Single;
+    settings.redis.url = Secret::new(url);
 }
 
 /// Starts an app on its own database and key prefix.
@@ -72,6 +82,7 @@ pub async fn spawn_node(
     settings.node.id = node_id.to_owned();
     customize(&mut settings);
     let redis_url = settings.redis.url.expose().to_owned();
+    let redis_at = RedisAt::of(&settings);
     let app = Application::build(settings)
         .await
         .expect("application starts");
@@ -83,6 +94,7 @@ pub async fn spawn_node(
         db_name: db_name.to_owned(),
         db_url: db_url.to_owned(),
         redis_url,
+        redis_at,
         redis_prefix: prefix.to_owned(),
         node_id: node_id.to_owned(),
         client: reqwest::Client::builder()
@@ -195,10 +207,8 @@ impl TestApp {
     }
 
     /// A connection to the Redis this app's keys live in (directly, never through a test proxy).
-    pub fn redis(&self) -> redis::Connection {
-        redis::Client::open(self.redis_url.clone())
-            .and_then(|client| client.get_connection())
-            .expect("redis connection")
+    pub fn redis(&self) -> super::redis_client::TestRedis {
+        self.redis_at.connect().expect("redis connection")
     }
 
     /// The value of a booking's lease key in Redis, if it exists.
@@ -362,7 +372,7 @@ impl Drop for TestApp {
         database::drop_test_data(
             with_database(&self.db_url, "postgres"),
             self.db_name.clone(),
-            self.redis_url.clone(),
+            self.redis_at.clone(),
             self.redis_prefix.clone(),
         );
     }

@@ -17,6 +17,7 @@ use super::database;
 use super::fixtures::{lease_key, Api};
 use super::poll;
 use super::proxy::{host_port, Proxy};
+use super::redis_client::RedisAt;
 use super::reply::{ReadError, Reply};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -39,6 +40,8 @@ pub struct Cluster {
     pub db_url: String,
     db_name: String,
     pub redis_url: String,
+    /// Where the nodes' keys live, as the test reaches them.
+    pub redis_at: RedisAt,
     pub prefix: String,
     pub client: reqwest::Client,
     /// Per node, the proxy it reaches Redis through ([`Setup::redis_proxies`]); else empty.
@@ -64,13 +67,19 @@ pub struct Setup {
     pub count: usize,
     /// A PostgreSQL server URL: the cluster gets its own database there.
     pub database_server: String,
-    /// Redis, as the test reaches it.
+    /// Redis, as the test reaches it (the nodes too, unless `env` names a Sentinel or cluster
+    /// deployment).
     pub redis: String,
+    /// Where the nodes' keys live, for the test's own reads and the clean-up.
+    pub redis_at: RedisAt,
     /// Whether each node reaches Redis through a proxy of its own, which a test can cut
     /// ([`Cluster::proxies`]); else directly.
     pub redis_proxies: bool,
     /// The nodes' `RUST_LOG`.
     pub log_filter: String,
+    /// Further environment for the nodes, e.g. `RIDELOCK_REDIS__MODE` and `RIDELOCK_REDIS__NODES`
+    /// of a Sentinel or Redis Cluster deployment (without them, the nodes inherit the test's).
+    pub env: Vec<(String, String)>,
 }
 
 impl Setup {
@@ -81,8 +90,10 @@ impl Setup {
             database_server: std::env::var("DATABASE_URL")
                 .expect("DATABASE_URL (run through `make test`, which starts the services)"),
             redis: std::env::var("REDIS_URL").expect("REDIS_URL"),
+            redis_at: RedisAt::from_env(),
             redis_proxies: false,
             log_filter: "info".to_owned(),
+            env: Vec::new(),
         }
     }
 }
@@ -133,6 +144,7 @@ impl Cluster {
                     // faults under test, not by an idle stop.
                     .env("RIDELOCK_BOOKING__IDLE_STOP_MS", "60000")
                     .env("RUST_LOG", &setup.log_filter)
+                    .envs(setup.env.iter().map(|(k, v)| (k, v)))
                     .stdout(Stdio::from(out.try_clone().unwrap()))
                     .stderr(Stdio::from(out))
                     .spawn()
@@ -174,6 +186,7 @@ impl Cluster {
             db_url,
             db_name,
             redis_url,
+            redis_at: setup.redis_at.clone(),
             prefix,
             client: reqwest::Client::builder()
                 .default_headers(super::auth::ops())
@@ -305,9 +318,7 @@ impl Cluster {
 
     /// Lease keys under this cluster's prefix whose value names `node_id`.
     pub fn leases_of(&self, node_id: &str) -> usize {
-        let mut redis = redis::Client::open(self.redis_url.as_str())
-            .and_then(|c| c.get_connection())
-            .unwrap();
+        let mut redis = self.redis_at.connect().unwrap();
         let keys: Vec<String> = redis::cmd("KEYS")
             .arg(lease_key(&self.prefix, "*"))
             .query(&mut redis)
@@ -325,9 +336,7 @@ impl Cluster {
 
     /// The value of a booking's lease key, if any.
     pub fn lease(&self, booking: i64) -> Option<String> {
-        let mut redis = redis::Client::open(self.redis_url.as_str())
-            .and_then(|c| c.get_connection())
-            .unwrap();
+        let mut redis = self.redis_at.connect().unwrap();
         redis::cmd("GET")
             .arg(lease_key(&self.prefix, booking))
             .query(&mut redis)
@@ -392,7 +401,7 @@ impl Drop for Cluster {
         database::drop_test_data(
             database::with_database(&self.db_url, "postgres"),
             self.db_name.clone(),
-            self.redis_url.clone(),
+            self.redis_at.clone(),
             self.prefix.clone(),
         );
     }

@@ -14,6 +14,8 @@ use diesel_async::async_connection_wrapper::AsyncConnectionWrapper;
 use diesel_async::AsyncPgConnection;
 use uuid::Uuid;
 
+use super::redis_client::RedisAt;
+
 /// `url` with its database name replaced.
 pub fn with_database(url: &str, name: &str) -> String {
     let (base, _) = url
@@ -70,19 +72,20 @@ pub fn create_database(server_url: &str) -> (String, String) {
 }
 
 /// Drops a test database and the test's Redis keys.
-pub fn drop_test_data(admin_url: String, name: String, redis_url: String, prefix: String) {
+pub fn drop_test_data(admin_url: String, name: String, redis: RedisAt, prefix: String) {
     let _ = std::thread::spawn(move || {
         if let Ok(mut conn) = BlockingPg::establish(&admin_url) {
             let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut conn);
         }
-        if let Ok(mut redis) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) {
+        if let Ok(mut redis) = redis.connect() {
             let keys: Vec<String> = redis::cmd("KEYS")
                 .arg(format!("{prefix}*"))
                 .query(&mut redis)
                 .unwrap_or_default();
-            if !keys.is_empty() {
-                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut redis);
+            // One by one: in a Redis Cluster the keys lie in many slots.
+            for key in keys {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(key).query(&mut redis);
             }
         }
     })

@@ -42,6 +42,16 @@ pub fn lease_key(prefix: &str, booking: impl std::fmt::Display) -> String {
     format!("{prefix}lock:booking:{booking}")
 }
 
+/// The geo index of available drivers (hash-tagged, so a cluster keeps it beside its marker).
+pub fn geo_index_key(prefix: &str) -> String {
+    format!("{prefix}{{drivers}}:available")
+}
+
+/// The key whose absence says the geo index must be rebuilt.
+pub fn geo_marker_key(prefix: &str) -> String {
+    format!("{prefix}{{drivers}}:indexed")
+}
+
 /// What the fixtures create riders, drivers and bookings through. `call` sends one request and
 /// returns its reply, panicking when there is none.
 pub trait Api {

@@ -10,7 +10,8 @@
 //! - `database`: test databases and the reads of them the suites share; `audit`: the
 //!   invariants checked there (no driver in two bookings, one writer per fencing token…).
 //! - `auth`, `metrics`, `proxy`, `redis_server`: tokens, `/metrics`, a cuttable TCP proxy to
-//!   Redis, a Redis server of a test's own.
+//!   Redis, a Redis server of a test's own; `redis_client`, the tests' connection to Redis in
+//!   the app's mode (one server or a Redis Cluster).
 // Each suite uses a part of the harness.
 #![allow(dead_code)]
 
@@ -24,6 +25,7 @@ pub mod fixtures;
 pub mod metrics;
 pub mod poll;
 pub mod proxy;
+pub mod redis_client;
 pub mod redis_server;
 pub mod reply;
 pub mod services;
