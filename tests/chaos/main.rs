@@ -8,7 +8,8 @@
 //! refuses a direct connection, a paused node's leases stay put while it sleeps.
 //!
 //! The world every scenario runs in is in `world` (and its driver watch in `watch`); the
-//! scenarios are in one file per fault family: nodes, PostgreSQL, Redis, contention, the soak.
+//! scenarios are in one file per fault family: nodes, PostgreSQL, Redis, a Redis primary's
+//! failover (on the `sentinel` and `rcluster` profiles), contention, the soak.
 //!
 //! `RIDELOCK_CHAOS_SOAK_SECS=600 cargo test --test chaos -- --ignored soak` runs the faults one
 //! after another, at random, for that long.
@@ -23,5 +24,6 @@ mod world;
 mod contention;
 mod node_faults;
 mod postgres_faults;
+mod redis_failover;
 mod redis_faults;
 mod soak;

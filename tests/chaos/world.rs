@@ -17,7 +17,7 @@ use crate::support::database::{self, Count, Event, Stored};
 use crate::support::fixtures::{Api, TTL};
 use crate::support::redis_client::RedisAt;
 use crate::support::reply::{ReadError, Reply};
-use crate::support::services;
+use crate::support::services::{self, Deployment};
 use crate::traffic::{self, Client};
 use crate::watch::DriverWatch;
 
@@ -51,20 +51,53 @@ pub struct Chaos {
 impl Chaos {
     pub async fn start(name: &'static str) -> Self {
         let services = services::up().await;
-        let cluster = Cluster::start_on(Setup {
-            count: 3,
-            database_server: services.pg_url.clone(),
-            redis: services.redis_url.clone(),
-            redis_at: RedisAt {
-                url: services.redis_url.clone(),
-                cluster_nodes: None,
+        Self::start_with(
+            name,
+            Setup {
+                count: 3,
+                database_server: services.pg_url.clone(),
+                redis: services.redis_url.clone(),
+                redis_at: RedisAt {
+                    url: services.redis_url.clone(),
+                    cluster_nodes: None,
+                },
+                redis_proxies: true,
+                log_filter: "info".to_owned(),
+                // The proxies front one server: the chaos profile's, whatever the suite's mode.
+                env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
             },
-            redis_proxies: true,
-            log_filter: "info".to_owned(),
-            // The proxies front one server: the chaos profile's, whatever the suite's mode.
-            env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
-        })
-        .await;
+        )
+        .await
+    }
+
+    /// A scenario on a Redis deployment of several servers (Sentinel or Redis Cluster), which
+    /// the nodes reach directly.
+    pub async fn start_on(name: &'static str, deployment: &Deployment) -> Self {
+        let nodes = deployment
+            .env
+            .iter()
+            .find(|(name, _)| name == "RIDELOCK_REDIS__NODES")
+            .map(|(_, nodes)| nodes.clone());
+        Self::start_with(
+            name,
+            Setup {
+                count: 3,
+                database_server: deployment.pg_url.clone(),
+                redis: deployment.redis_url.clone(),
+                redis_at: RedisAt {
+                    url: deployment.redis_url.clone(),
+                    cluster_nodes: nodes.filter(|_| deployment.is_cluster()),
+                },
+                redis_proxies: false,
+                log_filter: "info".to_owned(),
+                env: deployment.env.clone(),
+            },
+        )
+        .await
+    }
+
+    async fn start_with(name: &'static str, setup: Setup) -> Self {
+        let cluster = Cluster::start_on(setup).await;
         let client = Client::new(cluster.nodes.iter().map(|n| n.address.clone()).collect());
         client.drivers(DRIVERS).await;
         let stop = Arc::new(AtomicBool::new(false));
