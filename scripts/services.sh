@@ -12,12 +12,37 @@
 #                                        fails, so a fault that did not happen cannot pass
 #                                        for one. Freeze is SIGSTOP to PostgreSQL's
 #                                        processes (a hung server), thaw SIGCONT
+#   scripts/services.sh kill-redis-primary|freeze-redis-primary sentinel|rcluster
+#                                        SIGKILL / SIGSTOP to the current primary (the one
+#                                        the Sentinels name; the cluster's owner of slot 0),
+#                                        and print its port on stdout
+#   scripts/services.sh thaw-redis sentinel|rcluster
+#                                        SIGCONT to every stopped Redis process of the profile
 #
 #   profile   PostgreSQL        Redis            env file
 #   dev       127.0.0.1:25432   127.0.0.1:26379  var/dev/env
 #   test      127.0.0.1:25433   127.0.0.1:26380  var/test/env
 #   chaos     127.0.0.1:25434   127.0.0.1:26381  var/chaos/env   (tests/chaos stops and
 #             restarts these under running nodes; nothing else uses them)
+#   sentinel  127.0.0.1:25435   primary :26382, replicas :26383 :26384,  var/sentinel/env
+#                               Sentinels :26392-26394 (service ridelock, quorum 2)
+#   rcluster  127.0.0.1:25436   Redis Cluster :26400-26405 (3 primaries,  var/rcluster/env
+#                               a replica each; cluster bus :26410-26415)
+#
+# sentinel and rcluster (scripts/services/topologies.sh) are for failover tests. Their
+# Redis processes share the profile's password (requirepass, masterauth, the Sentinels'
+# auth-pass and requirepass) and each works in a directory of its own, var/<profile>/redisN
+# or sentinelN, which identifies it. Their env file also sets RIDELOCK_REDIS__MODE
+# (sentinel or cluster), RIDELOCK_REDIS__NODES (the Sentinels' or the nodes' URLs, comma-
+# separated) and, for sentinel, RIDELOCK_REDIS__SERVICE_NAME=ridelock; REDIS_URL is the
+# URL of the primary when `up` returned (rcluster: of the first node). `up` returns once
+# a failover can happen: every replica has synced, each Sentinel knows the primary, both
+# replicas and the other Sentinels (rcluster: every node sees cluster_state:ok and no
+# node failing, and each primary has a synced replica). `up` and start-redis thaw what
+# is frozen, make an old primary that came back a replica of the new one, restart
+# whatever is down (an old primary as a replica, after waiting up to 15 s for its
+# replica to be promoted), then wait the same way. stop-redis stops all of the profile's
+# Redis processes. Data does not survive a restart; a cluster's layout does (nodes.conf).
 #
 # Those are the preferred ports. They lie below the kernel's ephemeral range
 # (net.ipv4.ip_local_port_range, 32768-60999 on Debian) on purpose: a port in

@@ -7,6 +7,12 @@
 
 # The name the Sentinels monitor the primary under.
 SERVICE_NAME=ridelock
+# How long a primary may not answer before a Sentinel thinks it down. At 1000 (Sentinel's
+# ping period) a Sentinel that has just switched to a new primary may, rarely, think it
+# down for a moment ~1 s later (its first PING to it can wait that long), and two doing so
+# at once run a needless second failover; seen once in ~25 failovers here. 1500 would
+# rule that out, at ~0.5 s more per failover.
+SENTINEL_DOWN_AFTER_MS=1000
 # Set by topology_init: the processes by name (redisN: servers, sentinelN), the
 # directory each works in (which identifies it, as for the single Redis), and the
 # port of each, busN being the cluster bus of rcluster's redisN.
@@ -165,7 +171,7 @@ launch_sentinel() {
 write_sentinel_config() {
   printf '%s\n' "requirepass $TOPO_PW" \
     "sentinel monitor $SERVICE_NAME 127.0.0.1 $2 2" \
-    "sentinel down-after-milliseconds $SERVICE_NAME 1000" \
+    "sentinel down-after-milliseconds $SERVICE_NAME $SENTINEL_DOWN_AFTER_MS" \
     "sentinel failover-timeout $SERVICE_NAME 5000" \
     "sentinel parallel-syncs $SERVICE_NAME 1" \
     "sentinel auth-pass $SERVICE_NAME $TOPO_PW" |
