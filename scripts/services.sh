@@ -495,6 +495,8 @@ main() {
   [[ $# -eq 2 ]] || usage
   case $2 in dev | test | chaos | sentinel | rcluster) ;; *) usage ;; esac
   PROFILE=$2
+  # Before anything is made for the profile.
+  case $1 in kill-redis-primary | freeze-redis-primary | thaw-redis) topology_only "$1" ;; esac
   PG_PORT=$(port_of "$PROFILE" postgres)
   REDIS_PORT=$(port_of "$PROFILE" redis)
   # Only `up` may move a server to another port (see the top of this file).
@@ -528,9 +530,9 @@ main() {
     thaw-postgres) fault_thaw_pg ;;
     start-redis) if is_topology; then topology_start; else mkdir -p "$VAR_DIR" && start_redis; fi ;;
     stop-redis) if is_topology; then fault_stop_topology; else fault_stop_redis; fi ;;
-    kill-redis-primary) topology_only "$1"; fault_kill_primary ;;
-    freeze-redis-primary) topology_only "$1"; fault_freeze_primary ;;
-    thaw-redis) topology_only "$1"; fault_thaw_redis ;;
+    kill-redis-primary) fault_kill_primary ;;
+    freeze-redis-primary) fault_freeze_primary ;;
+    thaw-redis) fault_thaw_redis ;;
     *) usage ;;
   esac
 }
