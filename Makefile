@@ -1,5 +1,6 @@
 # Local workflow for ridelock. PostgreSQL and Redis come from
-# scripts/services.sh (profiles dev and test, see that script).
+# scripts/services.sh (profiles dev and test; sentinel and rcluster for
+# `make cluster REDIS=…`; see that script).
 #
 # Each recipe runs in a single bash (.ONESHELL) with -e, so the env file that
 # services.sh writes can be sourced and seen by the later lines, and the first
@@ -32,8 +33,12 @@ run:
 
 # Three nodes (n1-n3 on :3001-3003) behind nginx on :3000, on the dev services, after
 # migrate + seed; in the foreground, Ctrl-C stops it all. See scripts/cluster.sh.
+# REDIS=sentinel runs them on the sentinel profile (a primary, two replicas, three
+# Sentinels), REDIS=cluster on rcluster (a six-node Redis Cluster); the nodes get
+# RIDELOCK_REDIS__MODE/NODES/SERVICE_NAME from its env file, which needs a server that
+# supports redis.mode.
 cluster:
-	bash scripts/cluster.sh
+	REDIS="$(REDIS)" bash scripts/cluster.sh
 
 # What CI runs (.ci/run): format check, lints, every test target, then schemathesis against
 # real servers in both auth modes (scripts/fuzz.sh; FUZZ_EXAMPLES=200 for a deeper run).
@@ -70,6 +75,8 @@ clean-services:
 	$(SERVICES) purge dev
 	$(SERVICES) purge test
 	$(SERVICES) purge chaos
+	$(SERVICES) purge sentinel
+	$(SERVICES) purge rcluster
 	rm -rf var/
 
 fmt:

@@ -2,6 +2,13 @@
 # `make cluster`: three ridelock nodes behind nginx, on the dev PostgreSQL and Redis
 # (scripts/services.sh up dev), in the foreground.
 #
+# REDIS=sentinel (make cluster REDIS=sentinel) runs them on the sentinel profile instead (a
+# primary, two replicas, three Sentinels), REDIS=cluster on the rcluster profile (a six-node
+# Redis Cluster): its env file sets RIDELOCK_REDIS__MODE, RIDELOCK_REDIS__NODES and
+# RIDELOCK_REDIS__SERVICE_NAME, which the nodes inherit. The server has to support
+# redis.mode for that: one that does not uses REDIS_URL alone (the primary; one node of the
+# cluster, which answers MOVED for most keys).
+#
 #   http://127.0.0.1:3000   nginx, round-robin (config/nginx-cluster.conf)
 #   n1 :3001  n2 :3002  n3 :3003   logs in var/cluster/n1.log …
 #
@@ -52,13 +59,23 @@ ensure_nginx() {
   [[ -x $NGINX ]] || die "$NGINX still missing after install"
 }
 
+case ${REDIS:-} in
+  "" | single) PROFILE=dev ;;
+  sentinel) PROFILE=sentinel ;;
+  cluster) PROFILE=rcluster ;;
+  *) die "REDIS=$REDIS: expected sentinel or cluster (or nothing: dev's single Redis)" ;;
+esac
+
 for port in "$LB_PORT" "${PORTS[@]}"; do
   port_in_use "$port" && die "127.0.0.1:$port is in use (a \`make run\` server?); stop it first"
 done
 
-bash scripts/services.sh up dev >/dev/null
-# shellcheck disable=SC1091
-. var/dev/env
+bash scripts/services.sh up "$PROFILE" >/dev/null
+# The profile's env file alone says which Redis the nodes use (not what a shell kept from
+# another profile's).
+unset RIDELOCK_REDIS__MODE RIDELOCK_REDIS__NODES RIDELOCK_REDIS__SERVICE_NAME
+# shellcheck disable=SC1090
+. "var/$PROFILE/env"
 ensure_nginx
 cargo build --release
 ./target/release/ridelock migrate
@@ -97,10 +114,13 @@ wait_listening "$LB_PORT" "$NGINX_PID" nginx "$RUN/nginx/logs/error.log" 10
 
 REDIS_PORT=${REDIS_URL##*:}
 REDIS_PORT=${REDIS_PORT%%/*}
+CLI=redis-cli
+[[ $PROFILE != rcluster ]] || CLI="redis-cli -c"
 cat >&2 <<EOF
 cluster: serving on http://127.0.0.1:$LB_PORT (nginx, round-robin over n1 :3001, n2 :3002, n3 :3003)
+cluster: Redis:            ${RIDELOCK_REDIS__MODE:-single} (var/$PROFILE/env)
 cluster: live nodes:       curl -s localhost:$LB_PORT/api/cluster/nodes
-cluster: watch a lease:    REDISCLI_AUTH=\$(cat var/dev/redis.secret) redis-cli -p $REDIS_PORT GET lock:booking:1
+cluster: watch a lease:    REDISCLI_AUTH=\$(cat var/$PROFILE/redis.secret) $CLI -p $REDIS_PORT GET lock:booking:1
 cluster: logs:             $RUN/n1.log $RUN/n2.log $RUN/n3.log
 cluster: Ctrl-C stops everything
 EOF

@@ -12,12 +12,37 @@
 #                                        fails, so a fault that did not happen cannot pass
 #                                        for one. Freeze is SIGSTOP to PostgreSQL's
 #                                        processes (a hung server), thaw SIGCONT
+#   scripts/services.sh kill-redis-primary|freeze-redis-primary sentinel|rcluster
+#                                        SIGKILL / SIGSTOP to the current primary (the one
+#                                        the Sentinels name; the cluster's owner of slot 0),
+#                                        and print its port on stdout
+#   scripts/services.sh thaw-redis sentinel|rcluster
+#                                        SIGCONT to every stopped Redis process of the profile
 #
 #   profile   PostgreSQL        Redis            env file
 #   dev       127.0.0.1:25432   127.0.0.1:26379  var/dev/env
 #   test      127.0.0.1:25433   127.0.0.1:26380  var/test/env
 #   chaos     127.0.0.1:25434   127.0.0.1:26381  var/chaos/env   (tests/chaos stops and
 #             restarts these under running nodes; nothing else uses them)
+#   sentinel  127.0.0.1:25435   primary :26382, replicas :26383 :26384,  var/sentinel/env
+#                               Sentinels :26392-26394 (service ridelock, quorum 2)
+#   rcluster  127.0.0.1:25436   Redis Cluster :26400-26405 (3 primaries,  var/rcluster/env
+#                               a replica each; cluster bus :26410-26415)
+#
+# sentinel and rcluster (scripts/services/topologies.sh) are for failover tests. Their
+# Redis processes share the profile's password (requirepass, masterauth, the Sentinels'
+# auth-pass and requirepass) and each works in a directory of its own, var/<profile>/redisN
+# or sentinelN, which identifies it. Their env file also sets RIDELOCK_REDIS__MODE
+# (sentinel or cluster), RIDELOCK_REDIS__NODES (the Sentinels' or the nodes' URLs, comma-
+# separated) and, for sentinel, RIDELOCK_REDIS__SERVICE_NAME=ridelock; REDIS_URL is the
+# URL of the primary when `up` returned (rcluster: of the first node). `up` returns once
+# a failover can happen: every replica has synced, each Sentinel knows the primary, both
+# replicas and the other Sentinels (rcluster: every node sees cluster_state:ok and no
+# node failing, and each primary has a synced replica). `up` and start-redis thaw what
+# is frozen, make an old primary that came back a replica of the new one, restart
+# whatever is down (an old primary as a replica, after waiting up to 15 s for its
+# replica to be promoted), then wait the same way. stop-redis stops all of the profile's
+# Redis processes. Data does not survive a restart; a cluster's layout does (nodes.conf).
 #
 # Those are the preferred ports. They lie below the kernel's ephemeral range
 # (net.ipv4.ip_local_port_range, 32768-60999 on Debian) on purpose: a port in
@@ -53,8 +78,20 @@ shopt -s extglob
 # Physical path (-P): /proc/PID/cwd, which identifies our Redis, never shows symlinks.
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 PG_BIN=/usr/lib/postgresql/15/bin
-declare -A PG_PORTS=([dev]=25432 [test]=25433 [chaos]=25434)
+PROFILES=(dev test chaos sentinel rcluster)
+declare -A PG_PORTS=([dev]=25432 [test]=25433 [chaos]=25434 [sentinel]=25435 [rcluster]=25436)
+# One Redis in these profiles; sentinel and rcluster run several (TOPOLOGY_PORTS).
 declare -A REDIS_PORTS=([dev]=26379 [test]=26380 [chaos]=26381)
+# PROFILE:NAME -> preferred port of each process of a topology (scripts/services/topologies.sh):
+# Redis servers redisN, sentinels sentinelN, and the cluster bus of rcluster's redisN, busN.
+declare -A TOPOLOGY_PORTS=(
+  [sentinel:redis1]=26382 [sentinel:redis2]=26383 [sentinel:redis3]=26384
+  [sentinel:sentinel1]=26392 [sentinel:sentinel2]=26393 [sentinel:sentinel3]=26394
+  [rcluster:redis1]=26400 [rcluster:redis2]=26401 [rcluster:redis3]=26402
+  [rcluster:redis4]=26403 [rcluster:redis5]=26404 [rcluster:redis6]=26405
+  [rcluster:bus1]=26410 [rcluster:bus2]=26411 [rcluster:bus3]=26412
+  [rcluster:bus4]=26413 [rcluster:bus5]=26414 [rcluster:bus6]=26415
+)
 
 log() { echo "services: $*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -86,15 +123,30 @@ read -r EPHEMERAL_LOW EPHEMERAL_HIGH </proc/sys/net/ipv4/ip_local_port_range 2>/
 # usable_port PORT: outside the ephemeral range and nothing listening on it.
 usable_port() { (($1 < EPHEMERAL_LOW || $1 > EPHEMERAL_HIGH)) && ! port_in_use "$1"; }
 
+# servers_of PROFILE: the names its ports are kept under in var/PROFILE/ports.
+servers_of() {
+  case $1 in
+    sentinel) echo postgres redis{1..3} sentinel{1..3} ;;
+    rcluster) echo postgres redis{1..6} bus{1..6} ;;
+    *) echo postgres redis ;;
+  esac
+}
+
+# preferred_port PROFILE NAME
+preferred_port() {
+  case $2 in
+    postgres) echo "${PG_PORTS[$1]:-}" ;;
+    redis) echo "${REDIS_PORTS[$1]:-}" ;;
+    *) echo "${TOPOLOGY_PORTS[$1:$2]:-}" ;;
+  esac
+}
+
 # claimed_port PORT: preferred or recorded by a profile (a server that is down
-# now will want it back).
+# now will want it back), or just given to one of this profile's servers.
 claimed_port() {
-  local p
-  for p in dev test chaos; do
-    [[ $1 == "${PG_PORTS[$p]}" || $1 == "${REDIS_PORTS[$p]}" ]] && return 0
-    [[ $1 == "$(port_of "$p" postgres)" || $1 == "$(port_of "$p" redis)" ]] && return 0
-  done
-  return 1
+  local claimed=" ${PG_PORTS[*]} ${REDIS_PORTS[*]} ${TOPOLOGY_PORTS[*]} ${TOPO_PORT[*]:-} "
+  claimed+=$(cat "$ROOT"/var/*/ports 2>/dev/null | tr '\n' ' ' || true)
+  [[ "$claimed " == *" $1 "* ]]
 }
 
 # free_port: a usable port between 10000 and the ephemeral range (or above it,
@@ -112,35 +164,50 @@ free_port() {
 }
 
 # port_of PROFILE SERVER: the port recorded in var/PROFILE/ports for SERVER
-# (postgres or redis), else the preferred one.
+# (postgres, redis, or a topology's redisN, sentinelN, busN), else the preferred one.
 port_of() {
   local recorded
   recorded=$(sed -n "s/^$2 \([0-9]\{1,5\}\)$/\1/p" "$ROOT/var/$1/ports" 2>/dev/null | tail -n 1)
   if [[ -n $recorded ]]; then
     echo "$recorded"
-  elif [[ $2 == postgres ]]; then
-    echo "${PG_PORTS[$1]}"
   else
-    echo "${REDIS_PORTS[$1]}"
+    preferred_port "$1" "$2"
   fi
 }
 
 # record_ports: keep this profile's current ports for the next start.
 record_ports() {
+  local name
   mkdir -p "$VAR_DIR"
-  printf 'postgres %s\nredis %s\n' "$PG_PORT" "$REDIS_PORT" >"$VAR_DIR/ports"
+  {
+    echo "postgres $PG_PORT"
+    if is_topology; then
+      for name in $(servers_of "$PROFILE"); do
+        [[ $name == postgres ]] || echo "$name ${TOPO_PORT[$name]}"
+      done
+    else
+      echo "redis $REDIS_PORT"
+    fi
+  } >"$VAR_DIR/ports"
 }
 
-# move_if_unusable SERVER VAR: in `up`, give VAR (PG_PORT or REDIS_PORT) a
-# free port if its current one cannot be listened on; elsewhere refuse.
+# move_if_unusable SERVER VAR [NAME]: in `up`, give VAR (PG_PORT, REDIS_PORT, or
+# TOPO_PORT[NAME] for a topology's process NAME) a free port if its current one
+# cannot be listened on; elsewhere refuse.
 move_if_unusable() {
   local port=${!2}
   usable_port "$port" && return 0
   ((MAY_MOVE)) || die "127.0.0.1:$port, where $PROFILE's $1 must listen, is taken" \
     "(see: ss -tanp 'sport = :$port'); not moving it, since the running nodes hold its URL"
   # The preferred port first (a checkout upgraded from the old ports, say).
-  local new=${PG_PORTS[$PROFILE]}
-  [[ $1 == PostgreSQL ]] || new=${REDIS_PORTS[$PROFILE]}
+  local new
+  if [[ -n ${3:-} ]]; then
+    new=$(preferred_port "$PROFILE" "$3")
+  elif [[ $1 == PostgreSQL ]]; then
+    new=${PG_PORTS[$PROFILE]}
+  else
+    new=${REDIS_PORTS[$PROFILE]}
+  fi
   if ! usable_port "$new"; then
     new=$(free_port) || exit 1
   fi
@@ -174,12 +241,16 @@ redis_url() { echo "redis://default:$(secret_of "$1" redis.secret)@127.0.0.1:$(p
 # A URL this script hands out, or once handed out without a password (any
 # profile, preferred or recorded port).
 is_project_url() {
-  local p pg redis
-  for p in dev test chaos; do
+  local p pg redis name
+  for p in "${PROFILES[@]}"; do
     pg=$(existing_secret "$p" pg.secret) redis=$(existing_secret "$p" redis.secret)
     [[ -n $pg && $1 == "postgres://postgres:$pg@127.0.0.1:$(port_of "$p" postgres)/ridelock" ]] && return 0
-    [[ -n $redis && $1 == "redis://default:$redis@127.0.0.1:$(port_of "$p" redis)/" ]] && return 0
     [[ $1 == "postgres://postgres@127.0.0.1:"@(${PG_PORTS[$p]}|$(port_of "$p" postgres))"/ridelock" ]] && return 0
+    for name in $(servers_of "$p"); do
+      [[ $name == @(redis*|sentinel*) ]] || continue
+      [[ -n $redis && $1 == "redis://default:$redis@127.0.0.1:$(port_of "$p" "$name")/" ]] && return 0
+    done
+    [[ -n ${REDIS_PORTS[$p]:-} ]] || continue
     [[ $1 == "redis://127.0.0.1:"@(${REDIS_PORTS[$p]}|$(port_of "$p" redis))"/" ]] && return 0
   done
   return 1
@@ -234,18 +305,29 @@ as_user() {
 
 have_redis() { command -v redis-server && command -v redis-cli; } >/dev/null
 
-# The machine image ships PostgreSQL 15 but not Redis: install what is missing.
+# The machine image ships PostgreSQL 15 but not Redis: install what is missing
+# (redis-sentinel only for the sentinel profile).
 ensure_installed() {
-  local missing=()
+  local missing=() policy=/usr/sbin/policy-rc.d added='' status=0
   [[ -x $PG_BIN/initdb ]] || missing+=(postgresql-15)
   have_redis || missing+=(redis-server)
+  [[ $PROFILE != sentinel ]] || command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
   ((${#missing[@]})) || return 0
   ((EUID == 0)) || die "please install: ${missing[*]}"
   log "installing ${missing[*]}"
-  apt-get update >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2
+  # The packages would start system-wide servers (Debian's sentinel on 26379, dev's Redis
+  # port); we run our own, so keep them from starting anything (the usual policy-rc.d
+  # switch, only if none is in place).
+  if [[ ! -e $policy ]]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >&2 || status=$?
+  [[ -z $added ]] || rm -f "$policy"
+  ((status == 0)) || die "installing ${missing[*]} failed"
   [[ -x $PG_BIN/initdb ]] || die "$PG_BIN/initdb still missing after install"
   have_redis || die "redis-server/redis-cli still not on PATH after install"
+  [[ $PROFILE != sentinel ]] || command -v redis-sentinel >/dev/null ||
+    die "redis-sentinel still not on PATH after install"
 }
 
 # --- PostgreSQL and Redis: one file each ------------------------------------
@@ -254,6 +336,9 @@ ensure_installed() {
 source "$ROOT/scripts/services/postgres.sh"
 # shellcheck source=services/redis.sh
 source "$ROOT/scripts/services/redis.sh"
+# Sentinel and Cluster: several Redis processes per profile.
+# shellcheck source=services/topologies.sh
+source "$ROOT/scripts/services/topologies.sh"
 
 # --- faults ----------------------------------------------------------------
 
@@ -328,14 +413,21 @@ cmd_up() {
     start_pg
     db=$(pg_url "$PROFILE")
   fi
-  if [[ -n $redis ]] && ! is_project_url "$redis" && redis_reachable "$redis"; then
-    log "using REDIS_URL from the environment"
+  if is_topology; then
+    # A topology is what this profile is for: never one URL from the environment.
+    [[ -z $redis ]] || is_project_url "$redis" || log "ignoring REDIS_URL from the environment: $PROFILE runs its own"
+    topology_start
+    (umask 077 && { printf 'export DATABASE_URL=%q\n' "$db" && topology_env; } >"$ENV_FILE")
   else
-    [[ -z $redis ]] || is_project_url "$redis" || log "REDIS_URL from the environment does not answer; ignoring it"
-    start_redis
-    redis=$(redis_url "$PROFILE")
+    if [[ -n $redis ]] && ! is_project_url "$redis" && redis_reachable "$redis"; then
+      log "using REDIS_URL from the environment"
+    else
+      [[ -z $redis ]] || is_project_url "$redis" || log "REDIS_URL from the environment does not answer; ignoring it"
+      start_redis
+      redis=$(redis_url "$PROFILE")
+    fi
+    (umask 077 && printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$db" "$redis" >"$ENV_FILE")
   fi
-  (umask 077 && printf 'export DATABASE_URL=%q\nexport REDIS_URL=%q\n' "$db" "$redis" >"$ENV_FILE")
   log "wrote $ENV_FILE"
   cat "$ENV_FILE"
 }
@@ -343,7 +435,11 @@ cmd_up() {
 cmd_down() {
   thaw_pg || true
   stop_pg
-  stop_redis
+  if is_topology; then
+    topology_down
+  else
+    stop_redis
+  fi
   rm -f "$ENV_FILE"
 }
 
@@ -362,7 +458,7 @@ cmd_purge() {
   rm -rf -- "$VAR_DIR"
 }
 
-# Exits non-zero unless both local servers run.
+# Exits non-zero unless every local server of the profile runs.
 cmd_status() {
   local ok=0 pid
   if pg_running; then
@@ -371,7 +467,9 @@ cmd_status() {
     echo "postgres: not running (port $PG_PORT, data $PG_DATA)"
     ok=1
   fi
-  if pid=$(our_redis_pid); then
+  if is_topology; then
+    topology_status || ok=1
+  elif pid=$(our_redis_pid); then
     echo "redis: running, pid $pid, 127.0.0.1:$(running_redis_port "$pid")"
   else
     echo "redis: not running (port $REDIS_PORT)"
@@ -385,14 +483,20 @@ cmd_status() {
 }
 
 usage() {
-  echo "usage: $0 up|down|status|purge|start-postgres|stop-postgres|freeze-postgres|thaw-postgres|start-redis|stop-redis dev|test|chaos" >&2
+  echo "usage: $0 up|down|status|purge|start-postgres|stop-postgres|freeze-postgres|thaw-postgres|start-redis|stop-redis ${PROFILES[*]}" >&2
+  echo "       $0 kill-redis-primary|freeze-redis-primary|thaw-redis sentinel|rcluster" >&2
   exit 2
 }
 
+# The Redis faults that need a primary and its replicas.
+topology_only() { is_topology || die "$1 needs a profile with replicas (sentinel or rcluster); $PROFILE has one Redis"; }
+
 main() {
   [[ $# -eq 2 ]] || usage
-  case $2 in dev | test | chaos) ;; *) usage ;; esac
+  case $2 in dev | test | chaos | sentinel | rcluster) ;; *) usage ;; esac
   PROFILE=$2
+  # Before anything is made for the profile.
+  case $1 in kill-redis-primary | freeze-redis-primary | thaw-redis) topology_only "$1" ;; esac
   PG_PORT=$(port_of "$PROFILE" postgres)
   REDIS_PORT=$(port_of "$PROFILE" redis)
   # Only `up` may move a server to another port (see the top of this file).
@@ -404,9 +508,13 @@ main() {
   [[ $1 != up && $1 != start-* ]] || ensure_installed
   # Enterable by the servers' users, whose homes may lie inside (an older run may have made it 700).
   (umask 022 && mkdir -p "$VAR_DIR") && chmod 755 "$VAR_DIR"
-  REDIS_HOME=$(home_for "$(redis_user)" redis)
-  REDIS_PIDFILE=$REDIS_HOME/redis.pid
-  REDIS_LOG=$REDIS_HOME/redis.log
+  if is_topology; then
+    topology_init
+  else
+    REDIS_HOME=$(home_for "$(redis_user)" redis)
+    REDIS_PIDFILE=$REDIS_HOME/redis.pid
+    REDIS_LOG=$REDIS_HOME/redis.log
+  fi
   PG_HOME=$(pg_home)
   PG_DATA=$PG_HOME/pg
   PG_LOG=$PG_HOME/pg.log
@@ -420,8 +528,11 @@ main() {
     stop-postgres) fault_stop_pg ;;
     freeze-postgres) fault_freeze_pg ;;
     thaw-postgres) fault_thaw_pg ;;
-    start-redis) mkdir -p "$VAR_DIR" && start_redis ;;
-    stop-redis) fault_stop_redis ;;
+    start-redis) if is_topology; then topology_start; else mkdir -p "$VAR_DIR" && start_redis; fi ;;
+    stop-redis) if is_topology; then fault_stop_topology; else fault_stop_redis; fi ;;
+    kill-redis-primary) fault_kill_primary ;;
+    freeze-redis-primary) fault_freeze_primary ;;
+    thaw-redis) fault_thaw_redis ;;
     *) usage ;;
   esac
 }
