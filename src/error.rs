@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use crate::actors::BookingError;
 use crate::auth::{AuthError, Forbidden};
 use crate::cluster::headers::DRAINING as DRAINING_HEADER;
+use crate::cluster::inbound::{CallError, Unsupported};
 use crate::cluster::router::RouteError;
 use crate::domain::values::FieldError;
 use crate::storage::StoreError;
@@ -58,6 +59,11 @@ pub enum ApiError {
     /// shutting down and did nothing with the request, so it may go to any other node.
     #[error("This node is shutting down; retry")]
     Draining,
+    /// 503 `unsupported_call` + Retry-After: a node of a newer build forwarded a call this build
+    /// cannot honour (a newer format, an unknown action). Nothing was done; by the time the
+    /// client retries, the booking's owner may run a build that can.
+    #[error("This node cannot serve the call yet; retry")]
+    UnsupportedCall(#[source] Unsupported),
     /// 503 `lease_unavailable` + Retry-After: the booking's owner cannot serve it right now.
     #[error("Booking is busy elsewhere, retry shortly")]
     LeaseUnavailable { retry_after: Duration },
@@ -110,6 +116,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::DeadlineExceeded => "deadline_exceeded",
             Self::Draining => "draining",
+            Self::UnsupportedCall(_) => "unsupported_call",
             Self::LeaseUnavailable { .. } => "lease_unavailable",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
@@ -121,9 +128,10 @@ impl ApiError {
             Self::LeaseUnavailable { retry_after } | Self::RateLimited { retry_after } => {
                 Some(*retry_after)
             }
-            Self::Unavailable(_) | Self::DeadlineExceeded | Self::Draining => {
-                Some(Duration::from_secs(1))
-            }
+            Self::Unavailable(_)
+            | Self::DeadlineExceeded
+            | Self::Draining
+            | Self::UnsupportedCall(_) => Some(Duration::from_secs(1)),
             _ => None,
         }
     }
@@ -149,7 +157,9 @@ impl ResponseError for ApiError {
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::DeadlineExceeded | Self::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            Self::DeadlineExceeded | Self::Draining | Self::UnsupportedCall(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::LeaseUnavailable { .. } | Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -157,14 +167,23 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        // A planned stop's refusals are expected, one per request that arrives meanwhile.
-        if status.is_server_error() && !matches!(self, Self::Draining) {
-            log::error!(
+        match self {
+            // A planned stop's refusals are expected, one per request that arrives meanwhile.
+            Self::Draining => {}
+            // Expected while a rolling upgrade runs; someone must act only if it goes on after.
+            Self::UnsupportedCall(_) => log::warn!(
                 "request failed status={} error={} cause={}",
                 status.as_u16(),
                 self.code(),
                 chain(self)
-            );
+            ),
+            _ if status.is_server_error() => log::error!(
+                "request failed status={} error={} cause={}",
+                status.as_u16(),
+                self.code(),
+                chain(self)
+            ),
+            _ => {}
         }
         let mut body =
             json!({ "success": false, "message": self.to_string(), "error": self.code() });
@@ -262,6 +281,15 @@ impl From<RouteError> for ApiError {
             RouteError::KeyReused => Self::key_reused(),
             RouteError::LeaseUnavailable { retry_after } => Self::LeaseUnavailable { retry_after },
             error @ RouteError::PeerRefused(_) => Self::Unavailable(error.into()),
+        }
+    }
+}
+
+impl From<CallError> for ApiError {
+    fn from(error: CallError) -> Self {
+        match error {
+            CallError::Malformed(error) => error.into(),
+            CallError::Unsupported(unsupported) => Self::UnsupportedCall(unsupported),
         }
     }
 }

@@ -3,18 +3,26 @@
 //! before are admitted ([`Inbound::admit`]); `http` refuses the rest with 401 before the body is
 //! even parsed, then routes the admitted action like any other, with the hops and what is left
 //! of the deadline the caller passed on.
+//!
+//! Nodes of adjacent builds run side by side during a rolling upgrade, so a body is read
+//! leniently ([`parse_call`]): unknown fields are ignored, and only what this build cannot honour
+//! (a newer format version, an action it does not know) is refused, as [`Unsupported`], for the
+//! sender to try again.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::redis_conn::RedisConn;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
 
 use super::auth::{self, Refusal, Signature, Signed};
 use super::offers::SYSTEM_ACTOR;
-use super::router::{ForwardedCall, MAX_HOPS};
+use super::router::{ForwardedCall, CALL_VERSION, MAX_HOPS};
 use crate::auth::Principal;
 use crate::config::Secret;
+use crate::domain::action::{Action, Op};
 use crate::domain::values::FieldError;
+use crate::redis_conn::RedisConn;
 use crate::redis_health::RedisHealth;
 
 /// The signature headers of a call, as the caller sent them (see `cluster::auth`).
@@ -140,14 +148,78 @@ impl Inbound {
     }
 }
 
-/// The booking action of an admitted call's body. The actor it names must be a token subject,
-/// or the offer sweep of the node that sent it.
-pub(crate) fn parse_call(body: &[u8]) -> Result<ForwardedCall, FieldError> {
-    let call: ForwardedCall = serde_json::from_slice(body)
-        .map_err(|e| FieldError::new("body", format!("is not a booking operation: {e}")))?;
+/// Why an admitted call's body is not run. Either way nothing was done with it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CallError {
+    /// Not a call at all, or a known action with bad fields: 400, naming the field.
+    #[error(transparent)]
+    Malformed(#[from] FieldError),
+    /// A well-formed call from a newer build that this one cannot honour.
+    #[error(transparent)]
+    Unsupported(#[from] Unsupported),
+}
+
+/// What a newer build sent that this one cannot honour. The sender should try again: during a
+/// rolling upgrade the booking soon moves to a node that can.
+#[derive(Debug, thiserror::Error)]
+pub enum Unsupported {
+    #[error("call format version {0}; this build reads up to {CALL_VERSION}")]
+    Version(u16),
+    #[error("unknown action {0:?}")]
+    Op(String),
+}
+
+/// A forwarded call's action as received: one this build knows, one it does not (a newer build's
+/// op), or a known op whose fields do not read. Nothing fails while the call is parsed, so its
+/// `v` is judged first: a newer format may change what any action's fields mean.
+pub(crate) enum Offered {
+    Known(Action),
+    Unknown(String),
+    Unreadable(String),
+}
+
+impl<'de> Deserialize<'de> for Offered {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Buffered, tag first, the way serde reads any internally tagged enum.
+        let action = Value::deserialize(deserializer)?;
+        if let Some(op) = action.get("op").filter(|op| Op::deserialize(*op).is_err()) {
+            if let Some(name) = op.as_str() {
+                return Ok(Self::Unknown(name.to_owned()));
+            }
+        }
+        Ok(match Action::deserialize(action) {
+            Ok(action) => Self::Known(action),
+            Err(error) => Self::Unreadable(error.to_string()),
+        })
+    }
+}
+
+/// The booking action of an admitted call's body, if this build can honour it. The actor it
+/// names must be a token subject, or the offer sweep of the node that sent it.
+pub(crate) fn parse_call(body: &[u8]) -> Result<ForwardedCall, CallError> {
+    let not_an_operation = |e: &dyn std::fmt::Display| {
+        FieldError::new("body", format!("is not a booking operation: {e}"))
+    };
+    let call: ForwardedCall<Offered> =
+        serde_json::from_slice(body).map_err(|e| not_an_operation(&e))?;
+    match call.v {
+        0 => return Err(FieldError::new("v", "must be at least 1").into()),
+        v if v > CALL_VERSION => return Err(Unsupported::Version(v).into()),
+        _ => {}
+    }
+    let action = match call.action {
+        Offered::Known(action) => action,
+        Offered::Unknown(op) => return Err(Unsupported::Op(op).into()),
+        Offered::Unreadable(error) => return Err(not_an_operation(&error).into()),
+    };
     let known = |s: &str| s == SYSTEM_ACTOR || Principal::from_subject(s).is_some();
     if call.actor.as_deref().is_some_and(|s| !known(s)) {
-        return Err(FieldError::new("actor", "must be a token subject"));
+        return Err(FieldError::new("actor", "must be a token subject").into());
     }
-    Ok(call)
+    Ok(ForwardedCall {
+        v: call.v,
+        action,
+        idempotency: call.idempotency,
+        actor: call.actor,
+    })
 }

@@ -66,15 +66,12 @@ async fn stale(
 
 async fn take_back(router: &Router, settings: &OfferSettings, offer: StaleOffer) {
     let give_up = offer.expired_before + 1 >= i64::from(settings.max_offers);
-    let call = ForwardedCall {
-        action: Action::ExpireOffer {
-            driver_id: DriverId(offer.driver_id),
-            assigned_at: offer.assigned_at,
-            give_up,
-        },
-        idempotency: None,
-        actor: Some(SYSTEM_ACTOR.to_owned()),
+    let action = Action::ExpireOffer {
+        driver_id: DriverId(offer.driver_id),
+        assigned_at: offer.assigned_at,
+        give_up,
     };
+    let call = ForwardedCall::new(action, None, Some(SYSTEM_ACTOR.to_owned()));
     let request_id = RequestId::generate();
     let id = BookingId(offer.id);
     let budget = router.deps().request_timeout;

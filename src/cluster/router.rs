@@ -33,17 +33,52 @@ use crate::storage::idempotency::{self, IdempotencyKey, Seen, Stored};
 use crate::storage::models::Booking;
 use crate::storage::{bookings, drivers, pool, StoreError};
 
+/// The newest forwarded-call format this build reads. A build writes the lowest version that
+/// carries a call's meaning, so nodes one build behind keep taking every call they can honour
+/// (docs/architecture.md, "Versioned calls").
+pub(crate) const CALL_VERSION: u16 = 1;
+
 /// What travels to the owner node: the action, the request's Idempotency-Key if it had one, and
 /// the caller's token subject for the audit trail (the owner trusts it as it trusts the action:
 /// the call is signed by a node that verified the token). A call without `actor` (from a build
-/// before it was recorded) is recorded without one.
+/// before it was recorded) is recorded without one. Fields a receiver does not know are ignored.
+///
+/// `A` is the action as this build holds it; the receiving side first reads it as
+/// `cluster::inbound::Offered`, which also stands for an action this build does not know.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ForwardedCall {
-    pub action: Action,
+pub(crate) struct ForwardedCall<A = Action> {
+    /// The call's format. Version 1 is not written (and an absent `v` reads as 1): builds from
+    /// before versioning refuse any field they do not know, and take these calls.
+    #[serde(default = "first_version", skip_serializing_if = "is_first_version")]
+    pub v: u16,
+    pub action: A,
     pub idempotency: Option<IdempotencyKey>,
     #[serde(default)]
     pub actor: Option<String>,
+}
+
+impl ForwardedCall {
+    /// A call in the format every node of this build and the one before reads.
+    pub(crate) fn new(
+        action: Action,
+        idempotency: Option<IdempotencyKey>,
+        actor: Option<String>,
+    ) -> Self {
+        Self {
+            v: first_version(),
+            action,
+            idempotency,
+            actor,
+        }
+    }
+}
+
+fn first_version() -> u16 {
+    1
+}
+
+fn is_first_version(v: &u16) -> bool {
+    *v == 1
 }
 
 /// How a routed action was answered.
@@ -532,5 +567,46 @@ async fn lease_moves(
         };
         tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_version_1_call_is_written_without_its_version() {
+        let call = ForwardedCall::new(Action::Assign { by: None }, None, Some("ops:a".to_owned()));
+
+        let wire = serde_json::to_value(&call).unwrap();
+
+        assert_eq!(
+            wire,
+            json!({
+                "action": { "op": "assign", "by": null }, "idempotency": null, "actor": "ops:a"
+            })
+        );
+    }
+
+    #[test]
+    fn a_call_without_a_version_reads_as_version_1() {
+        let wire = json!({ "action": { "op": "assign", "by": null }, "idempotency": null });
+
+        let call: ForwardedCall = serde_json::from_value(wire).unwrap();
+
+        assert_eq!(call.v, 1);
+        assert_eq!(call.actor, None);
+    }
+
+    #[test]
+    fn a_later_version_is_written() {
+        let mut call = ForwardedCall::new(Action::Assign { by: None }, None, None);
+        call.v = 2;
+
+        let wire = serde_json::to_value(&call).unwrap();
+
+        assert_eq!(wire["v"], 2);
     }
 }

@@ -2,6 +2,10 @@
 //! request into an [`Action`]; it travels as it is to the node that owns the booking (it is the
 //! body of a forwarded call) and into that node's booking actor, whose state machine
 //! ([`super::booking::apply`]) judges it.
+//!
+//! On the wire an action is an object tagged with its [`Op`]. Fields this build does not know are
+//! ignored, so a newer build may add optional ones; which ops a node knows is what
+//! `cluster::inbound` checks before it reads the rest.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,7 +15,7 @@ use super::status::{BookingStatus, Party};
 use super::values::Fare;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+#[serde(tag = "op", rename_all = "snake_case")]
 pub(crate) enum Action {
     /// `by`: the rider asking, or `None` for an operator.
     Assign {
@@ -42,7 +46,43 @@ pub(crate) enum Action {
     },
 }
 
+/// An action's name on the wire (its `op`), spelled as [`Action`]'s tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Op {
+    Assign,
+    Accept,
+    Cancel,
+    Complete,
+    ExpireOffer,
+}
+
+impl Op {
+    /// The name of the action in the actor's trace line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Assign => "Assign",
+            Self::Accept => "Accept",
+            Self::Cancel => "Cancel",
+            Self::Complete => "Complete",
+            Self::ExpireOffer => "ExpireOffer",
+        }
+    }
+}
+
 impl Action {
+    /// Which action this is. Every variant has its [`Op`], so a new action cannot be missing
+    /// from the ops a node knows.
+    pub(crate) fn op(&self) -> Op {
+        match self {
+            Self::Assign { .. } => Op::Assign,
+            Self::Accept { .. } => Op::Accept,
+            Self::Cancel { .. } => Op::Cancel,
+            Self::Complete { .. } => Op::Complete,
+            Self::ExpireOffer { .. } => Op::ExpireOffer,
+        }
+    }
+
     /// Whether the action names a caller the booking must know (everything but an operator's
     /// assign, accept or complete, and the system's own offer sweep).
     pub(crate) fn names_a_party(&self) -> bool {
@@ -80,13 +120,7 @@ impl Action {
 
     /// The name of the action in the actor's trace line.
     pub fn name(&self) -> &'static str {
-        match self {
-            Self::Assign { .. } => "Assign",
-            Self::Accept { .. } => "Accept",
-            Self::Cancel { .. } => "Cancel",
-            Self::Complete { .. } => "Complete",
-            Self::ExpireOffer { .. } => "ExpireOffer",
-        }
+        self.op().name()
     }
 }
 
@@ -124,5 +158,49 @@ mod tests {
             })
         );
         assert_eq!(serde_json::from_value::<Action>(wire).unwrap(), action);
+    }
+
+    #[test]
+    fn every_action_is_tagged_with_its_op() {
+        let when = DateTime::<Utc>::UNIX_EPOCH;
+        let actions = [
+            Action::Assign { by: None },
+            Action::Accept {
+                driver_id: DriverId(7),
+                operator: true,
+            },
+            Action::Cancel {
+                by: Party::Rider(RiderId(3)),
+                reason: None,
+            },
+            Action::Complete {
+                driver_id: DriverId(7),
+                operator: false,
+                actual_fare: Fare::from_cents(1250),
+            },
+            Action::ExpireOffer {
+                driver_id: DriverId(7),
+                assigned_at: when,
+                give_up: false,
+            },
+        ];
+        for action in actions {
+            let wire = serde_json::to_value(&action).unwrap();
+            assert_eq!(wire["op"], serde_json::to_value(action.op()).unwrap());
+        }
+    }
+
+    #[test]
+    fn fields_a_newer_build_added_are_ignored() {
+        let wire = serde_json::json!({ "op": "assign", "by": 3, "surge": 1.5 });
+
+        let action: Action = serde_json::from_value(wire).unwrap();
+
+        assert_eq!(
+            action,
+            Action::Assign {
+                by: Some(RiderId(3))
+            }
+        );
     }
 }

@@ -226,11 +226,7 @@ async fn run(
     idempotency: Option<IdempotencyKey>,
     request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
-    let call = ForwardedCall {
-        action,
-        idempotency,
-        actor: Some(caller.to_string()),
-    };
+    let call = ForwardedCall::new(action, idempotency, Some(caller.to_string()));
     let budget = state.deps.request_timeout;
     render(state.router.route(id, call, request_id, 0, budget).await)
 }

@@ -167,6 +167,12 @@ impl InternalCall {
     }
 
     async fn send(&self, app: &TestApp, booking: i64) -> (u16, serde_json::Value) {
+        let reply = self.reply(app, booking).await;
+        (reply.status.as_u16(), reply.body)
+    }
+
+    /// The whole answer, headers included.
+    async fn reply(&self, app: &TestApp, booking: i64) -> Reply {
         let mut request = app
             .client
             .post(format!("{}/internal/bookings/{booking}", app.address))
@@ -174,8 +180,7 @@ impl InternalCall {
         for (name, value) in &self.headers {
             request = request.header(*name, value);
         }
-        let reply = Reply::send(request).await.unwrap();
-        (reply.status.as_u16(), reply.body)
+        Reply::send(request).await.unwrap()
     }
 }
 
@@ -382,4 +387,105 @@ async fn a_call_at_the_hop_limit_is_not_passed_on_again() {
     assert_eq!(reply["error"], "lease_unavailable");
     assert_eq!(n1.fingerprint().await, before);
     assert_eq!(n2.metric("ridelock_forwards_sent_total").await, 0.0);
+}
+
+#[actix_web::test]
+async fn a_call_with_fields_this_build_does_not_know_is_served() {
+    // Arrange: a pending booking and an online driver; a call from a newer build that added an
+    // optional field to the call and one to its action.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let newer = br#"{"v":1,"action":{"op":"assign","by":null,"surge":1.5},"actor":"ops:test",
+        "priority":"high"}"#;
+
+    // Act
+    let (status, reply) = InternalCall::valid_body(booking, newer)
+        .send(&app, booking)
+        .await;
+
+    // Assert
+    assert_eq!(status, 200, "{reply:#}");
+    assert_eq!(reply["data"]["booking"]["status"], "assigned");
+}
+
+#[actix_web::test]
+async fn a_call_this_build_cannot_honour_is_refused_for_a_retry_and_changes_nothing() {
+    // Arrange: a pending booking and an online driver, so an assign that ran would write.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let before = app.fingerprint().await;
+    let row_before = app.get(format!("/api/bookings/{booking}")).await;
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "a newer format",
+            br#"{"v":2,"action":{"op":"assign","by":null},"actor":"ops:test"}"#,
+        ),
+        (
+            "a newer format whose action this build would misread",
+            br#"{"v":2,"action":{"op":"assign","by":{"fleet":4}},"actor":"ops:test"}"#,
+        ),
+        (
+            "an action this build does not know",
+            br#"{"action":{"op":"reassign","driver_id":7},"actor":"ops:test"}"#,
+        ),
+    ];
+    for (case, body) in cases {
+        // Act
+        let reply = InternalCall::valid_body(booking, body)
+            .reply(&app, booking)
+            .await;
+
+        // Assert
+        assert_eq!(reply.status, 503, "{case}: {:#}", reply.body);
+        assert_eq!(reply.body["success"], false, "{case}");
+        assert_eq!(reply.body["error"], "unsupported_call", "{case}");
+        assert!(reply.body["message"].is_string(), "{case}");
+        assert_eq!(reply.retry_after.as_deref(), Some("1"), "{case}");
+    }
+    assert_eq!(
+        app.fingerprint().await,
+        before,
+        "a refused call writes nothing"
+    );
+    let row_after = app.get(format!("/api/bookings/{booking}")).await;
+    assert_eq!(row_after.data(), row_before.data(), "not even a new token");
+}
+
+#[actix_web::test]
+async fn a_malformed_call_is_still_refused_as_invalid() {
+    // Arrange
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let before = app.fingerprint().await;
+    let cases: [(&str, &[u8], &str); 4] = [
+        ("not JSON", b"{", "body"),
+        ("no action", br#"{"actor":"ops:test"}"#, "body"),
+        (
+            "a known action with a bad field",
+            br#"{"action":{"op":"cancel","by":"everyone"},"actor":"ops:test"}"#,
+            "body",
+        ),
+        (
+            "version 0",
+            br#"{"v":0,"action":{"op":"assign","by":null},"actor":"ops:test"}"#,
+            "v",
+        ),
+    ];
+    for (case, body, field) in cases {
+        // Act
+        let (status, reply) = InternalCall::valid_body(booking, body)
+            .send(&app, booking)
+            .await;
+
+        // Assert
+        assert_eq!(status, 400, "{case}: {reply:#}");
+        assert_eq!(reply["error"], "invalid_request", "{case}");
+        assert_eq!(reply["data"]["field"], field, "{case}");
+    }
+    assert_eq!(app.fingerprint().await, before);
 }
