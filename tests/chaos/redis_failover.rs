@@ -13,6 +13,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::support::poll;
 use crate::support::services::Deployment;
 use crate::world::{traffic_for, Chaos};
 
@@ -39,6 +40,14 @@ fn assert_refused(port: u16) {
         Duration::from_millis(500),
     );
     assert!(connected.is_err(), "Redis on :{port} still answers");
+}
+
+/// What the server on `port` says it is (`master`, `slave`).
+fn role_of(deployment: &Deployment, port: u16) -> String {
+    let role: Vec<redis::Value> = redis::cmd("ROLE")
+        .query(&mut deployment.connect_to(port))
+        .unwrap();
+    redis::from_redis_value(role[0].clone()).unwrap()
 }
 
 /// The figures of a failure at `fault`, over the `window` after it.
@@ -135,18 +144,35 @@ async fn freeze_the_primary_past_the_failover(name: &'static str, profile: &'sta
     let window = detection(&deployment) + Duration::from_secs(4);
     traffic_for(window).await;
     deployment.thaw().await;
-    // Woken, it believes it is the primary until told otherwise: lease writes that reach it
-    // now must not give any booking a second writer.
-    traffic_for(Duration::from_secs(4)).await;
-
-    let role: Vec<redis::Value> = redis::cmd("ROLE")
-        .query(&mut deployment.connect_to(port))
-        .unwrap();
-    let role: String = redis::from_redis_value(role[0].clone()).unwrap();
-    assert_eq!(
-        role, "slave",
-        "the woken primary on :{port} was not demoted"
+    let woken = Instant::now();
+    // Woken, it believes it is the primary until the sentinels (or the cluster) demote it, which
+    // takes them seconds: lease writes that reach it meanwhile must not give any booking a
+    // second writer. The traffic runs on until it is a replica, and a while after.
+    let demoted = poll::until(
+        Duration::from_secs(20),
+        || async { role_of(&deployment, port) },
+        |role| role == "slave",
+    )
+    .await;
+    assert!(
+        demoted.is_ok(),
+        "the woken primary on :{port} was never demoted: {demoted:?}"
     );
+    chaos.figure("stale_primary_ms", woken.elapsed().as_millis());
+    // Nodes that were still talking to it when it refused a write as a replica (and so asked
+    // the sentinels again): in Redis Cluster the client follows the redirect instead.
+    let told_readonly = (0..3)
+        .filter(|&node| {
+            chaos
+                .cluster
+                .log(node)
+                .lines()
+                .any(|line| line.contains("primary forgotten") && line.contains("READONLY"))
+        })
+        .count();
+    chaos.figure("nodes_told_readonly", told_readonly);
+    traffic_for(Duration::from_secs(2)).await;
+
     let outage = outage(&chaos, fault, window);
     outage.report(&chaos);
     chaos.finish().await;
