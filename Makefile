@@ -40,15 +40,23 @@ run:
 cluster:
 	REDIS="$(REDIS)" bash scripts/cluster.sh
 
-# What CI runs (.ci/run): format check, lints, every test target, then schemathesis against
-# real servers in both auth modes (scripts/fuzz.sh; FUZZ_EXAMPLES=200 for a deeper run).
+# What CI runs (.ci/run): format check, lints, every test target, the api and cluster suites on
+# Redis Sentinel and on Redis Cluster, then schemathesis against real servers in both auth modes
+# (scripts/fuzz.sh; FUZZ_EXAMPLES=200 for a deeper run).
 test:
 	$(SERVICES) up test
+	$(SERVICES) up sentinel >/dev/null
+	$(SERVICES) up rcluster >/dev/null
 	. var/test/env
 	export RIDELOCK_ENV=test
 	$(FMT_CHECK)
 	$(CLIPPY)
 	cargo test --workspace --all-targets
+	# The api and cluster suites again with redis.mode sentinel, then cluster, on those
+	# profiles' servers (docs/testing.md); the chaos suite fails their primaries itself.
+	for profile in sentinel rcluster; do
+	  ( . "var/$$profile/env" && cargo test --test api --test cluster )
+	done
 	bash scripts/fuzz.sh target/debug/ridelock
 
 # Every loadtest scenario against a running server (`make run` in another terminal).

@@ -199,7 +199,12 @@ impl Application {
 
         let health = RedisHealth::new(&node_id.0, settings.lease.ttl());
         let leases = Leases::new(
-            RedisLeases::new(redis.clone()),
+            match settings.lease.replica_wait() {
+                Some((replicas, timeout)) => {
+                    RedisLeases::new(redis.clone()).waiting_for_replicas(replicas, timeout)
+                }
+                None => RedisLeases::new(redis.clone()),
+            },
             PgLeases::new(
                 db.clone(),
                 address.clone(),

@@ -125,6 +125,10 @@ pub struct LeaseSettings {
     pub ttl_ms: u64,
     pub renew_every_ms: u64,
     pub drift_ms: u64,
+    /// Replicas a new Redis lease must reach (`WAIT`) before it is used; 0: none waited for.
+    pub wait_replicas: u32,
+    /// How long a grant waits for them.
+    pub wait_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -272,6 +276,16 @@ impl LeaseSettings {
 
     pub(crate) fn drift(&self) -> Duration {
         Duration::from_millis(self.drift_ms)
+    }
+
+    /// The replicas a grant waits for and how long, if any.
+    pub fn replica_wait(&self) -> Option<(u32, Duration)> {
+        (self.wait_replicas > 0).then(|| {
+            (
+                self.wait_replicas,
+                Duration::from_millis(self.wait_timeout_ms),
+            )
+        })
     }
 }
 

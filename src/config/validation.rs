@@ -106,6 +106,16 @@ impl Settings {
         if self.lease.drift_ms >= self.lease.ttl_ms / 3 {
             bail!("lease.drift_ms must be below lease.ttl_ms / 3");
         }
+        // WAIT holds the connection's later commands behind it: it must end well within the
+        // response timeout, or one slow replica would make Redis look silent.
+        if self.lease.wait_replicas > 0
+            && (self.lease.wait_timeout_ms == 0
+                || self.lease.wait_timeout_ms * 2 > self.redis.response_timeout_ms)
+        {
+            bail!(
+                "lease.wait_timeout_ms must be positive and at most half of redis.response_timeout_ms"
+            );
+        }
         if self.redis.response_timeout_ms == 0
             || self.redis.response_timeout_ms >= self.lease.renew_every_ms
         {

@@ -2,7 +2,9 @@
 //! against Redis Cluster or a Sentinel-managed primary; batches go through `RedisConn::batch`,
 //! which keeps a cluster's pipelines within one slot.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::redis_conn::RedisConn;
 use redis::Script;
@@ -44,6 +46,22 @@ pub struct LeaseRecord {
 pub struct RedisLeases {
     conn: RedisConn,
     release: Script,
+    wait: Option<ReplicaWait>,
+}
+
+/// `WAIT` after a grant (`lease.wait_replicas`), and the grants that reached fewer replicas.
+#[derive(Clone)]
+struct ReplicaWait {
+    replicas: u32,
+    timeout: Duration,
+    short: Arc<ShortWaits>,
+}
+
+/// Grants that reached fewer replicas than asked in time, logged at most once a second.
+#[derive(Default)]
+struct ShortWaits {
+    count: AtomicU64,
+    logged_at: Mutex<Option<Instant>>,
 }
 
 impl RedisLeases {
@@ -51,22 +69,48 @@ impl RedisLeases {
         Self {
             conn,
             release: Script::new(RELEASE),
+            wait: None,
         }
     }
 
-    /// `SET key value NX PX ttl`; on contention, says who holds it and for how long.
+    /// Each grant then waits (`WAIT`) up to `timeout` for `replicas` replicas to have it.
+    pub fn waiting_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.wait = Some(ReplicaWait {
+            replicas,
+            timeout,
+            short: Arc::default(),
+        });
+        self
+    }
+
+    /// `SET key value NX PX ttl` (with `WAIT` in the same pipeline if so configured, so that a
+    /// cluster sends it to the key's primary); on contention, says who holds it and for how long.
     pub async fn acquire(&self, key: &str, value: &str, ttl: Duration) -> Result<(), LeaseError> {
         let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(key)
-            .arg(value)
-            .arg("NX")
-            .arg("PX")
-            .arg(millis(ttl))
-            .query_async(&mut conn)
-            .await
-            .map_err(LeaseError::unavailable)?;
-        if set.is_some() {
+        let mut set = redis::cmd("SET");
+        set.arg(key).arg(value).arg("NX").arg("PX").arg(millis(ttl));
+        let granted = match &self.wait {
+            None => set
+                .query_async::<Option<String>>(&mut conn)
+                .await
+                .map_err(LeaseError::unavailable)?
+                .is_some(),
+            Some(wait) => {
+                let (granted, reached): (Option<String>, u32) = redis::pipe()
+                    .add_command(set)
+                    .cmd("WAIT")
+                    .arg(wait.replicas)
+                    .arg(millis(wait.timeout))
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(LeaseError::unavailable)?;
+                if granted.is_some() && reached < wait.replicas {
+                    wait.short.count(key, reached, wait.replicas);
+                }
+                granted.is_some()
+            }
+        };
+        if granted {
             return Ok(());
         }
         let (holder, pttl): (Option<String>, i64) = redis::pipe()
@@ -253,6 +297,19 @@ impl RedisLeases {
             }
         }
         Ok(cleared)
+    }
+}
+
+impl ShortWaits {
+    fn count(&self, key: &str, reached: u32, asked: u32) {
+        let total = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut logged_at = self.logged_at.lock().unwrap_or_else(|p| p.into_inner());
+        if logged_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *logged_at = Some(Instant::now());
+            log::warn!(
+                "lease granted before its replicas had it key={key} replicas={reached} asked={asked} total={total}"
+            );
+        }
     }
 }
 

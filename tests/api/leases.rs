@@ -7,9 +7,10 @@ use diesel::sql_types::BigInt;
 use diesel_async::RunQueryDsl;
 use serde_json::json;
 
-use crate::support::app::{spawn_app, spawn_app_with, spawn_node, TestApp};
+use crate::support::app::{spawn_app, spawn_app_with, spawn_node, use_own_redis, TestApp};
 use crate::support::fixtures::{lease_key, Api, PICKUP};
 use crate::support::poll::eventually;
+use crate::support::redis_server::RedisServer;
 
 async fn active_actors(app: &TestApp) -> u64 {
     app.get("/api/locks/stats").await.data()["active_actors"]
@@ -320,4 +321,55 @@ async fn a_graceful_stop_gives_back_every_lease_without_waiting_for_the_ttl() {
     })
     .await;
     assert!(released, "a stopping node must release its leases");
+}
+
+#[actix_web::test]
+async fn with_wait_replicas_a_granted_lease_is_on_the_replica_before_the_answer() {
+    // Arrange: a primary and its replica of the test's own; the node waits for one replica.
+    let primary = RedisServer::start();
+    let replica = RedisServer::start();
+    replica.replicate(&primary);
+    let url = primary.url();
+    let app = spawn_app_with(|s| {
+        use_own_redis(s, &url);
+        s.lease.wait_replicas = 1;
+        s.lease.wait_timeout_ms = 100;
+    })
+    .await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let first = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
+
+    // Act: the assignment takes the booking's lease.
+    app.post(format!("/api/bookings/{first}/assign"), json!(null))
+        .await
+        .expect(200, None);
+
+    // Assert: the grant waited for the replica (WAIT ran on the primary), and the replica has the
+    // lease the moment the answer arrives.
+    let stats: String = primary.cmd(&["INFO", "commandstats"]);
+    assert!(
+        stats.contains("cmdstat_wait:calls="),
+        "no WAIT ran: {stats}"
+    );
+    let key = lease_key(&app.redis_prefix, first);
+    let on_replica: Option<String> = replica.cmd(&["GET", &key]);
+    assert!(
+        on_replica.is_some_and(|v| v.starts_with("n1:")),
+        "the replica does not have {key}"
+    );
+
+    // Act: the replica freezes; a second booking is assigned.
+    replica.signal(libc::SIGSTOP);
+    let second = app.unowned_booking(rider, PICKUP.0, PICKUP.1).await;
+    let assigned = app
+        .post(format!("/api/bookings/{second}/assign"), json!(null))
+        .await;
+    replica.signal(libc::SIGCONT);
+
+    // Assert: a replica that does not answer costs the wait, not the grant: the lease is used.
+    assigned.expect(200, None);
+    let on_primary: Option<String> = primary.cmd(&["GET", &lease_key(&app.redis_prefix, second)]);
+    assert!(on_primary.is_some_and(|v| v.starts_with("n1:")));
 }

@@ -111,6 +111,29 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Makes this server a replica of `primary` and waits until it has synced.
+    pub fn replicate(&self, primary: &RedisServer) {
+        let _: String = self.cmd(&["REPLICAOF", "127.0.0.1", &primary.port.to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self
+            .cmd::<String>(&["INFO", "replication"])
+            .contains("master_link_status:up")
+        {
+            assert!(Instant::now() < deadline, "the replica did not sync");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Sends `signal` to the server (SIGSTOP freezes it, SIGCONT wakes it).
+    pub fn signal(&self, signal: libc::c_int) {
+        let pid = self.child.as_ref().expect("a running server").id();
+        // SAFETY: kill(2) on a child process we started and have not reaped.
+        let rc = unsafe { libc::kill(i32::try_from(pid).unwrap(), signal) };
+        assert_eq!(rc, 0, "kill({signal}) redis-server");
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();

@@ -159,6 +159,8 @@ fn setup() -> Setup {
         ttl_ms: TTL.as_millis() as u64,
         renew_every_ms: RENEW_EVERY.as_millis() as u64,
         drift_ms: DRIFT.as_millis() as u64,
+        wait_replicas: 0,
+        wait_timeout_ms: 50,
     };
     let manager = LeaseManager::new(
         "node-a".to_owned(),
