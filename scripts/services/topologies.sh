@@ -10,9 +10,10 @@ SERVICE_NAME=ridelock
 # How long a primary may not answer before a Sentinel thinks it down. At 1000 (Sentinel's
 # ping period) a Sentinel that has just switched to a new primary may, rarely, think it
 # down for a moment ~1 s later (its first PING to it can wait that long), and two doing so
-# at once run a needless second failover: seen once in ~40 failovers here. 1500 would
-# rule that out, at ~0.5 s more per failover.
-SENTINEL_DOWN_AFTER_MS=1000
+# at once run a needless second failover: seen once in ~40 failovers here. 1500 rules that
+# out, at ~0.5 s more per failover; the chaos suite's failover targets count with it
+# (tests/chaos/redis_failover.rs).
+SENTINEL_DOWN_AFTER_MS=1500
 # Set by topology_init: the processes by name (redisN: servers, sentinelN), the
 # directory each works in (which identifies it, as for the single Redis), and the
 # port of each, busN being the cluster bus of rcluster's redisN.

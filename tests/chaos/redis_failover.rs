@@ -19,7 +19,7 @@ use crate::world::{traffic_for, Chaos};
 
 /// Sentinel's `down-after-milliseconds` and Redis Cluster's `cluster-node-timeout` in the
 /// profiles (scripts/services/topologies.sh): how long before a dead primary is noticed.
-const SENTINEL_DETECTION: Duration = Duration::from_millis(1000);
+const SENTINEL_DETECTION: Duration = Duration::from_millis(1500);
 const CLUSTER_DETECTION: Duration = Duration::from_millis(2000);
 
 /// The target: new leases again within the detection time + 2 s of a primary's death.
@@ -107,7 +107,23 @@ impl Outage {
         chaos.figure("no_new_leases_ms", self.no_new_leases.as_millis());
         chaos.figure("503_during_failover", self.unavailable);
         chaos.figure("full_throughput_after_ms", self.full_throughput.as_millis());
+        chaos.figure("leases_lost", leases_lost(chaos));
     }
+}
+
+/// Leases whose holder found them gone or taken at a renewal (not merely unconfirmed): granted
+/// by the old primary and lost with it, or taken meanwhile. What `lease.wait_replicas` is for.
+fn leases_lost(chaos: &Chaos) -> usize {
+    (0..chaos.cluster.nodes.len())
+        .map(|node| {
+            chaos
+                .cluster
+                .log(node)
+                .lines()
+                .filter(|line| line.contains("lease_lost") && line.contains("err:not_ours"))
+                .count()
+        })
+        .sum()
 }
 
 async fn kill_the_primary(name: &'static str, profile: &'static str) {
