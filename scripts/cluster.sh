@@ -14,7 +14,8 @@
 #
 # Ctrl-C (or SIGTERM) stops nginx, then each node with SIGTERM: a node drains its in-flight
 # requests, gives back every lease and leaves the member list, so nothing waits for a TTL.
-# Installs nginx (Debian package) when it is missing. `make run` uses :3000 too: one or the other.
+# Installs nginx (Debian package) when it is missing (scripts/install-nginx.sh). `make run`
+# uses :3000 too: one or the other.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -42,23 +43,6 @@ wait_listening() {
   done
 }
 
-ensure_nginx() {
-  [[ -x $NGINX ]] && return 0
-  ((EUID == 0)) || die "please install nginx (apt-get install nginx-light)"
-  log "installing nginx-light"
-  # The package would start a system-wide nginx on :80; we run our own, so keep it from
-  # starting anything (the usual policy-rc.d switch, only if none is in place).
-  local policy=/usr/sbin/policy-rc.d added=
-  if [[ ! -e $policy ]]; then
-    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
-  fi
-  apt-get update >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light >&2 || status=$?
-  [[ -n $added ]] && rm -f "$policy"
-  [[ -z ${status:-} ]] || die "installing nginx-light failed"
-  [[ -x $NGINX ]] || die "$NGINX still missing after install"
-}
-
 case ${REDIS:-} in
   "" | single) PROFILE=dev ;;
   sentinel) PROFILE=sentinel ;;
@@ -76,7 +60,7 @@ bash scripts/services.sh up "$PROFILE" >/dev/null
 unset RIDELOCK_REDIS__MODE RIDELOCK_REDIS__NODES RIDELOCK_REDIS__SERVICE_NAME
 # shellcheck disable=SC1090
 . "var/$PROFILE/env"
-ensure_nginx
+bash scripts/install-nginx.sh
 cargo build --release
 ./target/release/ridelock migrate
 ./target/release/ridelock seed
