@@ -27,6 +27,8 @@ pub struct Node {
     pub address: String,
     child: Child,
     log: PathBuf,
+    /// The environment it was started with, to start it again ([`Cluster::restart`]).
+    env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -126,34 +128,32 @@ impl Cluster {
             .map(|i| {
                 let id = format!("n{i}");
                 let log = logs.join(format!("{id}.log"));
-                let out = File::create(&log).unwrap();
-                let child = Command::new(env!("CARGO_BIN_EXE_ridelock"))
-                    .arg("serve")
-                    .env("RIDELOCK_ENV", "test")
-                    .env("DATABASE_URL", &db_url)
-                    .env(
-                        "REDIS_URL",
-                        proxies
-                            .get(i - 1)
-                            .map_or(redis_url.clone(), |proxy| proxy.redis_url(&redis_url)),
-                    )
-                    .env("RIDELOCK_SERVER__PORT", "0")
-                    .env("RIDELOCK_NODE__ID", &id)
-                    .env("RIDELOCK_REDIS__KEY_PREFIX", &prefix)
+                let redis = proxies
+                    .get(i - 1)
+                    .map_or(redis_url.clone(), |proxy| proxy.redis_url(&redis_url));
+                let env: Vec<(String, String)> = [
+                    ("RIDELOCK_ENV", "test"),
+                    ("DATABASE_URL", &db_url),
+                    ("REDIS_URL", &redis),
+                    ("RIDELOCK_SERVER__PORT", "0"),
+                    ("RIDELOCK_NODE__ID", &id),
+                    ("RIDELOCK_REDIS__KEY_PREFIX", &prefix),
                     // Actors stay for the whole test, so who owns a booking is decided by the
                     // faults under test, not by an idle stop.
-                    .env("RIDELOCK_BOOKING__IDLE_STOP_MS", "60000")
-                    .env("RUST_LOG", &setup.log_filter)
-                    .envs(setup.env.iter().map(|(k, v)| (k, v)))
-                    .stdout(Stdio::from(out.try_clone().unwrap()))
-                    .stderr(Stdio::from(out))
-                    .spawn()
-                    .expect("start a ridelock node");
+                    ("RIDELOCK_BOOKING__IDLE_STOP_MS", "60000"),
+                    ("RUST_LOG", &setup.log_filter),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .chain(setup.env.iter().cloned())
+                .collect();
+                let child = spawn_node(&env, File::create(&log).unwrap());
                 Node {
                     id,
                     address: String::new(),
                     child,
                     log,
+                    env,
                 }
             })
             .collect();
@@ -197,13 +197,19 @@ impl Cluster {
             proxies,
             _serial: serial,
         };
-        // Every node serves and counts them all: the last answer of each, if not.
+        cluster.wait_ready(Duration::from_secs(60)).await;
+        cluster
+    }
+
+    /// Waits until every node serves and counts them all; fails with the last answer of each.
+    async fn wait_ready(&self, within: Duration) {
+        let count = self.nodes.len();
         let ready = poll::until(
-            Duration::from_secs(60),
+            within,
             || async {
                 let mut seen = Vec::with_capacity(count);
                 for i in 0..count {
-                    let answer = cluster.get(i, "/api/cluster/nodes").await;
+                    let answer = self.get(i, "/api/cluster/nodes").await;
                     seen.push(
                         answer.map(|nodes| (nodes.status.as_u16(), nodes.body["count"].clone())),
                     );
@@ -217,7 +223,57 @@ impl Cluster {
         )
         .await;
         assert!(ready.is_ok(), "the cluster did not come up: {ready:?}");
-        cluster
+    }
+
+    /// Starts node `node` again once it has exited: a new process under the same id, on the same
+    /// port (a load balancer in front keeps its address), database, prefix and environment, as a
+    /// replaced node of a rolling upgrade. Its log goes on in the same file. Returns once every
+    /// node serves and counts them all.
+    ///
+    /// The port was free for a moment: if something took it meanwhile (an outgoing connection
+    /// given it as its local port), the node fails to bind and is started again, for up to 5 s.
+    pub async fn restart(&mut self, node: usize) {
+        let node = &mut self.nodes[node];
+        let old = node.child.try_wait().unwrap();
+        assert!(old.is_some(), "{} is still running", node.id);
+        let port = node.address.rsplit(':').next().unwrap().to_owned();
+        let env: Vec<(String, String)> = node
+            .env
+            .iter()
+            .map(|(k, v)| match k.as_str() {
+                "RIDELOCK_SERVER__PORT" => (k.clone(), port.clone()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        let marker = format!("listening node={} port={port}", node.id);
+        let until = Instant::now() + Duration::from_secs(5);
+        loop {
+            let from = std::fs::metadata(&node.log).map_or(0, |m| m.len());
+            let out = File::options().append(true).open(&node.log).unwrap();
+            node.child = spawn_node(&env, out);
+            let (log, child) = (&node.log, &mut node.child);
+            let started = poll::until(
+                Duration::from_secs(30),
+                || {
+                    let seen = (
+                        log_since(log, from).contains(&marker),
+                        child.try_wait().unwrap(),
+                    );
+                    async move { seen }
+                },
+                |(listening, exited)| *listening || exited.is_some(),
+            )
+            .await;
+            let since = log_since(&node.log, from);
+            match started {
+                Ok((true, _)) => break,
+                Ok((false, Some(_))) if since.contains("in use") && Instant::now() < until => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                _ => panic!("{} did not start again ({started:?}):\n{since}", node.id),
+            }
+        }
+        self.wait_ready(Duration::from_secs(30)).await;
     }
 
     /// Waits for a node to exit (after SIGTERM or SIGKILL).
@@ -359,6 +415,23 @@ impl Cluster {
             );
         }
     }
+}
+
+/// Starts `ridelock serve` with `env`, its output to `log`.
+fn spawn_node(env: &[(String, String)], log: File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ridelock"))
+        .arg("serve")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start a ridelock node")
+}
+
+/// What a log holds past byte `from` (a restarted node's lines).
+fn log_since(log: &std::path::Path, from: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default()).into_owned()
 }
 
 /// A cluster, to the fixtures, is its first node: riders, drivers and bookings are made there.
