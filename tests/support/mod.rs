@@ -3,7 +3,8 @@
 //!
 //! - `app`: the in-process app (api suite): one node per test, on its own database and prefix.
 //! - `cluster`: real `ridelock serve` processes (cluster and chaos suites), and `faults`, the
-//!   faults inflicted on them; `services`, the chaos profile's servers those faults stop.
+//!   faults inflicted on them; `services`, the chaos profile's servers those faults stop;
+//!   `nginx`, the project's load balancer configuration in front of them.
 //! - `reply`: a server's answer, as every suite reads it; `poll`: waiting for a condition.
 //! - `fixtures`: the pickup, the lease TTL, request bodies, and the riders, drivers and bookings
 //!   made through any of the above.
@@ -23,6 +24,7 @@ pub mod database;
 pub mod faults;
 pub mod fixtures;
 pub mod metrics;
+pub mod nginx;
 pub mod poll;
 pub mod proxy;
 pub mod redis_client;
