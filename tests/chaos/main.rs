@@ -27,3 +27,4 @@ mod postgres_faults;
 mod redis_failover;
 mod redis_faults;
 mod soak;
+mod upgrade;

@@ -73,10 +73,20 @@ pub struct Unavailable {
     pub retry_after: Option<String>,
 }
 
+/// An attempt that a client without retries would have failed: a 503, no answer, or an answer
+/// outside the contract; when, and what (the `error` code, `no_answer`, `not_json`, the status).
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub at: Instant,
+    pub what: String,
+}
+
 /// The request log: 2xx answers and the other replies worth reporting.
 #[derive(Default)]
 pub struct Seen {
     pub acks: Mutex<Vec<Ack>>,
+    /// Every attempt that failed, retried or not.
+    pub failures: Mutex<Vec<Failure>>,
     /// Answers that fail the scenario: unexpected statuses, bodies that are not JSON, hangs.
     pub odd: Mutex<Vec<String>>,
     /// 409s by `error` code.
@@ -145,7 +155,7 @@ impl Client {
     /// one after the request went out is a hang.
     async fn attempt(&self, request: reqwest::RequestBuilder) -> Attempt {
         let sent = Instant::now();
-        match Reply::send(request).await {
+        let attempt = match Reply::send(request).await {
             Ok(reply) => {
                 if reply.status == 503 {
                     self.seen.unavailable.lock().unwrap().push(Unavailable {
@@ -163,7 +173,39 @@ impl Client {
                 Attempt::Hung(sent.elapsed())
             }
             Err(ReadError::Send(_) | ReadError::Body(..)) => Attempt::NoAnswer,
+        };
+        let failed = match &attempt {
+            Attempt::Json(reply) if reply.status.is_server_error() => match reply.error() {
+                "" => Some(reply.status.as_str().to_owned()),
+                code => Some(code.to_owned()),
+            },
+            Attempt::Json(_) => None,
+            Attempt::NotJson(status, _) => Some(format!("not_json_{}", status.as_u16())),
+            Attempt::NoAnswer => Some("no_answer".to_owned()),
+            Attempt::Hung(_) => Some("hung".to_owned()),
+        };
+        if let Some(what) = failed {
+            self.seen.failures.lock().unwrap().push(Failure {
+                at: Instant::now(),
+                what,
+            });
         }
+        attempt
+    }
+
+    /// Failed attempts between `from` and `to`, by what they got (see [`Failure`]).
+    pub fn failures_between(
+        &self,
+        from: Instant,
+        to: Instant,
+    ) -> std::collections::BTreeMap<String, usize> {
+        let mut by_what = std::collections::BTreeMap::new();
+        for failure in self.seen.failures.lock().unwrap().iter() {
+            if failure.at >= from && failure.at < to {
+                *by_what.entry(failure.what.clone()).or_default() += 1;
+            }
+        }
+        by_what
     }
 
     pub async fn send(

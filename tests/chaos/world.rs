@@ -15,6 +15,7 @@ use crate::support::audit::{assert_one_writer_per_token, assert_state_machine};
 use crate::support::cluster::{Cluster, Setup};
 use crate::support::database::{self, Count, Event, Stored};
 use crate::support::fixtures::{Api, TTL};
+use crate::support::nginx::Nginx;
 use crate::support::redis_client::RedisAt;
 use crate::support::reply::{ReadError, Reply};
 use crate::support::services::{self, Deployment};
@@ -33,6 +34,8 @@ pub const TAKEOVER_BOUND: Duration = Duration::from_millis(TTL.as_millis() as u6
 pub struct Chaos {
     name: &'static str,
     pub cluster: Cluster,
+    /// The load balancer the traffic goes through, if any ([`Chaos::start_behind_nginx`]).
+    pub nginx: Option<Nginx>,
     pub client: Client,
     stop: Arc<AtomicBool>,
     riders: Vec<tokio::task::JoinHandle<()>>,
@@ -50,24 +53,31 @@ pub struct Chaos {
 
 impl Chaos {
     pub async fn start(name: &'static str) -> Self {
+        Self::start_with(name, Self::on_chaos_services().await, false).await
+    }
+
+    /// A scenario whose traffic goes through nginx, with the project's configuration
+    /// (`config/nginx-cluster.conf`), in front of the nodes: the client knows one address.
+    pub async fn start_behind_nginx(name: &'static str) -> Self {
+        Self::start_with(name, Self::on_chaos_services().await, true).await
+    }
+
+    /// Three nodes on the chaos profile's services, each reaching Redis through its own proxy.
+    async fn on_chaos_services() -> Setup {
         let services = services::up().await;
-        Self::start_with(
-            name,
-            Setup {
-                count: 3,
-                database_server: services.pg_url.clone(),
-                redis: services.redis_url.clone(),
-                redis_at: RedisAt {
-                    url: services.redis_url.clone(),
-                    cluster_nodes: None,
-                },
-                redis_proxies: true,
-                log_filter: "info".to_owned(),
-                // The proxies front one server: the chaos profile's, whatever the suite's mode.
-                env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
+        Setup {
+            count: 3,
+            database_server: services.pg_url.clone(),
+            redis: services.redis_url.clone(),
+            redis_at: RedisAt {
+                url: services.redis_url.clone(),
+                cluster_nodes: None,
             },
-        )
-        .await
+            redis_proxies: true,
+            log_filter: "info".to_owned(),
+            // The proxies front one server: the chaos profile's, whatever the suite's mode.
+            env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
+        }
     }
 
     /// A scenario on a Redis deployment of several servers (Sentinel or Redis Cluster), which
@@ -92,13 +102,22 @@ impl Chaos {
                 log_filter: "info".to_owned(),
                 env: deployment.env.clone(),
             },
+            false,
         )
         .await
     }
 
-    async fn start_with(name: &'static str, setup: Setup) -> Self {
+    async fn start_with(name: &'static str, setup: Setup, behind_nginx: bool) -> Self {
         let cluster = Cluster::start_on(setup).await;
-        let client = Client::new(cluster.nodes.iter().map(|n| n.address.clone()).collect());
+        let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
+        let nginx = match behind_nginx {
+            true => Some(Nginx::start(&nodes).await),
+            false => None,
+        };
+        let client = Client::new(match &nginx {
+            Some(nginx) => vec![nginx.address.clone()],
+            None => nodes,
+        });
         client.drivers(DRIVERS).await;
         let stop = Arc::new(AtomicBool::new(false));
         let (mut riders, mut rider_ids) = (Vec::new(), Vec::new());
@@ -114,6 +133,7 @@ impl Chaos {
         Self {
             name,
             cluster,
+            nginx,
             client,
             stop,
             riders,
