@@ -110,9 +110,10 @@ impl Chaos {
     async fn start_with(name: &'static str, setup: Setup, behind_nginx: bool) -> Self {
         let cluster = Cluster::start_on(setup).await;
         let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
-        let nginx = match behind_nginx {
-            true => Some(Nginx::start(&nodes).await),
-            false => None,
+        let nginx = if behind_nginx {
+            Some(Nginx::start(&nodes).await)
+        } else {
+            None
         };
         let client = Client::new(match &nginx {
             Some(nginx) => vec![nginx.address.clone()],
