@@ -72,6 +72,7 @@ impl Chaos {
             redis_at: RedisAt {
                 url: services.redis_url.clone(),
                 cluster_nodes: None,
+                sentinels: None,
             },
             redis_proxies: true,
             log_filter: "info".to_owned(),
@@ -96,7 +97,10 @@ impl Chaos {
                 redis: deployment.redis_url.clone(),
                 redis_at: RedisAt {
                     url: deployment.redis_url.clone(),
-                    cluster_nodes: nodes.filter(|_| deployment.is_cluster()),
+                    cluster_nodes: nodes.clone().filter(|_| deployment.is_cluster()),
+                    sentinels: nodes
+                        .filter(|_| !deployment.is_cluster())
+                        .map(|nodes| (nodes, "ridelock".to_owned())),
                 },
                 redis_proxies: false,
                 log_filter: "info".to_owned(),

@@ -17,26 +17,35 @@ pub enum TestRedis {
 pub struct RedisAt {
     pub url: String,
     pub cluster_nodes: Option<String>,
+    /// In mode `sentinel`: the sentinels' URLs and the service name. The primary is asked of
+    /// them at each connection, since a failover (the chaos suite's) may have moved it.
+    pub sentinels: Option<(String, String)>,
 }
 
 impl RedisAt {
     /// The Redis of an app with these settings.
     pub fn of(settings: &ridelock::config::Settings) -> Self {
-        let cluster = settings.redis.mode == ridelock::config::RedisMode::Cluster;
+        let mode = settings.redis.mode;
+        let nodes = settings.redis.nodes.expose().to_owned();
         Self {
             url: settings.redis.url.expose().to_owned(),
-            cluster_nodes: cluster.then(|| settings.redis.nodes.expose().to_owned()),
+            cluster_nodes: (mode == ridelock::config::RedisMode::Cluster).then(|| nodes.clone()),
+            sentinels: (mode == ridelock::config::RedisMode::Sentinel)
+                .then(|| (nodes, settings.redis.service_name.clone())),
         }
     }
 
     /// The Redis of the services `make test` started (`REDIS_URL`, and `RIDELOCK_REDIS__MODE` /
     /// `RIDELOCK_REDIS__NODES` when they name a cluster).
     pub fn from_env() -> Self {
-        let cluster = std::env::var("RIDELOCK_REDIS__MODE").is_ok_and(|mode| mode == "cluster");
+        let mode = std::env::var("RIDELOCK_REDIS__MODE").unwrap_or_default();
+        let nodes = std::env::var("RIDELOCK_REDIS__NODES").unwrap_or_default();
+        let service =
+            std::env::var("RIDELOCK_REDIS__SERVICE_NAME").unwrap_or_else(|_| "ridelock".into());
         Self {
             url: std::env::var("REDIS_URL").expect("REDIS_URL (make test sets it)"),
-            cluster_nodes: cluster
-                .then(|| std::env::var("RIDELOCK_REDIS__NODES").unwrap_or_default()),
+            cluster_nodes: (mode == "cluster").then(|| nodes.clone()),
+            sentinels: (mode == "sentinel").then_some((nodes, service)),
         }
     }
 
@@ -47,9 +56,35 @@ impl RedisAt {
                 .get_connection()
                 .map(|conn| TestRedis::Cluster(Box::new(conn)));
         }
-        redis::Client::open(self.url.as_str())?
+        redis::Client::open(self.primary_url()?)?
             .get_connection()
             .map(TestRedis::Single)
+    }
+
+    /// `url`, or in mode `sentinel` the same URL at the address the first sentinel that
+    /// answers gives for the primary.
+    fn primary_url(&self) -> RedisResult<String> {
+        let Some((sentinels, service)) = &self.sentinels else {
+            return Ok(self.url.clone());
+        };
+        let mut last = None;
+        for sentinel in sentinels.split(',').filter(|s| !s.trim().is_empty()) {
+            let asked = redis::Client::open(sentinel.trim()).and_then(|client| {
+                redis::cmd("SENTINEL")
+                    .arg("get-master-addr-by-name")
+                    .arg(service)
+                    .query::<(String, u16)>(&mut client.get_connection()?)
+            });
+            match asked {
+                Ok((host, port)) => {
+                    // redis://default:<password>@<host>:<port>/, as services.sh writes it.
+                    let (credentials, _) = self.url.rsplit_once('@').unwrap_or(("redis:/", ""));
+                    return Ok(format!("{credentials}@{host}:{port}/"));
+                }
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| (redis::ErrorKind::Io, "no sentinel listed").into()))
     }
 }
 
