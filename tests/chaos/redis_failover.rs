@@ -33,13 +33,22 @@ fn detection(deployment: &Deployment) -> Duration {
     }
 }
 
-/// Nothing listens on the killed primary's port any more.
-fn assert_refused(port: u16) {
-    let connected = std::net::TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    );
-    assert!(connected.is_err(), "Redis on :{port} still answers");
+/// Nothing listens on the killed primary's port any more. `kill -9` returns before the kernel has
+/// closed the dead process's sockets, so the port is watched until it refuses, for at most 2 s.
+async fn assert_refused(port: u16) {
+    let refused = poll::until(
+        Duration::from_secs(2),
+        || async {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_millis(500),
+            )
+            .is_err()
+        },
+        |refused| *refused,
+    )
+    .await;
+    assert!(refused.is_ok(), "Redis on :{port} still answers");
 }
 
 /// What the server on `port` says it is (`master`, `slave`).
@@ -133,7 +142,7 @@ async fn kill_the_primary(name: &'static str, profile: &'static str) {
 
     let fault = Instant::now();
     let port = deployment.kill_primary().await;
-    assert_refused(port);
+    assert_refused(port).await;
     let window = detection(&deployment) + Duration::from_secs(6);
     traffic_for(window).await;
     deployment.restore().await;
