@@ -14,11 +14,11 @@
 
 use std::sync::Arc;
 
-use crate::redis_conn::RedisConn;
 use redis::RedisError;
 
 use crate::domain::ids::DriverId;
 use crate::domain::values::GeoPoint;
+use crate::redis_conn::RedisConn;
 use crate::redis_health::RedisHealth;
 use crate::storage::models::Driver;
 

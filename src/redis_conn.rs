@@ -93,7 +93,7 @@ impl RedisConn {
     /// True when a pipeline may not mix keys of different slots (Redis Cluster): callers send
     /// such commands one by one, concurrently, which the multiplexed connections pipeline on the
     /// wire anyway.
-    pub fn pipelines_span_slots(&self) -> bool {
+    fn pipelines_span_slots(&self) -> bool {
         !matches!(self, Self::Cluster(_))
     }
 

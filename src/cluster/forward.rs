@@ -6,12 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::redis_conn::RedisConn;
-
 use super::auth::{self, Signed};
 use super::{node_key, NodeInfo};
 use crate::config::Secret;
 use crate::domain::ids::{BookingId, RequestId};
+use crate::redis_conn::RedisConn;
 
 /// The internal endpoint a forwarded booking request goes to.
 pub(crate) fn internal_path(id: BookingId) -> String {

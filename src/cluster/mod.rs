@@ -17,10 +17,11 @@ pub(crate) mod router;
 
 use std::time::Duration;
 
-use crate::redis_conn::RedisConn;
 use chrono::{DateTime, Utc};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+
+use crate::redis_conn::RedisConn;
 
 /// One live node, as it last announced itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]

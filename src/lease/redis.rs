@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::redis_conn::RedisConn;
 use redis::Script;
 
 use super::LeaseError;
+use crate::redis_conn::RedisConn;
 
 /// Extends a lease only if it still carries our value.
 const RENEW: &str = r#"
