@@ -4,8 +4,8 @@
 //! suites share: connections, counts, the audit trail, the bookings' stored state (the
 //! invariants over them are in `audit.rs`).
 
-use std::collections::HashMap;
-use std::sync::{Mutex, OnceLock};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -26,11 +26,13 @@ pub fn with_database(url: &str, name: &str) -> String {
 
 type BlockingPg = AsyncConnectionWrapper<AsyncPgConnection>;
 
-/// Creates `test_<uuid>` from the template, migrating the template first (once per process).
-/// An advisory lock serializes this across test processes: PostgreSQL refuses to copy a template
-/// while anyone else is connected to it.
+/// Creates `test_<uuid>` from the template, migrating the template first (once per process and
+/// server: the chaos suite uses several profiles' servers). An advisory lock serializes this
+/// across test processes: PostgreSQL refuses to copy a template while anyone else is connected
+/// to it.
 pub fn create_database(server_url: &str) -> (String, String) {
-    static PREPARED: OnceLock<()> = OnceLock::new();
+    /// The servers whose template this process has migrated.
+    static PREPARED: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
     static LOCAL: Mutex<()> = Mutex::new(());
     let _local = LOCAL.lock().unwrap_or_else(|p| p.into_inner());
     let admin_url = with_database(server_url, "postgres");
@@ -43,7 +45,8 @@ pub fn create_database(server_url: &str) -> (String, String) {
         diesel::sql_query("SELECT pg_advisory_lock(727274)")
             .execute(&mut conn)
             .expect("advisory lock");
-        if PREPARED.get().is_none() {
+        let mut prepared = PREPARED.lock().unwrap_or_else(|p| p.into_inner());
+        if !prepared.contains(&admin) {
             let exists: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
                 "(SELECT count(*) FROM pg_database WHERE datname = 'ridelock_template')",
             ))
@@ -55,7 +58,7 @@ pub fn create_database(server_url: &str) -> (String, String) {
                     .expect("create template");
             }
             ridelock::storage::pool::run_migrations(&template_url).expect("migrate the template");
-            let _ = PREPARED.set(());
+            prepared.insert(admin.clone());
         }
         diesel::sql_query(format!(
             "CREATE DATABASE {name_copy} TEMPLATE ridelock_template"
