@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::database;
-use super::fixtures::{lease_key, Api};
+use super::fixtures::{booking_body, lease_key, Api, PICKUP};
 use super::poll;
 use super::proxy::{host_port, Proxy};
 use super::redis_client::RedisAt;
@@ -284,13 +284,18 @@ impl Cluster {
         database::connect(&self.db_url).await
     }
 
-    /// `count` bookings assigned through `owner`, whose actors (and leases) therefore live there:
-    /// `(booking, driver)` pairs, each with fencing token 1.
+    /// `count` bookings created and assigned through `owner`, whose actors (and leases) therefore
+    /// live there: `(booking, driver)` pairs, each with fencing token 1. (Created through the
+    /// owner: the node that creates a booking holds it from then on.)
     pub async fn owned_by(&self, owner: usize, count: usize) -> Vec<(i64, i64)> {
         let rider = self.rider().await;
         self.drivers(count).await;
         let mut pairs = Vec::with_capacity(count);
-        for booking in self.bookings(rider, count).await {
+        for _ in 0..count {
+            let body = booking_body(rider, PICKUP.0, PICKUP.1);
+            let created = self.post(owner, "/api/bookings", body).await.unwrap();
+            created.expect(201, None);
+            let booking = created.data()["id"].as_i64().unwrap();
             let reply = self
                 .post(owner, &format!("/api/bookings/{booking}/assign"), json!({}))
                 .await
