@@ -116,11 +116,12 @@ enum Attempt {
 }
 
 impl Client {
-    pub fn new(nodes: Vec<String>) -> Self {
+    /// A client of `nodes`, sending `headers` (an operator's token) with every request.
+    pub fn new(nodes: Vec<String>, headers: reqwest::header::HeaderMap) -> Self {
         let attempt_timeout = server_deadline() + TTL * 2 + Duration::from_secs(2);
         Self {
             http: reqwest::Client::builder()
-                .default_headers(crate::support::auth::ops())
+                .default_headers(headers)
                 .pool_max_idle_per_host(32)
                 .timeout(attempt_timeout)
                 .connect_timeout(Duration::from_secs(1))

@@ -65,6 +65,7 @@ impl Chaos {
                 log_filter: "info".to_owned(),
                 // The proxies front one server: the chaos profile's, whatever the suite's mode.
                 env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
+                network: false,
             },
         )
         .await
@@ -91,6 +92,7 @@ impl Chaos {
                 redis_proxies: false,
                 log_filter: "info".to_owned(),
                 env: deployment.env.clone(),
+                network: false,
             },
         )
         .await
@@ -98,7 +100,8 @@ impl Chaos {
 
     async fn start_with(name: &'static str, setup: Setup) -> Self {
         let cluster = Cluster::start_on(setup).await;
-        let client = Client::new(cluster.nodes.iter().map(|n| n.address.clone()).collect());
+        let addresses = cluster.nodes.iter().map(|n| n.address.clone()).collect();
+        let client = Client::new(addresses, cluster.ops_headers());
         client.drivers(DRIVERS).await;
         let stop = Arc::new(AtomicBool::new(false));
         let (mut riders, mut rider_ids) = (Vec::new(), Vec::new());
