@@ -50,25 +50,38 @@ pub struct Chaos {
 
 impl Chaos {
     pub async fn start(name: &'static str) -> Self {
+        Self::start_with(name, Self::on_chaos_services(false).await).await
+    }
+
+    /// [`Chaos::start`] with each node in a network namespace of its own, so that the nodes can
+    /// be partitioned from each other ([`Fault::Partition`](crate::support::faults::Fault)),
+    /// and `env` for the nodes on top of the suite's.
+    pub async fn start_in_namespaces(name: &'static str, env: &[(&str, &str)]) -> Self {
+        let mut setup = Self::on_chaos_services(true).await;
+        setup
+            .env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::start_with(name, setup).await
+    }
+
+    /// Three nodes on the chaos profile's services, each reaching Redis through a proxy of its
+    /// own; in namespaces of their own if `network`.
+    async fn on_chaos_services(network: bool) -> Setup {
         let services = services::up().await;
-        Self::start_with(
-            name,
-            Setup {
-                count: 3,
-                database_server: services.pg_url.clone(),
-                redis: services.redis_url.clone(),
-                redis_at: RedisAt {
-                    url: services.redis_url.clone(),
-                    cluster_nodes: None,
-                },
-                redis_proxies: true,
-                log_filter: "info".to_owned(),
-                // The proxies front one server: the chaos profile's, whatever the suite's mode.
-                env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
-                network: false,
+        Setup {
+            count: 3,
+            database_server: services.pg_url.clone(),
+            redis: services.redis_url.clone(),
+            redis_at: RedisAt {
+                url: services.redis_url.clone(),
+                cluster_nodes: None,
             },
-        )
-        .await
+            redis_proxies: true,
+            log_filter: "info".to_owned(),
+            // The proxies front one server: the chaos profile's, whatever the suite's mode.
+            env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
+            network,
+        }
     }
 
     /// A scenario on a Redis deployment of several servers (Sentinel or Redis Cluster), which
