@@ -219,6 +219,12 @@ async fn partition_one_node_from_the_others() {
     traffic_for(Duration::from_secs(2)).await;
 
     figures_per_side(&chaos, cut, healed);
+    // The whole traffic's pace: a third of the attempts for a booking land on the side that
+    // does not own it and wait out their deadline.
+    let before = chaos.acks_between(cut - Duration::from_secs(1), cut);
+    let during = chaos.acks_between(cut, healed) as f64 / (healed - cut).as_secs_f64();
+    chaos.figure("acks_per_s_before_cut", before);
+    chaos.figure("acks_per_s_during_cut", format!("{during:.1}"));
     chaos.figure("booked_alone_isolated_ms", alone_isolated.1.as_millis());
     chaos.figure("booked_alone_majority_ms", alone_majority.1.as_millis());
     let unanswered = unanswered_forwards(&chaos).await;
