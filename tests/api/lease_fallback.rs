@@ -29,7 +29,7 @@ async fn node_behind_proxy_with(
 ) -> (TestApp, Proxy, RedisServer) {
     let redis = RedisServer::start();
     let proxy = Proxy::start(&host_port(&redis.url())).await;
-    let through = proxy.redis_url(&redis.url());
+    let through = proxy.url(&redis.url());
     let mut app = spawn_app_with(|s| {
         use_own_redis(s, &through);
         s.booking.idle_stop_ms = 60_000;

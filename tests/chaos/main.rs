@@ -9,8 +9,9 @@
 //!
 //! The world every scenario runs in is in `world` (and its driver watch in `watch`); the
 //! scenarios are in one file per fault family: nodes, PostgreSQL, Redis, a Redis primary's
-//! failover (on the `sentinel` and `rcluster` profiles), contention, the soak, and the rolling
-//! upgrade and `kill -9` through nginx (`upgrade`, the traffic sent to the load balancer only).
+//! failover (on the `sentinel` and `rcluster` profiles), a partition between nodes (each node in
+//! a network namespace of its own), contention, the soak, and the rolling upgrade and `kill -9`
+//! through nginx (`upgrade`, the traffic sent to the load balancer only).
 //!
 //! `RIDELOCK_CHAOS_SOAK_SECS=600 cargo test --test chaos -- --ignored soak` runs the faults one
 //! after another, at random, for that long.
@@ -24,6 +25,7 @@ mod world;
 
 mod contention;
 mod node_faults;
+mod partition;
 mod postgres_faults;
 mod redis_failover;
 mod redis_faults;

@@ -61,16 +61,28 @@ pub struct Ack {
     pub node: Option<String>,
     pub request_id: String,
     pub at: Instant,
+    /// The node the client asked (0-based), which may have relayed another's answer.
+    pub via: usize,
+    /// How long the attempt that got this answer took.
+    pub took: Duration,
+}
+
+/// The attempt that got a step's last answer: the node asked, and how long it took.
+#[derive(Clone, Copy)]
+struct Last {
+    via: usize,
+    took: Duration,
 }
 
 /// A 503 the client saw, and its `Retry-After`.
 #[derive(Debug, Clone)]
 pub struct Unavailable {
     pub at: Instant,
-    /// The `error` code, shown in failure messages (through Debug).
-    #[allow(dead_code)]
+    /// The `error` code, as JSON (quoted).
     pub what: String,
     pub retry_after: Option<String>,
+    /// The node that answered it (0-based).
+    pub via: usize,
 }
 
 /// An attempt that a client without retries would have failed: a 503, no answer, or an answer
@@ -126,11 +138,12 @@ enum Attempt {
 }
 
 impl Client {
-    pub fn new(nodes: Vec<String>) -> Self {
+    /// A client of `nodes`, sending `headers` (an operator's token) with every request.
+    pub fn new(nodes: Vec<String>, headers: reqwest::header::HeaderMap) -> Self {
         let attempt_timeout = server_deadline() + TTL * 2 + Duration::from_secs(2);
         Self {
             http: reqwest::Client::builder()
-                .default_headers(crate::support::auth::ops())
+                .default_headers(headers)
                 .pool_max_idle_per_host(32)
                 .timeout(attempt_timeout)
                 .connect_timeout(Duration::from_secs(1))
@@ -153,7 +166,7 @@ impl Client {
 
     /// One attempt; a timeout while connecting is no answer (a node frozen with a full backlog),
     /// one after the request went out is a hang.
-    async fn attempt(&self, request: reqwest::RequestBuilder) -> Attempt {
+    async fn attempt(&self, request: reqwest::RequestBuilder, node: usize) -> Attempt {
         let sent = Instant::now();
         let attempt = match Reply::send(request).await {
             Ok(reply) => {
@@ -162,6 +175,7 @@ impl Client {
                         at: Instant::now(),
                         what: format!("{}", reply.body["error"]),
                         retry_after: reply.retry_after.clone(),
+                        via: node,
                     });
                 }
                 Attempt::Json(reply)
@@ -215,11 +229,11 @@ impl Client {
         body: Option<&Value>,
         key: Option<&str>,
     ) -> Outcome {
-        self.send_as(method, path, body, key, &request_id()).await
+        self.send_as(method, path, body, key, &request_id()).await.0
     }
 
     /// [`Client::send`] with `request_id` as the `X-Request-ID` of every attempt, so whichever
-    /// attempt took effect, its audit event carries that id.
+    /// attempt took effect, its audit event carries that id; and its last attempt.
     async fn send_as(
         &self,
         method: reqwest::Method,
@@ -227,7 +241,7 @@ impl Client {
         body: Option<&Value>,
         key: Option<&str>,
         request_id: &str,
-    ) -> Outcome {
+    ) -> (Outcome, Last) {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(25);
         let mut unanswered = false;
@@ -247,7 +261,12 @@ impl Client {
             c.requests.fetch_add(1, Ordering::Relaxed);
             let sent = Instant::now();
             let asked = format!("{method} {path} of n{} (request {request_id})", node + 1);
-            match self.attempt(request).await {
+            let attempt = self.attempt(request, node).await;
+            let last = Last {
+                via: node,
+                took: sent.elapsed(),
+            };
+            match attempt {
                 Attempt::Json(answer) if answer.status == 503 => {
                     c.unavailable.fetch_add(1, Ordering::Relaxed);
                     let ms = sent.elapsed().as_millis() as u64;
@@ -282,7 +301,7 @@ impl Client {
                         }
                     };
                     counter.fetch_add(1, Ordering::Relaxed);
-                    return Outcome::Answered(answer);
+                    return (Outcome::Answered(answer), last);
                 }
                 // A text 500 (a panic page, a proxy's error) is an answer, and a wrong one.
                 Attempt::NotJson(status, text) => {
@@ -292,14 +311,14 @@ impl Client {
                         .lock()
                         .unwrap()
                         .push(format!("{asked} -> {status}, not JSON: {text:?}"));
-                    return Outcome::Answered(Reply::bare(status, Value::Null));
+                    return (Outcome::Answered(Reply::bare(status, Value::Null)), last);
                 }
                 Attempt::Hung(waited) => {
                     c.hung.fetch_add(1, Ordering::Relaxed);
                     self.seen.odd.lock().unwrap().push(format!(
                         "{asked}: no answer after {waited:?}, past the nodes' deadline"
                     ));
-                    return Outcome::GaveUp;
+                    return (Outcome::GaveUp, last);
                 }
                 Attempt::NoAnswer => {
                     c.no_answer.fetch_add(1, Ordering::Relaxed);
@@ -308,7 +327,7 @@ impl Client {
             }
             if started.elapsed() >= GIVE_UP {
                 c.abandoned.fetch_add(1, Ordering::Relaxed);
-                return Outcome::GaveUp;
+                return (Outcome::GaveUp, last);
             }
             let jitter = rand::rng().random_range(Duration::ZERO..=backoff);
             tokio::time::sleep(backoff / 2 + jitter / 2).await;
@@ -316,7 +335,7 @@ impl Client {
         }
     }
 
-    fn ack(&self, booking: i64, answer: &Reply, request_id: String) {
+    fn ack(&self, booking: i64, answer: &Reply, request_id: String, last: Last) {
         let data = &answer.body["data"];
         let booking_row = match data.get("booking") {
             Some(row) => row,
@@ -332,6 +351,8 @@ impl Client {
             node: answer.served_by.clone(),
             request_id,
             at: Instant::now(),
+            via: last.via,
+            took: last.took,
         });
     }
 
@@ -344,8 +365,8 @@ impl Client {
             .send_as(reqwest::Method::POST, &path, Some(&body), Some(&key), &id)
             .await
         {
-            Outcome::Answered(answer) if answer.status == 200 => {
-                self.ack(booking, &answer, id);
+            (Outcome::Answered(answer), last) if answer.status == 200 => {
+                self.ack(booking, &answer, id, last);
                 Some(answer.body)
             }
             _ => None,
@@ -364,9 +385,9 @@ impl Client {
                 .send_as(method, "/api/bookings", Some(&create), Some(&key), &id)
                 .await
             {
-                Outcome::Answered(answer) if answer.status == 201 => {
+                (Outcome::Answered(answer), last) if answer.status == 201 => {
                     let booking = answer.body["data"]["id"].as_i64().unwrap();
-                    self.ack(booking, &answer, id);
+                    self.ack(booking, &answer, id, last);
                     booking
                 }
                 _ => continue,

@@ -53,17 +53,29 @@ pub struct Chaos {
 
 impl Chaos {
     pub async fn start(name: &'static str) -> Self {
-        Self::start_with(name, Self::on_chaos_services().await, false).await
+        Self::start_with(name, Self::on_chaos_services(false).await, false).await
     }
 
     /// A scenario whose traffic goes through nginx, with the project's configuration
     /// (`config/nginx-cluster.conf`), in front of the nodes: the client knows one address.
     pub async fn start_behind_nginx(name: &'static str) -> Self {
-        Self::start_with(name, Self::on_chaos_services().await, true).await
+        Self::start_with(name, Self::on_chaos_services(false).await, true).await
     }
 
-    /// Three nodes on the chaos profile's services, each reaching Redis through its own proxy.
-    async fn on_chaos_services() -> Setup {
+    /// [`Chaos::start`] with each node in a network namespace of its own, so that the nodes can
+    /// be partitioned from each other ([`Fault::Partition`](crate::support::faults::Fault)),
+    /// and `env` for the nodes on top of the suite's.
+    pub async fn start_in_namespaces(name: &'static str, env: &[(&str, &str)]) -> Self {
+        let mut setup = Self::on_chaos_services(true).await;
+        setup
+            .env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Self::start_with(name, setup, false).await
+    }
+
+    /// Three nodes on the chaos profile's services, each reaching Redis through a proxy of its
+    /// own; in namespaces of their own if `network`.
+    async fn on_chaos_services(network: bool) -> Setup {
         let services = services::up().await;
         Setup {
             count: 3,
@@ -78,6 +90,7 @@ impl Chaos {
             log_filter: "info".to_owned(),
             // The proxies front one server: the chaos profile's, whatever the suite's mode.
             env: vec![("RIDELOCK_REDIS__MODE".into(), "single".into())],
+            network,
         }
     }
 
@@ -105,6 +118,7 @@ impl Chaos {
                 redis_proxies: false,
                 log_filter: "info".to_owned(),
                 env: deployment.env.clone(),
+                network: false,
             },
             false,
         )
@@ -119,10 +133,13 @@ impl Chaos {
         } else {
             None
         };
-        let client = Client::new(match &nginx {
-            Some(nginx) => vec![nginx.address.clone()],
-            None => nodes,
-        });
+        let client = Client::new(
+            match &nginx {
+                Some(nginx) => vec![nginx.address.clone()],
+                None => nodes,
+            },
+            cluster.ops_headers(),
+        );
         client.drivers(DRIVERS).await;
         let stop = Arc::new(AtomicBool::new(false));
         let (mut riders, mut rider_ids) = (Vec::new(), Vec::new());

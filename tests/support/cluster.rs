@@ -2,7 +2,8 @@
 //! random ports, for the cluster and chaos suites; `faults.rs` hurts them. Cluster tests run one
 //! at a time: they measure takeover times, which a second cluster competing for the two cores
 //! would distort. The chaos suite starts the nodes on services it can stop, each node reaching
-//! Redis through a proxy it can cut.
+//! Redis through a proxy it can cut, and, for a partition between nodes, each node in a network
+//! namespace of its own (`netns.rs`).
 
 use std::fs::File;
 use std::path::PathBuf;
@@ -14,7 +15,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::database;
-use super::fixtures::{lease_key, Api};
+use super::fixtures::{booking_body, lease_key, Api, PICKUP};
+use super::netns::Network;
 use super::poll;
 use super::proxy::{host_port, Proxy};
 use super::redis_client::RedisAt;
@@ -48,6 +50,15 @@ pub struct Cluster {
     pub client: reqwest::Client,
     /// Per node, the proxy it reaches Redis through ([`Setup::redis_proxies`]); else empty.
     pub proxies: Vec<Proxy>,
+    /// With [`Setup::network`]: the proxy on the host's bridge address the nodes reach
+    /// PostgreSQL through.
+    pub db_proxy: Option<Proxy>,
+    /// The nodes' namespaces ([`Setup::network`]); dropped after the nodes are killed and the
+    /// proxies closed.
+    pub network: Option<Network>,
+    /// The HS256 secret the nodes verify tokens with, when not the test profile's (nodes off
+    /// loopback refuse the public development secret).
+    auth_secret: Option<String>,
     _serial: tokio::sync::MutexGuard<'static, ()>,
 }
 
@@ -82,6 +93,12 @@ pub struct Setup {
     /// Further environment for the nodes, e.g. `RIDELOCK_REDIS__MODE` and `RIDELOCK_REDIS__NODES`
     /// of a Sentinel or Redis Cluster deployment (without them, the nodes inherit the test's).
     pub env: Vec<(String, String)>,
+    /// Whether each node runs in a network namespace of its own ([`Network`]), listening on its
+    /// own address, so a test can partition the nodes; else all on the host's loopback. The
+    /// nodes then reach PostgreSQL and Redis through proxies on the host's bridge address, and
+    /// get private cluster and auth secrets (the public development ones are refused off
+    /// loopback).
+    pub network: bool,
 }
 
 impl Setup {
@@ -96,6 +113,7 @@ impl Setup {
             redis_proxies: false,
             log_filter: "info".to_owned(),
             env: Vec::new(),
+            network: false,
         }
     }
 }
@@ -112,12 +130,27 @@ impl Cluster {
         let count = setup.count;
         let redis_url = setup.redis.clone();
         let (db_name, db_url) = database::create_database(&setup.database_server);
+        let network = setup.network.then(|| Network::create(count));
+        // Where the nodes find the host's services: its loopback, or its address on their bridge.
+        let host_ip = network
+            .as_ref()
+            .map_or(std::net::Ipv4Addr::LOCALHOST, Network::host_ip);
         let mut proxies = Vec::new();
         if setup.redis_proxies {
             for _ in 0..count {
-                proxies.push(Proxy::start(&host_port(&redis_url)).await);
+                proxies.push(Proxy::start_on(host_ip.into(), &host_port(&redis_url)).await);
             }
         }
+        let db_proxy = match &network {
+            Some(_) => Some(Proxy::start_on(host_ip.into(), &host_port(&db_url)).await),
+            None => None,
+        };
+        let nodes_db_url = db_proxy.as_ref().map_or(db_url.clone(), |p| p.url(&db_url));
+        // Per run, and not `dev-…`: what a node listening off loopback requires.
+        let secrets = network.as_ref().map(|_| {
+            let secret = |what| format!("{what}-{}", Uuid::new_v4().simple());
+            (secret("partition-cluster"), secret("partition-auth"))
+        });
         let run = Uuid::new_v4().simple().to_string();
         let prefix = format!("test:{run}:");
         let logs = std::env::temp_dir().join(format!("ridelock-cluster-{run}"));
@@ -130,10 +163,10 @@ impl Cluster {
                 let log = logs.join(format!("{id}.log"));
                 let redis = proxies
                     .get(i - 1)
-                    .map_or(redis_url.clone(), |proxy| proxy.redis_url(&redis_url));
-                let env: Vec<(String, String)> = [
+                    .map_or(redis_url.clone(), |proxy| proxy.url(&redis_url));
+                let mut env: Vec<(String, String)> = [
                     ("RIDELOCK_ENV", "test"),
-                    ("DATABASE_URL", &db_url),
+                    ("DATABASE_URL", &nodes_db_url),
                     ("REDIS_URL", &redis),
                     ("RIDELOCK_SERVER__PORT", "0"),
                     ("RIDELOCK_NODE__ID", &id),
@@ -147,7 +180,20 @@ impl Cluster {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .chain(setup.env.iter().cloned())
                 .collect();
-                let child = spawn_node(&env, File::create(&log).unwrap());
+                if let (Some(network), Some((cluster_secret, auth_secret))) = (&network, &secrets) {
+                    let address = network.node_address(i - 1);
+                    env.extend(
+                        [
+                            ("RIDELOCK_SERVER__HOST", address.ip().to_string()),
+                            ("RIDELOCK_SERVER__PORT", address.port().to_string()),
+                            ("RIDELOCK_NODE__ADVERTISE_URL", format!("http://{address}")),
+                            ("RIDELOCK_CLUSTER__SECRET", cluster_secret.clone()),
+                            ("RIDELOCK_AUTH__SECRET", auth_secret.clone()),
+                        ]
+                        .map(|(k, v)| (k.to_owned(), v)),
+                    );
+                }
+                let child = spawn_node(network.as_ref(), i - 1, &env, File::create(&log).unwrap());
                 Node {
                     id,
                     address: String::new(),
@@ -158,7 +204,7 @@ impl Cluster {
             })
             .collect();
         let until = Instant::now() + Duration::from_secs(60);
-        for node in &mut nodes {
+        for (i, node) in nodes.iter_mut().enumerate() {
             let started = poll::until(
                 until.saturating_duration_since(Instant::now()),
                 || {
@@ -179,8 +225,12 @@ impl Cluster {
                     std::fs::read_to_string(&node.log).unwrap_or_default()
                 );
             };
-            node.address = format!("http://127.0.0.1:{port}");
+            let host = network
+                .as_ref()
+                .map_or(std::net::Ipv4Addr::LOCALHOST, |network| network.node_ip(i));
+            node.address = format!("http://{host}:{port}");
         }
+        let auth_secret = secrets.map(|(_, auth)| auth);
         let cluster = Self {
             nodes,
             db_url,
@@ -189,12 +239,15 @@ impl Cluster {
             redis_at: setup.redis_at.clone(),
             prefix,
             client: reqwest::Client::builder()
-                .default_headers(super::auth::ops())
+                .default_headers(super::auth::ops_signed_with(auth_secret.as_deref()))
                 .pool_max_idle_per_host(64)
                 .timeout(Duration::from_secs(15))
                 .build()
                 .unwrap(),
             proxies,
+            db_proxy,
+            network,
+            auth_secret,
             _serial: serial,
         };
         cluster.wait_ready(Duration::from_secs(60)).await;
@@ -232,8 +285,8 @@ impl Cluster {
     ///
     /// The port was free for a moment: if something took it meanwhile (an outgoing connection
     /// given it as its local port), the node fails to bind and is started again, for up to 5 s.
-    pub async fn restart(&mut self, node: usize) {
-        let node = &mut self.nodes[node];
+    pub async fn restart(&mut self, index: usize) {
+        let node = &mut self.nodes[index];
         let old = node.child.try_wait().unwrap();
         assert!(old.is_some(), "{} is still running", node.id);
         let port = node.address.rsplit(':').next().unwrap().to_owned();
@@ -250,7 +303,7 @@ impl Cluster {
         loop {
             let from = std::fs::metadata(&node.log).map_or(0, |m| m.len());
             let out = File::options().append(true).open(&node.log).unwrap();
-            node.child = spawn_node(&env, out);
+            node.child = spawn_node(self.network.as_ref(), index, &env, out);
             let (log, child) = (&node.log, &mut node.child);
             let started = poll::until(
                 Duration::from_secs(30),
@@ -329,24 +382,44 @@ impl Cluster {
         let mut request = self
             .client
             .request(method, format!("{}{path}", self.nodes[node].address))
-            .bearer_auth(super::auth::token(subject));
+            .bearer_auth(super::auth::token_signed_with(
+                subject,
+                self.auth_secret.as_deref(),
+            ));
         if let Some(body) = body {
             request = request.json(&body);
         }
         Reply::send(request).await
     }
 
+    /// The headers of a client acting as an operator on these nodes.
+    pub fn ops_headers(&self) -> reqwest::header::HeaderMap {
+        super::auth::ops_signed_with(self.auth_secret.as_deref())
+    }
+
+    /// The nodes' namespaces; panics unless the cluster was started with [`Setup::network`].
+    pub fn network(&self) -> &Network {
+        self.network
+            .as_ref()
+            .expect("a cluster whose nodes run in namespaces (Setup::network)")
+    }
+
     pub async fn db(&self) -> AsyncPgConnection {
         database::connect(&self.db_url).await
     }
 
-    /// `count` bookings assigned through `owner`, whose actors (and leases) therefore live there:
-    /// `(booking, driver)` pairs, each with fencing token 1.
+    /// `count` bookings created and assigned through `owner`, whose actors (and leases) therefore
+    /// live there: `(booking, driver)` pairs, each with fencing token 1. (Created through the
+    /// owner: the node that creates a booking holds it from then on.)
     pub async fn owned_by(&self, owner: usize, count: usize) -> Vec<(i64, i64)> {
         let rider = self.rider().await;
         self.drivers(count).await;
         let mut pairs = Vec::with_capacity(count);
-        for booking in self.bookings(rider, count).await {
+        for _ in 0..count {
+            let body = booking_body(rider, PICKUP.0, PICKUP.1);
+            let created = self.post(owner, "/api/bookings", body).await.unwrap();
+            created.expect(201, None);
+            let booking = created.data()["id"].as_i64().unwrap();
             let reply = self
                 .post(owner, &format!("/api/bookings/{booking}/assign"), json!({}))
                 .await
@@ -417,15 +490,25 @@ impl Cluster {
     }
 }
 
-/// Starts `ridelock serve` with `env`, its output to `log`.
-fn spawn_node(env: &[(String, String)], log: File) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_ridelock"))
-        .arg("serve")
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .expect("start a ridelock node")
+/// Starts `ridelock serve` as node `index` (in its namespace, if there is a network) with `env`, its
+/// output to `log`.
+fn spawn_node(
+    network: Option<&Network>,
+    index: usize,
+    env: &[(String, String)],
+    log: File,
+) -> Child {
+    let binary = env!("CARGO_BIN_EXE_ridelock");
+    match network {
+        Some(network) => network.command(index, binary),
+        None => Command::new(binary),
+    }
+    .arg("serve")
+    .envs(env.iter().map(|(k, v)| (k, v)))
+    .stdout(Stdio::from(log.try_clone().unwrap()))
+    .stderr(Stdio::from(log))
+    .spawn()
+    .expect("start a ridelock node")
 }
 
 /// What a log holds past byte `from` (a restarted node's lines).

@@ -13,6 +13,9 @@
 //! - `auth`, `metrics`, `proxy`, `redis_server`: tokens, `/metrics`, a cuttable TCP proxy to
 //!   Redis, a Redis server of a test's own; `redis_client`, the tests' connection to Redis in
 //!   the app's mode (one server or a Redis Cluster).
+//! - `netns`: network namespaces, one per node of a cluster, so that the chaos suite can
+//!   partition the nodes from each other (iptables in a namespace) while they still reach the
+//!   host's services and the client reaches them.
 // Each suite uses a part of the harness.
 #![allow(dead_code)]
 
@@ -24,6 +27,7 @@ pub mod database;
 pub mod faults;
 pub mod fixtures;
 pub mod metrics;
+pub mod netns;
 pub mod nginx;
 pub mod poll;
 pub mod proxy;

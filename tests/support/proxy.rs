@@ -1,8 +1,11 @@
 //! A TCP proxy a test puts between one node and Redis, to cut that node off while every other
 //! client still reaches Redis. Cut: open connections are dropped and new ones are accepted but
 //! never answered, as across a network partition; healed: connections are forwarded again (and
-//! the silent ones dropped, so the client reconnects).
+//! the silent ones dropped, so the client reconnects). Nodes in network namespaces of their own
+//! (`netns.rs`) reach the host's loopback-only PostgreSQL and Redis through one listening on the
+//! host's address in their network.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -10,7 +13,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 pub struct Proxy {
-    pub port: u16,
+    /// Where it listens.
+    pub address: SocketAddr,
     shared: Arc<Shared>,
     accepting: JoinHandle<()>,
 }
@@ -33,8 +37,13 @@ impl Shared {
 impl Proxy {
     /// Listens on a random loopback port, forwarding to `target` (`host:port`).
     pub async fn start(target: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        Self::start_on(Ipv4Addr::LOCALHOST.into(), target).await
+    }
+
+    /// Listens on a random port of `ip`, forwarding to `target` (`host:port`).
+    pub async fn start_on(ip: IpAddr, target: &str) -> Self {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let address = listener.local_addr().unwrap();
         let shared = Arc::new(Shared {
             target: target.to_owned(),
             cut: AtomicBool::new(false),
@@ -67,15 +76,15 @@ impl Proxy {
             })
         };
         Self {
-            port,
+            address,
             shared,
             accepting,
         }
     }
 
-    /// `upstream` (a Redis URL, with its credentials) through this proxy.
-    pub fn redis_url(&self, upstream: &str) -> String {
-        upstream.replacen(&host_port(upstream), &format!("127.0.0.1:{}", self.port), 1)
+    /// `upstream` (a Redis or PostgreSQL URL, with its credentials) through this proxy.
+    pub fn url(&self, upstream: &str) -> String {
+        upstream.replacen(&host_port(upstream), &self.address.to_string(), 1)
     }
 
     pub fn cut(&self) {
@@ -96,9 +105,10 @@ impl Drop for Proxy {
     }
 }
 
-/// `host:port` of a `redis://host:port/...` URL.
+/// `host:port` of a `redis://host:port/...` or `postgres://host:port/...` URL.
 pub fn host_port(url: &str) -> String {
-    url.trim_start_matches("redis://")
+    url.split_once("://")
+        .map_or(url, |(_, rest)| rest)
         .split('/')
         .next()
         .unwrap()
