@@ -12,6 +12,29 @@ use crate::config::Secret;
 use crate::domain::ids::{BookingId, RequestId};
 use crate::redis_conn::RedisConn;
 
+/// How long a connection to another node may take to open. A node that is down refuses at
+/// once; one out of reach (a partition dropping packets) never answers.
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether a new connection to the node at `address` (its internal URL) opens within the
+/// connect timeout: a forward on a pooled connection that went silent cannot tell a slow
+/// owner from one out of reach. The connection is closed at once.
+pub(crate) async fn reaches(address: &str) -> bool {
+    let Ok(url) = reqwest::Url::parse(address) else {
+        return false;
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return false;
+    };
+    // An IPv6 host is written in brackets in a URL, not where a socket address is resolved.
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let connect = tokio::net::TcpStream::connect((host, port));
+    matches!(
+        tokio::time::timeout(CONNECT_TIMEOUT, connect).await,
+        Ok(Ok(_))
+    )
+}
+
 /// The internal endpoint a forwarded booking request goes to.
 pub(crate) fn internal_path(id: BookingId) -> String {
     format!("/internal/bookings/{id}")
@@ -26,6 +49,10 @@ pub(crate) struct ForwardMetrics {
     pub answered: AtomicU64,
     /// ... and got no answer for (refused, reset, timed out): the lease was then waited out.
     pub unanswered: AtomicU64,
+    /// Requests refused at once (503) because no new connection reached the owner and its
+    /// lease would outlast them (a partition between the nodes, mostly): their forward failed
+    /// to connect, or went unanswered while a fresh connection failed.
+    pub unreachable: AtomicU64,
     /// Internal calls this node accepted from other nodes.
     pub received: AtomicU64,
     /// Internal calls refused for a missing or wrong signature.
@@ -69,6 +96,12 @@ impl ForwardError {
             Self::NoAnswer(error) => error.is_connect(),
         }
     }
+
+    /// True when no connection to the owner could be made (refused, or its attempt timed out):
+    /// the call never reached it, and the owner is down or out of this node's reach.
+    pub(crate) fn unreachable(&self) -> bool {
+        matches!(self, Self::NoAnswer(error) if error.is_connect())
+    }
 }
 
 pub(crate) struct Forwarder {
@@ -95,7 +128,7 @@ impl Forwarder {
         let client = reqwest::Client::builder()
             // A node that is down refuses at once; one that is paused accepts the connection
             // (the kernel does) and never answers, which the lease watch settles.
-            .connect_timeout(Duration::from_millis(500))
+            .connect_timeout(CONNECT_TIMEOUT)
             // Below actix-web's 5 s keep-alive, so a pooled connection is never reused just as
             // the server closes it.
             .pool_idle_timeout(Duration::from_secs(2))
@@ -233,3 +266,33 @@ impl Forwarder {
 
 /// Time kept back from a forwarded call's budget for its answer to travel back.
 const RETURN_MARGIN: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::reaches;
+
+    #[tokio::test]
+    async fn a_listening_node_is_reached_and_a_closed_port_is_not() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(reaches(&format!("http://127.0.0.1:{port}")).await);
+        drop(listener);
+        assert!(!reaches(&format!("http://127.0.0.1:{port}")).await);
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_address_is_reached_without_its_brackets() {
+        // Machines without IPv6 on loopback have nothing to test here.
+        let Ok(listener) = tokio::net::TcpListener::bind("[::1]:0").await else {
+            return;
+        };
+        let port = listener.local_addr().unwrap().port();
+        assert!(reaches(&format!("http://[::1]:{port}")).await);
+    }
+
+    #[tokio::test]
+    async fn an_address_that_is_no_url_is_not_reached() {
+        assert!(!reaches("10.0.0.1:3000").await);
+        assert!(!reaches("").await);
+    }
+}

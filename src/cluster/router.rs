@@ -7,7 +7,12 @@
 //! because nobody renewed it), polling with exponential backoff and full jitter, never sleeping
 //! past the key's remaining TTL; then the action is offered here again, so this node takes over. A
 //! request that runs out of its deadline first fails with a `Retry-After` wait; `http` renders the
-//! typed outcome ([`Routed`], [`RouteError`]).
+//! typed outcome ([`Routed`], [`RouteError`]). When no new connection reaches the owner (its
+//! forward's connection failed, or a forward sent on a pooled connection has gone unanswered and
+//! a fresh connection fails too) and its lease will outlast the request (renewed since: the owner
+//! is alive on the other side of a partition; or not expiring before the deadline), waiting
+//! cannot help: the request is refused at once (503 `lease_unavailable`) for the client to try
+//! another node.
 //!
 //! An action is only ever sent to a second owner after the lease moved away from the first:
 //! the new owner's activation bumps the fencing token, so whatever the silent owner still tries
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::forward::{ForwardError, Forwarder, Relayed};
+use super::forward::{self, ForwardError, ForwardMetrics, Forwarder, Relayed};
 use crate::actors::messages::{Act, Done, RequestMeta};
 use crate::actors::registry::BookingRegistry;
 use crate::actors::{BookingError, SharedDeps};
@@ -165,6 +170,13 @@ const MAX_REROUTES: usize = 3;
 /// within a fifth of a second, whatever the TTL.
 const FIRST_BACKOFF: Duration = Duration::from_millis(10);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
+/// How much later than first read a lease must now expire to count as renewed: more than the
+/// time between reading it and starting to watch, far less than a renewal adds (a heartbeat).
+const RENEWAL_SLACK: Duration = Duration::from_millis(100);
+/// How long a forward goes unanswered before a fresh connection to its owner is tried, and
+/// between such tries. An owner answers in milliseconds; a connection that went silent (a
+/// partition drops its packets) never says so.
+const REACH_EVERY: Duration = Duration::from_millis(500);
 
 /// Runs booking actions on the node that owns the booking. Cheap to share: one per node.
 pub(crate) struct Router {
@@ -315,6 +327,18 @@ impl Router {
                 }
                 Waited::Answered(relayed) => return Ok(Routed::Relayed(relayed)),
                 Waited::LeaseMoved { maybe_delivered } => maybe_applied |= maybe_delivered,
+                Waited::OwnerUnreachable { maybe_delivered } => {
+                    ForwardMetrics::bump(&self.forwarder.metrics.unreachable);
+                    log::warn!(
+                        "owner unreachable, lease kept node={} owner={} booking={id} req={} maybe_delivered={maybe_delivered}",
+                        self.deps.node_id,
+                        owner.node,
+                        request_id.as_str()
+                    );
+                    return Err(RouteError::LeaseUnavailable {
+                        retry_after: Duration::from_secs(1),
+                    });
+                }
                 Waited::Deadline { owner_silent } => {
                     // Waiting for an expiry: it comes within the lease's remaining time.
                     // Waiting for a live owner's answer: try again shortly.
@@ -436,6 +460,8 @@ impl Router {
     async fn forward_or_wait(&self, call: Forward<'_>) -> Waited {
         let forwarder = &self.forwarder;
         let budget = call.deadline.saturating_duration_since(Instant::now());
+        // When the owner's lease would expire if nobody renewed it (read just before this).
+        let expiry = Instant::now() + call.owner.remaining;
         let forwarding = call.address.is_some();
         let forward = async {
             let address = call
@@ -470,12 +496,30 @@ impl Router {
             call.key,
             call.owner.value.clone(),
             first_check,
+            None,
         );
-        let expiry = tokio::time::sleep_until(call.deadline.into());
-        tokio::pin!(forward, watch, expiry);
+        // A forward on a pooled connection that went silent waits for its answer; whether the
+        // owner is still reachable, only a fresh connection tells.
+        let reach = async {
+            match call.address.as_deref() {
+                Some(address) => loop {
+                    tokio::time::sleep(REACH_EVERY).await;
+                    if !forward::reaches(address).await {
+                        break;
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let out_of_time = tokio::time::sleep_until(call.deadline.into());
+        tokio::pin!(forward, watch, reach, out_of_time);
         let mut in_flight = true;
+        let mut reachable = true;
         // Whether a call went out that may have reached the owner without its answer reaching us.
         let mut maybe_delivered = false;
+        // Once the owner is out of reach: the lease still held past this instant means waiting
+        // cannot help (renewed since it was read, or outlasting the deadline).
+        let kept_past = (expiry + RENEWAL_SLACK).min(call.deadline);
         loop {
             tokio::select! {
                 answer = &mut forward, if in_flight => match answer {
@@ -485,7 +529,9 @@ impl Router {
                         maybe_delivered = forwarding && !error.never_sent();
                         // No answer is coming: watch for the lease to move from now on, not from
                         // its expiry (a node shutting down releases its leases any moment now).
-                        watch.set(lease_moves(&self.leases, call.key, call.owner.value.clone(), Duration::ZERO));
+                        reachable &= !error.unreachable();
+                        let kept = (!reachable).then_some(kept_past);
+                        watch.set(lease_moves(&self.leases, call.key, call.owner.value.clone(), Duration::ZERO, kept));
                         if forwarding {
                             log::warn!(
                                 "forward unanswered node={} owner={} booking={} req={} error={error}",
@@ -498,18 +544,28 @@ impl Router {
                         }
                     }
                 },
-                holder = &mut watch => {
+                () = &mut reach, if in_flight && reachable => {
+                    reachable = false;
+                    watch.set(lease_moves(&self.leases, call.key, call.owner.value.clone(), Duration::ZERO, Some(kept_past)));
+                }
+                news = &mut watch => {
+                    let holder = match news {
+                        LeaseNews::Moved(holder) => holder,
+                        LeaseNews::Kept => {
+                            return Waited::OwnerUnreachable { maybe_delivered: maybe_delivered || in_flight };
+                        }
+                    };
                     // Re-acquired by the node we are waiting for (it passivated and took the
                     // booking again): its answer is still coming.
-                    if let Some(now) = holder.filter(|h| in_flight && h.node == call.owner.node) {
-                        watch.set(lease_moves(&self.leases, call.key, now.value, now.remaining));
+                    if let Some(now) = holder.filter(|h| in_flight && reachable && h.node == call.owner.node) {
+                        watch.set(lease_moves(&self.leases, call.key, now.value, now.remaining, None));
                         continue;
                     }
                     return Waited::LeaseMoved {
                         maybe_delivered: maybe_delivered || (in_flight && forwarding),
                     };
                 }
-                () = &mut expiry => return Waited::Deadline { owner_silent: !in_flight },
+                () = &mut out_of_time => return Waited::Deadline { owner_silent: !in_flight },
             }
         }
     }
@@ -534,31 +590,52 @@ enum Waited {
     LeaseMoved {
         maybe_delivered: bool,
     },
+    /// No new connection reaches the owner, and its lease will outlast the request: renewed
+    /// since it was read (the owner is alive, on the other side of a partition) or not expiring
+    /// before the deadline. `maybe_delivered`: a call to it was sent and not answered.
+    OwnerUnreachable {
+        maybe_delivered: bool,
+    },
     /// `owner_silent`: no call was in flight any more (the owner could not be reached).
     Deadline {
         owner_silent: bool,
     },
 }
 
+/// What became of a watched lease.
+enum LeaseNews {
+    /// It no longer carries the watched value (released, expired or taken over): its new
+    /// holder, if any.
+    Moved(Option<LeaseOwner>),
+    /// It still carries the watched value past the instant the watch was given: renewed by a
+    /// holder that is alive, or outlasting what the watcher can wait.
+    Kept,
+}
+
 /// Resolves once `key` no longer carries `value` (released, expired or taken over), with its
-/// new holder if any. Polls after `first_check`, then with exponential backoff and full jitter
-/// (at most [`MAX_BACKOFF`]), each sleep capped by the key's remaining TTL so an expiry is
-/// noticed within a poll of happening. A Redis error counts as "no news": the caller's deadline
-/// bounds the wait.
+/// new holder if any; or, given `kept_past`, once it still carries `value` but expires after
+/// that instant. Polls after `first_check`, then with exponential backoff and full jitter (at
+/// most [`MAX_BACKOFF`]), each sleep capped by the key's remaining TTL so an expiry is noticed
+/// within a poll of happening. A Redis error counts as "no news": the caller's deadline bounds
+/// the wait.
 async fn lease_moves(
     leases: &Leases,
     key: &str,
     value: String,
     first_check: Duration,
-) -> Option<LeaseOwner> {
+    kept_past: Option<Instant>,
+) -> LeaseNews {
     tokio::time::sleep(first_check).await;
     let mut backoff = FIRST_BACKOFF;
     loop {
         let remaining = match leases.holder(key).await {
             Ok(Some(now)) if now.value == value => now.remaining,
-            Ok(other) => return other,
+            Ok(other) => return LeaseNews::Moved(other),
             Err(_) => Duration::ZERO,
         };
+        if kept_past.is_some_and(|past| Instant::now() + remaining > past) {
+            return LeaseNews::Kept;
+        }
         let jitter = rand::rng().random_range(Duration::ZERO..=backoff);
         let wait = if remaining.is_zero() {
             jitter

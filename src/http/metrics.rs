@@ -275,6 +275,11 @@ pub async fn render(state: State, caller: Principal) -> Result<HttpResponse, Api
             "Forwarded actions the owner did not answer; the lease was then waited out.",
         ),
         (
+            "unreachable",
+            &f.unreachable,
+            "Requests refused at once (503): no new connection reached the owner, and its lease would outlast them.",
+        ),
+        (
             "received",
             &f.received,
             "Actions other nodes forwarded here.",

@@ -16,7 +16,7 @@ use futures::future::join_all;
 use serde_json::json;
 
 use support::audit::assert_one_writer_per_token;
-use support::cluster::Cluster;
+use support::cluster::{Cluster, Setup};
 use support::database::{self, a_backend_waits_on_a_lock, Event, RowLock};
 use support::faults::Fault;
 use support::fixtures::{Api, TTL};
@@ -315,6 +315,53 @@ async fn a_killed_owner_s_bookings_are_served_elsewhere_within_the_ttl_with_high
         assert!(ack.token >= 2, "a new owner, a higher token: {ack:?}");
     }
     assert_traffic_landed(&cluster, &acks, &pairs).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_owner_s_booking_whose_lease_outlasts_the_deadline_is_refused_at_once() {
+    // Arrange: a lease longer than a request's 5 s deadline, on a booking n1 owns.
+    let mut setup = Setup::from_env(3);
+    setup
+        .env
+        .push(("RIDELOCK_LEASE__TTL_MS".into(), "20000".into()));
+    setup
+        .env
+        .push(("RIDELOCK_LEASE__RENEW_EVERY_MS".into(), "2000".into()));
+    let cluster = Cluster::start_on(setup).await;
+    let (booking, driver) = cluster.owned_by(0, 1).await[0];
+    let lease = cluster.lease(booking);
+    Fault::Kill(0).apply(&cluster).await;
+    Fault::Kill(0).prove(&cluster).await;
+
+    // Act: the next step, asked of n2, whose connection to n1 is refused.
+    let accept = cluster
+        .client
+        .post(format!(
+            "{}/api/bookings/{booking}/accept",
+            cluster.nodes[1].address
+        ))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({ "driver_id": driver }));
+    let accept = Reply::send(accept).await.unwrap();
+
+    // Assert: refused as out of reach, without waiting for a lease that outlasts the request;
+    // nothing moved or written.
+    assert_eq!(accept.status, 503, "{:#}", accept.body);
+    assert_eq!(accept.error(), "lease_unavailable");
+    assert!(accept.retry_after.is_some());
+    assert_eq!(
+        cluster
+            .metric(1, "ridelock_forwards_unreachable_total")
+            .await,
+        1.0
+    );
+    assert_eq!(cluster.lease(booking), lease, "the lease stays n1's");
+    let stored = database::stored(&mut cluster.db().await).await;
+    assert_eq!(stored[&booking].fencing_token, 1);
+    assert_eq!(
+        database::statuses(&mut cluster.db().await).await[&booking],
+        "assigned"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
