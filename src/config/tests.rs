@@ -98,6 +98,24 @@ fn every_profile_but_local_and_test_needs_private_secrets() {
 }
 
 #[test]
+fn a_development_secondary_secret_is_refused_off_loopback() {
+    let private = "k7Qw9zX2mN4pR8tV1yB6cF3hJ5lS0dGa";
+    let mut settings = auth(AuthMode::Jwt, private);
+    settings.secondary_secret = Secret::new("dev-test-auth-secret-previous");
+    assert!(settings.validate("test", true).is_ok(), "on loopback");
+    let refused = settings.validate("test", false);
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("auth.secondary_secret")),
+        "a public secondary secret on a reachable address"
+    );
+    settings.secondary_secret = Secret::new("");
+    assert!(
+        settings.validate("test", false).is_ok(),
+        "no secondary secret"
+    );
+}
+
+#[test]
 fn production_needs_a_private_auth_secret() {
     assert!(auth(AuthMode::Jwt, "").validate("test", true).is_err());
     assert!(auth(AuthMode::Jwt, "dev-test-auth-secret")

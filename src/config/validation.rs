@@ -36,6 +36,13 @@ impl AuthSettings {
                  outside the local and test profiles (profile {profile})"
             );
         }
+        // A token signed with the secondary secret is accepted like one signed with the first.
+        if secondary.starts_with("dev-") && !loopback {
+            bail!(
+                "auth.secondary_secret is a development value; set a private one \
+                 (RIDELOCK_AUTH__SECONDARY_SECRET) or none to listen on a non-loopback address"
+            );
+        }
         match self.algorithm()? {
             Algorithm::HS256 => {
                 let secret = self.secret.expose();
