@@ -35,6 +35,7 @@ pub mod lease;
 pub mod redis_conn;
 pub(crate) mod redis_health;
 pub mod storage;
+pub mod streams;
 // 1 base
 pub mod auth;
 pub mod config;

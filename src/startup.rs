@@ -36,6 +36,7 @@ use crate::redis_health::RedisHealth;
 use crate::storage::writer::Writer;
 use crate::storage::PgPool;
 use crate::storage::{idempotency, pool};
+use crate::streams::Hub;
 
 /// Stops a node so that another can serve its bookings at once: see [`StopHandle::stop`].
 #[derive(Clone)]
@@ -161,6 +162,8 @@ pub struct Application {
     purging: tokio::task::JoinHandle<()>,
     /// Takes back offers nobody accepted in time, until shutdown.
     sweeping: tokio::task::JoinHandle<()>,
+    /// Listens for committed booking events, for the event streams, until shutdown.
+    listening: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -280,6 +283,11 @@ impl Application {
             settings.lease.renew_every(),
         )?;
         let drain = Arc::new(Drain::default());
+        let hub = Hub::new(settings.streams.buffer);
+        let listening = actix_web::rt::spawn(hub.clone().listen(
+            settings.database.url.expose().to_owned(),
+            settings.lease.ttl(),
+        ));
         let router = Arc::new(Router::new(
             registry.clone(),
             deps.clone(),
@@ -304,6 +312,8 @@ impl Application {
             inbound,
             drain: drain.clone(),
             postgres_probe: Default::default(),
+            hub: hub.clone(),
+            streams: settings.streams.clone(),
         });
         let limiter = web::Data::new(http::rate_limit::RateLimiter::new(&settings.rate_limit));
 
@@ -383,6 +393,7 @@ impl Application {
             announcing,
             purging,
             sweeping,
+            listening,
         })
     }
 
@@ -412,6 +423,7 @@ impl Application {
         self.announcing.abort();
         self.purging.abort();
         self.sweeping.abort();
+        self.listening.abort();
         if let Err(error) = self.membership.withdraw().await {
             log::warn!("shutdown node={} withdraw failed: {error}", self.node_id);
         }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module of the library and its rank: a module may use only modules of a
 /// strictly lower rank. Within a layer the ranks order the few one-way ties (`lease` and `geo`
-/// use `storage` and `redis_health`; `auth` uses `config`; `http` uses `error`).
-const RANKS: [(&str, u32); 16] = [
+/// use `storage` and `redis_health`, `streams` uses `storage`; `auth` uses `config`; `http` uses
+/// `error`).
+const RANKS: [(&str, u32); 17] = [
     // 1 base
     ("domain", 10),
     ("envelope", 10),
@@ -23,6 +24,7 @@ const RANKS: [(&str, u32); 16] = [
     ("redis_health", 20),
     ("lease", 21),
     ("geo", 21),
+    ("streams", 21),
     // 3, 4
     ("actors", 30),
     ("cluster", 40),

@@ -9,11 +9,25 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::watch;
+
 /// Requests in flight, and whether new ones are still taken.
-#[derive(Default)]
 pub(crate) struct Drain {
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// Turns true when draining starts: event streams (which are not requests in flight once
+    /// their answer has begun) end then, and their clients reconnect elsewhere.
+    closing: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Self {
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
+            closing: watch::channel(false).0,
+        }
+    }
 }
 
 /// Counts one request in flight until dropped.
@@ -34,10 +48,16 @@ impl Drain {
         (!self.draining.load(Ordering::SeqCst)).then_some(guard)
     }
 
+    /// Turns true once the node drains.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
     /// Refuses new requests from now on, then waits (at most `within`) until none is in flight.
     /// True if it got there.
     pub(crate) async fn settle(&self, within: Duration) -> bool {
         self.draining.store(true, Ordering::SeqCst);
+        self.closing.send_replace(true);
         let until = Instant::now() + within;
         while self.in_flight.load(Ordering::SeqCst) > 0 {
             if Instant::now() >= until {
@@ -56,6 +76,7 @@ mod tests {
     #[tokio::test]
     async fn settling_waits_for_requests_in_flight_and_refuses_new_ones() {
         let drain = Drain::default();
+        let closing = drain.closing();
         let first = drain.enter().unwrap();
         let settled = {
             let settle = drain.settle(Duration::from_secs(1));
@@ -68,5 +89,6 @@ mod tests {
         };
         assert!(settled);
         assert!(drain.enter().is_none());
+        assert!(*closing.borrow(), "streams are told to end");
     }
 }

@@ -61,6 +61,7 @@ pub struct Settings {
     pub idempotency: IdempotencySettings,
     pub auth: AuthSettings,
     pub rate_limit: RateLimitSettings,
+    pub streams: StreamSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -195,6 +196,28 @@ pub struct IdempotencySettings {
     pub purge_every_ms: u64,
     /// Keys deleted per statement, so a purge never holds many row locks for long.
     pub purge_batch: u32,
+}
+
+/// Server-Sent Event streams of booking events (`streams`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StreamSettings {
+    /// A comment line this often keeps an idle stream open through proxies.
+    pub heartbeat_ms: u64,
+    /// A user or ops stream that reconnects is sent again the events written this long before
+    /// its last one: one written earlier may have committed later.
+    pub replay_overlap_ms: u64,
+    /// Events a stream may fall behind the node's feed before it re-reads them from PostgreSQL.
+    pub buffer: usize,
+}
+
+impl StreamSettings {
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_ms)
+    }
+
+    pub fn replay_overlap(&self) -> Duration {
+        Duration::from_millis(self.replay_overlap_ms)
+    }
 }
 
 impl IdempotencySettings {

@@ -185,6 +185,14 @@ impl Settings {
         if idempotency.retention_secs * 1000 <= self.server.request_timeout_ms * 2 {
             bail!("idempotency.retention_secs must be well above server.request_timeout_ms");
         }
+        let streams = &self.streams;
+        if streams.heartbeat_ms == 0 || streams.buffer == 0 {
+            bail!("streams.heartbeat_ms and streams.buffer must be positive");
+        }
+        // A writer's transaction runs a few statements, each cut off at the statement timeout.
+        if streams.replay_overlap_ms < self.database.statement_timeout_ms * 2 {
+            bail!("streams.replay_overlap_ms must be at least twice database.statement_timeout_ms");
+        }
         if idempotency.purge_every_ms == 0 || idempotency.purge_batch == 0 {
             bail!("idempotency.purge_every_ms and idempotency.purge_batch must be positive");
         }

@@ -19,6 +19,7 @@ pub mod rate_limit;
 pub(crate) mod request_id;
 mod riders;
 mod schemas;
+mod streams;
 
 use std::sync::Arc;
 
@@ -52,6 +53,9 @@ pub(crate) struct AppState {
     pub drain: Arc<crate::cluster::drain::Drain>,
     /// `/api/health`'s shared PostgreSQL probe.
     pub postgres_probe: health::PostgresProbe,
+    /// Committed booking events, for the event streams.
+    pub hub: Arc<crate::streams::Hub>,
+    pub streams: crate::config::StreamSettings,
 }
 
 pub(crate) type State = web::Data<AppState>;
@@ -117,6 +121,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     vec![web::get().to(bookings::events)],
                 ))
                 .service(resource(
+                    "/bookings/{id}/stream",
+                    "GET",
+                    vec![web::get().to(streams::booking)],
+                ))
+                .service(resource(
                     "/bookings/{id}/assign",
                     "POST",
                     vec![web::post().to(booking_actions::assign)],
@@ -142,6 +151,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     vec![web::get().to(bookings::list_for_user)],
                 ))
                 .service(resource(
+                    "/users/{user_id}/stream",
+                    "GET",
+                    vec![web::get().to(streams::user)],
+                ))
+                .service(resource(
                     "/locks/stats",
                     "GET",
                     vec![web::get().to(health::lock_stats)],
@@ -150,6 +164,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                     "/cluster/nodes",
                     "GET",
                     vec![web::get().to(health::cluster_nodes)],
+                ))
+                .service(resource(
+                    "/cluster/stream",
+                    "GET",
+                    vec![web::get().to(streams::cluster)],
                 ))
                 .service(resource(
                     "/health",

@@ -4,6 +4,7 @@
 
 pub mod bookings;
 pub(crate) mod drivers;
+pub mod events;
 pub mod idempotency;
 pub(crate) mod models;
 pub mod pool;

@@ -8,7 +8,7 @@ use diesel::deserialize::{self, FromSql};
 use diesel::pg::{Pg, PgValue};
 use diesel::prelude::*;
 use diesel::sql_types::Text;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use super::schema::{booking_events, bookings, drivers, riders};
@@ -118,7 +118,7 @@ pub(crate) struct BookingDetail {
     pub driver_phone: Option<String>,
 }
 
-#[derive(Debug, Clone, Queryable, Selectable, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Serialize, Deserialize, ToSchema)]
 #[diesel(table_name = booking_events, check_for_backend(diesel::pg::Pg))]
 pub struct BookingEvent {
     pub id: i64,

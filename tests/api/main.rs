@@ -28,5 +28,6 @@ mod riders;
 mod seed;
 mod services;
 mod startup;
+mod streams;
 mod tutorial_flow;
 mod writer;

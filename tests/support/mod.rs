@@ -13,6 +13,7 @@
 //! - `auth`, `metrics`, `proxy`, `redis_server`: tokens, `/metrics`, a cuttable TCP proxy to
 //!   Redis, a Redis server of a test's own; `redis_client`, the tests' connection to Redis in
 //!   the app's mode (one server or a Redis Cluster).
+//! - `sse`: an event stream as a client reads it.
 //! - `netns`: network namespaces, one per node of a cluster, so that the chaos suite can
 //!   partition the nodes from each other (iptables in a namespace) while they still reach the
 //!   host's services and the client reaches them.
@@ -35,3 +36,4 @@ pub mod redis_client;
 pub mod redis_server;
 pub mod reply;
 pub mod services;
+pub mod sse;

@@ -1,0 +1,168 @@
+//! Event streams (Server-Sent Events): a booking's, a rider's or driver's, and the whole
+//! cluster's for ops. Authorized as the matching REST reads; the stream itself is `streams`.
+
+use std::convert::Infallible;
+
+use actix_web::http::header::{self, CacheControl, CacheDirective};
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures::StreamExt;
+use serde::Deserialize;
+
+use super::bookings::booking_id;
+use super::extract;
+use super::schemas::IdPath;
+use super::State;
+use crate::auth::{rules, Principal};
+use crate::domain::ids::{DriverId, RiderId};
+use crate::domain::values::FieldError;
+use crate::error::ApiError;
+use crate::storage::bookings;
+use crate::storage::events::Scope;
+use crate::storage::pool;
+use crate::streams::{self, StreamStart};
+
+/// Where a stream starts: `after` (for an `EventSource`'s first connection, which cannot send
+/// headers); a reconnect's `Last-Event-ID` header wins over it.
+#[derive(Debug, Deserialize)]
+pub(crate) struct StreamQuery {
+    after: Option<String>,
+    user_type: Option<String>,
+}
+
+/// A booking's events as they commit (its rider, its driver, or ops).
+#[utoipa::path(
+    get,
+    operation_id = "bookings_stream",
+    path = "/api/bookings/{id}/stream",
+    tag = "streams",
+    params(
+        IdPath,
+        ("after" = Option<i64>, Query, minimum = 0, description = "send the events after this id first"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "sent by a reconnecting EventSource; wins over `after`"),
+    ),
+    responses((status = 200, description = "text/event-stream: `event: booking`, `id:` the event id, `data:` the event as in the booking's trail, with `rider_id`", content_type = "text/event-stream", body = String)),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn booking(
+    state: State,
+    caller: Principal,
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let id = booking_id(&path)?;
+    let after = start_after(&request, &query)?;
+    let mut conn = pool::conn(&state.deps.pool).await?;
+    let booking = bookings::find(&mut conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("booking_not_found", "Booking", id))?;
+    rules::reads_booking(
+        &caller,
+        RiderId(booking.rider_id),
+        booking.driver_id.map(DriverId),
+    )?;
+    Ok(respond(&state, &caller, Scope::Booking(id), after))
+}
+
+/// A rider's or a driver's events as they commit: every event of the rider's bookings, or
+/// every event that names the driver (that rider or driver, or ops).
+#[utoipa::path(
+    get,
+    operation_id = "users_stream",
+    path = "/api/users/{user_id}/stream",
+    tag = "streams",
+    params(
+        ("user_id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64),
+        ("user_type" = Option<String>, Query, pattern = "^(rider|driver)$", description = "default rider"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "send the events after this id first"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "sent by a reconnecting EventSource; wins over `after`"),
+    ),
+    responses((status = 200, description = "text/event-stream, as a booking's stream", content_type = "text/event-stream", body = String)),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn user(
+    state: State,
+    caller: Principal,
+    request: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let user_id = extract::id(&path, "user_id")?;
+    let scope = match query.user_type.as_deref().unwrap_or("rider") {
+        "rider" => Scope::Rider(RiderId(user_id)),
+        "driver" => Scope::Driver(DriverId(user_id)),
+        _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
+    };
+    let after = start_after(&request, &query)?;
+    match scope {
+        Scope::Rider(rider) => rules::is_rider(&caller, rider)?,
+        Scope::Driver(driver) => rules::is_driver(&caller, driver)?,
+        Scope::Booking(_) | Scope::All => {}
+    }
+    Ok(respond(&state, &caller, scope, after))
+}
+
+/// Every booking event of the cluster as it commits (ops).
+#[utoipa::path(
+    get,
+    operation_id = "cluster_stream",
+    path = "/api/cluster/stream",
+    tag = "streams",
+    params(
+        ("after" = Option<i64>, Query, minimum = 0, description = "send the events after this id first"),
+        ("Last-Event-ID" = Option<i64>, Header, description = "sent by a reconnecting EventSource; wins over `after`"),
+    ),
+    responses((status = 200, description = "text/event-stream, as a booking's stream", content_type = "text/event-stream", body = String)),
+    security(("bearer" = [])),
+)]
+pub(crate) async fn cluster(
+    state: State,
+    caller: Principal,
+    request: HttpRequest,
+    query: web::Query<StreamQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let after = start_after(&request, &query)?;
+    rules::ops_only(&caller)?;
+    Ok(respond(&state, &caller, Scope::All, after))
+}
+
+/// The last event id the client has: `Last-Event-ID`, else `?after=`; none for a new stream.
+fn start_after(request: &HttpRequest, query: &StreamQuery) -> Result<Option<i64>, FieldError> {
+    let header = request
+        .headers()
+        .get("Last-Event-ID")
+        .map(|value| value.to_str().unwrap_or_default().trim().to_owned());
+    let (raw, field) = match (header, &query.after) {
+        (Some(header), _) => (header, "Last-Event-ID"),
+        (None, Some(after)) => (after.clone(), "after"),
+        (None, None) => return Ok(None),
+    };
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id >= 0)
+        .map(Some)
+        .ok_or_else(|| FieldError::new(field, "must be an event id (an integer, 0 or more)"))
+}
+
+fn respond(state: &State, caller: &Principal, scope: Scope, after: Option<i64>) -> HttpResponse {
+    let settings = &state.streams;
+    let start = StreamStart {
+        scope,
+        after,
+        heartbeat: settings.heartbeat(),
+        overlap: settings.replay_overlap(),
+        mask_operators: !caller.is_ops(),
+    };
+    let frames = streams::events(
+        &state.hub,
+        state.deps.pool.clone(),
+        start,
+        state.drain.closing(),
+    );
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
+        // nginx passes each frame on at once instead of buffering the answer.
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(frames.map(|frame| Ok::<_, Infallible>(web::Bytes::from(frame))))
+}

@@ -1,0 +1,418 @@
+//! Event streams (API.md, "Event streams"): a booking's, a rider's or driver's, and the cluster's
+//! for ops, pushed as they commit, in order per booking, resumed without loss from a
+//! `Last-Event-ID`, under the REST API's authorization rules.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::app::{spawn_app, spawn_app_with, TestApp};
+use crate::support::fixtures::{Api, PICKUP};
+use crate::support::poll;
+use crate::support::sse::{Event, EventStream};
+
+/// How long an event may take to arrive here; far above what it takes (milliseconds), so that
+/// only a missing event fails.
+const ARRIVES: Duration = Duration::from_secs(5);
+
+fn booking_stream(app: &TestApp, booking: i64) -> String {
+    format!("{}/api/bookings/{booking}/stream", app.address)
+}
+
+/// Steps a booking assigned to `driver` through accept and complete, through the API.
+async fn accept_and_complete(app: &TestApp, booking: i64, driver: i64) {
+    app.post(
+        format!("/api/bookings/{booking}/accept"),
+        json!({ "driver_id": driver }),
+    )
+    .await
+    .expect(200, None);
+    app.post(
+        format!("/api/bookings/{booking}/complete"),
+        json!({ "driver_id": driver, "actual_fare": 21.5 }),
+    )
+    .await
+    .expect(200, None);
+}
+
+/// The booking's trail as `GET /api/bookings/{id}/events` answers it to `subject`.
+async fn trail(app: &TestApp, booking: i64, subject: &str) -> Vec<Value> {
+    let path = format!("/api/bookings/{booking}/events");
+    let reply = app.as_subject(subject, Method::GET, path, None).await;
+    reply.expect(200, None);
+    reply.data().as_array().cloned().unwrap_or_default()
+}
+
+fn statuses(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .map(|e| e.data["to_status"].as_str().unwrap_or_default())
+        .collect()
+}
+
+#[actix_web::test]
+async fn a_booking_s_stream_carries_each_committed_transition_in_order_as_its_trail_has_it() {
+    // Arrange: a booking, and its rider's stream on it.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let mut stream = EventStream::open(
+        &booking_stream(&app, booking),
+        &format!("rider:{rider}"),
+        None,
+    )
+    .await;
+
+    // Act
+    let assigned = app
+        .post(format!("/api/bookings/{booking}/assign"), json!({}))
+        .await;
+    assigned.expect(200, None);
+    let driver = assigned.data()["driver"]["id"].as_i64().unwrap();
+    accept_and_complete(&app, booking, driver).await;
+
+    // Assert: the three transitions, in order, each the very event of the trail (with the
+    // booking's rider), and nothing from before the stream opened.
+    let events = stream.take(3, ARRIVES).await;
+    assert_eq!(statuses(&events), ["assigned", "accepted", "completed"]);
+    assert!(events.iter().all(|e| e.kind == "booking"));
+    let trail = trail(&app, booking, &format!("rider:{rider}")).await;
+    for event in &events {
+        let mut data = event.data.clone();
+        assert_eq!(data["rider_id"], json!(rider));
+        data.as_object_mut().unwrap().remove("rider_id");
+        let written = trail
+            .iter()
+            .find(|t| t["id"] == json!(event.id))
+            .unwrap_or_else(|| panic!("event {} not in the trail {trail:#?}", event.id));
+        assert_eq!(&data, written);
+    }
+    assert!(stream.next(Duration::from_millis(300)).await.is_none());
+    assert_eq!(stream.retry_ms, Some(1000));
+}
+
+#[actix_web::test]
+async fn a_stream_resumed_with_last_event_id_gets_exactly_what_it_missed() {
+    // Arrange: a stream that saw the assignment, then went away.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    app.online_driver(PICKUP.0, PICKUP.1).await;
+    let (booking, driver) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+    let first = trail(&app, booking, "ops:tests").await;
+    let assigned_id = first[1]["id"].as_i64().unwrap();
+    let subject = format!("rider:{rider}");
+    let url = booking_stream(&app, booking);
+
+    // Act: the booking moves on while nobody listens; the client comes back with the id of the
+    // last event it had.
+    accept_and_complete(&app, booking, driver).await;
+    let mut resumed = EventStream::open(&url, &subject, Some(assigned_id)).await;
+    let mut whole = EventStream::open(&format!("{url}?after=0"), &subject, None).await;
+
+    // Assert: what it missed and nothing else; `?after=0` gives the whole trail.
+    let missed = resumed.take(2, ARRIVES).await;
+    assert_eq!(statuses(&missed), ["accepted", "completed"]);
+    assert!(missed.iter().all(|e| e.id > assigned_id));
+    assert!(resumed.next(Duration::from_millis(300)).await.is_none());
+    let all = whole.take(4, ARRIVES).await;
+    assert_eq!(
+        statuses(&all),
+        ["pending", "assigned", "accepted", "completed"]
+    );
+}
+
+#[actix_web::test]
+async fn a_driver_learns_of_its_offer_and_a_rider_of_its_bookings_without_polling() {
+    // Arrange: the driver's stream and the rider's, and another rider's booking.
+    let app = spawn_app().await;
+    let (rider, other) = (app.rider().await, app.rider().await);
+    let driver = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let base = format!("{}/api/users", app.address);
+    let mut driver_stream = EventStream::open(
+        &format!("{base}/{driver}/stream?user_type=driver"),
+        &format!("driver:{driver}"),
+        None,
+    )
+    .await;
+    let mut rider_stream = EventStream::open(
+        &format!("{base}/{rider}/stream"),
+        &format!("rider:{rider}"),
+        None,
+    )
+    .await;
+
+    // Act
+    app.booking(other, PICKUP.0, PICKUP.1).await;
+    let (booking, _) = app.assigned_booking(rider, PICKUP.0, PICKUP.1, false).await;
+
+    // Assert: the driver hears of the offer (not of bookings that do not name it); the rider of
+    // its own booking's creation and assignment, not of the other rider's.
+    let offer = driver_stream.next(ARRIVES).await.expect("the offer");
+    assert_eq!(offer.data["booking_id"], json!(booking));
+    assert_eq!(offer.data["to_status"], "assigned");
+    assert_eq!(offer.data["driver_id"], json!(driver));
+    let own = rider_stream.take(2, ARRIVES).await;
+    assert_eq!(statuses(&own), ["pending", "assigned"]);
+    assert!(own.iter().all(|e| e.data["booking_id"] == json!(booking)));
+    assert!(driver_stream
+        .next(Duration::from_millis(300))
+        .await
+        .is_none());
+    assert!(rider_stream
+        .next(Duration::from_millis(300))
+        .await
+        .is_none());
+}
+
+#[actix_web::test]
+async fn the_cluster_stream_carries_every_booking_and_names_operators_only_to_ops() {
+    let app = spawn_app().await;
+    let (first, second) = (app.rider().await, app.rider().await);
+    let url = format!("{}/api/cluster/stream", app.address);
+    let mut ops = EventStream::open(&url, "ops:alice", None).await;
+    let one = app.booking(first, PICKUP.0, PICKUP.1).await;
+    let two = app.booking(second, PICKUP.0, PICKUP.1).await;
+    // The suite's client is an operator: a cancel as ops, seen by ops and by the rider.
+    let mut rider =
+        EventStream::open(&booking_stream(&app, two), &format!("rider:{second}"), None).await;
+    app.post(
+        format!("/api/bookings/{two}/cancel"),
+        json!({ "reason": "duplicate", "user_id": second, "user_type": "rider" }),
+    )
+    .await
+    .expect(200, None);
+
+    let events = ops.take(3, ARRIVES).await;
+    let bookings: Vec<Value> = events
+        .iter()
+        .map(|e| e.data["booking_id"].clone())
+        .collect();
+    assert_eq!(bookings, [json!(one), json!(two), json!(two)]);
+    let cancelled = &events[2].data;
+    assert!(
+        cancelled["actor"].as_str().unwrap().starts_with("ops:"),
+        "{cancelled}"
+    );
+    let seen_by_rider = rider.next(ARRIVES).await.expect("the cancel");
+    assert_eq!(seen_by_rider.data["to_status"], "cancelled");
+    assert_eq!(seen_by_rider.data["actor"], "ops");
+}
+
+#[actix_web::test]
+async fn an_event_committed_through_another_node_reaches_this_node_s_streams() {
+    // Arrange: two nodes on one database; the stream is on the first.
+    let app = spawn_app().await;
+    let other = app.second_node().await;
+    let rider = app.rider().await;
+    let mut stream = EventStream::open(
+        &format!("{}/api/users/{rider}/stream", app.address),
+        &format!("rider:{rider}"),
+        None,
+    )
+    .await;
+
+    // Act: the booking is made on the second node (whose actor owns it).
+    let booking = other.booking(rider, PICKUP.0, PICKUP.1).await;
+
+    // Assert
+    let created = stream.next(ARRIVES).await.expect("the creation");
+    assert_eq!(created.data["booking_id"], json!(booking));
+    assert_eq!(created.data["node_id"], "n2");
+}
+
+#[actix_web::test]
+async fn a_stream_ends_when_its_node_drains_and_resumes_on_another_without_loss() {
+    // Arrange: a stream on the first of two nodes, which has seen the creation.
+    let app = spawn_app().await;
+    let other = app.second_node().await;
+    let rider = app.rider().await;
+    let driver = other.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = other.booking(rider, PICKUP.0, PICKUP.1).await;
+    let subject = format!("rider:{rider}");
+    let mut stream = EventStream::open(&booking_stream(&app, booking), &subject, Some(0)).await;
+    let created = stream.next(ARRIVES).await.expect("the creation");
+
+    // Act: the first node stops (SIGTERM); the booking is assigned meanwhile; the client
+    // reconnects to the second with its last event id.
+    app.stop().await;
+    let ended = stream.ends_within(Duration::from_secs(5)).await;
+    other
+        .post(format!("/api/bookings/{booking}/assign"), json!({}))
+        .await
+        .expect(200, None);
+    let mut resumed =
+        EventStream::open(&booking_stream(&other, booking), &subject, Some(created.id)).await;
+
+    // Assert
+    assert!(ended, "the stream ends with the drain");
+    let assigned = resumed.next(ARRIVES).await.expect("the assignment");
+    assert_eq!(assigned.data["to_status"], "assigned");
+    assert_eq!(assigned.data["driver_id"], json!(driver));
+}
+
+#[actix_web::test]
+async fn an_idle_stream_gets_heartbeats() {
+    let app = spawn_app_with(|s| s.streams.heartbeat_ms = 100).await;
+    let url = format!("{}/api/cluster/stream", app.address);
+    let mut stream = EventStream::open(&url, "ops:alice", None).await;
+    assert!(stream.next(Duration::from_millis(450)).await.is_none());
+    let beats = stream.comments.iter().filter(|c| *c == "heartbeat").count();
+    assert!(beats >= 2, "{:?}", stream.comments);
+    assert_eq!(
+        stream.comments.first().map(String::as_str),
+        Some("connected")
+    );
+}
+
+#[actix_web::test]
+async fn a_stream_survives_its_node_losing_the_listening_connection() {
+    // Arrange: a rider's stream, and the node's LISTEN session ended by PostgreSQL.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let mut stream = EventStream::open(
+        &format!("{}/api/users/{rider}/stream", app.address),
+        &format!("rider:{rider}"),
+        None,
+    )
+    .await;
+    // The node listens from its start on; wait for its session to be there, then end it.
+    let ended = poll::until(ARRIVES, || end_listening_sessions(&app), |n| *n > 0).await;
+
+    // Act: a booking is made while the node listens again (or before).
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+
+    // Assert: the creation arrives all the same, once.
+    assert_eq!(ended, Ok(1), "the node had one listening session");
+    let created = stream.next(ARRIVES).await.expect("the creation");
+    assert_eq!(created.data["booking_id"], json!(booking));
+    assert!(stream.next(Duration::from_millis(300)).await.is_none());
+}
+
+/// Ends the sessions listening for events on this test's database; how many there were.
+async fn end_listening_sessions(app: &TestApp) -> i64 {
+    use diesel::sql_types::BigInt;
+    use diesel_async::RunQueryDsl;
+    #[derive(diesel::QueryableByName)]
+    struct Ended {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let ended: Ended = diesel::sql_query(
+        "SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .get_result(&mut app.db().await)
+    .await
+    .unwrap();
+    ended.n
+}
+
+#[actix_web::test]
+async fn streams_are_refused_as_the_matching_reads_are_each_naming_the_reason() {
+    // Arrange: a booking of one rider; a second rider and a driver with no part in it.
+    let app = spawn_app().await;
+    let (rider, stranger) = (app.rider().await, app.rider().await);
+    let driver = app.online_driver(PICKUP.0, PICKUP.1).await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let cases: [(&str, Option<&str>, String, u16, &str); 9] = [
+        (
+            "no token",
+            None,
+            format!("/api/bookings/{booking}/stream"),
+            401,
+            "missing_token",
+        ),
+        (
+            "a stranger's booking",
+            Some("rider"),
+            format!("/api/bookings/{booking}/stream"),
+            403,
+            "not_booking_party",
+        ),
+        (
+            "unknown booking",
+            Some("ops"),
+            "/api/bookings/999999/stream".into(),
+            404,
+            "booking_not_found",
+        ),
+        (
+            "bad booking id",
+            Some("ops"),
+            "/api/bookings/x/stream".into(),
+            400,
+            "id",
+        ),
+        (
+            "another rider's stream",
+            Some("rider"),
+            format!("/api/users/{rider}/stream"),
+            403,
+            "subject_mismatch",
+        ),
+        (
+            "a driver's stream as a rider",
+            Some("rider"),
+            format!("/api/users/{driver}/stream?user_type=driver"),
+            403,
+            "subject_mismatch",
+        ),
+        (
+            "bad user type",
+            Some("ops"),
+            format!("/api/users/{rider}/stream?user_type=bus"),
+            400,
+            "user_type",
+        ),
+        (
+            "the cluster stream as a driver",
+            Some("driver"),
+            "/api/cluster/stream".into(),
+            403,
+            "ops_required",
+        ),
+        (
+            "a negative after",
+            Some("ops"),
+            "/api/cluster/stream?after=-1".into(),
+            400,
+            "after",
+        ),
+    ];
+    for (case, who, path, status, reason) in cases {
+        let subject = match who {
+            Some("rider") => Some(format!("rider:{stranger}")),
+            Some("driver") => Some(format!("driver:{driver}")),
+            Some(_) => Some("ops:alice".to_owned()),
+            None => None,
+        };
+        let reply = match &subject {
+            Some(subject) => app.as_subject(subject, Method::GET, &path, None).await,
+            None => app.as_caller(None, Method::GET, &path, None).await,
+        };
+        assert_eq!(reply.status.as_u16(), status, "{case}: {:#}", reply.body);
+        refused_for(&reply.body, reason, case);
+    }
+    // A bad Last-Event-ID names the header.
+    let bad = app
+        .client
+        .get(format!("{}/api/cluster/stream", app.address))
+        .header("Last-Event-ID", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+    let body: Value = bad.json().await.unwrap();
+    refused_for(&body, "Last-Event-ID", "bad Last-Event-ID");
+}
+
+/// The refusal names `reason`: its error code, or the field at fault.
+fn refused_for(body: &Value, reason: &str, case: &str) {
+    let text = body.to_string();
+    assert!(
+        body["error"] == reason || text.contains(&format!("\"{reason}\"")),
+        "{case}: {body:#}"
+    );
+}
