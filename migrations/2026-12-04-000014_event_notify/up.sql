@@ -1,14 +1,17 @@
 -- Every audit event is announced on the channel `ridelock_events` when, and only if, its
 -- transaction commits (NOTIFY is transactional), in commit order: each node LISTENs and pushes
 -- the events to the apps' streams (src/streams). One statement-level trigger covers every way an
--- event is written; the payload is the event as `GET /api/bookings/{id}/events` shows it, plus
--- the booking's rider, whose stream it also belongs to. Announced in id order.
+-- event is written. A payload is a JSON array of events in id order, each as
+-- `GET /api/bookings/{id}/events` shows it plus the booking's rider: one announcement per
+-- statement (a group commit writes many events in one), split only where it would pass 7,000
+-- bytes (PostgreSQL refuses a payload of 8,000).
 CREATE FUNCTION ridelock_announce_events() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE
-    announced record;
+    item text;
+    batch text := '';
 BEGIN
-    FOR announced IN
+    FOR item IN
         SELECT json_build_object(
             'id', e.id,
             'booking_id', e.booking_id,
@@ -21,12 +24,19 @@ BEGIN
             'request_id', e.request_id,
             'created_at', e.created_at,
             'actor', e.actor
-        )::text AS payload
+        )::text
         FROM new_events e JOIN bookings b ON b.id = e.booking_id
         ORDER BY e.id
     LOOP
-        PERFORM pg_notify('ridelock_events', announced.payload);
+        IF batch <> '' AND octet_length(batch) + octet_length(item) > 7000 THEN
+            PERFORM pg_notify('ridelock_events', '[' || batch || ']');
+            batch := '';
+        END IF;
+        batch := CASE WHEN batch = '' THEN item ELSE batch || ',' || item END;
     END LOOP;
+    IF batch <> '' THEN
+        PERFORM pg_notify('ridelock_events', '[' || batch || ']');
+    END IF;
     RETURN NULL;
 END;
 $$;

@@ -9,11 +9,19 @@ use actix_web::{Error, ResponseError};
 use super::State;
 use crate::error::ApiError;
 
-/// Middleware: counts requests in flight; refuses them once the node is draining.
+/// Middleware: counts requests in flight; refuses them once the node is draining (so `/readyz`
+/// answers 503 `draining` then), all but `/livez`.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, Error> {
+    // The process is alive until it exits: liveness is answered while it drains.
+    if req.path() == "/livez" {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
     let Some(state) = req.app_data::<State>().cloned() else {
         return next
             .call(req)

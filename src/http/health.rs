@@ -111,6 +111,64 @@ pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpRespons
     }
 }
 
+/// Whether the process answers, and nothing else: no dependency is asked, so an orchestrator
+/// that restarts a node failing this does not restart every node while PostgreSQL is down.
+/// Answered while the node drains too (it is alive until it exits).
+#[utoipa::path(
+    get,
+    operation_id = "health_livez",
+    path = "/livez",
+    tag = "meta",
+    responses((status = 200, description = "The process answers", body = Probe)),
+)]
+pub async fn livez(state: State) -> HttpResponse {
+    HttpResponse::Ok().json(Probe {
+        success: true,
+        message: "alive".to_owned(),
+        node_id: state.deps.node_id.0.clone(),
+    })
+}
+
+/// Whether the node can serve now: PostgreSQL answers (probed at most once a second, as for
+/// `/api/health`) and the node is not draining. A node answering 503 here is to get no traffic,
+/// not to be restarted. Redis down is no reason: leases and search move to PostgreSQL.
+#[utoipa::path(
+    get,
+    operation_id = "health_readyz",
+    path = "/readyz",
+    tag = "meta",
+    responses(
+        (status = 200, description = "Ready", body = Probe),
+        (status = 503, description = "PostgreSQL is down, or the node drains (then `draining`, from the drain itself)", body = Probe),
+    ),
+)]
+pub async fn readyz(state: State) -> HttpResponse {
+    let node_id = state.deps.node_id.0.clone();
+    if state.postgres_probe.up(&state.deps.pool).await {
+        HttpResponse::Ok().json(Probe {
+            success: true,
+            message: "ready".to_owned(),
+            node_id,
+        })
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(Probe {
+                success: false,
+                message: "not ready: PostgreSQL is down".to_owned(),
+                node_id,
+            })
+    }
+}
+
+/// What `/livez` and `/readyz` answer.
+#[derive(Serialize, ToSchema)]
+pub(crate) struct Probe {
+    success: bool,
+    message: String,
+    node_id: String,
+}
+
 /// What `/api/health` answers (the envelope without `data`).
 #[derive(Serialize, ToSchema)]
 pub(crate) struct HealthReport {

@@ -191,6 +191,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "GET",
             vec![web::get().to(metrics::render)],
         ))
+        .service(resource(
+            "/livez",
+            "GET",
+            vec![web::get().to(health::livez)],
+        ))
+        .service(resource(
+            "/readyz",
+            "GET",
+            vec![web::get().to(health::readyz)],
+        ))
         .default_service(web::to(not_found));
 }
 

@@ -44,6 +44,8 @@ use super::schemas::{ErrorEnvelope, IDEMPOTENCY_KEY};
         super::health::lock_stats,
         super::health::cluster_nodes,
         super::health::health,
+        super::health::livez,
+        super::health::readyz,
         super::metrics::render,
         document,
     ),

@@ -14,7 +14,8 @@ use crate::domain::ids::{BookingId, DriverId, RiderId};
 /// The channel every committed audit event is announced on.
 pub const CHANNEL: &str = "ridelock_events";
 
-/// An audit event with the booking's rider: what a stream sends, and the `NOTIFY` payload.
+/// An audit event with the booking's rider: what a stream sends. A `NOTIFY` payload is an array
+/// of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedEvent {
     #[serde(flatten)]

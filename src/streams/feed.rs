@@ -305,10 +305,10 @@ mod tests {
     }
 
     #[test]
-    fn a_feed_event_reads_back_from_its_announcement() {
-        let original = event(9, "rider:5");
+    fn feed_events_read_back_from_an_announcement() {
+        let original = vec![event(9, "rider:5"), event(10, "driver:3")];
         let announced = serde_json::to_string(&original).unwrap();
-        let read: FeedEvent = serde_json::from_str(&announced).unwrap();
+        let read: Vec<FeedEvent> = serde_json::from_str(&announced).unwrap();
         assert_eq!(read, original);
     }
 }

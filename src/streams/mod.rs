@@ -86,8 +86,12 @@ impl Hub {
         let mut notifications = std::pin::pin!(conn.notifications_stream());
         while let Some(notification) = notifications.next().await {
             let notification = notification?;
-            match serde_json::from_str::<FeedEvent>(&notification.payload) {
-                Ok(event) => self.publish(Signal::Event(Arc::new(event))),
+            match serde_json::from_str::<Vec<FeedEvent>>(&notification.payload) {
+                Ok(events) => {
+                    for event in events {
+                        self.publish(Signal::Event(Arc::new(event)));
+                    }
+                }
                 // A payload this build cannot read (a newer node's, during an upgrade): the
                 // streams that want it read it from the trail.
                 Err(error) => {

@@ -14,8 +14,9 @@ use crate::support::poll::eventually;
 #[actix_web::test]
 async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_does_nothing() {
     // Arrange: an assigned booking whose row another session holds locked, so that its accept
-    // stays in flight; and two idle keep-alive connections (a stopping node accepts no new
-    // ones): one for the accept, one for the request that arrives during the drain.
+    // stays in flight; and idle keep-alive connections (a stopping node accepts no new ones):
+    // one for the accept, one for the request that arrives during the drain, and one each for
+    // the probes (a refusal closes its connection).
     let app = spawn_app_with(|s| {
         s.database.statement_timeout_ms = 20_000;
         s.server.request_timeout_ms = 20_000;
@@ -24,11 +25,8 @@ async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_doe
     .await;
     let (booking, driver, locker) = app.locked_assigned_booking().await;
     let health = format!("{}/api/health", app.address);
-    let (a, b) = tokio::join!(
-        app.client.get(&health).send(),
-        app.client.get(&health).send()
-    );
-    assert!(a.unwrap().status().is_success() && b.unwrap().status().is_success());
+    let warm = futures::future::join_all((0..5).map(|_| app.client.get(&health).send())).await;
+    assert!(warm.into_iter().all(|r| r.unwrap().status().is_success()));
     let riders = "SELECT count(*) AS n FROM riders";
     let riders_before = count(&mut app.db().await, riders).await;
 
@@ -52,6 +50,16 @@ async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_doe
             })
             .await;
             assert!(draining, "the node should drain");
+            // Not ready (draining), yet alive: an orchestrator sends it nothing, kills nothing.
+            let probe = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
+            let (livez, readyz) = tokio::join!(probe("/livez"), probe("/readyz"));
+            let (livez, readyz) = (livez.unwrap(), readyz.unwrap());
+            assert_eq!(
+                (livez.status().as_u16(), readyz.status().as_u16()),
+                (200, 503)
+            );
+            let not_ready: Value = readyz.json().await.unwrap();
+            assert_eq!(not_ready["error"], "draining");
             let refused = app
                 .client
                 .post(format!("{}/api/riders", app.address))

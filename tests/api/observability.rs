@@ -1,5 +1,6 @@
-//! What operators look at: health, lock statistics and the Redis lease keys, request ids on every
-//! response, each booking's audit trail, and the 404 envelope of unknown routes.
+//! What operators look at: health, liveness and readiness, lock statistics and the Redis lease
+//! keys, request ids on every response, each booking's audit trail, and the 404 envelope of
+//! unknown routes.
 
 use std::time::Duration;
 
@@ -8,8 +9,11 @@ use serde_json::{json, Value};
 
 use crate::support::app::{spawn_app, spawn_app_with, spawn_node, TestApp};
 use crate::support::fixtures::{booking_body, lease_key, Api, PICKUP};
-use crate::support::poll::eventually;
+use crate::support::poll::{self, eventually};
+use crate::support::proxy::{host_port, Proxy};
 use crate::support::reply::Reply;
+use reqwest::Method;
+use ridelock::config::Secret;
 
 /// Sends a request with an `X-Request-ID` header.
 async fn send_with_request_id(
@@ -560,4 +564,47 @@ async fn a_key_of_another_type_under_the_lock_pattern_stops_neither_stats_nor_a_
         .get(format!("/api/bookings/{booking}"))
         .await
         .expect(200, None);
+}
+
+#[actix_web::test]
+async fn a_node_without_postgres_is_alive_but_not_ready_and_ready_again_when_it_is_back() {
+    // Arrange: a node whose PostgreSQL connections go through a proxy the test can cut.
+    let server = std::env::var("DATABASE_URL").unwrap();
+    let proxy = Proxy::start(&host_port(&server)).await;
+    let app = spawn_app_with(|s| {
+        let through = proxy.url(s.database.url.expose());
+        s.database.url = Secret::new(&through);
+    })
+    .await;
+    let probe = |path: &'static str| {
+        let app = &app;
+        async move { app.as_caller(None, Method::GET, path, None).await }
+    };
+    assert_eq!(probe("/readyz").await.body["message"], "ready");
+
+    // Act: PostgreSQL goes away.
+    proxy.cut();
+
+    // Assert: not ready (once the once-a-second probe looks again), still alive, no token asked.
+    let not_ready = poll::until(
+        Duration::from_secs(5),
+        || probe("/readyz"),
+        |reply| reply.status == 503,
+    )
+    .await
+    .expect("/readyz turns 503");
+    assert_eq!(not_ready.body["success"], false);
+    assert!(not_ready.retry_after.is_some());
+    let alive = probe("/livez").await;
+    assert_eq!(alive.status, 200);
+    assert_eq!(alive.body["message"], "alive");
+    assert_eq!(alive.body["node_id"], "n1");
+    proxy.heal();
+    let ready = poll::until(
+        Duration::from_secs(5),
+        || probe("/readyz"),
+        |reply| reply.status == 200,
+    )
+    .await;
+    assert!(ready.is_ok(), "ready again: {ready:?}");
 }

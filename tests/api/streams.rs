@@ -416,3 +416,49 @@ fn refused_for(body: &Value, reason: &str, case: &str) {
         "{case}: {body:#}"
     );
 }
+
+#[actix_web::test]
+async fn a_statement_writing_many_events_announces_them_all_in_payloads_postgres_accepts() {
+    use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+    use futures::StreamExt;
+
+    // Arrange: a booking, and a session listening on the events' channel.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let mut listener = AsyncPgConnection::establish(&app.db_url).await.unwrap();
+    diesel::sql_query("LISTEN ridelock_events")
+        .execute(&mut listener)
+        .await
+        .unwrap();
+
+    // Act: one statement writes 300 events with long request ids (about 90 KB of JSON).
+    diesel::sql_query(format!(
+        "INSERT INTO booking_events \
+           (booking_id, from_status, to_status, node_id, fencing_token, request_id, actor) \
+         SELECT {booking}, 'pending', 'pending', 'n1', 1, \
+                repeat('r', 100) || n, 'ops:test' FROM generate_series(1, 300) AS n"
+    ))
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+
+    // Assert: every event announced once, in id order, in payloads under PostgreSQL's limit.
+    let mut ids = Vec::new();
+    let mut payloads = 0;
+    let mut notifications = std::pin::pin!(listener.notifications_stream());
+    while ids.len() < 300 {
+        let next = tokio::time::timeout(ARRIVES, notifications.next()).await;
+        let notification = next.expect("announced").unwrap().unwrap();
+        assert!(
+            notification.payload.len() <= 7000,
+            "{}",
+            notification.payload.len()
+        );
+        let events: Vec<Value> = serde_json::from_str(&notification.payload).unwrap();
+        ids.extend(events.iter().map(|e| e["id"].as_i64().unwrap()));
+        payloads += 1;
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order");
+    assert!(payloads > 10, "split: {payloads} payloads");
+}
