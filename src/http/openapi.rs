@@ -204,7 +204,10 @@ mod tests {
                         "{method} {path} lacks {status}"
                     );
                 }
-                let public = path == "/api/health" || path == "/api/openapi.json";
+                let public = matches!(
+                    path.as_str(),
+                    "/api/health" | "/api/openapi.json" | "/livez" | "/readyz"
+                );
                 assert_eq!(op.get("security").is_none(), public, "{method} {path}");
                 if !public {
                     assert!(responses.get("401").is_some(), "{method} {path} lacks 401");
