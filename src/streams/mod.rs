@@ -63,23 +63,30 @@ impl Hub {
     /// process runs: connects again after any failure (backing off to `retry_max`), and signals
     /// a [`Signal::Gap`] each time it is listening again.
     pub async fn listen(self: Arc<Self>, database_url: String, retry_max: Duration) {
-        let mut retry = Duration::from_millis(100);
+        const FIRST_RETRY: Duration = Duration::from_millis(100);
+        let mut retry = FIRST_RETRY;
         loop {
-            match self.listen_once(&database_url).await {
+            let mut listening = false;
+            match self.listen_once(&database_url, &mut listening).await {
                 Ok(()) => log::warn!("event feed: the listening connection closed"),
                 Err(error) => log::warn!("event feed: not listening: {error}"),
+            }
+            // A connection that got as far as listening starts the backoff afresh.
+            if listening {
+                retry = FIRST_RETRY;
             }
             tokio::time::sleep(retry).await;
             retry = (retry * 2).min(retry_max);
         }
     }
 
-    /// One listening connection, until it fails.
-    async fn listen_once(&self, database_url: &str) -> anyhow::Result<()> {
+    /// One listening connection, until it fails; `listening` turns true once it listens.
+    async fn listen_once(&self, database_url: &str, listening: &mut bool) -> anyhow::Result<()> {
         let mut conn = AsyncPgConnection::establish(database_url).await?;
         diesel::sql_query(format!("LISTEN {CHANNEL}"))
             .execute(&mut conn)
             .await?;
+        *listening = true;
         log::info!("event feed: listening on {CHANNEL}");
         // Whatever committed while nobody listened is in the trail.
         self.publish(Signal::Gap);
