@@ -91,6 +91,10 @@ async fn a_booking_s_stream_carries_each_committed_transition_in_order_as_its_tr
     }
     assert!(stream.next(Duration::from_millis(300)).await.is_none());
     assert_eq!(stream.retry_ms, Some(1000));
+    let header = |name: &str| stream.headers.get(name).and_then(|v| v.to_str().ok());
+    // nginx reads (and drops) the first: it passes the frames on at once.
+    assert_eq!(header("x-accel-buffering"), Some("no"));
+    assert_eq!(header("cache-control"), Some("no-cache"));
 }
 
 #[actix_web::test]

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod privacy;
+mod streams;
 #[path = "../support/mod.rs"]
 mod support;
 

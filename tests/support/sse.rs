@@ -16,6 +16,8 @@ pub struct Event {
 
 /// An open stream.
 pub struct EventStream {
+    /// The answer's headers.
+    pub headers: reqwest::header::HeaderMap,
     response: reqwest::Response,
     /// Text read and not yet parsed into events.
     pending: String,
@@ -50,14 +52,8 @@ impl EventStream {
                 .unwrap_or_default(),
             "text/event-stream"
         );
-        assert_eq!(
-            headers
-                .get("x-accel-buffering")
-                .and_then(|v| v.to_str().ok()),
-            Some("no"),
-            "unbuffered through nginx"
-        );
         Self {
+            headers,
             response,
             pending: String::new(),
             comments: Vec::new(),
