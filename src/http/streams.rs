@@ -61,7 +61,7 @@ pub(crate) async fn booking(
         RiderId(booking.rider_id),
         booking.driver_id.map(DriverId),
     )?;
-    Ok(respond(&state, &caller, Scope::Booking(id), after))
+    respond(&state, &caller, Scope::Booking(id), after).await
 }
 
 /// A rider's or a driver's events as they commit: every event of the rider's bookings, or
@@ -99,7 +99,7 @@ pub(crate) async fn user(
         Scope::Driver(driver) => rules::is_driver(&caller, driver)?,
         Scope::Booking(_) | Scope::All => {}
     }
-    Ok(respond(&state, &caller, scope, after))
+    respond(&state, &caller, scope, after).await
 }
 
 /// Every booking event of the cluster as it commits (ops).
@@ -123,7 +123,7 @@ pub(crate) async fn cluster(
 ) -> Result<HttpResponse, ApiError> {
     let after = start_after(&request, &query)?;
     rules::ops_only(&caller)?;
-    Ok(respond(&state, &caller, Scope::All, after))
+    respond(&state, &caller, Scope::All, after).await
 }
 
 /// The last event id the client has: `Last-Event-ID`, else `?after=`; none for a new stream.
@@ -144,7 +144,12 @@ fn start_after(request: &HttpRequest, query: &StreamQuery) -> Result<Option<i64>
         .ok_or_else(|| FieldError::new(field, "must be an event id (an integer, 0 or more)"))
 }
 
-fn respond(state: &State, caller: &Principal, scope: Scope, after: Option<i64>) -> HttpResponse {
+async fn respond(
+    state: &State,
+    caller: &Principal,
+    scope: Scope,
+    after: Option<i64>,
+) -> Result<HttpResponse, ApiError> {
     let settings = &state.streams;
     let start = StreamStart {
         scope,
@@ -158,11 +163,12 @@ fn respond(state: &State, caller: &Principal, scope: Scope, after: Option<i64>) 
         state.deps.pool.clone(),
         start,
         state.drain.closing(),
-    );
-    HttpResponse::Ok()
+    )
+    .await?;
+    Ok(HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header(CacheControl(vec![CacheDirective::NoCache]))
         // nginx passes each frame on at once instead of buffering the answer.
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(frames.map(|frame| Ok::<_, Infallible>(web::Bytes::from(frame))))
+        .streaming(frames.map(|frame| Ok::<_, Infallible>(web::Bytes::from(frame)))))
 }

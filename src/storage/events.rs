@@ -24,7 +24,7 @@ pub struct FeedEvent {
 }
 
 /// Whose events a stream carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Scope {
     /// One booking's.
     Booking(BookingId),

@@ -3,13 +3,14 @@
 //! while idle; the end when the node drains.
 
 use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
-use super::{Hub, Signal};
+use super::{Hub, Signal, Subscription};
 use crate::storage::events::{self, FeedEvent, Scope};
 use crate::storage::{pool, PgPool, StoreError};
 
@@ -41,20 +42,30 @@ pub struct StreamStart {
 }
 
 /// The stream's frames, in the `text/event-stream` format. Ends when `closing` turns true (the
-/// node drains; the client reconnects elsewhere with its `Last-Event-ID`).
-pub fn events(
-    hub: &Hub,
+/// node drains; the client reconnects elsewhere with its `Last-Event-ID`). Subscribes at once;
+/// a stream without a start reads where the trail ends now (after subscribing, so that nothing
+/// committing meanwhile falls between the two), and fails if PostgreSQL cannot say.
+pub async fn events(
+    hub: &Arc<Hub>,
     pool: PgPool,
     start: StreamStart,
     closing: watch::Receiver<bool>,
-) -> impl Stream<Item = String> + 'static {
+) -> Result<impl Stream<Item = String> + 'static, StoreError> {
+    let feed = hub.subscribe(start.scope);
+    let cursor = match start.after {
+        Some(after) => after,
+        None => {
+            let mut conn = pool::conn(&pool).await?;
+            events::latest(&mut conn).await?
+        }
+    };
     let mut heartbeat = tokio::time::interval_at(Instant::now() + start.heartbeat, start.heartbeat);
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = Feed {
-        feed: hub.subscribe(),
+        feed,
         pool,
         scope: start.scope,
-        cursor: start.after,
+        cursor,
         catch_up: start.after.is_some(),
         sent: Sent::new(matches!(start.scope, Scope::Booking(_))),
         overlap: start.overlap,
@@ -63,19 +74,18 @@ pub fn events(
         closing,
         out: VecDeque::from([format!("retry: {RECONNECT_MS}\n: connected\n\n")]),
     };
-    futures::stream::unfold(state, |mut feed| async move {
+    Ok(futures::stream::unfold(state, |mut feed| async move {
         let frame = feed.next_frame().await?;
         Some((frame, feed))
-    })
+    }))
 }
 
 struct Feed {
-    feed: broadcast::Receiver<Signal>,
+    feed: Subscription,
     pool: PgPool,
     scope: Scope,
-    /// Events up to here are sent or known to the client; a catch-up reads from here. `None`
-    /// until the first read of where the trail ends.
-    cursor: Option<i64>,
+    /// Events up to here are sent or known to the client; a catch-up reads from here.
+    cursor: i64,
     /// Whether the trail must be read before live events are passed on again.
     catch_up: bool,
     sent: Sent,
@@ -96,13 +106,13 @@ impl Feed {
             if *self.closing.borrow() {
                 return None;
             }
-            if self.cursor.is_none() || self.catch_up {
-                let read = match self.cursor {
-                    None => self.find_end().await,
-                    Some(_) => self.read_missed().await,
-                };
-                match read {
-                    Ok(()) => self.catch_up &= self.cursor.is_none(),
+            // Signals were lost (the stream fell behind): the trail has them.
+            if self.feed.fell_behind() {
+                self.catch_up = true;
+            }
+            if self.catch_up {
+                match self.read_missed().await {
+                    Ok(()) => self.catch_up = false,
                     // PostgreSQL unavailable: try again soon, the heartbeat going on meanwhile.
                     Err(error) => {
                         log::warn!("stream: cannot read the trail: {error}");
@@ -116,12 +126,10 @@ impl Feed {
             }
             tokio::select! {
                 signal = self.feed.recv() => match signal {
-                    Ok(Signal::Event(event)) => self.offer(&event),
-                    // Fell behind, or the node's feed missed announcements: read the trail.
-                    Ok(Signal::Gap) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                        self.catch_up = true;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
+                    Some(Signal::Event(event)) => self.offer(&event),
+                    // The node's feed missed announcements: read the trail.
+                    Some(Signal::Gap) => self.catch_up = true,
+                    None => return None,
                 },
                 _ = self.heartbeat.tick() => self.out.push_back(HEARTBEAT.to_owned()),
                 changed = self.closing.changed() => {
@@ -133,22 +141,11 @@ impl Feed {
         }
     }
 
-    /// Starts from the trail's newest event: a client without a `Last-Event-ID` gets what
-    /// commits from now on (events committing meanwhile arrive through the feed, subscribed
-    /// before this read).
-    async fn find_end(&mut self) -> Result<(), StoreError> {
-        let mut conn = pool::conn(&self.pool).await?;
-        self.cursor = Some(events::latest(&mut conn).await?);
-        Ok(())
-    }
-
     /// Reads from the trail what came after the cursor; for a stream of several bookings, also
     /// the events written within the overlap before it (an event written earlier on another
     /// node may have committed later).
     async fn read_missed(&mut self) -> Result<(), StoreError> {
-        let Some(mut cursor) = self.cursor else {
-            return Ok(());
-        };
+        let mut cursor = self.cursor;
         let mut conn = pool::conn(&self.pool).await?;
         if !matches!(self.scope, Scope::Booking(_)) && cursor > 0 {
             if let Some(at) = events::written_at(&mut conn, cursor).await? {
@@ -176,7 +173,7 @@ impl Feed {
     fn offer(&mut self, event: &FeedEvent) {
         let id = event.event.id;
         if self.scope.covers(event) && self.sent.admit(id) {
-            self.cursor = Some(self.cursor.unwrap_or(0).max(id));
+            self.cursor = self.cursor.max(id);
             self.out.push_back(frame(event, self.mask_operators));
         }
     }

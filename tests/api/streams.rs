@@ -466,3 +466,40 @@ async fn a_statement_writing_many_events_announces_them_all_in_payloads_postgres
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "in id order");
     assert!(payloads > 10, "split: {payloads} payloads");
 }
+
+#[actix_web::test]
+async fn a_stream_that_falls_behind_reads_the_rest_from_the_trail_each_event_once() {
+    use diesel_async::RunQueryDsl;
+
+    // Arrange: streams that may queue one event only, and one open on a booking, from its
+    // creation on.
+    let app = spawn_app_with(|s| s.streams.buffer = 1).await;
+    let rider = app.rider().await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let created = trail(&app, booking, "ops:tests").await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let url = booking_stream(&app, booking);
+    let mut stream = EventStream::open(&url, "ops:alice", Some(created)).await;
+
+    // Act: 50 events in one statement, far more than the stream may queue.
+    diesel::sql_query(format!(
+        "INSERT INTO booking_events \
+           (booking_id, from_status, to_status, node_id, fencing_token, request_id, actor) \
+         SELECT {booking}, 'pending', 'pending', 'n1', 1, 'burst-' || n, 'ops:test' \
+         FROM generate_series(1, 50) AS n"
+    ))
+    .execute(&mut app.db().await)
+    .await
+    .unwrap();
+
+    // Assert: all 50, in order, none twice.
+    let events = stream.take(50, ARRIVES).await;
+    let requests: Vec<String> = events
+        .iter()
+        .map(|e| e.data["request_id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (1..=50).map(|n| format!("burst-{n}")).collect();
+    assert_eq!(requests, expected);
+    assert!(stream.next(Duration::from_millis(300)).await.is_none());
+}
