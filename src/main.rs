@@ -88,6 +88,10 @@ struct LoadArgs {
     /// server's pace; `--riders` then sizes the rider and driver pools.
     #[arg(long)]
     rate: Option<f64>,
+    /// Event streams held open during a lifecycle run: the riders' own first, then idle users'
+    /// (their arrival delays are reported).
+    #[arg(long, default_value_t = 0)]
+    streams: usize,
     /// Per-request timeout, milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
@@ -189,6 +193,7 @@ fn loadtest(args: LoadArgs) -> anyhow::Result<()> {
         rate: args.rate,
         request_timeout: std::time::Duration::from_millis(args.timeout_ms),
         token: args.token,
+        streams: args.streams,
         progress: if args.quiet {
             Progress::Off
         } else if std::io::stderr().is_terminal() {

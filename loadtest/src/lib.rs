@@ -10,6 +10,7 @@ pub mod client;
 pub mod html;
 pub mod progress;
 pub mod scenarios;
+pub mod streams;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ pub struct LoadConfig {
     pub token: Option<String>,
     /// Live progress on stderr while the run goes on.
     pub progress: Progress,
+    /// User streams held open during a lifecycle run (`--streams`).
+    pub streams: usize,
 }
 
 /// Everything a run found.
@@ -73,6 +76,8 @@ pub struct Report {
     pub endpoints: Vec<EndpointReport>,
     pub lock_counters_before: Value,
     pub lock_counters_after: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<streams::StreamsReport>,
 }
 
 impl Report {
@@ -124,12 +129,22 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         Scenario::Conflict => scenarios::conflict(c.clone(), cfg.bookings).await?,
         Scenario::Actors => scenarios::actors(c.clone(), cfg.bookings).await?,
         Scenario::Lifecycle => {
+            let setup = (cfg.streams > 0).then(|| streams::StreamSetup {
+                count: cfg.streams,
+                urls: cfg
+                    .urls
+                    .iter()
+                    .map(|u| u.trim_end_matches('/').to_owned())
+                    .collect(),
+                token: cfg.token.clone(),
+            });
             scenarios::lifecycle(
                 c.clone(),
                 cfg.riders,
                 cfg.duration,
                 cfg.lifecycles,
                 cfg.rate,
+                setup.as_ref(),
             )
             .await?
         }
@@ -153,6 +168,7 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         endpoints: c.report(),
         lock_counters_before: before,
         lock_counters_after: after,
+        streams: outcome.streams,
     })
 }
 
@@ -185,6 +201,24 @@ pub fn render(report: &Report) -> String {
         "\nlock counters before: {}\nlock counters after:  {}\n",
         report.lock_counters_before, report.lock_counters_after
     ));
+    if let Some(s) = &report.streams {
+        out.push_str(&format!(
+            "\nstreams: {} open, {} refused, {} events; delay after the write began, same node: \
+             p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({}); other node: p50 {:.1} ms, p99 {:.1} ms, \
+             max {:.1} ms ({})\n",
+            s.open,
+            s.refused,
+            s.events,
+            s.same_node.p50_ms,
+            s.same_node.p99_ms,
+            s.same_node.max_ms,
+            s.same_node.count,
+            s.other_node.p50_ms,
+            s.other_node.p99_ms,
+            s.other_node.max_ms,
+            s.other_node.count,
+        ));
+    }
     if report.passed() {
         out.push_str("\ninvariants: all held\n");
     } else {

@@ -23,6 +23,7 @@ fn config(url: String, scenario: Scenario) -> LoadConfig {
         request_timeout: Duration::from_secs(10),
         token: Some(crate::support::auth::token("ops:loadtest")),
         progress: Progress::Off,
+        streams: 0,
     }
 }
 

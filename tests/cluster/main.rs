@@ -582,6 +582,8 @@ async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
         request_timeout: Duration::from_secs(10),
         token: Some(support::auth::token("ops:loadtest")),
         progress: ridelock_loadtest::progress::Progress::Off,
+        // The riders' own streams and as many idle ones, spread over the three nodes.
+        streams: 32,
     };
 
     // Act: closed-loop riders, each request of a lifecycle to the next node in turn, so two of
@@ -598,6 +600,15 @@ async fn lifecycles_round_robin_over_three_nodes_keep_every_invariant() {
             .into_iter()
             .sum();
     assert!(forwarded > 0.0);
+    // Each rider's stream got at least the four steps of every ride it completed, from the
+    // node it is connected to and from the others.
+    let streams = report.streams.as_ref().unwrap();
+    assert_eq!((streams.open, streams.refused), (32, 0));
+    assert!(streams.events >= 4 * report.lifecycles, "{streams:?}");
+    assert!(
+        streams.same_node.count > 0 && streams.other_node.count > 0,
+        "{streams:?}"
+    );
     assert_one_writer_per_token(&mut cluster.db().await).await;
     cluster.assert_no_driver_booked_twice().await;
 }

@@ -8,18 +8,23 @@ use serde_json::json;
 
 use super::{assign, create_booking, drivers, get, post, random_center, rider, together, Outcome};
 use crate::client::{LoadClient, Reply};
+use crate::streams::{StreamSetup, Streams};
 
 /// Whole lifecycles (create → assign → accept → complete) until `duration` passes or `limit` are
 /// done, with a pool of `riders_n` riders and as many drivers. Closed loop by default: each rider
 /// starts its next lifecycle when the last one ends. With `rate`, open loop: lifecycles start at
 /// that many per second whatever the server's pace, so a slow server builds a queue instead of
 /// slowing the arrivals (and arrivals beyond the driver pool find no driver, which is reported).
+///
+/// With `streams`, that many user streams are open while the lifecycles run (the riders' own
+/// first, then idle ones), and the outcome says what they received.
 pub async fn lifecycle(
     c: Arc<LoadClient>,
     riders_n: usize,
     duration: Duration,
     limit: Option<u64>,
     rate: Option<f64>,
+    streams: Option<&StreamSetup>,
 ) -> anyhow::Result<Outcome> {
     let center = random_center();
     let mut riders = Vec::with_capacity(riders_n);
@@ -27,6 +32,12 @@ pub async fn lifecycle(
         riders.push(rider(&c).await?);
     }
     let pool = drivers(&c, center, riders_n).await?;
+    let open = match streams {
+        Some(setup) => {
+            Some(Streams::open(&setup.urls, setup.token.as_deref(), &riders, setup.count).await?)
+        }
+        None => None,
+    };
     let run = Run {
         c: c.clone(),
         riders: Arc::new(riders),
@@ -41,6 +52,14 @@ pub async fn lifecycle(
     let mut out = Outcome {
         violations,
         lifecycles: run.done(),
+        // A moment for the last steps' events to arrive.
+        streams: match open {
+            Some(open) => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                Some(open.finish())
+            }
+            None => None,
+        },
     };
     for driver in pool {
         let d = get(&c, "GET /api/drivers/:id", format!("/api/drivers/{driver}")).await;

@@ -30,6 +30,8 @@ pub struct Outcome {
     pub violations: Vec<String>,
     /// Completed create → assign → accept → complete cycles (lifecycle scenario).
     pub lifecycles: u64,
+    /// What the event streams held open during the run received (`--streams`).
+    pub streams: Option<crate::streams::StreamsReport>,
 }
 
 impl Outcome {
