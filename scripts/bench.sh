@@ -231,8 +231,56 @@ CLUSTER_URLS=(--url http://127.0.0.1:3911 --url http://127.0.0.1:3912 --url http
       "$(curl -fsS "http://127.0.0.1:391$i/metrics" | grep -E '^ridelock_forwards_(sent|received)_total' | tr '\n' ' ')"
   done
 } | tee "$OUT/cluster.txt"
+
+STREAMS=${BENCH_STREAMS:-1000}
+log "RideLock: event streams, $STREAMS open on the three nodes under lifecycle traffic"
+# The same three nodes, alternating runs without and with the streams (the riders' own 64, the
+# rest idle users'): what the streams cost the lifecycles, and each event's delay after its
+# write began, on the node that wrote it and on the others.
+for run in 1 2; do
+  for streams in 0 "$STREAMS"; do
+    ./target/release/ridelock loadtest "${CLUSTER_URLS[@]}" --scenario lifecycle --riders 64 \
+      --duration-s "$SECONDS_PER_RUN" --streams "$streams" --quiet --json \
+      > "$OUT/streams-$streams-$run.json"
+    python3 - "$OUT/streams-$streams-$run.json" "$streams" "$run" <<'PY' | tee -a "$OUT/streams.txt"
+import json, sys
+r = json.load(open(sys.argv[1]))
+line = f"streams {sys.argv[2]} run {sys.argv[3]}: {r['lifecycles_per_s']:.1f} lifecycles/s, violations {len(r['violations'])}"
+s = r.get("streams")
+if s:
+    same, other = s["same_node"], s["other_node"]
+    line += (f"; {s['open']} open, {s['refused']} refused, {s['events']} events; delay same node p50 "
+             f"{same['p50_ms']:.1f} p99 {same['p99_ms']:.1f} max {same['max_ms']:.1f} ms ({same['count']}), "
+             f"other node p50 {other['p50_ms']:.1f} p99 {other['p99_ms']:.1f} max {other['max_ms']:.1f} ms "
+             f"({other['count']})")
+print(line)
+PY
+  done
+done
 for pid in "${CLUSTER_PIDS[@]}"; do kill -TERM "$pid"; done
 for pid in "${CLUSTER_PIDS[@]}"; do wait "$pid" || true; done
+
+IDLE_STREAMS=${BENCH_IDLE_STREAMS:-10000}
+log "RideLock: $IDLE_STREAMS idle event streams on one node (resident memory)"
+serve_node 3903 bench-streams RIDELOCK_REDIS__KEY_PREFIX=bench-streams:
+echo "rss_mb_idle $(rss_mb)" | tee "$OUT/idle-streams.txt"
+# One rider's lifecycles for long enough to read the memory with every stream open.
+./target/release/ridelock loadtest --url http://127.0.0.1:3903 --scenario lifecycle --riders 1 \
+  --duration-s 20 --rate 1 --streams "$IDLE_STREAMS" --quiet --json > "$OUT/idle-streams.json" &
+LOAD_PID=$!
+for _ in $(seq 120); do
+  open=$(ss -Htn state established "( sport = :3903 )" | wc -l)
+  [[ $open -ge $IDLE_STREAMS ]] && break
+  sleep 0.5
+done
+{
+  echo "connections_open $open"
+  echo "rss_mb_with_streams $(rss_mb)"
+} | tee -a "$OUT/idle-streams.txt"
+wait "$LOAD_PID" || true
+python3 -c 'import json, sys; s = json.load(open(sys.argv[1]))["streams"]; print("streams_open", s["open"], "refused", s["refused"])' \
+  "$OUT/idle-streams.json" | tee -a "$OUT/idle-streams.txt"
+stop_node >/dev/null
 
 ROWS=${BENCH_ROWS:-10000000}
 log "RideLock: lifecycle throughput with 10,000 and then $ROWS rows in bookings"

@@ -87,6 +87,26 @@ pub(crate) struct ListQuery {
     before: Option<String>,
 }
 
+/// The rider or driver a `/api/users/{user_id}/…` path names (`user_type`, the rider's by
+/// default, as in the tutorial's listing), if the caller is that user or ops.
+pub(super) fn user_for(
+    caller: &Principal,
+    user_id: &str,
+    user_type: Option<&str>,
+) -> Result<UserRef, ApiError> {
+    let user_id = extract::id(user_id, "user_id")?;
+    let user = match user_type.unwrap_or("rider") {
+        "rider" => UserRef::Rider(RiderId(user_id)),
+        "driver" => UserRef::Driver(DriverId(user_id)),
+        _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
+    };
+    match user {
+        UserRef::Rider(rider) => rules::is_rider(caller, rider)?,
+        UserRef::Driver(driver) => rules::is_driver(caller, driver)?,
+    }
+    Ok(user)
+}
+
 pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
     Ok(BookingId(extract::id(path, "id")?))
 }
@@ -312,17 +332,7 @@ pub(crate) async fn list_for_user(
     path: web::Path<String>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = extract::id(&path, "user_id")?;
-    // The tutorial's listing defaults to the rider's view.
-    let user = match query.user_type.as_deref().unwrap_or("rider") {
-        "rider" => UserRef::Rider(RiderId(user_id)),
-        "driver" => UserRef::Driver(DriverId(user_id)),
-        _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
-    };
-    match user {
-        UserRef::Rider(rider) => rules::is_rider(&caller, rider)?,
-        UserRef::Driver(driver) => rules::is_driver(&caller, driver)?,
-    }
+    let user = user_for(&caller, &path, query.user_type.as_deref())?;
     let status = query
         .status
         .as_deref()

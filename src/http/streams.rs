@@ -8,15 +8,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::bookings::booking_id;
-use super::extract;
+use super::bookings::{booking_id, user_for};
 use super::schemas::IdPath;
 use super::State;
 use crate::auth::{rules, Principal};
 use crate::domain::ids::{DriverId, RiderId};
 use crate::domain::values::FieldError;
 use crate::error::ApiError;
-use crate::storage::bookings;
+use crate::storage::bookings::{self, UserRef};
 use crate::storage::events::Scope;
 use crate::storage::pool;
 use crate::streams::{self, StreamStart};
@@ -87,18 +86,11 @@ pub(crate) async fn user(
     path: web::Path<String>,
     query: web::Query<StreamQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let user_id = extract::id(&path, "user_id")?;
-    let scope = match query.user_type.as_deref().unwrap_or("rider") {
-        "rider" => Scope::Rider(RiderId(user_id)),
-        "driver" => Scope::Driver(DriverId(user_id)),
-        _ => return Err(FieldError::new("user_type", "must be \"rider\" or \"driver\"").into()),
+    let scope = match user_for(&caller, &path, query.user_type.as_deref())? {
+        UserRef::Rider(rider) => Scope::Rider(rider),
+        UserRef::Driver(driver) => Scope::Driver(driver),
     };
     let after = start_after(&request, &query)?;
-    match scope {
-        Scope::Rider(rider) => rules::is_rider(&caller, rider)?,
-        Scope::Driver(driver) => rules::is_driver(&caller, driver)?,
-        Scope::Booking(_) | Scope::All => {}
-    }
     respond(&state, &caller, scope, after).await
 }
 
