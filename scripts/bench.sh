@@ -237,7 +237,7 @@ log "RideLock: event streams, $STREAMS open on the three nodes under lifecycle t
 # The same three nodes, alternating runs without and with the streams (the riders' own 64, the
 # rest idle users'): what the streams cost the lifecycles, and each event's delay after its
 # write began, on the node that wrote it and on the others.
-for run in 1 2; do
+for run in 1 2 3; do
   for streams in 0 "$STREAMS"; do
     ./target/release/ridelock loadtest "${CLUSTER_URLS[@]}" --scenario lifecycle --riders 64 \
       --duration-s "$SECONDS_PER_RUN" --streams "$streams" --quiet --json \

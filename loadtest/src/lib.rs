@@ -71,6 +71,7 @@ pub struct Report {
     pub urls: Vec<String>,
     pub elapsed_s: f64,
     pub lifecycles: u64,
+    /// Over the traffic's own time (lifecycle: set-up excluded), else over `elapsed_s`.
     pub lifecycles_per_s: f64,
     pub violations: Vec<String>,
     pub endpoints: Vec<EndpointReport>,
@@ -159,10 +160,13 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         urls: cfg.urls.clone(),
         elapsed_s: elapsed,
         lifecycles: outcome.lifecycles,
-        lifecycles_per_s: if elapsed > 0.0 {
-            outcome.lifecycles as f64 / elapsed
-        } else {
-            0.0
+        lifecycles_per_s: {
+            let window = outcome.traffic.map_or(elapsed, |t| t.as_secs_f64());
+            if window > 0.0 {
+                outcome.lifecycles as f64 / window
+            } else {
+                0.0
+            }
         },
         violations: outcome.violations,
         endpoints: c.report(),

@@ -45,13 +45,16 @@ pub async fn lifecycle(
         deadline: Instant::now() + duration,
         limit,
     };
+    let traffic = Instant::now();
     let violations = match rate {
         None => closed_loop(&run).await,
         Some(per_s) => open_loop(&run, per_s).await,
     };
+    let traffic = traffic.elapsed();
     let mut out = Outcome {
         violations,
         lifecycles: run.done(),
+        traffic: Some(traffic),
         // A moment for the last steps' events to arrive.
         streams: match open {
             Some(open) => {

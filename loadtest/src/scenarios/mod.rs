@@ -32,6 +32,9 @@ pub struct Outcome {
     pub lifecycles: u64,
     /// What the event streams held open during the run received (`--streams`).
     pub streams: Option<crate::streams::StreamsReport>,
+    /// How long the traffic itself ran (lifecycle scenario): the rate is taken over it, not
+    /// over the set-up of riders, drivers and streams.
+    pub traffic: Option<std::time::Duration>,
 }
 
 impl Outcome {
