@@ -34,6 +34,8 @@ struct EndpointStats {
     statuses: BTreeMap<u16, u64>,
     /// One histogram per second of the run, by when each request finished.
     per_second: Vec<Histogram<u64>>,
+    /// Errors (no answer, or 5xx) per second of the run.
+    errors_per_second: Vec<u64>,
 }
 
 /// One second of one endpoint, for latency-over-time charts.
@@ -42,6 +44,8 @@ pub struct SecondPoint {
     /// Seconds since the client was created; requests are counted in the second they finished.
     pub second: usize,
     pub count: u64,
+    /// Of them, answered 5xx or not answered at all.
+    pub errors: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
@@ -184,6 +188,7 @@ impl LoadClient {
             latency: latency_histogram(),
             statuses: BTreeMap::new(),
             per_second: Vec::new(),
+            errors_per_second: Vec::new(),
         });
         let micros = u64::try_from(took.as_micros())
             .unwrap_or(u64::MAX)
@@ -196,6 +201,12 @@ impl LoadClient {
                 entry.per_second.push(latency_histogram());
             }
             let _ = entry.per_second[second].record(micros);
+            if status == 0 || status >= 500 {
+                if entry.errors_per_second.len() <= second {
+                    entry.errors_per_second.resize(second + 1, 0);
+                }
+                entry.errors_per_second[second] += 1;
+            }
         }
     }
 
@@ -234,6 +245,7 @@ impl LoadClient {
                         .map(|(second, h)| SecondPoint {
                             second,
                             count: h.len(),
+                            errors: s.errors_per_second.get(second).copied().unwrap_or(0),
                             p50_ms: ms(h.value_at_quantile(0.5)),
                             p99_ms: ms(h.value_at_quantile(0.99)),
                             max_ms: ms(h.max()),
@@ -251,5 +263,26 @@ impl LoadClient {
             .collect();
         rows.sort_by(|a, b| a.endpoint.cmp(&b.endpoint));
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_are_counted_in_the_second_they_happened() {
+        let client = LoadClient::new(
+            vec!["http://127.0.0.1:1".into()],
+            Duration::from_secs(1),
+            None,
+        )
+        .unwrap();
+        for status in [200, 409, 0, 503] {
+            client.record("GET /x", status, Duration::from_millis(1));
+        }
+        let report = client.report();
+        let point = &report[0].timeline[0];
+        assert_eq!((point.count, point.errors), (4, 2));
     }
 }

@@ -285,6 +285,66 @@ fn throughput_over_time(report: &Report) -> String {
     )
 }
 
+fn errors_over_time(report: &Report) -> String {
+    let mut per_second: Vec<f64> = Vec::new();
+    for e in &report.endpoints {
+        for p in &e.timeline {
+            if per_second.len() <= p.second {
+                per_second.resize(p.second + 1, 0.0);
+            }
+            per_second[p.second] += p.errors as f64;
+        }
+    }
+    let series = vec![Series {
+        name: "no answer or 5xx".to_owned(),
+        color: PALETTE[1],
+        dashed: false,
+        points: per_second
+            .iter()
+            .enumerate()
+            .map(|(s, n)| (s as f64 + 0.5, *n))
+            .collect(),
+    }];
+    let last = (per_second.len() as f64).max(1.0);
+    let top = per_second.iter().copied().fold(1.0_f64, f64::max);
+    time_chart("Errors per second", "errors/s", &series, last, top)
+}
+
+/// What the run was asked to do, when, and against which builds.
+fn parameters(report: &Report) -> String {
+    let p = &report.parameters;
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "–".to_owned());
+    let rows = [
+        ("started (UTC)", report.started_at.clone()),
+        ("client version", report.client_version.clone()),
+        (
+            "servers",
+            report
+                .urls
+                .iter()
+                .zip(&report.server_versions)
+                .map(|(url, version)| format!("{url} (version {version})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("riders", p.riders.to_string()),
+        ("duration", format!("{} s", p.duration_s)),
+        ("lifecycles", optional(p.lifecycles.map(|n| n.to_string()))),
+        ("rate", optional(p.rate.map(|r| format!("{r}/s")))),
+        ("concurrency", p.concurrency.to_string()),
+        ("drivers", p.drivers.to_string()),
+        ("bookings", p.bookings.to_string()),
+        ("streams", p.streams.to_string()),
+        ("request timeout", format!("{} ms", p.request_timeout_ms)),
+        ("token", if p.token { "yes" } else { "no" }.to_owned()),
+    ];
+    let cells: String = rows
+        .iter()
+        .map(|(name, value)| format!("<tr><th>{name}</th><td>{}</td></tr>", escape(value)))
+        .collect();
+    format!("<h2>Parameters</h2><table>{cells}</table>\n")
+}
+
 /// x position of a percentile on the "nines" axis: 0 for 0 %, 1 for 90 %, 2 for 99 %, …
 fn nines(percentile: f64) -> f64 {
     -(1.0 - (percentile / 100.0).min(0.99999)).log10()
@@ -389,16 +449,18 @@ pub fn render(report: &Report) -> String {
          <title>ridelock loadtest: {scenario}</title><style>{STYLE}</style></head><body>\n\
          <h1>ridelock loadtest: {scenario}</h1>\n\
          <p>{elapsed:.2} s, {lifecycles} lifecycles ({per_s:.1}/s), targets: {urls}</p>\n\
-         {verdict}\n{table}{time}{throughput}{distribution}\
+         {verdict}\n{parameters}{table}{time}{throughput}{errors}{distribution}\
          <h2>Lock counters</h2><pre>before: {before}\nafter:  {after}</pre>\n</body></html>\n",
         scenario = escape(&format!("{:?}", report.scenario)),
         elapsed = report.elapsed_s,
         lifecycles = report.lifecycles,
         per_s = report.lifecycles_per_s,
         urls = escape(&report.urls.join(", ")),
+        parameters = parameters(report),
         table = table(report),
         time = latency_over_time(report),
         throughput = throughput_over_time(report),
+        errors = errors_over_time(report),
         distribution = latency_distribution(report),
         before = escape(&report.lock_counters_before.to_string()),
         after = escape(&report.lock_counters_after.to_string()),

@@ -64,11 +64,50 @@ pub struct LoadConfig {
     pub streams: usize,
 }
 
+/// What a run was asked to do, as the report names it.
+#[derive(Debug, Serialize)]
+pub struct Parameters {
+    pub concurrency: usize,
+    pub drivers: usize,
+    pub bookings: usize,
+    pub riders: usize,
+    pub duration_s: f64,
+    pub lifecycles: Option<u64>,
+    pub rate: Option<f64>,
+    pub request_timeout_ms: u128,
+    pub streams: usize,
+    /// Whether requests carried a token (never the token itself).
+    pub token: bool,
+}
+
+impl Parameters {
+    fn of(cfg: &LoadConfig) -> Self {
+        Self {
+            concurrency: cfg.concurrency,
+            drivers: cfg.drivers,
+            bookings: cfg.bookings,
+            riders: cfg.riders,
+            duration_s: cfg.duration.as_secs_f64(),
+            lifecycles: cfg.lifecycles,
+            rate: cfg.rate,
+            request_timeout_ms: cfg.request_timeout.as_millis(),
+            streams: cfg.streams,
+            token: cfg.token.is_some(),
+        }
+    }
+}
+
 /// Everything a run found.
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub scenario: Scenario,
     pub urls: Vec<String>,
+    pub parameters: Parameters,
+    /// When the run started (UTC, RFC 3339).
+    pub started_at: String,
+    /// This load client's version, and each server's as its `/api/health` said.
+    pub client_version: String,
+    pub server_versions: Vec<String>,
     pub elapsed_s: f64,
     pub lifecycles: u64,
     /// Over the traffic's own time (lifecycle: set-up excluded), else over `elapsed_s`.
@@ -113,6 +152,15 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
         cfg.request_timeout,
         cfg.token.as_deref(),
     )?);
+    let started_at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut server_versions = Vec::with_capacity(cfg.urls.len());
+    for _ in &cfg.urls {
+        // Round-robin: one health check per server.
+        let health = c
+            .call("GET /api/health", reqwest::Method::GET, "/api/health", None)
+            .await;
+        server_versions.push(health.body["version"].as_str().unwrap_or("?").to_owned());
+    }
     let before = lock_counters(&c).await;
     let goal = match (cfg.scenario, cfg.lifecycles) {
         (Scenario::Lifecycle, Some(n)) => Goal::Lifecycles(n),
@@ -158,6 +206,10 @@ pub async fn run(cfg: &LoadConfig) -> anyhow::Result<Report> {
     Ok(Report {
         scenario: cfg.scenario,
         urls: cfg.urls.clone(),
+        parameters: Parameters::of(cfg),
+        started_at,
+        client_version: env!("CARGO_PKG_VERSION").to_owned(),
+        server_versions,
         elapsed_s: elapsed,
         lifecycles: outcome.lifecycles,
         lifecycles_per_s: {

@@ -51,9 +51,23 @@ async fn every_loadtest_scenario_runs_with_its_invariants_intact() {
         if scenario == Scenario::Lifecycle {
             assert!(report.lifecycles >= 20, "lifecycles: {}", report.lifecycles);
             let page = html::render(&report);
-            assert_eq!(page.matches("<svg").count(), 3, "three charts");
+            assert_eq!(page.matches("<svg").count(), 4, "four charts");
             assert!(page.contains("POST /api/bookings/:id/assign"));
             assert!(page.contains("Invariants: all held."));
+            // What was run, when, against which build; errors over time.
+            assert!(page.contains("Errors per second"));
+            assert!(page.contains(&format!("<th>started (UTC)</th><td>{}", report.started_at)));
+            assert!(page.contains("<th>riders</th><td>4</td>"));
+            let version = env!("CARGO_PKG_VERSION");
+            assert_eq!(report.server_versions, [version]);
+            assert!(page.contains(&format!("(version {version})")));
+            let errors: u64 = report
+                .endpoints
+                .iter()
+                .flat_map(|e| &e.timeline)
+                .map(|p| p.errors)
+                .sum();
+            assert_eq!(errors, 0, "no 5xx and every request answered");
             let assign = report
                 .endpoints
                 .iter()
