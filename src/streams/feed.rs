@@ -111,7 +111,9 @@ impl Feed {
                 self.catch_up = true;
             }
             if self.catch_up {
-                match self.read_missed().await {
+                // Boxed: the reads' futures are large, and an idle stream's state would carry
+                // their size for as long as it stays open.
+                match Box::pin(self.read_missed()).await {
                     Ok(()) => self.catch_up = false,
                     // PostgreSQL unavailable: try again soon, the heartbeat going on meanwhile.
                     Err(error) => {
