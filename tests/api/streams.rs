@@ -503,3 +503,35 @@ async fn a_stream_that_falls_behind_reads_the_rest_from_the_trail_each_event_onc
     assert_eq!(requests, expected);
     assert!(stream.next(Duration::from_millis(300)).await.is_none());
 }
+
+#[actix_web::test]
+async fn an_event_too_large_to_announce_still_commits_and_reaches_its_streams_from_the_trail() {
+    use diesel_async::RunQueryDsl;
+
+    // Arrange: a booking and its stream from its creation on.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let booking = app.booking(rider, PICKUP.0, PICKUP.1).await;
+    let created = trail(&app, booking, "ops:tests").await[0]["id"]
+        .as_i64()
+        .unwrap();
+    let mut stream =
+        EventStream::open(&booking_stream(&app, booking), "ops:alice", Some(created)).await;
+
+    // Act: an event whose JSON passes PostgreSQL's 8,000-byte payload limit on its own (the
+    // table bounds no request id's length; the API does, at 128).
+    let written = diesel::sql_query(format!(
+        "INSERT INTO booking_events \
+           (booking_id, from_status, to_status, node_id, fencing_token, request_id, actor) \
+         VALUES ({booking}, 'pending', 'pending', 'n1', 1, 'large-' || repeat('a', 8000), NULL)"
+    ))
+    .execute(&mut app.db().await)
+    .await;
+
+    // Assert: written all the same, and on the stream.
+    assert_eq!(written, Ok(1));
+    let event = stream.next(ARRIVES).await.expect("the large event");
+    assert!(event.data["request_id"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("large-") && r.len() == 8006));
+}
