@@ -4,7 +4,7 @@
 
 use std::fmt::Write;
 
-use super::client::EndpointReport;
+use super::client::{EndpointReport, SecondPoint};
 use super::Report;
 
 const PALETTE: [&str; 10] = [
@@ -255,49 +255,52 @@ fn time_chart(title: &str, y_label: &str, series: &[Series], last: f64, top: f64
 }
 
 fn throughput_over_time(report: &Report) -> String {
-    let mut per_second: Vec<f64> = Vec::new();
-    for e in &report.endpoints {
-        for p in &e.timeline {
-            if per_second.len() <= p.second {
-                per_second.resize(p.second + 1, 0.0);
-            }
-            per_second[p.second] += p.count as f64;
-        }
-    }
-    let series = vec![Series {
-        name: "all endpoints".to_owned(),
-        color: PALETTE[0],
-        dashed: false,
-        points: per_second
-            .iter()
-            .enumerate()
-            .map(|(s, n)| (s as f64 + 0.5, *n))
-            .collect(),
-    }];
-    let last = (per_second.len() as f64).max(1.0);
-    let top = per_second.iter().copied().fold(1.0_f64, f64::max);
-    time_chart(
+    let per_second = summed_per_second(report, |p| p.count);
+    one_series_chart(
         "Requests answered per second",
         "requests/s",
-        &series,
-        last,
-        top,
+        "all endpoints",
+        0,
+        &per_second,
     )
 }
 
 fn errors_over_time(report: &Report) -> String {
+    let per_second = summed_per_second(report, |p| p.errors);
+    one_series_chart(
+        "Errors per second",
+        "errors/s",
+        "no answer or 5xx",
+        1,
+        &per_second,
+    )
+}
+
+/// `value` of every endpoint's second, summed per second of the run.
+fn summed_per_second(report: &Report, value: impl Fn(&SecondPoint) -> u64) -> Vec<f64> {
     let mut per_second: Vec<f64> = Vec::new();
     for e in &report.endpoints {
         for p in &e.timeline {
             if per_second.len() <= p.second {
                 per_second.resize(p.second + 1, 0.0);
             }
-            per_second[p.second] += p.errors as f64;
+            per_second[p.second] += value(p) as f64;
         }
     }
+    per_second
+}
+
+/// A chart over the run's seconds of one series, in the palette's `color`.
+fn one_series_chart(
+    title: &str,
+    y_label: &str,
+    name: &str,
+    color: usize,
+    per_second: &[f64],
+) -> String {
     let series = vec![Series {
-        name: "no answer or 5xx".to_owned(),
-        color: PALETTE[1],
+        name: name.to_owned(),
+        color: PALETTE[color],
         dashed: false,
         points: per_second
             .iter()
@@ -307,7 +310,7 @@ fn errors_over_time(report: &Report) -> String {
     }];
     let last = (per_second.len() as f64).max(1.0);
     let top = per_second.iter().copied().fold(1.0_f64, f64::max);
-    time_chart("Errors per second", "errors/s", &series, last, top)
+    time_chart(title, y_label, &series, last, top)
 }
 
 /// What the run was asked to do, when, and against which builds.

@@ -5,6 +5,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
+use diesel_async::AsyncPgConnection;
 use serde::Deserialize;
 use utoipa::ToSchema;
 
@@ -105,6 +106,23 @@ pub(super) fn user_for(
         UserRef::Driver(driver) => rules::is_driver(caller, driver)?,
     }
     Ok(user)
+}
+
+/// Booking `id`, if the caller may read it (its rider, its driver, or ops).
+pub(super) async fn readable_booking(
+    conn: &mut AsyncPgConnection,
+    caller: &Principal,
+    id: BookingId,
+) -> Result<Booking, ApiError> {
+    let booking = bookings::find(conn, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("booking_not_found", "Booking", id))?;
+    rules::reads_booking(
+        caller,
+        RiderId(booking.rider_id),
+        booking.driver_id.map(DriverId),
+    )?;
+    Ok(booking)
 }
 
 pub(super) fn booking_id(path: &str) -> Result<BookingId, ApiError> {
@@ -279,14 +297,7 @@ pub async fn events(
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
     let mut conn = pool::conn(&state.deps.pool).await?;
-    let booking = bookings::find(&mut conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("booking_not_found", "Booking", id))?;
-    rules::reads_booking(
-        &caller,
-        RiderId(booking.rider_id),
-        booking.driver_id.map(DriverId),
-    )?;
+    readable_booking(&mut conn, &caller, id).await?;
     let mut trail = bookings::events(&mut conn, id).await?;
     // Every booking has its creation event, so an empty trail means an unknown booking.
     if trail.is_empty() {

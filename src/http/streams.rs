@@ -8,14 +8,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::bookings::{booking_id, user_for};
+use super::bookings::{booking_id, readable_booking, user_for};
 use super::schemas::IdPath;
 use super::State;
 use crate::auth::{rules, Principal};
-use crate::domain::ids::{DriverId, RiderId};
 use crate::domain::values::FieldError;
 use crate::error::ApiError;
-use crate::storage::bookings::{self, UserRef};
+use crate::storage::bookings::UserRef;
 use crate::storage::events::Scope;
 use crate::storage::pool;
 use crate::streams::{self, StreamStart};
@@ -51,15 +50,11 @@ pub(crate) async fn booking(
 ) -> Result<HttpResponse, ApiError> {
     let id = booking_id(&path)?;
     let after = start_after(&request, &query)?;
-    let mut conn = pool::conn(&state.deps.pool).await?;
-    let booking = bookings::find(&mut conn, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("booking_not_found", "Booking", id))?;
-    rules::reads_booking(
-        &caller,
-        RiderId(booking.rider_id),
-        booking.driver_id.map(DriverId),
-    )?;
+    {
+        // Given back before the stream takes one to find where the trail ends.
+        let mut conn = pool::conn(&state.deps.pool).await?;
+        readable_booking(&mut conn, &caller, id).await?;
+    }
     respond(&state, &caller, Scope::Booking(id), after).await
 }
 
