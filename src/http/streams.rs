@@ -7,6 +7,7 @@ use actix_web::http::header::{self, CacheControl, CacheDirective};
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures::StreamExt;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use super::bookings::{booking_id, readable_booking, user_for};
 use super::schemas::IdPath;
@@ -18,6 +19,21 @@ use crate::storage::bookings::UserRef;
 use crate::storage::events::Scope;
 use crate::storage::pool;
 use crate::streams::{self, StreamStart};
+
+/// One event of a stream as the `text/event-stream` format carries it (the schema of each event,
+/// not of the whole answer). Never built: it only documents the format for OpenAPI.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct StreamEvent {
+    /// The event's id in the audit trail: what to send back as `Last-Event-ID`.
+    #[schema(pattern = "^[0-9]+$")]
+    id: String,
+    /// Always `booking`.
+    #[schema(pattern = "^booking$")]
+    event: String,
+    /// The event as JSON on one line: the trail's event plus `rider_id`.
+    data: String,
+}
 
 /// Where a stream starts: `after` (for an `EventSource`'s first connection, which cannot send
 /// headers); a reconnect's `Last-Event-ID` header wins over it.
@@ -36,9 +52,9 @@ pub(crate) struct StreamQuery {
     params(
         IdPath,
         ("after" = Option<i64>, Query, minimum = 0, description = "send the events after this id first"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "sent by a reconnecting EventSource; wins over `after`"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "sent by a reconnecting EventSource; wins over `after`"),
     ),
-    responses((status = 200, description = "text/event-stream: `event: booking`, `id:` the event id, `data:` the event as in the booking's trail, with `rider_id`", content_type = "text/event-stream", body = String)),
+    responses((status = 200, description = "text/event-stream: `event: booking`, `id:` the event id, `data:` the event as in the booking's trail, with `rider_id`", content_type = "text/event-stream", body = StreamEvent)),
     security(("bearer" = [])),
 )]
 pub(crate) async fn booking(
@@ -69,9 +85,9 @@ pub(crate) async fn booking(
         ("user_id" = i64, Path, minimum = 1, maximum = 9223372036854775807_i64),
         ("user_type" = Option<String>, Query, pattern = "^(rider|driver)$", description = "default rider"),
         ("after" = Option<i64>, Query, minimum = 0, description = "send the events after this id first"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "sent by a reconnecting EventSource; wins over `after`"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "sent by a reconnecting EventSource; wins over `after`"),
     ),
-    responses((status = 200, description = "text/event-stream, as a booking's stream", content_type = "text/event-stream", body = String)),
+    responses((status = 200, description = "text/event-stream, as a booking's stream", content_type = "text/event-stream", body = StreamEvent)),
     security(("bearer" = [])),
 )]
 pub(crate) async fn user(
@@ -97,9 +113,9 @@ pub(crate) async fn user(
     tag = "streams",
     params(
         ("after" = Option<i64>, Query, minimum = 0, description = "send the events after this id first"),
-        ("Last-Event-ID" = Option<i64>, Header, description = "sent by a reconnecting EventSource; wins over `after`"),
+        ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "sent by a reconnecting EventSource; wins over `after`"),
     ),
-    responses((status = 200, description = "text/event-stream, as a booking's stream", content_type = "text/event-stream", body = String)),
+    responses((status = 200, description = "text/event-stream, as a booking's stream", content_type = "text/event-stream", body = StreamEvent)),
     security(("bearer" = [])),
 )]
 pub(crate) async fn cluster(
@@ -114,21 +130,24 @@ pub(crate) async fn cluster(
 }
 
 /// The last event id the client has: `Last-Event-ID`, else `?after=`; none for a new stream.
+/// Each is checked when sent, whichever wins.
 fn start_after(request: &HttpRequest, query: &StreamQuery) -> Result<Option<i64>, FieldError> {
-    let header = request
-        .headers()
-        .get("Last-Event-ID")
-        .map(|value| value.to_str().unwrap_or_default().trim().to_owned());
-    let (raw, field) = match (header, &query.after) {
-        (Some(header), _) => (header, "Last-Event-ID"),
-        (None, Some(after)) => (after.clone(), "after"),
-        (None, None) => return Ok(None),
+    let event_id = |raw: &str, field| {
+        raw.trim()
+            .parse::<i64>()
+            .ok()
+            .filter(|id| *id >= 0)
+            .ok_or_else(|| FieldError::new(field, "must be an event id (an integer, 0 or more)"))
     };
-    raw.parse::<i64>()
-        .ok()
-        .filter(|id| *id >= 0)
-        .map(Some)
-        .ok_or_else(|| FieldError::new(field, "must be an event id (an integer, 0 or more)"))
+    let after = query
+        .after
+        .as_deref()
+        .map(|raw| event_id(raw, "after"))
+        .transpose()?;
+    match request.headers().get("Last-Event-ID") {
+        Some(header) => event_id(header.to_str().unwrap_or_default(), "Last-Event-ID").map(Some),
+        None => Ok(after),
+    }
 }
 
 async fn respond(

@@ -410,6 +410,17 @@ async fn streams_are_refused_as_the_matching_reads_are_each_naming_the_reason() 
     assert_eq!(bad.status().as_u16(), 400);
     let body: Value = bad.json().await.unwrap();
     refused_for(&body, "Last-Event-ID", "bad Last-Event-ID");
+    // A bad `after` is refused even when a good Last-Event-ID would win over it.
+    let both = app
+        .client
+        .get(format!("{}/api/cluster/stream?after=x", app.address))
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status().as_u16(), 400);
+    let body: Value = both.json().await.unwrap();
+    refused_for(&body, "after", "bad after beside a good Last-Event-ID");
 }
 
 /// The refusal names `reason`: its error code, or the field at fault.
