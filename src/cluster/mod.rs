@@ -12,6 +12,7 @@ pub(crate) mod forward;
 pub(crate) mod headers;
 pub(crate) mod heartbeat;
 pub(crate) mod inbound;
+mod lease_watch;
 pub(crate) mod offers;
 pub(crate) mod router;
 

@@ -22,10 +22,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::forward::{self, ForwardError, ForwardMetrics, Forwarder, Relayed};
+use super::lease_watch::{lease_moves, LeaseNews};
 use crate::actors::messages::{Act, Done, RequestMeta};
 use crate::actors::registry::BookingRegistry;
 use crate::actors::{BookingError, SharedDeps};
@@ -166,10 +166,6 @@ pub(crate) const MAX_HOPS: u8 = 2;
 /// How many times a request fenced off mid-write is routed again.
 const MAX_REROUTES: usize = 3;
 
-/// First step of the lease watch's backoff, and its ceiling: a waiter notices a released lease
-/// within a fifth of a second, whatever the TTL.
-const FIRST_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BACKOFF: Duration = Duration::from_millis(200);
 /// How much later than first read a lease must now expire to count as renewed: more than the
 /// time between reading it and starting to watch, far less than a renewal adds (a heartbeat).
 const RENEWAL_SLACK: Duration = Duration::from_millis(100);
@@ -600,51 +596,6 @@ enum Waited {
     Deadline {
         owner_silent: bool,
     },
-}
-
-/// What became of a watched lease.
-enum LeaseNews {
-    /// It no longer carries the watched value (released, expired or taken over): its new
-    /// holder, if any.
-    Moved(Option<LeaseOwner>),
-    /// It still carries the watched value past the instant the watch was given: renewed by a
-    /// holder that is alive, or outlasting what the watcher can wait.
-    Kept,
-}
-
-/// Resolves once `key` no longer carries `value` (released, expired or taken over), with its
-/// new holder if any; or, given `kept_past`, once it still carries `value` but expires after
-/// that instant. Polls after `first_check`, then with exponential backoff and full jitter (at
-/// most [`MAX_BACKOFF`]), each sleep capped by the key's remaining TTL so an expiry is noticed
-/// within a poll of happening. A Redis error counts as "no news": the caller's deadline bounds
-/// the wait.
-async fn lease_moves(
-    leases: &Leases,
-    key: &str,
-    value: String,
-    first_check: Duration,
-    kept_past: Option<Instant>,
-) -> LeaseNews {
-    tokio::time::sleep(first_check).await;
-    let mut backoff = FIRST_BACKOFF;
-    loop {
-        let remaining = match leases.holder(key).await {
-            Ok(Some(now)) if now.value == value => now.remaining,
-            Ok(other) => return LeaseNews::Moved(other),
-            Err(_) => Duration::ZERO,
-        };
-        if kept_past.is_some_and(|past| Instant::now() + remaining > past) {
-            return LeaseNews::Kept;
-        }
-        let jitter = rand::rng().random_range(Duration::ZERO..=backoff);
-        let wait = if remaining.is_zero() {
-            jitter
-        } else {
-            jitter.min(remaining + Duration::from_millis(1))
-        };
-        tokio::time::sleep(wait.max(Duration::from_millis(1))).await;
-        backoff = (backoff * 2).min(MAX_BACKOFF);
-    }
 }
 
 #[cfg(test)]
