@@ -94,7 +94,12 @@ impl RedisConn {
     /// such commands one by one, concurrently, which the multiplexed connections pipeline on the
     /// wire anyway.
     fn pipelines_span_slots(&self) -> bool {
-        !matches!(self, Self::Cluster(_))
+        !self.is_sharded()
+    }
+
+    /// True for Redis Cluster: keys live on several primaries, which fail one at a time.
+    pub fn is_sharded(&self) -> bool {
+        matches!(self, Self::Cluster(_))
     }
 
     /// Runs `commands` as one batch and answers their replies in order: one pipeline, or in a

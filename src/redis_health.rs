@@ -40,6 +40,11 @@ impl RedisHealth {
         &self.node_id
     }
 
+    /// The lease TTL: how long after Redis went silent every Redis lease has expired.
+    pub(crate) fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     pub(crate) fn is_silent(&self) -> bool {
         self.since().is_some()
     }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use redis::RedisError;
@@ -16,6 +16,7 @@ use redis::RedisError;
 use super::postgres::PgLeases;
 use super::redis::{LeaseRecord, RedisLeases};
 use super::store::LeaseStore;
+use super::unreachable::UnreachableKeys;
 use super::{LeaseError, LeaseOwner};
 use crate::redis_health::RedisHealth;
 
@@ -56,16 +57,22 @@ struct Inner {
     health: Arc<RedisHealth>,
     /// Leases this node holds in PostgreSQL, key to value; every other held lease is in Redis.
     in_pg: Mutex<HashMap<String, String>>,
+    /// On Redis Cluster: keys whose shard does not answer, each waiting its own TTL.
+    unreachable: Option<UnreachableKeys>,
 }
 
 impl Leases {
     pub fn new(redis: RedisLeases, pg: PgLeases, health: Arc<RedisHealth>) -> Self {
+        let unreachable = redis
+            .is_sharded()
+            .then(|| UnreachableKeys::new(health.ttl()));
         Self {
             inner: Arc::new(Inner {
                 redis,
                 pg,
                 health,
                 in_pg: Mutex::new(HashMap::new()),
+                unreachable,
             }),
         }
     }
@@ -213,22 +220,52 @@ impl Inner {
         (pg, redis)
     }
 
+    /// How long until `key` may be granted from PostgreSQL (zero: now); `None`: ask Redis.
+    fn pg_grants_in(&self, key: &str, now: Instant) -> Option<Duration> {
+        let whole = self.health.grants_in();
+        let Some(keys) = &self.unreachable else {
+            return whole;
+        };
+        // A cluster: silent for one shard is not silent for this key's (`lease::unreachable`);
+        // until its own TTL is over, the key is asked of Redis, which may have failed over.
+        if whole.is_some_and(|wait| wait.is_zero()) {
+            return whole;
+        }
+        keys.grants_in(key, now).filter(|wait| wait.is_zero())
+    }
+
     async fn acquire(&self, key: String, value: String, ttl: Duration) -> Result<(), LeaseError> {
-        if let Some(wait) = self.health.grants_in() {
-            if !wait.is_zero() {
-                return Err(LeaseError::NotYet(wait));
+        match self.pg_grants_in(&key, Instant::now()) {
+            Some(wait) if wait.is_zero() => {
+                self.pg.acquire(&key, &value, ttl).await?;
+                if let Some(keys) = &self.unreachable {
+                    keys.answered(&key);
+                }
+                self.held_in_pg().insert(key, value);
+                return Ok(());
             }
-            self.pg.acquire(&key, &value, ttl).await?;
-            self.held_in_pg().insert(key, value);
-            return Ok(());
+            Some(wait) => return Err(LeaseError::NotYet(wait)),
+            None => {}
         }
         let granted = self.redis.acquire(&key, &value, ttl).await;
         observe_lease(&self.health, &granted, true);
+        let Some(keys) = &self.unreachable else {
+            return match granted {
+                Err(LeaseError::Unavailable(_)) if self.health.is_silent() => Err(
+                    LeaseError::NotYet(self.health.grants_in().unwrap_or_default()),
+                ),
+                other => other,
+            };
+        };
         match granted {
-            Err(LeaseError::Unavailable(_)) if self.health.is_silent() => Err(LeaseError::NotYet(
-                self.health.grants_in().unwrap_or_default(),
-            )),
-            other => other,
+            // Counted from the failure's end: a holder may have renewed until the shard stopped.
+            Err(LeaseError::Unavailable(_)) => {
+                Err(LeaseError::NotYet(keys.failed(&key, Instant::now())))
+            }
+            answered => {
+                keys.answered(&key);
+                answered
+            }
         }
     }
 

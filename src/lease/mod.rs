@@ -11,6 +11,7 @@ pub(crate) mod manager;
 pub(crate) mod postgres;
 pub mod redis;
 pub(crate) mod store;
+pub(crate) mod unreachable;
 
 use std::time::Duration;
 

@@ -73,6 +73,11 @@ impl RedisLeases {
         }
     }
 
+    /// True on Redis Cluster, whose primaries fail one at a time.
+    pub(crate) fn is_sharded(&self) -> bool {
+        self.conn.is_sharded()
+    }
+
     /// Each grant then waits (`WAIT`) up to `timeout` for `replicas` replicas to have it.
     pub fn waiting_for_replicas(mut self, replicas: u32, timeout: Duration) -> Self {
         self.wait = Some(ReplicaWait {

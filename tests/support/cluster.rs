@@ -552,7 +552,9 @@ impl Drop for Cluster {
             return;
         }
         if let Some(dir) = <[Node]>::first(&self.nodes).and_then(|n| n.log.parent()) {
-            let _ = std::fs::remove_dir_all(dir);
+            if std::env::var_os("RIDELOCK_TEST_KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
         database::drop_test_data(
             database::with_database(&self.db_url, "postgres"),
