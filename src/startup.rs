@@ -28,6 +28,7 @@ use crate::config::{IdempotencySettings, Settings};
 use crate::domain::ids::NodeId;
 use crate::geo::DriverIndex;
 use crate::http::{self, request_id, AppState};
+use crate::lease::events::LeaseEvents;
 use crate::lease::failover::Leases;
 use crate::lease::manager::{LeaseManager, LeaseMetrics, ReleaseAll};
 use crate::lease::postgres::PgLeases;
@@ -36,7 +37,12 @@ use crate::redis_health::RedisHealth;
 use crate::storage::writer::Writer;
 use crate::storage::PgPool;
 use crate::storage::{idempotency, pool};
+use crate::streams::ops::{Local, Publisher};
 use crate::streams::Hub;
+
+/// Lease changes queued for the ops feed between two of its announcements (every 100 ms); more
+/// are dropped and counted.
+const LEASE_EVENTS_QUEUE: usize = 4096;
 
 /// Stops a node so that another can serve its bookings at once: see [`StopHandle::stop`].
 #[derive(Clone)]
@@ -164,6 +170,8 @@ pub struct Application {
     sweeping: tokio::task::JoinHandle<()>,
     /// Listens for committed booking events, for the event streams, until shutdown.
     listening: tokio::task::JoinHandle<()>,
+    /// Announces this node's lease changes and figures to the ops streams.
+    publishing: tokio::task::JoinHandle<()>,
 }
 
 impl Application {
@@ -250,6 +258,7 @@ impl Application {
         }
 
         let metrics = Arc::new(LeaseMetrics::default());
+        let (lease_events, lease_events_read) = LeaseEvents::channel(LEASE_EVENTS_QUEUE);
         let manager = {
             let (node, store, lease, metrics) = (
                 node_id.0.clone(),
@@ -257,8 +266,10 @@ impl Application {
                 settings.lease.clone(),
                 metrics.clone(),
             );
+            let events = lease_events.clone();
             Supervisor::start(move |_| {
                 LeaseManager::new(node, Arc::new(store.clone()), lease, metrics.clone())
+                    .telling(events.clone())
             })
         };
         let deps = Arc::new(BookingDeps {
@@ -316,6 +327,26 @@ impl Application {
             streams: settings.streams.clone(),
         });
         let limiter = web::Data::new(http::rate_limit::RateLimiter::new(&settings.rate_limit));
+        let publishing = {
+            let state = state.clone();
+            actix_web::rt::spawn(
+                Publisher {
+                    node: node_id.0.clone(),
+                    address: address.clone(),
+                    pool: db.clone(),
+                    health: health.clone(),
+                    lease_events: lease_events_read,
+                    local: Box::new(move || Local {
+                        actors: state.registry.len(),
+                        leases: state.lease_metrics.snapshot().held as usize,
+                        streams: state.hub.subscribers(),
+                        answered: state.http_metrics.answered(),
+                        lease_events_dropped: lease_events.dropped(),
+                    }),
+                }
+                .run(),
+            )
+        };
 
         let mut server = HttpServer::new(move || {
             App::new()
@@ -394,6 +425,7 @@ impl Application {
             purging,
             sweeping,
             listening,
+            publishing,
         })
     }
 
@@ -424,6 +456,7 @@ impl Application {
         self.purging.abort();
         self.sweeping.abort();
         self.listening.abort();
+        self.publishing.abort();
         if let Err(error) = self.membership.withdraw().await {
             log::warn!("shutdown node={} withdraw failed: {error}", self.node_id);
         }

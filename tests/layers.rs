@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 /// Each top-level module of the library and its rank: a module may use only modules of a
 /// strictly lower rank. Within a layer the ranks order the few one-way ties (`lease` and `geo`
-/// use `storage` and `redis_health`, `streams` uses `storage`; `auth` uses `config`; `http` uses
+/// use `storage` and `redis_health`, `streams` uses `storage` and `lease`; `auth` uses `config`; `http` uses
 /// `error`).
 const RANKS: [(&str, u32); 17] = [
     // 1 base
@@ -24,7 +24,7 @@ const RANKS: [(&str, u32); 17] = [
     ("redis_health", 20),
     ("lease", 21),
     ("geo", 21),
-    ("streams", 21),
+    ("streams", 22),
     // 3, 4
     ("actors", 30),
     ("cluster", 40),

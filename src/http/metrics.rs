@@ -20,6 +20,7 @@ use super::State;
 use crate::auth::{rules, Principal};
 use crate::error::ApiError;
 use crate::storage::writer::{self, BatchSizes};
+use crate::streams::ops::Answered;
 
 /// The methods counted under their own name; any other is `OTHER`.
 const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
@@ -128,6 +129,23 @@ impl HttpMetrics {
             }
         }
         all
+    }
+
+    /// Requests answered so far by latency bucket, over every route: the ops feed's request
+    /// rate and p99.
+    pub(crate) fn answered(&self) -> Answered {
+        let mut counts = vec![0; BUCKETS.len() + 1];
+        for by_route in self.merged().values() {
+            for stats in by_route.values() {
+                for (total, n) in counts.iter_mut().zip(&stats.buckets) {
+                    *total += n;
+                }
+            }
+        }
+        Answered {
+            bounds: BUCKETS.to_vec(),
+            counts,
+        }
     }
 
     fn render(&self, out: &mut String) {

@@ -4,6 +4,7 @@
 
 mod booking_actions;
 mod bookings;
+mod dashboard;
 pub mod deadline;
 pub(crate) mod drain;
 mod drivers;
@@ -190,6 +191,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/metrics",
             "GET",
             vec![web::get().to(metrics::render)],
+        ))
+        .service(resource(
+            "/dashboard",
+            "GET",
+            vec![web::get().to(dashboard::page)],
         ))
         .service(resource(
             "/livez",

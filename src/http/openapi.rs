@@ -45,6 +45,7 @@ use super::schemas::{ErrorEnvelope, IDEMPOTENCY_KEY};
         super::health::cluster_nodes,
         super::health::health,
         super::health::livez,
+        super::dashboard::page,
         super::health::readyz,
         super::metrics::render,
         document,
@@ -206,7 +207,7 @@ mod tests {
                 }
                 let public = matches!(
                     path.as_str(),
-                    "/api/health" | "/api/openapi.json" | "/livez" | "/readyz"
+                    "/api/health" | "/api/openapi.json" | "/livez" | "/readyz" | "/dashboard"
                 );
                 assert_eq!(op.get("security").is_none(), public, "{method} {path}");
                 if !public {

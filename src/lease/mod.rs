@@ -6,6 +6,7 @@
 //! tells a booking actor at once when its lease is lost.
 //! Leases give fast mutual exclusion; safety rests on the fencing tokens in PostgreSQL.
 
+pub mod events;
 pub(crate) mod failover;
 pub(crate) mod manager;
 pub(crate) mod postgres;

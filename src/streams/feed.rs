@@ -10,6 +10,7 @@ use futures::Stream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, MissedTickBehavior};
 
+use super::ops::OpsEvent;
 use super::{Hub, Signal, Subscription};
 use crate::storage::events::{self, FeedEvent, Scope};
 use crate::storage::{pool, PgPool, StoreError};
@@ -129,6 +130,7 @@ impl Feed {
             tokio::select! {
                 signal = self.feed.recv() => match signal {
                     Some(Signal::Event(event)) => self.offer(&event),
+                    Some(Signal::Ops(event)) => self.out.push_back(ops_frame(&event)),
                     // The node's feed missed announcements: read the trail.
                     Some(Signal::Gap) => self.catch_up = true,
                     None => return None,
@@ -232,6 +234,13 @@ fn frame(event: &FeedEvent, mask_operators: bool) -> String {
     // Plain fields only: serializing cannot fail, and JSON escapes every newline.
     let data = serde_json::to_string(&event).unwrap_or_default();
     format!("id: {}\nevent: booking\ndata: {data}\n\n", event.event.id)
+}
+
+/// A lease change, backend switch or node's figures: named by its type, without an id (it is in
+/// no trail, so it must not move the client's `Last-Event-ID`).
+fn ops_frame(event: &OpsEvent) -> String {
+    let data = serde_json::to_string(event).unwrap_or_default();
+    format!("event: {}\ndata: {data}\n\n", event.name())
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@
 //! PostgreSQL and not Redis pub/sub carries them.
 
 mod feed;
+pub mod ops;
 
 pub use feed::{events, StreamStart};
 
@@ -33,6 +34,8 @@ pub enum Signal {
     /// Events may have committed unannounced (the listening connection was lost and is back):
     /// every stream reads what it missed from the trail.
     Gap,
+    /// A node's lease change, backend switch or figures: for the cluster's streams, live only.
+    Ops(Arc<ops::OpsEvent>),
 }
 
 /// The node's feed of committed events, shared by all its streams. Each event goes only to the
@@ -167,6 +170,11 @@ impl Hub {
                     inbox.offer(Signal::Gap);
                 }
             }
+            Signal::Ops(_) => {
+                for (_, inbox) in routes.by_scope.get(&Scope::All).into_iter().flatten() {
+                    inbox.offer(signal.clone());
+                }
+            }
         }
     }
 
@@ -194,16 +202,25 @@ impl Hub {
     /// One listening connection, until it fails; `listening` turns true once it listens.
     async fn listen_once(&self, database_url: &str, listening: &mut bool) -> anyhow::Result<()> {
         let mut conn = AsyncPgConnection::establish(database_url).await?;
-        diesel::sql_query(format!("LISTEN {CHANNEL}"))
-            .execute(&mut conn)
-            .await?;
+        for channel in [CHANNEL, ops::OPS_CHANNEL] {
+            diesel::sql_query(format!("LISTEN {channel}"))
+                .execute(&mut conn)
+                .await?;
+        }
         *listening = true;
-        log::info!("event feed: listening on {CHANNEL}");
+        log::info!(
+            "event feed: listening on {CHANNEL} and {}",
+            ops::OPS_CHANNEL
+        );
         // Whatever committed while nobody listened is in the trail.
         self.publish(Signal::Gap);
         let mut notifications = std::pin::pin!(conn.notifications_stream());
         while let Some(notification) = notifications.next().await {
             let notification = notification?;
+            if notification.channel == ops::OPS_CHANNEL {
+                self.publish_ops(&notification.payload);
+                continue;
+            }
             match serde_json::from_str::<Vec<FeedEvent>>(&notification.payload) {
                 Ok(events) => {
                     for event in events {
@@ -219,6 +236,19 @@ impl Hub {
             }
         }
         Ok(())
+    }
+
+    /// Passes on a node's announced operations; one this build cannot read (a newer node's,
+    /// during an upgrade) is skipped: nothing of it is in any trail to be missed.
+    fn publish_ops(&self, payload: &str) {
+        match serde_json::from_str::<Vec<ops::OpsEvent>>(payload) {
+            Ok(events) => {
+                for event in events {
+                    self.publish(Signal::Ops(Arc::new(event)));
+                }
+            }
+            Err(error) => log::debug!("ops feed: unreadable announcement skipped: {error}"),
+        }
     }
 }
 

@@ -541,3 +541,62 @@ async fn an_event_too_large_to_announce_still_commits_and_reaches_its_streams_fr
         .as_str()
         .is_some_and(|r| r.starts_with("large-") && r.len() == 8006));
 }
+
+#[actix_web::test]
+async fn the_cluster_stream_tells_every_node_s_lease_changes_and_figures() {
+    // Arrange: two nodes on one database; the ops stream is on the first, the booking is
+    // created (and its lease taken) through the second.
+    let app = spawn_app().await;
+    let other = app.second_node().await;
+    let mut ops = EventStream::open(
+        &format!("{}/api/cluster/stream", app.address),
+        "ops:alice",
+        None,
+    )
+    .await;
+    let rider = app.rider().await;
+    let booking = other.booking(rider, PICKUP.0, PICKUP.1).await;
+    let key_suffix = format!(":{booking}");
+    let of_booking = |data: &Value| data["key"].as_str().unwrap().ends_with(&key_suffix);
+
+    // Act: a cancel through the first node, which finds the lease held by the second.
+    app.post(
+        format!("/api/bookings/{booking}/cancel"),
+        json!({ "reason": "test", "user_id": rider, "user_type": "rider" }),
+    )
+    .await
+    .expect(200, None);
+
+    // Assert: the grant on the second node, the refusal on the first naming the holder, and
+    // each node's figures, all on the first node's stream.
+    let granted = ops
+        .live_event("lease", ARRIVES, |d| {
+            of_booking(d) && d["change"] == "granted"
+        })
+        .await
+        .expect("the grant");
+    assert_eq!(granted["node"], other.node_id.as_str());
+    let contended = ops
+        .live_event("lease", ARRIVES, |d| {
+            of_booking(d) && d["change"] == "contended"
+        })
+        .await
+        .expect("the refusal");
+    assert_eq!(contended["node"], app.node_id.as_str());
+    assert_eq!(contended["other"], other.node_id.as_str());
+    for node in [&app, &other] {
+        let figures = ops
+            .live_event("node", ARRIVES, |d| d["node"] == node.node_id.as_str())
+            .await
+            .unwrap_or_else(|| panic!("{}'s figures", node.node_id));
+        assert_eq!(figures["address"], node.address.as_str(), "{figures}");
+        assert_eq!(figures["backend"], "redis", "{figures}");
+        assert!(figures["requests_per_s"].as_f64().is_some(), "{figures}");
+        assert!(figures["open_bookings"].is_object(), "{figures}");
+    }
+    let streams = ops
+        .live_event("node", ARRIVES, |d| d["node"] == app.node_id.as_str())
+        .await
+        .expect("figures again a second later");
+    assert_eq!(streams["streams"], 1, "this stream: {streams}");
+}

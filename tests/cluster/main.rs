@@ -5,6 +5,7 @@
 //! every acknowledged write present.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod dashboard;
 mod privacy;
 mod streams;
 #[path = "../support/mod.rs"]

@@ -13,7 +13,7 @@
 //! - `auth`, `metrics`, `proxy`, `redis_server`: tokens, `/metrics`, a cuttable TCP proxy to
 //!   Redis, a Redis server of a test's own; `redis_client`, the tests' connection to Redis in
 //!   the app's mode (one server or a Redis Cluster).
-//! - `sse`: an event stream as a client reads it.
+//! - `sse`: an event stream as a client reads it; `browser`: a headless Chromium showing a page.
 //! - `netns`: network namespaces, one per node of a cluster, so that the chaos suite can
 //!   partition the nodes from each other (iptables in a namespace) while they still reach the
 //!   host's services and the client reaches them.
@@ -23,6 +23,7 @@
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod browser;
 pub mod cluster;
 pub mod database;
 pub mod faults;

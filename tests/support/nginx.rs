@@ -17,6 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
 
 use super::poll;
+use super::services::root;
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -47,10 +48,6 @@ pub struct Logged {
 }
 
 static INSTALLED: OnceCell<()> = OnceCell::const_new();
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// `config/nginx-cluster.conf` with `upstreams` (`host:port` each) as its servers, listening on
 /// `port`, its access log naming every try. Fails if the configuration no longer reads as this

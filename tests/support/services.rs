@@ -13,7 +13,8 @@ pub struct Services {
     pub redis_url: String,
 }
 
-fn root() -> PathBuf {
+/// The project's directory: its scripts and configuration.
+pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 

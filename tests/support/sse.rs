@@ -25,6 +25,8 @@ pub struct EventStream {
     pub comments: Vec<String>,
     /// The `retry:` the server asked for, in ms.
     pub retry_ms: Option<u64>,
+    /// Events without an id (the ops stream's `lease`, `backend`, `node`), not yet looked for.
+    live: Vec<(String, Value)>,
 }
 
 impl EventStream {
@@ -58,6 +60,7 @@ impl EventStream {
             pending: String::new(),
             comments: Vec::new(),
             retry_ms: None,
+            live: Vec::new(),
         }
     }
 
@@ -86,6 +89,32 @@ impl EventStream {
             }
         }
         events
+    }
+
+    /// The first event without an id (`lease`, `backend`, `node`) of type `kind` that `wanted`
+    /// accepts, waiting at most `within`; events with ids read meanwhile are passed over.
+    pub async fn live_event(
+        &mut self,
+        kind: &str,
+        within: Duration,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            while self.parse_one().is_some() {}
+            if let Some(at) = self
+                .live
+                .iter()
+                .position(|(k, data)| k == kind && wanted(data))
+            {
+                return Some(self.live.remove(at).1);
+            }
+            let chunk = tokio::time::timeout_at(until, self.response.chunk()).await;
+            match chunk {
+                Ok(Ok(Some(bytes))) => self.pending.push_str(&String::from_utf8_lossy(&bytes)),
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => return None,
+            }
+        }
     }
 
     /// Whether the server ended the stream within `within` (no event in between).
@@ -122,12 +151,16 @@ impl EventStream {
                     panic!("not an event-stream line: {line:?}");
                 }
             }
-            if let (Some(id), Some(data)) = (id, data) {
-                return Some(Event {
-                    id,
-                    kind: kind.unwrap_or_else(|| "message".to_owned()),
-                    data,
-                });
+            match (id, data) {
+                (Some(id), Some(data)) => {
+                    return Some(Event {
+                        id,
+                        kind: kind.unwrap_or_else(|| "message".to_owned()),
+                        data,
+                    })
+                }
+                (None, Some(data)) => self.live.push((kind.unwrap_or_default(), data)),
+                _ => {}
             }
         }
     }

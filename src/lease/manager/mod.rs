@@ -22,6 +22,7 @@ pub(crate) use deadline::Deadline;
 use metrics::bump;
 pub(crate) use metrics::{LeaseMetrics, Percentiles};
 
+use super::events::{LeaseChange, LeaseEvents, SeenHeld};
 use super::store::LeaseStore;
 use super::{lease_value, LeaseError};
 use crate::config::LeaseSettings;
@@ -84,6 +85,9 @@ pub(crate) struct LeaseManager {
     renewing: bool,
     /// Set by [`ReleaseAll`] (shutdown): no lease is granted any more.
     closing: bool,
+    /// Where grants, refusals and losses are told (the ops stream), if anywhere.
+    events: Option<LeaseEvents>,
+    seen_held: SeenHeld,
 }
 
 impl LeaseManager {
@@ -101,6 +105,20 @@ impl LeaseManager {
             metrics,
             renewing: false,
             closing: false,
+            events: None,
+            seen_held: SeenHeld::default(),
+        }
+    }
+
+    /// Tells `events` of every grant, refusal and loss.
+    pub fn telling(mut self, events: LeaseEvents) -> Self {
+        self.events = Some(events);
+        self
+    }
+
+    fn tell(&self, change: LeaseChange, key: &Arc<str>, other: Option<String>) {
+        if let Some(events) = &self.events {
+            events.tell(change, key, other);
         }
     }
 
@@ -164,6 +182,7 @@ impl LeaseManager {
                     "err:not_ours"
                 },
             );
+            self.tell(LeaseChange::Lost, &key, None);
             // A notice, not a request: if the holder already stopped there is nobody to tell.
             held.holder.do_send(LeaseLost { key });
         }
@@ -346,8 +365,17 @@ impl Handler<Acquire> for LeaseManager {
                         },
                     );
                     act.publish_held();
+                    let (change, from) = act.seen_held.granted(&key, Instant::now());
+                    act.tell(change, &key, from);
                 }
-                Err(LeaseError::Held(_)) => bump(&act.metrics.contested, 1),
+                Err(LeaseError::Held(owner)) => {
+                    bump(&act.metrics.contested, 1);
+                    if owner.node != act.node_id {
+                        act.seen_held
+                            .held(&key, &owner.node, owner.remaining, Instant::now());
+                    }
+                    act.tell(LeaseChange::Contended, &key, Some(owner.node.clone()));
+                }
                 // Redis went silent (on this very SET, maybe, whose reply then never came: if
                 // it landed, the key expires by TTL, since Redis cannot be asked to delete it).
                 Err(LeaseError::NotYet(_)) => {}
