@@ -241,6 +241,10 @@ impl Hub {
     /// Passes on a node's announced operations; one this build cannot read (a newer node's,
     /// during an upgrade) is skipped: nothing of it is in any trail to be missed.
     fn publish_ops(&self, payload: &str) {
+        // Only cluster streams take them: with none open, not even read.
+        if !self.lock().by_scope.contains_key(&Scope::All) {
+            return;
+        }
         match serde_json::from_str::<Vec<ops::OpsEvent>>(payload) {
             Ok(events) => {
                 for event in events {
