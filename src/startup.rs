@@ -34,7 +34,7 @@ use crate::lease::manager::{LeaseManager, LeaseMetrics, ReleaseAll};
 use crate::lease::postgres::PgLeases;
 use crate::lease::redis::RedisLeases;
 use crate::redis_health::RedisHealth;
-use crate::storage::writer::Writer;
+use crate::storage::writer::{self, Writer};
 use crate::storage::PgPool;
 use crate::storage::{idempotency, pool};
 use crate::streams::ops::{Local, Publisher};
@@ -257,7 +257,7 @@ impl Application {
             log::warn!("driver geo index not rebuilt at start node={node_id} error={error}");
         }
 
-        let metrics = Arc::new(LeaseMetrics::default());
+        let metrics = Arc::new(LeaseMetrics::new()?);
         let (lease_events, lease_events_read) = LeaseEvents::channel(LEASE_EVENTS_QUEUE);
         let manager = {
             let (node, store, lease, metrics) = (
@@ -275,7 +275,7 @@ impl Application {
         let deps = Arc::new(BookingDeps {
             node_id: node_id.clone(),
             pool: db.clone(),
-            writer: Writer::start(db.clone(), node_id.0.clone()),
+            writer: Writer::start(db.clone(), node_id.0.clone(), writer::batch_sizes()?),
             drivers: index.clone(),
             leases: manager.clone(),
             key_prefix: prefix,
@@ -312,13 +312,22 @@ impl Application {
             redis.clone(),
             health.clone(),
         );
+        let node_metrics = http::metrics::Metrics::new(
+            &node_id.0,
+            http::metrics::Kept {
+                lease: &metrics,
+                forwards: &router.forwarder().metrics,
+                batch_sizes: deps.writer.batch_sizes(),
+            },
+        )?;
         let state = web::Data::new(AppState {
             registry: registry.clone(),
             deps,
             lease_metrics: metrics.clone(),
             leases: leases.clone(),
             redis,
-            http_metrics: http::metrics::HttpMetrics::default(),
+            metrics: node_metrics,
+            scrape_token: settings.auth.scrape_token.clone(),
             router: router.clone(),
             inbound,
             drain: drain.clone(),
@@ -340,7 +349,7 @@ impl Application {
                         actors: state.registry.len(),
                         leases: state.lease_metrics.snapshot().held as usize,
                         streams: state.hub.subscribers(),
-                        answered: state.http_metrics.answered(),
+                        answered: state.metrics.answered(),
                         lease_events_dropped: lease_events.dropped(),
                     }),
                 }

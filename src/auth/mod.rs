@@ -99,6 +99,12 @@ pub(crate) struct Forbidden {
     pub message: String,
 }
 
+/// Whether `a` and `b` are equal, in a time that depends on their length only (for comparing a
+/// secret a caller sent with the configured one).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

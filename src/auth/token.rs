@@ -262,6 +262,7 @@ mod tests {
             token_ttl_secs: 3600,
             secondary_secret: Secret::new(""),
             secondary_public_key_path: String::new(),
+            scrape_token: Secret::new(""),
             rider_max_ttl_secs: 86_400,
             driver_max_ttl_secs: 86_400,
             ops_max_ttl_secs: 3600,

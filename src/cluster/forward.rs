@@ -2,9 +2,10 @@
 //! node's internal endpoint, signed (see [`auth`](super::auth)), and its answer relayed verbatim.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use prometheus::IntCounter;
 
 use super::auth::{self, Signed};
 use super::{node_key, NodeInfo};
@@ -41,27 +42,64 @@ pub(crate) fn internal_path(id: BookingId) -> String {
 }
 
 /// Forwarding counters, for `/metrics`.
-#[derive(Default)]
 pub(crate) struct ForwardMetrics {
     /// Requests this node sent to an owner.
-    pub sent: AtomicU64,
+    pub sent: IntCounter,
     /// ... and got an answer for (any status).
-    pub answered: AtomicU64,
+    pub answered: IntCounter,
     /// ... and got no answer for (refused, reset, timed out): the lease was then waited out.
-    pub unanswered: AtomicU64,
+    pub unanswered: IntCounter,
     /// Requests refused at once (503) because no new connection reached the owner and its
     /// lease would outlast them (a partition between the nodes, mostly): their forward failed
     /// to connect, or went unanswered while a fresh connection failed.
-    pub unreachable: AtomicU64,
+    pub unreachable: IntCounter,
     /// Internal calls this node accepted from other nodes.
-    pub received: AtomicU64,
+    pub received: IntCounter,
     /// Internal calls refused for a missing or wrong signature.
-    pub refused: AtomicU64,
+    pub refused: IntCounter,
 }
 
 impl ForwardMetrics {
-    pub fn bump(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+    pub(crate) fn new() -> prometheus::Result<Self> {
+        let counter = |name: &str, help: &str| {
+            IntCounter::new(format!("ridelock_forwards_{name}_total"), help)
+        };
+        Ok(Self {
+            sent: counter("sent", "Booking actions sent on to the node holding the lease.")?,
+            answered: counter("answered", "Forwarded actions the owner answered (any status).")?,
+            unanswered: counter(
+                "unanswered",
+                "Forwarded actions the owner did not answer; the lease was then waited out.",
+            )?,
+            unreachable: counter(
+                "unreachable",
+                "Requests refused at once (503): no new connection reached the owner, and its lease would outlast them.",
+            )?,
+            received: counter("received", "Actions other nodes forwarded here.")?,
+            refused: counter(
+                "refused",
+                "Internal calls refused for a missing or wrong signature.",
+            )?,
+        })
+    }
+
+    pub fn bump(counter: &IntCounter) {
+        counter.inc();
+    }
+
+    /// Every counter, for a registry.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        [
+            &self.sent,
+            &self.answered,
+            &self.unanswered,
+            &self.unreachable,
+            &self.received,
+            &self.refused,
+        ]
+        .into_iter()
+        .map(|c| Box::new(c.clone()) as Box<dyn prometheus::core::Collector>)
+        .collect()
     }
 }
 
@@ -145,7 +183,7 @@ impl Forwarder {
             prefix: prefix.to_owned(),
             addresses: Mutex::new(HashMap::new()),
             address_ttl,
-            metrics: ForwardMetrics::default(),
+            metrics: ForwardMetrics::new()?,
         })
     }
 

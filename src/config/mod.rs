@@ -265,6 +265,9 @@ pub struct AuthSettings {
     /// `secondary_secret`, RS256 `secondary_public_key_path`. Empty: none.
     pub secondary_secret: Secret,
     pub secondary_public_key_path: String,
+    /// A bearer token that opens `/metrics` and nothing else, for a Prometheus scraper; empty:
+    /// only operators' tokens open it.
+    pub scrape_token: Secret,
     /// The longest lifetime (`exp` − `iat`, or what is left of it when `iat` is absent) a token
     /// may have, per role.
     pub rider_max_ttl_secs: u64,

@@ -15,6 +15,7 @@ fn auth(mode: AuthMode, secret: &str) -> AuthSettings {
         token_ttl_secs: 3600,
         secondary_secret: Secret::new(""),
         secondary_public_key_path: String::new(),
+        scrape_token: Secret::new(""),
         rider_max_ttl_secs: 86_400,
         driver_max_ttl_secs: 86_400,
         ops_max_ttl_secs: 3600,
@@ -113,6 +114,21 @@ fn a_development_secondary_secret_is_refused_off_loopback() {
         settings.validate("test", false).is_ok(),
         "no secondary secret"
     );
+}
+
+#[test]
+fn a_scrape_token_is_off_or_a_private_value() {
+    let private = "k7Qw9zX2mN4pR8tV1yB6cF3hJ5lS0dGa";
+    let mut settings = auth(AuthMode::Jwt, private);
+    assert!(settings.validate("test", false).is_ok(), "off");
+    settings.scrape_token = Secret::new("short");
+    let refused = settings.validate("test", true);
+    assert!(
+        refused.is_err_and(|e| e.to_string().contains("auth.scrape_token")),
+        "a guessable scrape token"
+    );
+    settings.scrape_token = Secret::new("p3Xr8Lq2Wn6Tz1Vb9Hs4Kd7Fm0Jc5Ya2E");
+    assert!(settings.validate("test", false).is_ok(), "a private one");
 }
 
 #[test]

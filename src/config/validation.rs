@@ -43,6 +43,12 @@ impl AuthSettings {
                  (RIDELOCK_AUTH__SECONDARY_SECRET) or none to listen on a non-loopback address"
             );
         }
+        // A scrape token opens only /metrics, but a short or shared one would still let anyone
+        // read every node's figures: the same rule as a secret, in every profile.
+        let scrape = self.scrape_token.expose();
+        if !scrape.is_empty() && !private_enough(scrape) {
+            bail!("auth.scrape_token must be a private value of at least 32 characters, or empty");
+        }
         match self.algorithm()? {
             Algorithm::HS256 => {
                 let secret = self.secret.expose();

@@ -1,25 +1,37 @@
-//! `GET /metrics`: Prometheus text format. HTTP requests by route pattern and status, request
-//! latency histograms by route, the lease counters of `/api/locks/stats`, forwarding between
-//! nodes, held leases and live booking actors.
+//! `GET /metrics`: Prometheus text format, through the `prometheus` crate. One registry per node
+//! (every series carries `node`) holds: HTTP requests by route pattern and status, and their
+//! latency histograms by route; the lease manager's counters and acquisition-latency histogram;
+//! forwarding between nodes; the group-commit writer's batch sizes; the process's CPU, memory,
+//! file descriptors and start time; build info; and, read at each scrape, leases held, booking
+//! actors, the lease backend in use, PostgreSQL pool connections (in use, idle, waited for) and
+//! open event streams.
 //!
 //! Every label value comes from a closed set, so no caller can add a series: routes are labelled
 //! by their pattern (`/api/bookings/{id}`), never by the raw path, and unmatched paths share one
 //! label; methods outside [`METHODS`] (`FOO1`, `FOO2`, … are all valid HTTP) count as `OTHER`.
+//!
+//! Scraped with an operator's token, or with `auth.scrape_token`, which opens nothing else.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header;
 use actix_web::middleware::Next;
-use actix_web::{Error, HttpResponse};
+use actix_web::{Error, FromRequest, HttpRequest, HttpResponse};
+use prometheus::core::Collector;
+use prometheus::process_collector::ProcessCollector;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
 
 use super::State;
 use crate::auth::{rules, Principal};
+use crate::cluster::forward::ForwardMetrics;
 use crate::error::ApiError;
-use crate::storage::writer::{self, BatchSizes};
+use crate::lease::manager::LeaseMetrics;
 use crate::streams::ops::Answered;
 
 /// The methods counted under their own name; any other is `OTHER`.
@@ -38,108 +50,127 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-#[derive(Default)]
-struct RouteStats {
-    statuses: BTreeMap<u16, u64>,
-    /// Non-cumulative counts per bucket; the last one is above every bound.
-    buckets: [u64; BUCKETS.len() + 1],
-    sum_seconds: f64,
+/// The node's registry, and the metrics this module updates itself.
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    actors: IntGauge,
+    backend: IntGaugeVec,
+    pool: IntGaugeVec,
+    pool_waiting: IntGauge,
+    streams: IntGauge,
 }
 
-impl RouteStats {
-    fn add(&mut self, status: u16, bucket: usize, seconds: f64) {
-        *self.statuses.entry(status).or_default() += 1;
-        self.buckets[bucket] += 1;
-        self.sum_seconds += seconds;
-    }
-
-    fn merge(&mut self, other: &Self) {
-        for (status, n) in &other.statuses {
-            *self.statuses.entry(*status).or_default() += n;
-        }
-        for (mine, theirs) in self.buckets.iter_mut().zip(&other.buckets) {
-            *mine += theirs;
-        }
-        self.sum_seconds += other.sum_seconds;
-    }
+/// The metrics other parts of the node keep, registered alongside.
+pub(crate) struct Kept<'a> {
+    pub lease: &'a LeaseMetrics,
+    pub forwards: &'a ForwardMetrics,
+    pub batch_sizes: &'a Histogram,
 }
 
-type Routes = BTreeMap<&'static str, BTreeMap<String, RouteStats>>;
-
-/// How many independent tables requests are counted in. Each thread keeps to one, so a request
-/// takes a lock no other thread is likely to hold (no global lock per request); `/metrics` adds
-/// them up.
-const SHARDS: usize = 16;
-
-/// Request counts and latencies, per method and route pattern.
-pub(crate) struct HttpMetrics {
-    /// Per shard: method label → route pattern → figures. Both keys come from closed sets (see
-    /// [`method_label`] and the route table), so a table cannot grow past their product.
-    shards: [Mutex<Routes>; SHARDS],
-}
-
-impl Default for HttpMetrics {
-    fn default() -> Self {
-        Self {
-            shards: std::array::from_fn(|_| Mutex::default()),
-        }
-    }
-}
-
-/// This thread's shard, handed out round-robin on a thread's first request.
-fn shard() -> usize {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
-    }
-    SHARD.with(|shard| *shard)
-}
-
-impl HttpMetrics {
-    fn record(&self, method: &str, route: &str, status: u16, took: Duration) {
-        let seconds = took.as_secs_f64();
-        let bucket = BUCKETS
-            .iter()
-            .position(|bound| seconds <= *bound)
-            .unwrap_or(BUCKETS.len());
-        let mut routes = self.shards[shard()]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let by_route = routes.entry(method_label(method)).or_default();
-        if !by_route.contains_key(route) {
-            by_route.insert(route.to_owned(), RouteStats::default());
-        }
-        let Some(stats) = by_route.get_mut(route) else {
-            return;
+impl Metrics {
+    pub fn new(node_id: &str, kept: Kept<'_>) -> prometheus::Result<Self> {
+        let labels = HashMap::from([("node".to_owned(), node_id.to_owned())]);
+        let registry = Registry::new_custom(None, Some(labels))?;
+        let metrics = Self {
+            requests: IntCounterVec::new(
+                Opts::new(
+                    "ridelock_http_requests_total",
+                    "HTTP requests answered, by route pattern and status.",
+                ),
+                &["method", "route", "status"],
+            )?,
+            duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "ridelock_http_request_duration_seconds",
+                    "Time from request to response, by route pattern.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["method", "route"],
+            )?,
+            actors: IntGauge::new(
+                "ridelock_booking_actors",
+                "Booking actors alive on this node.",
+            )?,
+            backend: IntGaugeVec::new(
+                Opts::new(
+                    "ridelock_lease_backend",
+                    "1 for the store new leases come from now, 0 for the other.",
+                ),
+                &["backend"],
+            )?,
+            pool: IntGaugeVec::new(
+                Opts::new(
+                    "ridelock_db_pool_connections",
+                    "PostgreSQL pool connections: in use, idle, and the most it opens (max).",
+                ),
+                &["state"],
+            )?,
+            pool_waiting: IntGauge::new(
+                "ridelock_db_pool_waiting",
+                "Callers waiting for a PostgreSQL connection from the pool now.",
+            )?,
+            streams: IntGauge::new(
+                "ridelock_stream_subscribers",
+                "Event streams open on this node.",
+            )?,
+            registry,
         };
-        stats.add(status, bucket, seconds);
+        let build = IntGaugeVec::new(
+            Opts::new(
+                "ridelock_build_info",
+                "1, labelled with the build's version.",
+            ),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let mut collectors: Vec<Box<dyn Collector>> = vec![
+            Box::new(metrics.requests.clone()),
+            Box::new(metrics.duration.clone()),
+            Box::new(metrics.actors.clone()),
+            Box::new(metrics.backend.clone()),
+            Box::new(metrics.pool.clone()),
+            Box::new(metrics.pool_waiting.clone()),
+            Box::new(metrics.streams.clone()),
+            Box::new(build),
+            Box::new(kept.batch_sizes.clone()),
+            Box::new(ProcessCollector::for_self()),
+        ];
+        collectors.extend(kept.lease.collectors());
+        collectors.extend(kept.forwards.collectors());
+        for collector in collectors {
+            metrics.registry.register(collector)?;
+        }
+        Ok(metrics)
     }
 
-    /// Every shard's figures added up.
-    fn merged(&self) -> Routes {
-        let mut all = Routes::new();
-        for shard in &self.shards {
-            let routes = shard.lock().unwrap_or_else(|p| p.into_inner());
-            for (method, by_route) in routes.iter() {
-                let merged = all.entry(method).or_default();
-                for (route, stats) in by_route {
-                    merged.entry(route.clone()).or_default().merge(stats);
-                }
-            }
-        }
-        all
+    fn record(&self, method: &str, route: &str, status: u16, took: Duration) {
+        let method = method_label(method);
+        self.requests
+            .with_label_values(&[method, route, &status.to_string()])
+            .inc();
+        self.duration
+            .with_label_values(&[method, route])
+            .observe(took.as_secs_f64());
     }
 
     /// Requests answered so far by latency bucket, over every route: the ops feed's request
     /// rate and p99.
     pub(crate) fn answered(&self) -> Answered {
-        let mut counts = vec![0; BUCKETS.len() + 1];
-        for by_route in self.merged().values() {
-            for stats in by_route.values() {
-                for (total, n) in counts.iter_mut().zip(&stats.buckets) {
-                    *total += n;
+        let mut counts = vec![0u64; BUCKETS.len() + 1];
+        for family in self.duration.collect() {
+            for metric in family.get_metric() {
+                let histogram = metric.get_histogram();
+                let mut below = 0;
+                for (slot, bucket) in histogram.get_bucket().iter().enumerate() {
+                    let cumulative = bucket.cumulative_count();
+                    if let Some(count) = counts.get_mut(slot) {
+                        *count += cumulative - below;
+                    }
+                    below = cumulative;
                 }
+                counts[BUCKETS.len()] += histogram.get_sample_count() - below;
             }
         }
         Answered {
@@ -148,59 +179,31 @@ impl HttpMetrics {
         }
     }
 
-    fn render(&self, out: &mut String) {
-        let routes = self.merged();
-        out.push_str(
-            "# HELP ridelock_http_requests_total HTTP requests answered, by route pattern and status.\n\
-             # TYPE ridelock_http_requests_total counter\n",
-        );
-        let all = || {
-            routes.iter().flat_map(|(method, by_route)| {
-                by_route.iter().map(move |(route, s)| (method, route, s))
-            })
-        };
-        for (method, route, stats) in all() {
-            for (status, n) in &stats.statuses {
-                let _ = writeln!(
-                    out,
-                    "ridelock_http_requests_total{{method=\"{}\",route=\"{}\",status=\"{status}\"}} {n}",
-                    label(method),
-                    label(route)
-                );
-            }
+    /// The text exposition, with the gauges read now.
+    fn render(&self, state: &super::AppState) -> Result<Vec<u8>, prometheus::Error> {
+        let gauge = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.actors.set(gauge(state.registry.len()));
+        let backend = state.leases.health().backend();
+        for store in ["redis", "postgres"] {
+            self.backend
+                .with_label_values(&[store])
+                .set(i64::from(store == backend));
         }
-        out.push_str(
-            "# HELP ridelock_http_request_duration_seconds Time from request to response, by route pattern.\n\
-             # TYPE ridelock_http_request_duration_seconds histogram\n",
-        );
-        for (method, route, stats) in all() {
-            let labels = format!("method=\"{}\",route=\"{}\"", label(method), label(route));
-            let mut cumulative = 0;
-            for (bound, n) in BUCKETS.iter().zip(&stats.buckets) {
-                cumulative += n;
-                let _ = writeln!(
-                    out,
-                    "ridelock_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
-                );
-            }
-            let count: u64 = stats.buckets.iter().sum();
-            let _ = writeln!(
-                out,
-                "ridelock_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}\n\
-                 ridelock_http_request_duration_seconds_sum{{{labels}}} {}\n\
-                 ridelock_http_request_duration_seconds_count{{{labels}}} {count}",
-                stats.sum_seconds
-            );
-        }
+        let pool = state.deps.pool.status();
+        let in_use = pool.size.saturating_sub(pool.available);
+        self.pool.with_label_values(&["in_use"]).set(gauge(in_use));
+        self.pool
+            .with_label_values(&["idle"])
+            .set(gauge(pool.available));
+        self.pool
+            .with_label_values(&["max"])
+            .set(gauge(pool.max_size));
+        self.pool_waiting.set(gauge(pool.waiting));
+        self.streams.set(gauge(state.hub.subscribers()));
+        let mut out = Vec::with_capacity(16 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
     }
-}
-
-/// A label value with `\`, `"` and newlines escaped, as the text format requires.
-fn label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Middleware: times every request and counts it under its route pattern and status.
@@ -212,7 +215,7 @@ pub async fn record(
     let response = next.call(req).await?;
     let request = response.request();
     if let Some(state) = request.app_data::<State>() {
-        state.http_metrics.record(
+        state.metrics.record(
             request.method().as_str(),
             request.match_pattern().as_deref().unwrap_or("unmatched"),
             response.status().as_u16(),
@@ -222,8 +225,23 @@ pub async fn record(
     Ok(response)
 }
 
+/// Whether `request` carries the scrape-only token (`auth.scrape_token`, when set).
+fn has_scrape_token(state: &State, request: &HttpRequest) -> bool {
+    let wanted = state.scrape_token.expose();
+    if wanted.is_empty() {
+        return false;
+    }
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    crate::auth::constant_time_eq(given.as_bytes(), wanted.as_bytes())
+}
+
 /// `GET /metrics`.
-/// Prometheus text format (ops).
+/// Prometheus text format: an operator's token, or the scrape-only `auth.scrape_token`.
 #[utoipa::path(
     get,
     operation_id = "metrics_render",
@@ -232,191 +250,120 @@ pub async fn record(
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain")),
     security(("bearer" = [])),
 )]
-pub async fn render(state: State, caller: Principal) -> Result<HttpResponse, ApiError> {
-    rules::ops_only(&caller)?;
-    let node = label(&state.deps.node_id.0);
-    let m = state.lease_metrics.snapshot();
-    let mut out = String::with_capacity(8192);
-    state.http_metrics.render(&mut out);
-    let counters = [
-        ("acquired", m.acquired, "Leases acquired."),
-        ("released", m.released, "Leases given back and deleted."),
-        (
-            "expired",
-            m.expired,
-            "Leases whose local deadline passed unconfirmed.",
-        ),
-        (
-            "contested",
-            m.contested,
-            "Acquisitions refused: another holder had the lease.",
-        ),
-        ("renewed", m.renewed, "Lease renewals confirmed."),
-        (
-            "renewal_failures",
-            m.renewal_failures,
-            "Lease renewals refused or unanswered.",
-        ),
-        (
-            "lost",
-            m.lost,
-            "Leases lost while held; their actors were stopped.",
-        ),
-        (
-            "timeouts",
-            m.timeouts,
-            "Acquisitions the lease store did not answer.",
-        ),
-    ];
-    for (name, value, help) in counters {
-        let _ = writeln!(
-            out,
-            "# HELP ridelock_lease_{name}_total {help}\n# TYPE ridelock_lease_{name}_total counter\n\
-             ridelock_lease_{name}_total{{node=\"{node}\"}} {value}"
-        );
+pub async fn render(state: State, request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    if !has_scrape_token(&state, &request) {
+        let caller = Principal::extract(&request).await?;
+        rules::ops_only(&caller)?;
     }
-    let f = &state.router.forwarder().metrics;
-    let forwards = [
-        (
-            "sent",
-            &f.sent,
-            "Booking actions sent on to the node holding the lease.",
-        ),
-        (
-            "answered",
-            &f.answered,
-            "Forwarded actions the owner answered (any status).",
-        ),
-        (
-            "unanswered",
-            &f.unanswered,
-            "Forwarded actions the owner did not answer; the lease was then waited out.",
-        ),
-        (
-            "unreachable",
-            &f.unreachable,
-            "Requests refused at once (503): no new connection reached the owner, and its lease would outlast them.",
-        ),
-        (
-            "received",
-            &f.received,
-            "Actions other nodes forwarded here.",
-        ),
-        (
-            "refused",
-            &f.refused,
-            "Internal calls refused for a missing or wrong signature.",
-        ),
-    ];
-    for (name, value, help) in forwards {
-        let _ = writeln!(
-            out,
-            "# HELP ridelock_forwards_{name}_total {help}\n# TYPE ridelock_forwards_{name}_total counter\n\
-             ridelock_forwards_{name}_total{{node=\"{node}\"}} {}",
-            value.load(std::sync::atomic::Ordering::Relaxed)
-        );
-    }
-    let _ = writeln!(
-        out,
-        "# HELP ridelock_leases_held Leases this node holds now.\n# TYPE ridelock_leases_held gauge\n\
-         ridelock_leases_held{{node=\"{node}\"}} {}\n\
-         # HELP ridelock_booking_actors Booking actors alive on this node.\n# TYPE ridelock_booking_actors gauge\n\
-         ridelock_booking_actors{{node=\"{node}\"}} {}",
-        m.held,
-        state.registry.len()
-    );
-    out.push_str(
-        "# HELP ridelock_lease_acquisition_seconds Lease acquisition latency over the latest acquisitions.\n\
-         # TYPE ridelock_lease_acquisition_seconds gauge\n",
-    );
-    for (quantile, ms) in [
-        ("0.5", m.acquisition_ms.p50),
-        ("0.99", m.acquisition_ms.p99),
-        ("1", m.acquisition_ms.max),
-    ] {
-        let _ = writeln!(
-            out,
-            "ridelock_lease_acquisition_seconds{{node=\"{node}\",quantile=\"{quantile}\"}} {}",
-            ms / 1000.0
-        );
-    }
-    render_batch_sizes(&mut out, &node, state.deps.writer.batch_sizes());
+    let body = state
+        .metrics
+        .render(&state)
+        .map_err(|error| ApiError::Internal(anyhow::anyhow!("rendering metrics: {error}")))?;
     Ok(HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(out))
-}
-
-/// The group-commit writer's batch sizes, as a histogram of changes per batch.
-fn render_batch_sizes(out: &mut String, node: &str, sizes: &BatchSizes) {
-    let (cumulative, changes) = sizes.snapshot();
-    out.push_str(
-        "# HELP ridelock_write_batch_size Booking changes written per group commit.\n\
-         # TYPE ridelock_write_batch_size histogram\n",
-    );
-    let bounds = writer::BUCKETS
-        .iter()
-        .map(|b| b.to_string())
-        .chain(["+Inf".to_owned()]);
-    for (bound, count) in bounds.zip(cumulative) {
-        let _ = writeln!(
-            out,
-            "ridelock_write_batch_size_bucket{{node=\"{node}\",le=\"{bound}\"}} {count}"
-        );
-    }
-    let batches = cumulative[writer::BUCKETS.len()];
-    let _ = writeln!(
-        out,
-        "ridelock_write_batch_size_sum{{node=\"{node}\"}} {changes}\n\
-         ridelock_write_batch_size_count{{node=\"{node}\"}} {batches}"
-    );
+        .content_type(TextEncoder::new().format_type())
+        .body(body))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::writer;
+
+    fn metrics() -> Metrics {
+        let lease = LeaseMetrics::new().unwrap();
+        let forwards = ForwardMetrics::new().unwrap();
+        let batch_sizes = writer::batch_sizes().unwrap();
+        Metrics::new(
+            "n1",
+            Kept {
+                lease: &lease,
+                forwards: &forwards,
+                batch_sizes: &batch_sizes,
+            },
+        )
+        .unwrap()
+    }
+
+    fn text(metrics: &Metrics) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&metrics.registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    /// The value of the one series `name` whose labels include every one of `labels`.
+    fn value(out: &str, name: &str, labels: &[&str]) -> f64 {
+        let found: Vec<&str> = out
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
+            .collect();
+        assert_eq!(found.len(), 1, "{name} {labels:?} in\n{out}");
+        found[0].rsplit(' ').next().unwrap().parse().unwrap()
+    }
 
     #[test]
-    fn latencies_land_in_cumulative_buckets() {
-        let metrics = HttpMetrics::default();
+    fn latencies_land_in_cumulative_buckets_and_every_series_names_the_node() {
+        let metrics = metrics();
         metrics.record("GET", "/api/x/{id}", 200, Duration::from_micros(800));
         metrics.record("GET", "/api/x/{id}", 404, Duration::from_millis(30));
         metrics.record("GET", "/api/x/{id}", 200, Duration::from_secs(9));
-        let mut out = String::new();
-        metrics.render(&mut out);
-        let labels = "method=\"GET\",route=\"/api/x/{id}\"";
-        for line in [
-            format!("ridelock_http_requests_total{{{labels},status=\"200\"}} 2"),
-            format!("ridelock_http_requests_total{{{labels},status=\"404\"}} 1"),
-            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"0.001\"}} 1"),
-            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"0.025\"}} 1"),
-            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"0.05\"}} 2"),
-            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"5\"}} 2"),
-            format!("ridelock_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} 3"),
-            format!("ridelock_http_request_duration_seconds_count{{{labels}}} 3"),
-        ] {
-            assert!(out.lines().any(|l| l == line), "missing {line} in\n{out}");
+        let out = text(&metrics);
+        let route = ["method=\"GET\"", "route=\"/api/x/{id}\"", "node=\"n1\""];
+        let with = |extra: &'static str| [route[0], route[1], route[2], extra];
+        assert_eq!(
+            value(
+                &out,
+                "ridelock_http_requests_total",
+                &with("status=\"200\"")
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &out,
+                "ridelock_http_requests_total",
+                &with("status=\"404\"")
+            ),
+            1.0
+        );
+        let bucket = "ridelock_http_request_duration_seconds_bucket";
+        assert_eq!(value(&out, bucket, &with("le=\"0.001\"")), 1.0);
+        assert_eq!(value(&out, bucket, &with("le=\"0.025\"")), 1.0);
+        assert_eq!(value(&out, bucket, &with("le=\"0.05\"")), 2.0);
+        assert_eq!(value(&out, bucket, &with("le=\"+Inf\"")), 3.0);
+        assert_eq!(
+            value(&out, "ridelock_http_request_duration_seconds_count", &route),
+            3.0
+        );
+        let answered = metrics.answered();
+        assert_eq!(answered.counts.iter().sum::<u64>(), 3);
+        assert_eq!((answered.counts[0], answered.counts[5]), (1, 1));
+        assert_eq!(answered.counts[BUCKETS.len()], 1, "above every bound");
+        for line in out.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.contains("node=\"n1\""), "{line}");
         }
     }
 
     #[test]
     fn methods_outside_the_known_set_share_one_label() {
-        let metrics = HttpMetrics::default();
+        let metrics = metrics();
         for n in 0..100 {
             metrics.record(&format!("FOO{n}"), "unmatched", 404, Duration::ZERO);
         }
         metrics.record("PATCH", "unmatched", 404, Duration::ZERO);
-        let mut out = String::new();
-        metrics.render(&mut out);
+        let out = text(&metrics);
         assert!(!out.contains("FOO"), "{out}");
-        let other = "method=\"OTHER\",route=\"unmatched\",status=\"404\"";
-        assert!(out.contains(&format!("{{{other}}} 100")), "{out}");
+        let other = ["method=\"OTHER\"", "route=\"unmatched\"", "status=\"404\""];
+        assert_eq!(value(&out, "ridelock_http_requests_total", &other), 100.0);
         assert!(out.contains("method=\"PATCH\""), "{out}");
     }
 
     #[test]
     fn requests_counted_on_many_threads_add_up_in_one_series() {
-        let metrics = std::sync::Arc::new(HttpMetrics::default());
-        let threads: Vec<_> = (0..SHARDS + 3)
+        let metrics = std::sync::Arc::new(metrics());
+        let threads: Vec<_> = (0..8)
             .map(|_| {
                 let metrics = metrics.clone();
                 std::thread::spawn(move || {
@@ -429,24 +376,16 @@ mod tests {
         for thread in threads {
             thread.join().expect("recording thread");
         }
-        let mut out = String::new();
-        metrics.render(&mut out);
-        let labels = "method=\"POST\",route=\"/api/bookings\"";
-        let total = (SHARDS + 3) * 100;
-        for line in [
-            format!("ridelock_http_requests_total{{{labels},status=\"201\"}} {total}"),
-            format!("ridelock_http_request_duration_seconds_count{{{labels}}} {total}"),
-        ] {
-            assert_eq!(
-                out.lines().filter(|l| *l == line).count(),
-                1,
-                "{line} in\n{out}"
-            );
-        }
-    }
-
-    #[test]
-    fn label_values_are_escaped() {
-        assert_eq!(label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+        let out = text(&metrics);
+        let labels = ["method=\"POST\"", "route=\"/api/bookings\""];
+        assert_eq!(value(&out, "ridelock_http_requests_total", &labels), 800.0);
+        assert_eq!(
+            value(
+                &out,
+                "ridelock_http_request_duration_seconds_count",
+                &labels
+            ),
+            800.0
+        );
     }
 }

@@ -45,7 +45,10 @@ pub(crate) struct AppState {
     pub lease_metrics: Arc<LeaseMetrics>,
     pub leases: Leases,
     pub redis: crate::redis_conn::RedisConn,
-    pub http_metrics: metrics::HttpMetrics,
+    /// This node's Prometheus registry and the request metrics (`/metrics`).
+    pub metrics: metrics::Metrics,
+    /// `auth.scrape_token`: opens `/metrics` and nothing else; empty: off.
+    pub scrape_token: crate::config::Secret,
     /// Runs booking actions on the node that owns the booking.
     pub router: Arc<Router>,
     /// Admits calls to `/internal/...` from other nodes.

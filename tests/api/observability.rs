@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use crate::support::app::{spawn_app, spawn_app_with, spawn_node, TestApp};
 use crate::support::fixtures::{booking_body, lease_key, Api, PICKUP};
+use crate::support::metrics;
 use crate::support::poll::{self, eventually};
 use crate::support::proxy::{host_port, Proxy};
 use crate::support::reply::Reply;
@@ -378,19 +379,101 @@ async fn metrics_count_requests_by_route_pattern_and_status_in_prometheus_text()
         "{content_type}"
     );
     let text = response.text().await.unwrap();
-    let node = &app.node_id;
-    for line in [
-        r#"ridelock_http_requests_total{method="POST",route="/api/riders",status="201"} 1"#.to_owned(),
-        r#"ridelock_http_requests_total{method="GET",route="/api/riders/{id}",status="404"} 1"#.to_owned(),
-        r#"ridelock_http_requests_total{method="GET",route="unmatched",status="404"} 1"#.to_owned(),
-        r#"ridelock_http_requests_total{method="POST",route="/api/bookings/{id}/assign",status="200"} 1"#.to_owned(),
-        r#"ridelock_http_request_duration_seconds_count{method="POST",route="/api/bookings/{id}/assign"} 1"#.to_owned(),
-        format!(r#"ridelock_lease_acquired_total{{node="{node}"}} 1"#),
-        format!(r#"ridelock_leases_held{{node="{node}"}} 1"#),
-        format!(r#"ridelock_booking_actors{{node="{node}"}} 1"#),
+    let node = app.node_id.as_str();
+    let assign = "/api/bookings/{id}/assign";
+    for (name, labels, expected) in [
+        (
+            "ridelock_http_requests_total",
+            vec![
+                ("method", "POST"),
+                ("route", "/api/riders"),
+                ("status", "201"),
+            ],
+            1.0,
+        ),
+        (
+            "ridelock_http_requests_total",
+            vec![
+                ("method", "GET"),
+                ("route", "/api/riders/{id}"),
+                ("status", "404"),
+            ],
+            1.0,
+        ),
+        (
+            "ridelock_http_requests_total",
+            vec![("method", "GET"), ("route", "unmatched"), ("status", "404")],
+            1.0,
+        ),
+        (
+            "ridelock_http_requests_total",
+            vec![("method", "POST"), ("route", assign), ("status", "200")],
+            1.0,
+        ),
+        (
+            "ridelock_http_request_duration_seconds_count",
+            vec![("method", "POST"), ("route", assign)],
+            1.0,
+        ),
+        ("ridelock_lease_acquired_total", vec![("node", node)], 1.0),
+        // Acquisition latency is a histogram now, not a gauge with a quantile label.
+        (
+            "ridelock_lease_acquisition_seconds_count",
+            vec![("node", node)],
+            1.0,
+        ),
+        (
+            "ridelock_lease_acquisition_seconds_bucket",
+            vec![("node", node), ("le", "+Inf")],
+            1.0,
+        ),
+        ("ridelock_leases_held", vec![("node", node)], 1.0),
+        ("ridelock_booking_actors", vec![("node", node)], 1.0),
+        (
+            "ridelock_lease_backend",
+            vec![("node", node), ("backend", "redis")],
+            1.0,
+        ),
+        (
+            "ridelock_lease_backend",
+            vec![("node", node), ("backend", "postgres")],
+            0.0,
+        ),
+        (
+            "ridelock_build_info",
+            vec![("node", node), ("version", env!("CARGO_PKG_VERSION"))],
+            1.0,
+        ),
+        ("ridelock_stream_subscribers", vec![("node", node)], 0.0),
+        ("ridelock_db_pool_waiting", vec![("node", node)], 0.0),
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        assert_eq!(
+            metrics::series(&text, name, &labels),
+            Some(expected),
+            "{name} {labels:?} in\n{text}"
+        );
     }
+    let in_use = metrics::series(
+        &text,
+        "ridelock_db_pool_connections",
+        &[("state", "in_use")],
+    );
+    let most = metrics::series(&text, "ridelock_db_pool_connections", &[("state", "max")]);
+    assert!(
+        in_use.unwrap() >= 1.0 && most.unwrap() >= in_use.unwrap(),
+        "{text}"
+    );
+    for process in [
+        "process_cpu_seconds_total",
+        "process_resident_memory_bytes",
+        "process_open_fds",
+    ] {
+        assert!(
+            metrics::series(&text, process, &[("node", node)]).is_some(),
+            "{process} in\n{text}"
+        );
+    }
+    assert!(!text.contains("quantile="), "{text}");
     // Every sample line is `name{labels} number`; every family has HELP and TYPE.
     for sample in text.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = sample.rsplit_once(' ').unwrap();
@@ -607,4 +690,36 @@ async fn a_node_without_postgres_is_alive_but_not_ready_and_ready_again_when_it_
     )
     .await;
     assert!(ready.is_ok(), "ready again: {ready:?}");
+}
+
+#[actix_web::test]
+async fn a_scrape_token_opens_metrics_and_nothing_else() {
+    // Arrange: a node with a scrape-only token; a client with no other credential.
+    let token = "scrape-".to_owned() + &"s".repeat(40);
+    let app = spawn_app_with(|s| s.auth.scrape_token = Secret::new(token.clone())).await;
+    let bare = reqwest::Client::new();
+    let ask = |path: &str, bearer: Option<&str>| {
+        let mut request = bare.get(format!("{}{path}", app.address));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        request.send()
+    };
+
+    // Act
+    let scraped = ask("/metrics", Some(&token)).await.unwrap();
+    let elsewhere = ask("/api/locks/stats", Some(&token)).await.unwrap();
+    let wrong = ask("/metrics", Some(&format!("{token}x"))).await.unwrap();
+    let none = ask("/metrics", None).await.unwrap();
+
+    // Assert: the token scrapes; it is no token anywhere else, and nothing else scrapes.
+    assert_eq!(scraped.status().as_u16(), 200);
+    assert!(scraped
+        .text()
+        .await
+        .unwrap()
+        .contains("ridelock_build_info"));
+    for (what, answer) in [("elsewhere", elsewhere), ("wrong", wrong), ("none", none)] {
+        assert_eq!(answer.status().as_u16(), 401, "{what}");
+    }
 }

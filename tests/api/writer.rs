@@ -25,7 +25,8 @@ use crate::support::fixtures::{Api, PICKUP};
 
 fn writer_for(app: &TestApp) -> Writer {
     let pool = app.settings().database.pool().expect("pool");
-    Writer::start(pool, "writer-test".to_owned())
+    let sizes = ridelock::storage::writer::batch_sizes().expect("the batch-size histogram");
+    Writer::start(pool, "writer-test".to_owned(), sizes)
 }
 
 fn cancel(booking: i64, token: i64) -> Change {
@@ -59,8 +60,7 @@ fn keyed(mut change: Change, key: &str) -> Change {
 }
 
 fn batches(writer: &Writer) -> u64 {
-    let (cumulative, _) = writer.batch_sizes().snapshot();
-    cumulative[cumulative.len() - 1]
+    writer.batch_sizes().get_sample_count()
 }
 
 #[actix_web::test]

@@ -12,7 +12,6 @@ mod metrics;
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -154,7 +153,7 @@ impl LeaseManager {
     fn publish_held(&self) {
         self.metrics
             .held
-            .store(self.held.len() as u64, Ordering::Relaxed);
+            .set(i64::try_from(self.held.len()).unwrap_or(i64::MAX));
     }
 
     /// Drops `key` and tells its holder. `expired`: the deadline passed without a renewal answer.

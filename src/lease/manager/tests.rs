@@ -1,6 +1,6 @@
 //! The manager against an in-memory lease store that can be told to fail or be robbed.
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -166,7 +166,7 @@ fn setup() -> Setup {
         "node-a".to_owned(),
         store.clone(),
         settings,
-        Arc::new(LeaseMetrics::default()),
+        Arc::new(LeaseMetrics::new().unwrap()),
     )
     .start();
     let lost = Arc::new(Mutex::new(Vec::new()));

@@ -12,11 +12,11 @@ mod claims;
 
 use batch::Batch;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
+use prometheus::{Histogram, HistogramOpts};
 use tokio::sync::{mpsc, oneshot};
 
 use super::bookings::{NewBooking, ReleasedDriver};
@@ -219,45 +219,23 @@ impl Results {
     }
 }
 
-/// How many items each batch carried: a cumulative histogram for `/metrics`.
-#[derive(Debug, Default)]
-pub struct BatchSizes {
-    /// Batches with at most `BUCKETS[i]` items (not cumulative here; summed when read).
-    counts: [AtomicU64; BUCKETS.len() + 1],
-    items: AtomicU64,
-}
-
-/// Upper bounds of the batch-size buckets.
-pub(crate) const BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
-
-impl BatchSizes {
-    fn record(&self, size: usize) {
-        let size = size as u64;
-        let slot = BUCKETS
-            .iter()
-            .position(|&bound| size <= bound)
-            .unwrap_or(BUCKETS.len());
-        self.counts[slot].fetch_add(1, Ordering::Relaxed);
-        self.items.fetch_add(size, Ordering::Relaxed);
-    }
-
-    /// Cumulative counts per bucket (the last is `+Inf`, every batch), and the items in all.
-    pub fn snapshot(&self) -> ([u64; BUCKETS.len() + 1], u64) {
-        let mut cumulative = [0; BUCKETS.len() + 1];
-        let mut sum = 0;
-        for (slot, count) in self.counts.iter().enumerate() {
-            sum += count.load(Ordering::Relaxed);
-            cumulative[slot] = sum;
-        }
-        (cumulative, self.items.load(Ordering::Relaxed))
-    }
+/// How many items each batch carried, for `/metrics`: a histogram with buckets of powers of two
+/// up to [`Writer::MAX_BATCH`].
+pub fn batch_sizes() -> prometheus::Result<Histogram> {
+    Histogram::with_opts(
+        HistogramOpts::new(
+            "ridelock_write_batch_size",
+            "Booking changes written per group commit.",
+        )
+        .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0]),
+    )
 }
 
 /// The handle actors and handlers write through; cheap to clone.
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::UnboundedSender<Job>,
-    sizes: Arc<BatchSizes>,
+    sizes: Histogram,
 }
 
 impl Writer {
@@ -266,15 +244,15 @@ impl Writer {
     pub(crate) const MAX_BATCH: usize = 128;
 
     /// Starts the writer's task on the current actix/tokio runtime; it ends when every handle
-    /// is dropped. `node_id` goes into every audit event it writes.
-    pub fn start(pool: PgPool, node_id: String) -> Self {
+    /// is dropped. `node_id` goes into every audit event it writes; each batch's size goes into
+    /// `sizes` ([`batch_sizes`]).
+    pub fn start(pool: PgPool, node_id: String, sizes: Histogram) -> Self {
         let (jobs, queue) = mpsc::unbounded_channel();
-        let sizes = Arc::new(BatchSizes::default());
         actix_rt::spawn(run(pool, node_id, queue, sizes.clone()));
         Self { jobs, sizes }
     }
 
-    pub fn batch_sizes(&self) -> &BatchSizes {
+    pub fn batch_sizes(&self) -> &Histogram {
         &self.sizes
     }
 
@@ -311,7 +289,7 @@ async fn run(
     pool: PgPool,
     node_id: String,
     mut queue: mpsc::UnboundedReceiver<Job>,
-    sizes: Arc<BatchSizes>,
+    sizes: Histogram,
 ) {
     // Changes of a booking that already had one in the batch being formed.
     let mut next: Vec<Job> = Vec::new();
@@ -343,7 +321,7 @@ async fn run(
         if batch.is_empty() {
             continue;
         }
-        sizes.record(batch.len());
+        sizes.observe(batch.len() as f64);
         let mut items = Items::default();
         let (mut to_changes, mut to_creates, mut to_assigns) = (Vec::new(), Vec::new(), Vec::new());
         for job in batch {
