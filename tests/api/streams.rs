@@ -7,9 +7,12 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{json, Value};
 
+use ridelock::config::Secret;
+
 use crate::support::app::{spawn_app, spawn_app_with, TestApp};
 use crate::support::fixtures::{Api, PICKUP};
 use crate::support::poll;
+use crate::support::proxy::{host_port, Proxy};
 use crate::support::sse::{Event, EventStream};
 
 /// How long an event may take to arrive here; far above what it takes (milliseconds), so that
@@ -292,6 +295,61 @@ async fn a_stream_survives_its_node_losing_the_listening_connection() {
     let created = stream.next(ARRIVES).await.expect("the creation");
     assert_eq!(created.data["booking_id"], json!(booking));
     assert!(stream.next(Duration::from_millis(300)).await.is_none());
+}
+
+#[actix_web::test]
+async fn a_stream_outlives_its_node_s_postgres_outage_and_then_gets_what_committed_meanwhile() {
+    // Arrange: the first node reaches PostgreSQL through a proxy the test can cut, the second
+    // directly. A booking made through the second, streamed from the first from its creation.
+    let server = std::env::var("DATABASE_URL").unwrap();
+    let proxy = Proxy::start(&host_port(&server)).await;
+    let app = spawn_app_with(|s| {
+        s.database.url = Secret::new(proxy.url(s.database.url.expose()));
+        s.streams.heartbeat_ms = 200;
+    })
+    .await;
+    let other = app.second_node().await;
+    let rider = app.rider().await;
+    let booking = other.booking(rider, PICKUP.0, PICKUP.1).await;
+    let url = format!("{}?after=0", booking_stream(&app, booking));
+    let mut stream = EventStream::open(&url, &format!("rider:{rider}"), None).await;
+    let created = stream.next(ARRIVES).await.expect("the creation");
+    assert_eq!(created.data["to_status"], "pending");
+
+    // Act: the first node loses PostgreSQL (its listening session too); the booking is
+    // cancelled through the second meanwhile.
+    proxy.cut();
+    other
+        .post(
+            format!("/api/bookings/{booking}/cancel"),
+            json!({ "reason": "test", "user_id": rider, "user_type": "rider" }),
+        )
+        .await
+        .expect(200, None);
+
+    // Assert: while PostgreSQL is gone the stream stays open, heartbeats going on; once it is
+    // back, the cancel arrives, once.
+    let heartbeats = stream.comments.len();
+    assert!(
+        !stream.ends_within(Duration::from_secs(2)).await,
+        "the stream stays open through the outage"
+    );
+    assert!(
+        stream.next(Duration::from_millis(1)).await.is_none(),
+        "nothing to read it from"
+    );
+    assert!(stream.comments.len() > heartbeats, "{:?}", stream.comments);
+    proxy.heal();
+    let cancelled = stream
+        .next(ARRIVES * 2)
+        .await
+        .expect("the cancel, after the outage");
+    assert_eq!(cancelled.data["to_status"], "cancelled");
+    assert_eq!(cancelled.data["node_id"], other.node_id.as_str());
+    assert!(
+        stream.next(Duration::from_millis(500)).await.is_none(),
+        "once"
+    );
 }
 
 /// Ends the sessions listening for events on this test's database; how many there were.
