@@ -15,29 +15,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::poll;
-use super::services::root;
+use super::services;
 
 static BROWSER: OnceCell<PathBuf> = OnceCell::const_new();
 
 /// The browser's path, installing it first if it is missing.
 async fn browser_path() -> PathBuf {
     BROWSER
-        .get_or_init(|| async {
-            let out = tokio::task::spawn_blocking(|| {
-                Command::new("bash")
-                    .arg(root().join("scripts/install-chromium.sh"))
-                    .output()
-                    .expect("run scripts/install-chromium.sh")
-            })
-            .await
-            .unwrap();
-            assert!(
-                out.status.success(),
-                "scripts/install-chromium.sh failed:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-        })
+        .get_or_init(|| async { PathBuf::from(services::install("install-chromium.sh").await) })
         .await
         .clone()
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::OnceCell;
 
 use super::poll;
-use super::services::root;
+use super::services::{self, root};
 
 const NGINX: &str = "/usr/sbin/nginx";
 
@@ -122,19 +122,7 @@ impl Nginx {
     pub async fn start(nodes: &[String]) -> Self {
         INSTALLED
             .get_or_init(|| async {
-                let out = tokio::task::spawn_blocking(|| {
-                    Command::new("bash")
-                        .arg(root().join("scripts/install-nginx.sh"))
-                        .output()
-                        .expect("run scripts/install-nginx.sh")
-                })
-                .await
-                .unwrap();
-                assert!(
-                    out.status.success(),
-                    "scripts/install-nginx.sh failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
+                services::install("install-nginx.sh").await;
             })
             .await;
         let upstreams: Vec<String> = nodes

@@ -18,6 +18,25 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `scripts/<script>` (an installer: nginx, chromium) and panics with its stderr if it
+/// fails; its stdout.
+pub async fn install(script: &'static str) -> String {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("bash")
+            .arg(root().join("scripts").join(script))
+            .output()
+            .unwrap_or_else(|e| panic!("run scripts/{script}: {e}"))
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "scripts/{script} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Runs `scripts/services.sh <command> chaos`; its stdout.
 async fn services(command: &'static str) -> String {
     services_of(command, "chaos").await
