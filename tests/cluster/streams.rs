@@ -8,8 +8,10 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::support::cluster::Cluster;
+use crate::support::faults::Fault;
 use crate::support::fixtures::{Api, PICKUP};
 use crate::support::nginx::Nginx;
+use crate::support::reply::Reply;
 use crate::support::sse::EventStream;
 
 #[actix_web::test]
@@ -76,4 +78,38 @@ async fn a_stream_through_nginx_gets_each_step_made_through_every_node_as_it_com
         "{:?}",
         [&pending, &offered, &taken]
     );
+}
+
+#[actix_web::test]
+async fn the_ops_stream_tells_a_takeover_from_a_dead_owner() {
+    // Arrange: n1 owns an assigned booking; the ops stream is open on n3.
+    let cluster = Cluster::start(3).await;
+    let (booking, driver) = cluster.owned_by(0, 1).await[0];
+    let url = format!("{}/api/cluster/stream", cluster.nodes[2].address);
+    let mut ops = EventStream::open(&url, "ops:tests", None).await;
+    Fault::Kill(0).apply(&cluster).await;
+    Fault::Kill(0).prove(&cluster).await;
+
+    // Act: the next step, asked of n2, which finds n1's lease and waits out its expiry.
+    let accept = cluster
+        .client
+        .post(format!(
+            "{}/api/bookings/{booking}/accept",
+            cluster.nodes[1].address
+        ))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({ "driver_id": driver }));
+    let accept = Reply::send(accept).await.unwrap();
+
+    // Assert: served by n2, and n3's stream names the takeover: n2 took it from n1.
+    assert_eq!(accept.status, 200, "{:#}", accept.body);
+    let suffix = format!(":{booking}");
+    let taken = ops
+        .live_event("lease", Duration::from_secs(5), |d| {
+            d["key"].as_str().unwrap().ends_with(&suffix) && d["change"] == "taken_over"
+        })
+        .await
+        .expect("the takeover");
+    assert_eq!(taken["node"], cluster.nodes[1].id.as_str());
+    assert_eq!(taken["other"], cluster.nodes[0].id.as_str());
 }
