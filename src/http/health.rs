@@ -122,11 +122,7 @@ pub async fn health(state: State, auth: web::Data<Authenticator>) -> HttpRespons
     responses((status = 200, description = "The process answers", body = Probe)),
 )]
 pub async fn livez(state: State) -> HttpResponse {
-    HttpResponse::Ok().json(Probe {
-        success: true,
-        message: "alive".to_owned(),
-        node_id: state.deps.node_id.0.clone(),
-    })
+    HttpResponse::Ok().json(Probe::of(&state, true, "alive"))
 }
 
 /// Whether the node can serve now: PostgreSQL answers (probed at most once a second, as for
@@ -143,21 +139,12 @@ pub async fn livez(state: State) -> HttpResponse {
     ),
 )]
 pub async fn readyz(state: State) -> HttpResponse {
-    let node_id = state.deps.node_id.0.clone();
     if state.postgres_probe.up(&state.deps.pool).await {
-        HttpResponse::Ok().json(Probe {
-            success: true,
-            message: "ready".to_owned(),
-            node_id,
-        })
+        HttpResponse::Ok().json(Probe::of(&state, true, "ready"))
     } else {
         HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "1"))
-            .json(Probe {
-                success: false,
-                message: "not ready: PostgreSQL is down".to_owned(),
-                node_id,
-            })
+            .json(Probe::of(&state, false, "not ready: PostgreSQL is down"))
     }
 }
 
@@ -167,6 +154,16 @@ pub(crate) struct Probe {
     success: bool,
     message: String,
     node_id: String,
+}
+
+impl Probe {
+    fn of(state: &State, success: bool, message: &str) -> Self {
+        Self {
+            success,
+            message: message.to_owned(),
+            node_id: state.deps.node_id.0.clone(),
+        }
+    }
 }
 
 /// What `/api/health` answers (the envelope without `data`).

@@ -365,8 +365,9 @@ mod tests {
             "^(jwt|off)$",
             "^(up|down)$",
             "^(redis|postgres)$",
-            // An event stream's event: its type and its id.
+            // An event stream's event: its type (the cluster stream's too) and its id.
             "^booking$",
+            "^(booking|lease|backend|node)$",
             "^[0-9]+$",
         ];
         for pattern in &found {

@@ -35,6 +35,21 @@ pub(crate) struct StreamEvent {
     data: String,
 }
 
+/// One event of the cluster stream: a booking event (as [`StreamEvent`]), or one of the nodes'
+/// operations, which are in no trail and so carry no id. Never built: OpenAPI only.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct ClusterStreamEvent {
+    /// A booking event's id in the audit trail; absent on operations events.
+    #[schema(pattern = "^[0-9]+$")]
+    id: Option<String>,
+    /// `booking`, or a node's `lease` change, `backend` switch or `node` figures.
+    #[schema(pattern = "^(booking|lease|backend|node)$")]
+    event: String,
+    /// The event as JSON on one line (docs/API.md, "Event streams").
+    data: String,
+}
+
 /// Where a stream starts: `after` (for an `EventSource`'s first connection, which cannot send
 /// headers); a reconnect's `Last-Event-ID` header wins over it.
 #[derive(Debug, Deserialize)]
@@ -105,7 +120,8 @@ pub(crate) async fn user(
     respond(&state, &caller, scope, after).await
 }
 
-/// Every booking event of the cluster as it commits (ops).
+/// Every booking event of the cluster as it commits, and every node's lease changes, lease
+/// backend switches and figures as they happen (ops).
 #[utoipa::path(
     get,
     operation_id = "cluster_stream",
@@ -115,7 +131,7 @@ pub(crate) async fn user(
         ("after" = Option<i64>, Query, minimum = 0, description = "send the events after this id first"),
         ("Last-Event-ID" = Option<i64>, Header, nullable = false, minimum = 0, description = "sent by a reconnecting EventSource; wins over `after`"),
     ),
-    responses((status = 200, description = "text/event-stream, as a booking's stream", content_type = "text/event-stream", body = StreamEvent)),
+    responses((status = 200, description = "text/event-stream: every booking's events as a booking's stream has them, and without ids the nodes' `lease`, `backend` and `node` events", content_type = "text/event-stream", body = ClusterStreamEvent)),
     security(("bearer" = [])),
 )]
 pub(crate) async fn cluster(

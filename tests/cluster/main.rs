@@ -167,6 +167,24 @@ fn report(fault: &str, waits: &[Duration]) {
     );
 }
 
+/// `driver` accepts `booking` through node `node`, with an idempotency key of its own.
+pub(crate) async fn accept_through(
+    cluster: &Cluster,
+    node: usize,
+    booking: i64,
+    driver: i64,
+) -> Reply {
+    let accept = cluster
+        .client
+        .post(format!(
+            "{}/api/bookings/{booking}/accept",
+            cluster.nodes[node].address
+        ))
+        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
+        .json(&json!({ "driver_id": driver }));
+    Reply::send(accept).await.unwrap()
+}
+
 async fn stat(cluster: &Cluster, node: usize, field: &str) -> i64 {
     let stats = cluster.get(node, "/api/locks/stats").await.unwrap();
     stats.data()[field].as_i64().unwrap()
@@ -336,15 +354,7 @@ async fn a_dead_owner_s_booking_whose_lease_outlasts_the_deadline_is_refused_at_
     Fault::Kill(0).prove(&cluster).await;
 
     // Act: the next step, asked of n2, whose connection to n1 is refused.
-    let accept = cluster
-        .client
-        .post(format!(
-            "{}/api/bookings/{booking}/accept",
-            cluster.nodes[1].address
-        ))
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({ "driver_id": driver }));
-    let accept = Reply::send(accept).await.unwrap();
+    let accept = accept_through(&cluster, 1, booking, driver).await;
 
     // Assert: refused as out of reach, without waiting for a lease that outlasts the request;
     // nothing moved or written.

@@ -11,7 +11,6 @@ use crate::support::cluster::Cluster;
 use crate::support::faults::Fault;
 use crate::support::fixtures::{Api, PICKUP};
 use crate::support::nginx::Nginx;
-use crate::support::reply::Reply;
 use crate::support::sse::EventStream;
 
 #[actix_web::test]
@@ -91,15 +90,7 @@ async fn the_ops_stream_tells_a_takeover_from_a_dead_owner() {
     Fault::Kill(0).prove(&cluster).await;
 
     // Act: the next step, asked of n2, which finds n1's lease and waits out its expiry.
-    let accept = cluster
-        .client
-        .post(format!(
-            "{}/api/bookings/{booking}/accept",
-            cluster.nodes[1].address
-        ))
-        .header("Idempotency-Key", uuid::Uuid::new_v4().to_string())
-        .json(&json!({ "driver_id": driver }));
-    let accept = Reply::send(accept).await.unwrap();
+    let accept = crate::accept_through(&cluster, 1, booking, driver).await;
 
     // Assert: served by n2, and n3's stream names the takeover: n2 took it from n1.
     assert_eq!(accept.status, 200, "{:#}", accept.body);
