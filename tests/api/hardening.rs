@@ -259,3 +259,62 @@ async fn the_openapi_document_is_served_without_a_token_and_lists_every_route() 
         assert!(paths.contains_key(path), "{path} is not documented");
     }
 }
+
+/// The server's connections start with 1 KiB buffers (vendor/README.md): a request head or body
+/// larger than that, and a response larger than that, are still served whole, and the connection
+/// serves the next request after them.
+#[actix_web::test]
+async fn messages_larger_than_a_connections_first_buffers_are_served_whole_on_one_connection() {
+    // Arrange: one connection, reused for every request below.
+    let app = spawn_app().await;
+    let rider = app.rider().await;
+    let client = reqwest::Client::builder()
+        .default_headers(crate::support::auth::ops())
+        .http1_only()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = |path: &str| format!("{}{path}", app.address);
+    let padded = format!(
+        "{}{}",
+        " ".repeat(40 * 1024),
+        booking_body(rider, PICKUP.0, PICKUP.1)
+    );
+
+    // Act
+    let health = client
+        .get(url("/api/health"))
+        .header("X-Padding", "a".repeat(12 * 1024))
+        .send()
+        .await
+        .unwrap();
+    let created = client
+        .post(url("/api/bookings"))
+        .header("Content-Type", "application/json")
+        .body(padded)
+        .send()
+        .await
+        .unwrap();
+    let created_status = created.status().as_u16();
+    let booking: Value = created.json().await.unwrap();
+    let document = client.get(url("/api/openapi.json")).send().await.unwrap();
+    let document_status = document.status().as_u16();
+    let document = document.bytes().await.unwrap();
+    let id = booking["data"]["id"].as_i64().unwrap();
+    let stored = client
+        .get(url(&format!("/api/bookings/{id}")))
+        .send()
+        .await
+        .unwrap();
+
+    // Assert
+    assert_eq!(health.status().as_u16(), 200, "a 12 KiB header");
+    assert_eq!(created_status, 201, "a 40 KiB body: {booking}");
+    assert_eq!(document_status, 200);
+    assert!(document.len() > 64 * 1024, "{} bytes", document.len());
+    let document: Value = serde_json::from_slice(&document).unwrap();
+    assert_eq!(document["openapi"], json!("3.1.0"));
+    assert_eq!(stored.status().as_u16(), 200, "the next request after them");
+    let stored: Value = stored.json().await.unwrap();
+    assert_eq!(stored["data"]["rider_id"], json!(rider));
+}
