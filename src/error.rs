@@ -197,7 +197,8 @@ impl ResponseError for ApiError {
         }
         if matches!(self, Self::Draining) {
             response.insert_header((DRAINING_HEADER, "true"));
-            response.insert_header(("Connection", "close"));
+            // A header alone is not enough: actix-http writes the connection type it decided.
+            response.force_close();
         }
         if let Self::MethodNotAllowed { allow } = self {
             response.insert_header(("Allow", *allow));

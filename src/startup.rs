@@ -14,6 +14,7 @@ use actix::{Addr, Supervisor};
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{middleware, web, App, HttpServer};
 use anyhow::Context as _;
+use socket2::SockRef;
 
 use crate::actors::registry::BookingRegistry;
 use crate::actors::BookingDeps;
@@ -22,6 +23,7 @@ use crate::cluster::drain::Drain;
 use crate::cluster::forward::Forwarder;
 use crate::cluster::heartbeat::{self, Heartbeat};
 use crate::cluster::inbound::Inbound;
+use crate::cluster::relay::Relay;
 use crate::cluster::router::Router;
 use crate::cluster::{Membership, NodeInfo};
 use crate::config::{IdempotencySettings, Settings};
@@ -48,6 +50,8 @@ const LEASE_EVENTS_QUEUE: usize = 4096;
 #[derive(Clone)]
 pub struct StopHandle {
     server: ServerHandle,
+    /// The listening socket (a second handle on the one actix-web accepts on).
+    listener: Arc<TcpListener>,
     drain: Arc<Drain>,
     leases: Addr<LeaseManager>,
     node_id: NodeId,
@@ -55,12 +59,24 @@ pub struct StopHandle {
 }
 
 impl StopHandle {
-    /// SIGTERM: stop accepting connections; refuse every new request (503 `draining`) and wait
-    /// for those in flight, at most the request timeout; give every lease back in a few
-    /// pipelined round trips; then close the connections. The leases go back as soon as no
-    /// request is using them, not after actix-web's connection drain (which polls once a second).
+    /// SIGTERM: refuse new connections (a load balancer passes a refused connection on to
+    /// another node, whatever the request, and leaves this one out); serve no new request here,
+    /// but relay each that arrives on an open connection to another node, or refuse it (503
+    /// `draining`, `http::relay`); wait for those in flight, at most the request timeout; give
+    /// every lease back in a few pipelined round trips; then wait until the connections are
+    /// closed (each after its next answer) or quiet (`Drain::connections_quiet`), at most the
+    /// request timeout again, and close them. The leases go back as soon as no request is using them,
+    /// not after actix-web's connection drain (which polls once a second).
     pub async fn stop(&self) {
+        // Paused, actix-web stops accepting, but the kernel would still queue new connections
+        // (and reset them at the exit, their requests sent); closed, it refuses them.
         self.server.pause().await;
+        if let Err(error) = SockRef::from(&*self.listener).shutdown(std::net::Shutdown::Read) {
+            log::warn!(
+                "shutdown node={} closing the listener: {error}",
+                self.node_id
+            );
+        }
         if !self.drain.settle(self.within).await {
             log::warn!(
                 "shutdown node={} requests still in flight after {:?}",
@@ -69,6 +85,13 @@ impl StopHandle {
             );
         }
         release_all(&self.leases, &self.node_id, true).await;
+        if !self.drain.connections_quiet(self.within).await {
+            log::warn!(
+                "shutdown node={} connections still busy after {:?}",
+                self.node_id,
+                self.within
+            );
+        }
         self.server.stop(true).await;
     }
 
@@ -155,6 +178,8 @@ async fn purge_idempotency_keys(
 
 pub struct Application {
     port: u16,
+    /// See [`StopHandle`].
+    listener: Arc<TcpListener>,
     server: Server,
     registry: Arc<BookingRegistry>,
     leases: Addr<LeaseManager>,
@@ -203,6 +228,7 @@ impl Application {
                 format!("binding {}:{}", settings.server.host, settings.server.port)
             })?;
         let port = listener.local_addr()?.port();
+        let accepting = Arc::new(listener.try_clone()?);
         let address = match settings.node.advertise_url.trim() {
             "" => format!("http://127.0.0.1:{port}"),
             url => url.trim_end_matches('/').to_owned(),
@@ -294,6 +320,12 @@ impl Application {
             settings.lease.renew_every(),
         )?;
         let drain = Arc::new(Drain::default());
+        let relay = Arc::new(Relay::new(
+            redis.clone(),
+            &settings.redis.key_prefix,
+            &node_id.0,
+            settings.server.request_timeout(),
+        )?);
         let hub = Hub::new(settings.streams.buffer);
         let listening = actix_web::rt::spawn(hub.clone().listen(
             settings.database.url.expose().to_owned(),
@@ -331,6 +363,7 @@ impl Application {
             router: router.clone(),
             inbound,
             drain: drain.clone(),
+            relay,
             postgres_probe: Default::default(),
             hub: hub.clone(),
             streams: settings.streams.clone(),
@@ -370,6 +403,12 @@ impl Application {
                 .configure(http::routes)
         })
         .disable_signals()
+        .on_connect({
+            let drain = drain.clone();
+            move |_, data| {
+                data.insert(drain.connection());
+            }
+        })
         .shutdown_timeout(settings.server.request_timeout_ms.div_ceil(1000));
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
@@ -423,6 +462,7 @@ impl Application {
         }));
         Ok(Self {
             port,
+            listener: accepting,
             server,
             registry,
             leases: manager,
@@ -446,6 +486,7 @@ impl Application {
     pub fn stop_handle(&self) -> StopHandle {
         StopHandle {
             server: self.server.handle(),
+            listener: self.listener.clone(),
             drain: self.drain.clone(),
             leases: self.leases.clone(),
             node_id: self.node_id.clone(),

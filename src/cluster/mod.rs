@@ -14,6 +14,7 @@ pub(crate) mod heartbeat;
 pub(crate) mod inbound;
 mod lease_watch;
 pub(crate) mod offers;
+pub(crate) mod relay;
 pub(crate) mod router;
 
 use std::time::Duration;

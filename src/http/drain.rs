@@ -1,16 +1,16 @@
-//! The drain's HTTP face: once the node drains (`cluster::drain`), every new request is refused
-//! at once, before any work: [`ApiError::Draining`] (503, `Retry-After`, the connection closed).
+//! The drain's HTTP face: once the node drains (`cluster::drain`), no new request is served here:
+//! each is relayed to another node (`http::relay`), or refused at once, before any work, with
+//! [`ApiError::Draining`] (503, `Retry-After`, the connection closed).
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
-use actix_web::{Error, ResponseError};
+use actix_web::Error;
 
 use super::State;
-use crate::error::ApiError;
 
-/// Middleware: counts requests in flight; refuses them once the node is draining (so `/readyz`
-/// answers 503 `draining` then), all but `/livez`.
+/// Middleware: counts requests in flight; relays or refuses them once the node is draining (so
+/// `/readyz` answers 503 `draining` then), all but `/livez`.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
@@ -28,9 +28,11 @@ pub async fn guard(
             .await
             .map(ServiceResponse::map_into_left_body);
     };
+    // Not counted in flight: a relayed request waits for another node, which may wait for
+    // this node's leases, given back only once nothing is in flight here.
     let Some(_in_flight) = state.drain.enter() else {
-        let refusal = ApiError::Draining.error_response();
-        return Ok(req.into_response(refusal).map_into_right_body());
+        let answer = super::relay::relay_or_refuse(&state, req).await;
+        return Ok(answer.map_into_right_body());
     };
     next.call(req)
         .await

@@ -17,6 +17,7 @@ mod internal;
 pub(crate) mod metrics;
 pub mod openapi;
 pub mod rate_limit;
+mod relay;
 pub(crate) mod request_id;
 mod riders;
 mod schemas;
@@ -55,6 +56,8 @@ pub(crate) struct AppState {
     pub inbound: Inbound,
     /// Requests in flight, and whether the node is shutting down.
     pub drain: Arc<crate::cluster::drain::Drain>,
+    /// Sends what arrives while the node drains to another node.
+    pub relay: Arc<crate::cluster::relay::Relay>,
     /// `/api/health`'s shared PostgreSQL probe.
     pub postgres_probe: health::PostgresProbe,
     /// Committed booking events, for the event streams.

@@ -1,7 +1,9 @@
-//! A stopping node (SIGTERM) refuses whatever arrives from then on at once, before any work: 503
-//! `draining` (API.md) with `Retry-After`, `X-RideLock-Draining` and the connection closed, so a
-//! load balancer or a forwarding node may send it elsewhere; the requests already in flight
-//! finish, and only then are the leases given back.
+//! A stopping node (SIGTERM) serves nothing new itself: what arrives from then on is relayed to
+//! another live node, or, with none (or when it is about the node itself, or relayed once
+//! already), refused at once, before any work: 503 `draining` (API.md) with `Retry-After`,
+//! `X-RideLock-Draining` and the connection closed, so a load balancer or a forwarding node may
+//! send it elsewhere. The requests already in flight finish, and only then are the leases given
+//! back.
 
 use std::time::Duration;
 
@@ -14,7 +16,7 @@ use crate::support::poll::eventually;
 #[actix_web::test]
 async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_does_nothing() {
     // Arrange: an assigned booking whose row another session holds locked, so that its accept
-    // stays in flight; and idle keep-alive connections (a stopping node accepts no new ones):
+    // stays in flight; and idle keep-alive connections (a stopping node refuses new ones):
     // one for the accept, one for the request that arrives during the drain, and one each for
     // the probes (a refusal closes its connection).
     let app = spawn_app_with(|s| {
@@ -93,5 +95,98 @@ async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_doe
     assert_eq!(body["error"], "draining");
     assert_eq!(refused_status, 503);
     assert_eq!(count(&mut app.db().await, riders).await, riders_before);
+    accepted.expect(200, None);
+}
+
+/// With another node live, what arrives at a draining node is relayed there and served once:
+/// a client without an `Idempotency-Key` sees no refusal. What is about the node itself
+/// (`/readyz`), and a request relayed once already, are still refused as draining.
+#[actix_web::test]
+async fn a_request_arriving_while_the_node_drains_is_served_once_by_another_node() {
+    // Arrange: as above, an accept held in flight on n1 keeps it draining; n2 is live.
+    let app = spawn_app_with(|s| {
+        s.database.statement_timeout_ms = 20_000;
+        s.server.request_timeout_ms = 20_000;
+        s.database.idle_transaction_timeout_ms = 30_000;
+    })
+    .await;
+    let n2 = app.second_node().await;
+    let (booking, driver, locker) = app.locked_assigned_booking().await;
+    let url = |path: &str| format!("{}{path}", app.address);
+    // A draining node refuses new connections, and closes each after one answer: one kept
+    // open for each request below, the probes' included.
+    let warm =
+        futures::future::join_all((0..8).map(|_| app.client.get(url("/api/health")).send())).await;
+    assert!(warm.into_iter().all(|r| r.unwrap().status().is_success()));
+    let riders = "SELECT count(*) AS n FROM riders";
+    let riders_before = count(&mut app.db().await, riders).await;
+
+    // Act
+    let accept = app.post(
+        format!("/api/bookings/{booking}/accept"),
+        json!({ "driver_id": driver }),
+    );
+    let stop_and_arrive = async {
+        let blocked = eventually(Duration::from_secs(5), || async {
+            a_backend_waits_on_a_lock(&mut app.db().await).await
+        })
+        .await;
+        assert!(blocked, "the accept should wait on the lock");
+        let arrive = async {
+            let draining = eventually(Duration::from_secs(5), || async {
+                let response = app.client.get(url("/readyz")).send().await.unwrap();
+                response.status() == 503
+            })
+            .await;
+            assert!(draining, "the node should drain");
+            let rider = json!({ "name": "Late Rider", "phone": "+15550009999" });
+            let created = app
+                .client
+                .post(url("/api/riders"))
+                .json(&rider)
+                .send()
+                .await
+                .unwrap();
+            let marked = app
+                .client
+                .post(url("/api/riders"))
+                .header("X-RideLock-Relayed-By", "n3")
+                .json(&rider)
+                .send()
+                .await
+                .unwrap();
+            let readyz = app.client.get(url("/readyz")).send().await.unwrap();
+            locker.release().await;
+            (created, marked, readyz)
+        };
+        let ((), answers) = tokio::join!(app.stop(), arrive);
+        answers
+    };
+    let (accepted, (created, marked, readyz)) = tokio::join!(accept, stop_and_arrive);
+
+    // Assert: created once, through n2, and said so; the marked request and the probe refused.
+    let relayed_by = created
+        .headers()
+        .get("x-ridelock-relayed-by")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let closed = created
+        .headers()
+        .get("connection")
+        .is_some_and(|v| v.as_bytes() == b"close");
+    let created_status = created.status().as_u16();
+    let body: Value = created.json().await.unwrap();
+    assert_eq!(created_status, 201, "{body}");
+    assert!(closed, "a relayed answer closes its connection");
+    assert_eq!(relayed_by.as_deref(), Some(app.node_id.as_str()));
+    assert_eq!(count(&mut app.db().await, riders).await, riders_before + 1);
+    let id = body["data"]["id"].as_i64().unwrap();
+    let stored = n2.get(format!("/api/riders/{id}")).await;
+    stored.expect(200, None);
+    assert_eq!(stored.data()["name"], "Late Rider");
+    assert_eq!(marked.status().as_u16(), 503);
+    let marked: Value = marked.json().await.unwrap();
+    assert_eq!(marked["error"], "draining");
+    assert_eq!(readyz.status().as_u16(), 503);
     accepted.expect(200, None);
 }

@@ -120,6 +120,8 @@ pub struct Client {
     /// request queued at a frozen node starts its deadline when the node wakes), plus 2 s.
     /// Longer than any answer can legitimately take, so an attempt that outlives it hung.
     pub attempt_timeout: Duration,
+    /// Whether POSTs carry an `Idempotency-Key` (see [`Client::without_keys`]).
+    keyed: bool,
 }
 
 pub enum Outcome {
@@ -154,7 +156,16 @@ impl Client {
             counts: Arc::default(),
             seen: Arc::default(),
             attempt_timeout,
+            keyed: true,
         }
+    }
+
+    /// This client sending its POSTs without an `Idempotency-Key`, as clients of the tutorial's
+    /// API do. It still retries a failed attempt, which only a scenario that allows no failure
+    /// may use: a retry without a key can do a step twice.
+    pub fn without_keys(mut self) -> Self {
+        self.keyed = false;
+        self
     }
 
     /// Sends `body` to `path` on the next node in turn, with `key` as its Idempotency-Key,
@@ -254,7 +265,7 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
-            if let Some(key) = key {
+            if let Some(key) = key.filter(|_| self.keyed) {
                 request = request.header("Idempotency-Key", key);
             }
             let c = &self.counts;

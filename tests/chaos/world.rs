@@ -53,13 +53,19 @@ pub struct Chaos {
 
 impl Chaos {
     pub async fn start(name: &'static str) -> Self {
-        Self::start_with(name, Self::on_chaos_services(false).await, false).await
+        Self::start_with(name, Self::on_chaos_services(false).await, false, true).await
     }
 
     /// A scenario whose traffic goes through nginx, with the project's configuration
     /// (`config/nginx-cluster.conf`), in front of the nodes: the client knows one address.
     pub async fn start_behind_nginx(name: &'static str) -> Self {
-        Self::start_with(name, Self::on_chaos_services(false).await, true).await
+        Self::start_with(name, Self::on_chaos_services(false).await, true, true).await
+    }
+
+    /// [`Chaos::start_behind_nginx`] with clients that send no `Idempotency-Key`
+    /// ([`Client::without_keys`]).
+    pub async fn start_behind_nginx_without_keys(name: &'static str) -> Self {
+        Self::start_with(name, Self::on_chaos_services(false).await, true, false).await
     }
 
     /// [`Chaos::start`] with each node in a network namespace of its own, so that the nodes can
@@ -70,7 +76,7 @@ impl Chaos {
         setup
             .env
             .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        Self::start_with(name, setup, false).await
+        Self::start_with(name, setup, false, true).await
     }
 
     /// Three nodes on the chaos profile's services, each reaching Redis through a proxy of its
@@ -121,11 +127,12 @@ impl Chaos {
                 network: false,
             },
             false,
+            true,
         )
         .await
     }
 
-    async fn start_with(name: &'static str, setup: Setup, behind_nginx: bool) -> Self {
+    async fn start_with(name: &'static str, setup: Setup, behind_nginx: bool, keyed: bool) -> Self {
         let cluster = Cluster::start_on(setup).await;
         let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.address.clone()).collect();
         let nginx = if behind_nginx {
@@ -140,6 +147,7 @@ impl Chaos {
             },
             cluster.ops_headers(),
         );
+        let client = if keyed { client } else { client.without_keys() };
         client.drivers(DRIVERS).await;
         let stop = Arc::new(AtomicBool::new(false));
         let (mut riders, mut rider_ids) = (Vec::new(), Vec::new());
