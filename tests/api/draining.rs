@@ -5,35 +5,41 @@
 //! send it elsewhere. The requests already in flight finish, and only then are the leases given
 //! back.
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::support::app::spawn_app_with;
-use crate::support::database::{a_backend_waits_on_a_lock, count};
+use crate::support::app::{spawn_app_with, TestApp};
+use crate::support::database::{a_backend_waits_on_a_lock, count, RowLock};
 use crate::support::poll::eventually;
+use crate::support::reply::Reply;
 
-#[actix_web::test]
-async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_does_nothing() {
-    // Arrange: an assigned booking whose row another session holds locked, so that its accept
-    // stays in flight; and idle keep-alive connections (a stopping node refuses new ones):
-    // one for the accept, one for the request that arrives during the drain, and one each for
-    // the probes (a refusal closes its connection).
+/// A node whose drain is held open: an assigned booking whose row another session holds locked,
+/// so that its accept stays in flight; and `connections` idle keep-alive connections, since a
+/// draining node refuses new ones and closes each after one answer.
+async fn node_to_drain(connections: usize) -> (TestApp, (i64, i64, RowLock)) {
     let app = spawn_app_with(|s| {
         s.database.statement_timeout_ms = 20_000;
         s.server.request_timeout_ms = 20_000;
         s.database.idle_transaction_timeout_ms = 30_000;
     })
     .await;
-    let (booking, driver, locker) = app.locked_assigned_booking().await;
+    let held = app.locked_assigned_booking().await;
     let health = format!("{}/api/health", app.address);
-    let warm = futures::future::join_all((0..5).map(|_| app.client.get(&health).send())).await;
+    let warm =
+        futures::future::join_all((0..connections).map(|_| app.client.get(&health).send())).await;
     assert!(warm.into_iter().all(|r| r.unwrap().status().is_success()));
-    let riders = "SELECT count(*) AS n FROM riders";
-    let riders_before = count(&mut app.db().await, riders).await;
+    (app, held)
+}
 
-    // Act: the accept goes out and waits on the lock; the node is told to stop; a rider
-    // creation arrives meanwhile; then the lock goes.
+/// Sends the held accept, stops the node once the accept waits on the lock, runs `arrive` once
+/// `/readyz` says the node drains, then lets the lock go. The accept's answer, and `arrive`'s.
+async fn arrive_while_draining<T>(
+    app: &TestApp,
+    (booking, driver, locker): (i64, i64, RowLock),
+    arrive: impl Future<Output = T>,
+) -> (Reply, T) {
     let accept = app.post(
         format!("/api/bookings/{booking}/accept"),
         json!({ "driver_id": driver }),
@@ -46,36 +52,51 @@ async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_doe
         assert!(blocked, "the accept should wait on the lock");
         let arrive = async {
             // Draining starts a moment after the stop is asked for: a read finds out when.
+            let readyz = format!("{}/readyz", app.address);
             let draining = eventually(Duration::from_secs(5), || async {
-                let response = app.client.get(&health).send().await.unwrap();
+                let response = app.client.get(&readyz).send().await.unwrap();
                 response.status() == 503
             })
             .await;
             assert!(draining, "the node should drain");
-            // Not ready (draining), yet alive: an orchestrator sends it nothing, kills nothing.
-            let probe = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
-            let (livez, readyz) = tokio::join!(probe("/livez"), probe("/readyz"));
-            let (livez, readyz) = (livez.unwrap(), readyz.unwrap());
-            assert_eq!(
-                (livez.status().as_u16(), readyz.status().as_u16()),
-                (200, 503)
-            );
-            let not_ready: Value = readyz.json().await.unwrap();
-            assert_eq!(not_ready["error"], "draining");
-            let refused = app
-                .client
-                .post(format!("{}/api/riders", app.address))
-                .json(&json!({ "name": "Late Rider", "phone": "+15550009999" }))
-                .send()
-                .await
-                .unwrap();
+            let arrived = arrive.await;
             locker.release().await;
-            refused
+            arrived
         };
-        let ((), refused) = tokio::join!(app.stop(), arrive);
-        refused
+        let ((), arrived) = tokio::join!(app.stop(), arrive);
+        arrived
     };
-    let (accepted, refused) = tokio::join!(accept, stop_and_arrive);
+    tokio::join!(accept, stop_and_arrive)
+}
+
+#[actix_web::test]
+async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_does_nothing() {
+    // Arrange: a node alone, so nothing can be relayed; connections for the accept, the
+    // draining probes, the two probes below and the rider creation.
+    let (app, held) = node_to_drain(6).await;
+    let riders = "SELECT count(*) AS n FROM riders";
+    let riders_before = count(&mut app.db().await, riders).await;
+
+    // Act: a rider creation arrives while the node drains.
+    let (accepted, refused) = arrive_while_draining(&app, held, async {
+        // Not ready (draining), yet alive: an orchestrator sends it nothing, kills nothing.
+        let probe = |path: &str| app.client.get(format!("{}{path}", app.address)).send();
+        let (livez, readyz) = tokio::join!(probe("/livez"), probe("/readyz"));
+        let (livez, readyz) = (livez.unwrap(), readyz.unwrap());
+        assert_eq!(
+            (livez.status().as_u16(), readyz.status().as_u16()),
+            (200, 503)
+        );
+        let not_ready: Value = readyz.json().await.unwrap();
+        assert_eq!(not_ready["error"], "draining");
+        app.client
+            .post(format!("{}/api/riders", app.address))
+            .json(&json!({ "name": "Late Rider", "phone": "+15550009999" }))
+            .send()
+            .await
+            .unwrap()
+    })
+    .await;
 
     // Assert: the newcomer was refused as draining, told to retry, its connection closed, and
     // nothing of it written; the accept already in flight finished.
@@ -103,66 +124,35 @@ async fn a_request_arriving_while_the_node_drains_is_refused_as_draining_and_doe
 /// (`/readyz`), and a request relayed once already, are still refused as draining.
 #[actix_web::test]
 async fn a_request_arriving_while_the_node_drains_is_served_once_by_another_node() {
-    // Arrange: as above, an accept held in flight on n1 keeps it draining; n2 is live.
-    let app = spawn_app_with(|s| {
-        s.database.statement_timeout_ms = 20_000;
-        s.server.request_timeout_ms = 20_000;
-        s.database.idle_transaction_timeout_ms = 30_000;
-    })
-    .await;
+    // Arrange: as above, and n2 live.
+    let (app, held) = node_to_drain(8).await;
     let n2 = app.second_node().await;
-    let (booking, driver, locker) = app.locked_assigned_booking().await;
     let url = |path: &str| format!("{}{path}", app.address);
-    // A draining node refuses new connections, and closes each after one answer: one kept
-    // open for each request below, the probes' included.
-    let warm =
-        futures::future::join_all((0..8).map(|_| app.client.get(url("/api/health")).send())).await;
-    assert!(warm.into_iter().all(|r| r.unwrap().status().is_success()));
     let riders = "SELECT count(*) AS n FROM riders";
     let riders_before = count(&mut app.db().await, riders).await;
 
-    // Act
-    let accept = app.post(
-        format!("/api/bookings/{booking}/accept"),
-        json!({ "driver_id": driver }),
-    );
-    let stop_and_arrive = async {
-        let blocked = eventually(Duration::from_secs(5), || async {
-            a_backend_waits_on_a_lock(&mut app.db().await).await
-        })
-        .await;
-        assert!(blocked, "the accept should wait on the lock");
-        let arrive = async {
-            let draining = eventually(Duration::from_secs(5), || async {
-                let response = app.client.get(url("/readyz")).send().await.unwrap();
-                response.status() == 503
-            })
-            .await;
-            assert!(draining, "the node should drain");
-            let rider = json!({ "name": "Late Rider", "phone": "+15550009999" });
-            let created = app
-                .client
-                .post(url("/api/riders"))
-                .json(&rider)
-                .send()
-                .await
-                .unwrap();
-            let marked = app
-                .client
-                .post(url("/api/riders"))
-                .header("X-RideLock-Relayed-By", "n3")
-                .json(&rider)
-                .send()
-                .await
-                .unwrap();
-            let readyz = app.client.get(url("/readyz")).send().await.unwrap();
-            locker.release().await;
-            (created, marked, readyz)
-        };
-        let ((), answers) = tokio::join!(app.stop(), arrive);
-        answers
-    };
-    let (accepted, (created, marked, readyz)) = tokio::join!(accept, stop_and_arrive);
+    // Act: a rider creation, the same marked as relayed once already, and a readiness probe.
+    let (accepted, (created, marked, readyz)) = arrive_while_draining(&app, held, async {
+        let rider = json!({ "name": "Late Rider", "phone": "+15550009999" });
+        let created = app
+            .client
+            .post(url("/api/riders"))
+            .json(&rider)
+            .send()
+            .await
+            .unwrap();
+        let marked = app
+            .client
+            .post(url("/api/riders"))
+            .header("X-RideLock-Relayed-By", "n3")
+            .json(&rider)
+            .send()
+            .await
+            .unwrap();
+        let readyz = app.client.get(url("/readyz")).send().await.unwrap();
+        (created, marked, readyz)
+    })
+    .await;
 
     // Assert: created once, through n2, and said so; the marked request and the probe refused.
     let relayed_by = created
