@@ -132,8 +132,9 @@ impl Relay {
             }
             match call.send().await {
                 Ok(response) => return answer(response, &peer.id).await,
-                Err(error) if error.is_connect() => {
-                    log::warn!("relay: node {} refused the connection: {error}", peer.id);
+                // Refused, or not even built (a header it cannot send): nothing reached the node.
+                Err(error) if error.is_connect() || error.is_builder() => {
+                    log::warn!("relay: node {} did not take the request: {error}", peer.id);
                 }
                 Err(error) => {
                     return Err(RelayError::Unanswered {
