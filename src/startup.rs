@@ -65,8 +65,8 @@ impl StopHandle {
     /// `draining`, `http::relay`); wait for those in flight, at most the request timeout; give
     /// every lease back in a few pipelined round trips; then wait until the connections are
     /// closed (each after its next answer) or quiet (`Drain::connections_quiet`), at most the
-    /// request timeout again, and close them. The leases go back as soon as no request is using them,
-    /// not after actix-web's connection drain (which polls once a second).
+    /// request timeout again, and close them. The leases go back as soon as no request is using
+    /// them, not after actix-web's connection drain (which polls once a second).
     pub async fn stop(&self) {
         // Paused, actix-web stops accepting, but the kernel would still queue new connections
         // (and reset them at the exit, their requests sent); closed, it refuses them.

@@ -83,10 +83,6 @@ impl ForwardMetrics {
         })
     }
 
-    pub fn bump(counter: &IntCounter) {
-        counter.inc();
-    }
-
     /// Every counter, for a registry.
     pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
         [
@@ -231,7 +227,7 @@ impl Forwarder {
         hops: u8,
         budget: Duration,
     ) -> Result<Relayed, ForwardError> {
-        ForwardMetrics::bump(&self.metrics.sent);
+        self.metrics.sent.inc();
         let path = internal_path(id);
         let callee_budget = budget.saturating_sub(RETURN_MARGIN);
         let budget_ms = u64::try_from(callee_budget.as_millis()).unwrap_or(u64::MAX);
@@ -265,13 +261,13 @@ impl Forwarder {
         let response = match sent {
             Ok(response) => response,
             Err(error) => {
-                ForwardMetrics::bump(&self.metrics.unanswered);
+                self.metrics.unanswered.inc();
                 return Err(error.into());
             }
         };
         if response.headers().contains_key(super::headers::DRAINING) {
             // Refused unhandled: the owner is shutting down and about to give its leases back.
-            ForwardMetrics::bump(&self.metrics.unanswered);
+            self.metrics.unanswered.inc();
             return Err(ForwardError::Draining);
         }
         let header = |name: &str| {
@@ -286,7 +282,7 @@ impl Forwarder {
         let served_by = header(super::headers::SERVED_BY);
         match response.bytes().await {
             Ok(body) => {
-                ForwardMetrics::bump(&self.metrics.answered);
+                self.metrics.answered.inc();
                 Ok(Relayed {
                     status,
                     retry_after,
@@ -295,7 +291,7 @@ impl Forwarder {
                 })
             }
             Err(error) => {
-                ForwardMetrics::bump(&self.metrics.unanswered);
+                self.metrics.unanswered.inc();
                 Err(error.into())
             }
         }

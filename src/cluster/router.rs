@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::forward::{self, ForwardError, ForwardMetrics, Forwarder, Relayed};
+use super::forward::{self, ForwardError, Forwarder, Relayed};
 use super::lease_watch::{lease_moves, LeaseNews};
 use crate::actors::messages::{Act, Done, RequestMeta};
 use crate::actors::registry::BookingRegistry;
@@ -324,7 +324,7 @@ impl Router {
                 Waited::Answered(relayed) => return Ok(Routed::Relayed(relayed)),
                 Waited::LeaseMoved { maybe_delivered } => maybe_applied |= maybe_delivered,
                 Waited::OwnerUnreachable { maybe_delivered } => {
-                    ForwardMetrics::bump(&self.forwarder.metrics.unreachable);
+                    self.forwarder.metrics.unreachable.inc();
                     log::warn!(
                         "owner unreachable, lease kept node={} owner={} booking={id} req={} maybe_delivered={maybe_delivered}",
                         self.deps.node_id,

@@ -10,7 +10,6 @@ use super::booking_actions::render;
 use super::bookings::booking_id;
 use super::State;
 use crate::cluster::auth;
-use crate::cluster::forward::ForwardMetrics;
 use crate::cluster::headers;
 use crate::cluster::inbound::{self, Presented};
 use crate::domain::ids::RequestId;
@@ -38,7 +37,7 @@ pub async fn booking(
     let call = match state.inbound.admit(&presented, &body).await {
         Ok(call) => call,
         Err(refusal) => {
-            ForwardMetrics::bump(&metrics.refused);
+            metrics.refused.inc();
             if let Some(suppressed) = REFUSAL_LOG.admit() {
                 // The sender's node header is the caller's text: quoted, escaped and cut short.
                 log::warn!(
@@ -55,7 +54,7 @@ pub async fn booking(
             });
         }
     };
-    ForwardMetrics::bump(&metrics.received);
+    metrics.received.inc();
     let id = booking_id(&path)?;
     let forwarded = inbound::parse_call(&body)?;
     let budget = call.budget.min(state.deps.request_timeout);

@@ -149,7 +149,3 @@ impl LeaseMetrics {
         }
     }
 }
-
-pub(super) fn bump(counter: &IntCounter, by: u64) {
-    counter.inc_by(by);
-}

@@ -18,7 +18,6 @@ use std::time::Instant;
 use actix::prelude::*;
 
 pub(crate) use deadline::Deadline;
-use metrics::bump;
 pub(crate) use metrics::{LeaseMetrics, Percentiles};
 
 use super::events::{LeaseChange, LeaseEvents, SeenHeld};
@@ -134,7 +133,7 @@ impl LeaseManager {
         async move {
             match release.await {
                 Ok(true) => {
-                    bump(&metrics.released, 1);
+                    metrics.released.inc();
                     true
                 }
                 Ok(false) => false,
@@ -167,9 +166,9 @@ impl LeaseManager {
                     .into_actor(self)
                     .map(|_, _, _| ()),
             );
-            bump(&self.metrics.lost, 1);
+            self.metrics.lost.inc();
             if expired {
-                bump(&self.metrics.expired, 1);
+                self.metrics.expired.inc();
             }
             telemetry::lease_event(
                 &self.node_id,
@@ -267,7 +266,7 @@ impl LeaseManager {
                             // Confirmed only after the deadline passed: the lease may have been
                             // free for a moment, and taken. It is lost, not extended.
                             Some(true) if held.valid_until.passed() => {
-                                bump(&act.metrics.renewal_failures, 1);
+                                act.metrics.renewal_failures.inc();
                                 act.lose(&key, true, ctx);
                             }
                             Some(true) => {
@@ -275,7 +274,7 @@ impl LeaseManager {
                                 held.valid_until.set(act.deadline(sent_at));
                             }
                             Some(false) => {
-                                bump(&act.metrics.renewal_failures, 1);
+                                act.metrics.renewal_failures.inc();
                                 act.lose(&key, false, ctx);
                             }
                             None => {
@@ -286,9 +285,9 @@ impl LeaseManager {
                             }
                         }
                     }
-                    bump(&act.metrics.renewed, renewed);
+                    act.metrics.renewed.inc_by(renewed);
                     if unanswered > 0 {
-                        bump(&act.metrics.renewal_failures, 1);
+                        act.metrics.renewal_failures.inc();
                     }
                     log::debug!(
                         "leases renewed node={} leases={renewed} unanswered={unanswered} req=- outcome=ok handled_us={}",
@@ -297,7 +296,7 @@ impl LeaseManager {
                     );
                 }
                 Err(error) => {
-                    bump(&act.metrics.renewal_failures, 1);
+                    act.metrics.renewal_failures.inc();
                     log::warn!(
                         "lease renewal failed node={} leases={} req=- outcome=err:unavailable handled_us={} error={error}",
                         act.node_id,
@@ -353,7 +352,7 @@ impl Handler<Acquire> for LeaseManager {
             }
             match &result {
                 Ok(()) => {
-                    bump(&act.metrics.acquired, 1);
+                    act.metrics.acquired.inc();
                     act.metrics.record_acquisition(sent_at.elapsed());
                     act.held.insert(
                         key.clone(),
@@ -368,7 +367,7 @@ impl Handler<Acquire> for LeaseManager {
                     act.tell(change, &key, from);
                 }
                 Err(LeaseError::Held(owner)) => {
-                    bump(&act.metrics.contested, 1);
+                    act.metrics.contested.inc();
                     if owner.node != act.node_id {
                         act.seen_held
                             .held(&key, &owner.node, owner.remaining, Instant::now());
@@ -379,7 +378,7 @@ impl Handler<Acquire> for LeaseManager {
                 // it landed, the key expires by TTL, since Redis cannot be asked to delete it).
                 Err(LeaseError::NotYet(_)) => {}
                 Err(_) => {
-                    bump(&act.metrics.timeouts, 1);
+                    act.metrics.timeouts.inc();
                     // The SET may have landed with its reply lost: delete it if it carries our
                     // value, or this node would wait a TTL for a lease nobody here holds.
                     ctx.spawn(
@@ -444,7 +443,7 @@ impl Handler<ReleaseAll> for LeaseManager {
         let metrics = self.metrics.clone();
         Box::pin(async move {
             let released = release.await?;
-            bump(&metrics.released, released as u64);
+            metrics.released.inc_by(released as u64);
             Ok(released)
         })
     }
